@@ -1,0 +1,255 @@
+"""The ECR API: only the calls the release needs, over an injected boto3 client.
+
+``connect`` is the one place that makes a boto3 session and client (with explicit
+retry settings); ``Ecr`` receives the client, so tests hand it a moto or Stubber
+client. Errors from botocore become one-line ``AwsError``/``SettingsError``.
+This module never talks to Docker, and never logs or returns the token except
+as the ``Authorization.password`` field (hidden from ``repr``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .errors import AwsError, SettingsError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr.client import ECRClient
+
+    from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    """The settings a new repository is created with."""
+
+    scan_on_push: bool
+    tag_mutability: str
+    encryption: str
+    kms_key: str | None = None
+
+    def create_kwargs(self, name: str) -> dict[str, Any]:
+        encryption: dict[str, str] = {"encryptionType": self.encryption}
+        if self.kms_key:
+            encryption["kmsKey"] = self.kms_key
+        return {
+            "repositoryName": name,
+            "imageScanningConfiguration": {"scanOnPush": self.scan_on_push},
+            "imageTagMutability": self.tag_mutability,
+            "encryptionConfiguration": encryption,
+        }
+
+
+@dataclass(frozen=True)
+class Repository:
+    name: str
+    uri: str
+    scan_on_push: bool
+    tag_mutability: str
+    encryption: str
+    kms_key: str | None
+
+    @property
+    def host(self) -> str:
+        return self.uri.split("/", 1)[0]
+
+    def drift(self, wanted: RepositoryConfig) -> list[str]:
+        """Human lines for each setting that differs from the configured one."""
+        found = []
+        if self.scan_on_push != wanted.scan_on_push:
+            found.append(f"scanOnPush is {self.scan_on_push}, configured {wanted.scan_on_push}")
+        if self.tag_mutability != wanted.tag_mutability:
+            found.append(
+                f"imageTagMutability is {self.tag_mutability}, configured {wanted.tag_mutability}"
+            )
+        if self.encryption != wanted.encryption:
+            found.append(f"encryption is {self.encryption}, configured {wanted.encryption}")
+        elif wanted.kms_key and self.kms_key and not self.kms_key.endswith(wanted.kms_key):
+            found.append(f"KMS key is {self.kms_key}, configured {wanted.kms_key}")
+        return found
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """A registry login from ``GetAuthorizationToken``. The password never shows in repr."""
+
+    host: str
+    username: str
+    password: str = field(repr=False)
+    expires_at: datetime | None = None
+
+
+class Ecr:
+    """The ECR calls the release makes."""
+
+    def __init__(self, client: ECRClient) -> None:
+        self._client = client
+
+    def describe_repository(self, name: str) -> Repository | None:
+        with aws_errors():
+            try:
+                answer = self._client.describe_repositories(repositoryNames=[name])
+            except self._client.exceptions.RepositoryNotFoundException:
+                return None
+        return _repository(answer["repositories"][0])
+
+    def ensure_repository(self, name: str, config: RepositoryConfig) -> tuple[Repository, bool]:
+        """Describe the repository, creating it when missing. Returns (repository, created)."""
+        found = self.describe_repository(name)
+        if found is not None:
+            return found, False
+        with aws_errors():
+            try:
+                answer = self._client.create_repository(**config.create_kwargs(name))
+            except self._client.exceptions.RepositoryAlreadyExistsException:
+                # Created by someone else since we looked: theirs is the one that counts.
+                log.info("repository %s appeared meanwhile; using it", name)
+                again = self.describe_repository(name)
+                if again is None:
+                    raise AwsError(
+                        f"repository {name} was reported to exist but cannot be described"
+                    ) from None
+                return again, False
+        return _repository(answer["repository"]), True
+
+    def authorization(self) -> Authorization:
+        """A fresh registry login. The host comes from ``proxyEndpoint``, never a template."""
+        with aws_errors():
+            answer = self._client.get_authorization_token()
+        data = answer["authorizationData"][0]
+        try:
+            decoded = base64.b64decode(data["authorizationToken"]).decode()
+            username, password = decoded.split(":", 1)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AwsError("ECR returned an authorization token that is not user:password") from exc
+        host = registry_host(data["proxyEndpoint"])
+        return Authorization(host, username, password, data.get("expiresAt"))
+
+
+def registry_host(endpoint: str) -> str:
+    """``https://123.dkr.ecr.r.amazonaws.com`` -> ``123.dkr.ecr.r.amazonaws.com``.
+
+    Docker keys credentials by bare host: logging in to the URL and pushing to
+    the host is a classic cause of ``no basic auth credentials``.
+    """
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    return parts.netloc.rstrip("/")
+
+
+def _repository(data: Mapping[str, Any]) -> Repository:
+    encryption = data.get("encryptionConfiguration") or {}
+    return Repository(
+        name=data["repositoryName"],
+        uri=data["repositoryUri"],
+        scan_on_push=bool((data.get("imageScanningConfiguration") or {}).get("scanOnPush", False)),
+        tag_mutability=data.get("imageTagMutability", "MUTABLE"),
+        encryption=encryption.get("encryptionType", "AES256"),
+        kms_key=encryption.get("kmsKey"),
+    )
+
+
+@contextlib.contextmanager
+def aws_errors() -> Iterator[None]:
+    """Turn botocore's failures into one actionable line."""
+    from botocore import exceptions as bx
+
+    try:
+        yield
+    except bx.NoCredentialsError as exc:
+        raise AwsError(
+            "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, in .env or the environment (or run `aws configure`)"
+        ) from exc
+    except bx.NoRegionError as exc:
+        raise SettingsError(
+            "no AWS region: set AWS_REGION in .env (e.g. AWS_REGION=eu-west-1)"
+        ) from exc
+    except bx.ProfileNotFound as exc:
+        raise SettingsError(f"{exc}: fix AWS_PROFILE or the AWS config file") from exc
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:
+        raise AwsError(
+            f"cannot reach the ECR API: {exc}; check the network and AWS_ENDPOINT_URL"
+        ) from exc
+    except bx.ClientError as exc:
+        raise _client_error(exc) from exc
+    except bx.BotoCoreError as exc:
+        raise AwsError(f"AWS call failed: {exc}") from exc
+
+
+def _client_error(exc: Any) -> AwsError:
+    error = exc.response.get("Error", {})
+    code = error.get("Code", "")
+    message = error.get("Message", "") or str(exc)
+    action = f"ecr:{exc.operation_name}"
+    if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
+        return AwsError(
+            f"AWS denied {action}: {message}; "
+            f"grant {action} to this identity or use another profile"
+        )
+    if code in (
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+    ):
+        return AwsError(
+            f"AWS rejected the credentials for {action} ({code}): {message}; "
+            "refresh or fix the AWS credentials"
+        )
+    if code == "KmsException":
+        return AwsError(f"{action} failed: {message}; check ECR_KMS_KEY and its key policy")
+    return AwsError(f"{action} failed ({code}): {message}")
+
+
+# -- wiring: the one place a boto3 client is made -------------------------------
+
+
+@contextlib.contextmanager
+def _overlay_environ(extra: Mapping[str, str]) -> Iterator[None]:
+    """Let botocore read .env's AWS_* variables as it reads the environment, then restore.
+
+    botocore resolves endpoint, credentials and config-file variables from
+    ``os.environ`` while the session and client are made; overlaying just for
+    that keeps every variable's meaning exactly boto3's own.
+    """
+    added = [key for key in extra if key not in os.environ]
+    os.environ.update({key: extra[key] for key in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def connect(settings: Settings) -> Ecr:
+    """Make the run's one boto3 session and ECR client, with explicit retry settings."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    with _overlay_environ(settings.aws_env), aws_errors():
+        session = boto3.Session(profile_name=settings.profile, region_name=settings.region)
+        client = session.client("ecr", config=config)
+        # Resolve credentials now, while .env's variables are visible, so a missing
+        # credential is reported before anything runs.
+        if session.get_credentials() is None:
+            raise AwsError(
+                "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, in .env or the environment (or run `aws configure`)"
+            )
+    return Ecr(client)

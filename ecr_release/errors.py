@@ -1,0 +1,58 @@
+"""The suite's error tree: every failure a user can act on is one of these.
+
+Each error carries a one-line message and an exit code; the task layer turns it
+into ``invoke.Exit``, so the user sees the line and no traceback. Anything that
+is not a ``ReleaseError`` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ReleaseError(Exception):
+    """Base class: a one-line, actionable message and a process exit code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        # One line, whatever the source of the text (docker output, AWS messages).
+        super().__init__(" ".join(message.split()))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class SettingsError(ReleaseError):
+    """Bad or missing configuration, found before anything runs."""
+
+    exit_code = 2
+
+
+class DockerError(ReleaseError):
+    """The docker CLI or daemon failed or refused."""
+
+    exit_code = 3
+
+
+class AwsError(ReleaseError):
+    """The AWS API failed or refused (credentials, permissions, network)."""
+
+    exit_code = 4
+
+
+class RegistryError(ReleaseError):
+    """The registry answered something unexpected (verification, manifests)."""
+
+    exit_code = 5
+
+
+class VersionExistsError(ReleaseError):
+    """The version is already released with another image: it is never overwritten."""
+
+    exit_code = 6
+
+
+class LockedError(ReleaseError):
+    """Another release of the same repository holds the lock on this machine."""
+
+    exit_code = 7

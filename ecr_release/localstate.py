@@ -1,0 +1,117 @@
+"""What the suite keeps on this machine: login expiry per registry host, and release locks.
+
+Both live under the user's cache directory (``$XDG_CACHE_HOME/ecr-release`` or
+``~/.cache/ecr-release``). The login record holds only the host, the Docker
+configuration it was stored in and the token's expiry: never the token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from .errors import LockedError
+
+log = logging.getLogger(__name__)
+
+# A login is reused only while it stays valid for at least this long.
+LOGIN_MARGIN = timedelta(minutes=30)
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ecr-release"
+
+
+class LoginRecords:
+    """Expiry of the logins this suite made, keyed by Docker config directory and host."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def _load(self) -> dict[str, str]:
+        try:
+            data = json.loads(self._path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    @staticmethod
+    def _key(docker_config: Path, host: str) -> str:
+        return f"{docker_config.resolve()}|{host}"
+
+    def expiry(self, docker_config: Path, host: str) -> datetime | None:
+        value = self._load().get(self._key(docker_config, host))
+        try:
+            return datetime.fromisoformat(value) if value else None
+        except ValueError:
+            return None
+
+    def record(self, docker_config: Path, host: str, expires_at: datetime | None) -> None:
+        data = self._load()
+        key = self._key(docker_config, host)
+        if expires_at is None:
+            data.pop(key, None)
+        else:
+            data[key] = expires_at.astimezone(UTC).isoformat()
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(self._path)
+
+    def forget(self, docker_config: Path, host: str) -> None:
+        self.record(docker_config, host, None)
+
+    def still_valid(self, docker_config: Path, host: str, now: datetime | None = None) -> bool:
+        expiry = self.expiry(docker_config, host)
+        now = now or datetime.now(UTC)
+        return expiry is not None and expiry - now >= LOGIN_MARGIN
+
+
+@contextlib.contextmanager
+def release_lock(
+    directory: Path,
+    name: str,
+    *,
+    timeout: float = 900.0,
+    on_wait: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[None]:
+    """Hold an exclusive lock named ``name`` on this machine; wait up to ``timeout`` seconds.
+
+    The kernel releases a ``flock`` when its process dies, so a crashed release
+    never leaves a stale lock behind.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".lock")
+    with open(path, "a+") as handle:
+        deadline = clock() + timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
+                if clock() >= deadline:
+                    raise LockedError(
+                        f"another release of {name} is still running on this machine after "
+                        f"{timeout:.0f}s: wait for it to finish, then run the release again"
+                    ) from None
+                sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,128 @@
+"""The registry's own v2 HTTP API: what a tag points to, read straight from the registry.
+
+ECR and every OCI registry answer ``HEAD /v2/<repository>/manifests/<tag>`` with
+the manifest digest in ``Docker-Content-Digest``; basic auth ``AWS:<password>``
+works on ECR. The ECR API cannot stand in for this (moto, for one, does not know
+what was pushed). TLS trust is the system's plus Docker's own per-registry CA
+(``/etc/docker/certs.d/<host>/ca.crt``), so we trust exactly what docker trusts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    )
+)
+DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    config_digest: str | None
+    media_type: str
+
+
+@dataclass
+class Registry:
+    """Read-only access to one registry host with basic auth."""
+
+    host: str
+    username: str
+    password: str = field(repr=False)
+    timeout: float = 30.0
+    certs_dir: Path = DOCKER_CERTS_DIR
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest the tag points to, or None when the tag (or repository) is absent."""
+        response = self._request("HEAD", repository, reference)
+        if response is None:
+            return None
+        with response:
+            digest = response.headers.get("Docker-Content-Digest")
+        if not digest:
+            # Some registries omit the header on HEAD; GET always lets us compute it.
+            manifest = self.manifest(repository, reference)
+            return manifest.digest if manifest else None
+        return str(digest)
+
+    def manifest(self, repository: str, reference: str) -> Manifest | None:
+        response = self._request("GET", repository, reference)
+        if response is None:
+            return None
+        with response:
+            body = response.read()
+            header = response.headers.get("Docker-Content-Digest")
+            media_type = response.headers.get("Content-Type", "")
+        import hashlib
+
+        digest = header or "sha256:" + hashlib.sha256(body).hexdigest()
+        try:
+            data: dict[str, Any] = json.loads(body)
+        except ValueError as exc:
+            raise RegistryError(
+                f"registry {self.host} returned a manifest that is not JSON"
+            ) from exc
+        config = data.get("config") or {}
+        return Manifest(
+            digest=digest,
+            config_digest=config.get("digest"),
+            media_type=str(data.get("mediaType") or media_type),
+        )
+
+    # -- transport ----------------------------------------------------------------
+
+    def _request(self, method: str, repository: str, reference: str) -> Any:
+        url = f"https://{self.host}/v2/{repository}/manifests/{reference}"
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        request = urllib.request.Request(
+            url,
+            method=method,
+            headers={"Accept": MANIFEST_TYPES, "Authorization": f"Basic {token}"},
+        )
+        try:
+            return urllib.request.urlopen(  # noqa: S310
+                request, timeout=self.timeout, context=self._ssl_context()
+            )
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            if exc.code in (401, 403):
+                raise RegistryError(
+                    f"registry {self.host} refused the login token (HTTP {exc.code}) for "
+                    f"{repository}: check the repository policy and the identity's "
+                    "ecr:BatchGetImage permission"
+                ) from exc
+            raise RegistryError(
+                f"registry {self.host} answered HTTP {exc.code} for {repository}:{reference}"
+            ) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryError(
+                f"cannot reach registry {self.host}: {reason}; check the network and try again"
+            ) from exc
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        ca = self.certs_dir / self.host / "ca.crt"
+        if ca.is_file():
+            context.load_verify_locations(cafile=str(ca))
+        return context
