@@ -225,9 +225,6 @@ _TRANSIENT_MARKERS = (
     "connection reset",
     "connection refused",
     "broken pipe",
-    "eof",
-    "i/o timeout",
-    "timeout",
     "toomanyrequests",
     "too many requests",
     "500 internal server error",
@@ -237,6 +234,11 @@ _TRANSIENT_MARKERS = (
     "received unexpected http status: 5",
     "server misbehaving",
     "tls handshake",
+)
+# Whole words only: a bare "EOF" or "i/o timeout" is transient, "thereof" is not.
+_TRANSIENT_RE = re.compile(
+    "|".join([re.escape(marker) for marker in _TRANSIENT_MARKERS] + [r"\beof\b", r"\btimeout\b"]),
+    re.IGNORECASE,
 )
 
 
@@ -271,6 +273,6 @@ def classify_push_failure(output: str) -> tuple[str, str]:
         )
     if "tag invalid" in low:
         return FATAL, line
-    if any(marker in low for marker in _TRANSIENT_MARKERS):
+    if _TRANSIENT_RE.search(output):
         return TRANSIENT, line
     return FATAL, line
