@@ -238,7 +238,7 @@ def connect(settings: Settings) -> Ecr:
     from botocore.config import Config
 
     config = Config(
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         connect_timeout=10,
         read_timeout=60,
     )

@@ -1,0 +1,250 @@
+"""The ECR module against moto (mock_aws) and botocore's Stubber."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from ecr_release.ecr import Ecr, RepositoryConfig, connect, registry_host
+from ecr_release.errors import AwsError, SettingsError
+from ecr_release.settings import Settings
+
+REGION = "eu-west-1"
+CONFIG = RepositoryConfig(scan_on_push=True, tag_mutability="IMMUTABLE", encryption="AES256")
+
+
+@pytest.fixture
+def client() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("ecr", region_name=REGION)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "region": REGION,
+        "profile": None,
+        "account_id": None,
+        "repository": "widget-server",
+        "image_name": "widget-server",
+        "dockerfile": "Dockerfile",
+        "build_context": ".",
+        "base_image": None,
+        "scan_on_push": True,
+        "tag_mutability": "IMMUTABLE",
+        "encryption": "AES256",
+        "kms_key": None,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def test_ensure_creates_with_configured_settings(client: Any) -> None:
+    config = RepositoryConfig(scan_on_push=False, tag_mutability="MUTABLE", encryption="AES256")
+    repo, created = Ecr(client).ensure_repository("team/widget", config)
+    assert created is True
+    assert repo.name == "team/widget"
+    assert repo.uri.endswith(".amazonaws.com/team/widget")
+    described = client.describe_repositories(repositoryNames=["team/widget"])["repositories"][0]
+    assert described["imageScanningConfiguration"] == {"scanOnPush": False}
+    assert described["imageTagMutability"] == "MUTABLE"
+    assert described["encryptionConfiguration"]["encryptionType"] == "AES256"
+
+
+def test_ensure_existing_repository_is_not_created_again(client: Any) -> None:
+    client.create_repository(repositoryName="widget-server", imageTagMutability="MUTABLE")
+    repo, created = Ecr(client).ensure_repository("widget-server", CONFIG)
+    assert created is False
+    assert (
+        repo.drift(CONFIG)
+        == [
+            "imageTagMutability is MUTABLE, configured IMMUTABLE",
+            "scanOnPush is False, configured True",
+        ][::-1]
+    )
+    # Nothing was changed on the existing repository.
+    described = client.describe_repositories(repositoryNames=["widget-server"])["repositories"][0]
+    assert described["imageTagMutability"] == "MUTABLE"
+
+
+def test_no_drift_when_settings_match(client: Any) -> None:
+    Ecr(client).ensure_repository("widget-server", CONFIG)
+    repo, created = Ecr(client).ensure_repository("widget-server", CONFIG)
+    assert created is False
+    assert repo.drift(CONFIG) == []
+
+
+def test_describe_missing_is_none(client: Any) -> None:
+    assert Ecr(client).describe_repository("nothing-here") is None
+
+
+def test_authorization_decodes_token_and_takes_host_from_proxy_endpoint(client: Any) -> None:
+    auth = Ecr(client).authorization()
+    assert auth.username == "AWS"
+    assert auth.password  # moto: "<account>-auth-token"
+    assert auth.host == f"123456789012.dkr.ecr.{REGION}.amazonaws.com"
+    assert auth.password not in repr(auth)
+
+
+def _stubbed() -> tuple[Any, Stubber]:
+    client = boto3.client("ecr", region_name="cn-north-1")
+    return client, Stubber(client)
+
+
+def test_host_comes_from_the_api_not_a_template() -> None:
+    client, stub = _stubbed()
+    token = base64.b64encode(b"AWS:s3cret-password").decode()
+    stub.add_response(
+        "get_authorization_token",
+        {
+            "authorizationData": [
+                {
+                    "authorizationToken": token,
+                    "expiresAt": datetime(2030, 1, 1, tzinfo=UTC),
+                    "proxyEndpoint": "https://210987654321.dkr.ecr.cn-north-1.amazonaws.com.cn",
+                }
+            ]
+        },
+    )
+    with stub:
+        auth = Ecr(client).authorization()
+    assert auth.host == "210987654321.dkr.ecr.cn-north-1.amazonaws.com.cn"
+    assert (auth.username, auth.password) == ("AWS", "s3cret-password")
+    assert auth.expires_at == datetime(2030, 1, 1, tzinfo=UTC)
+    stub.assert_no_pending_responses()
+
+
+def test_access_denied_names_the_action() -> None:
+    client, stub = _stubbed()
+    stub.add_client_error(
+        "describe_repositories",
+        service_error_code="RepositoryNotFoundException",
+        http_status_code=400,
+    )
+    stub.add_client_error(
+        "create_repository",
+        service_error_code="AccessDeniedException",
+        service_message="User: arn:aws:iam::1:user/ci is not authorized to perform: "
+        "ecr:CreateRepository",
+        http_status_code=400,
+        expected_params=CONFIG.create_kwargs("widget-server"),
+    )
+    with stub, pytest.raises(AwsError) as err:
+        Ecr(client).ensure_repository("widget-server", CONFIG)
+    assert err.value.message.startswith("AWS denied ecr:CreateRepository:")
+    assert "grant ecr:CreateRepository" in err.value.message
+
+
+def test_create_race_counts_as_success() -> None:
+    client, stub = _stubbed()
+    repository = {
+        "repositoryName": "widget-server",
+        "repositoryUri": "210987654321.dkr.ecr.cn-north-1.amazonaws.com.cn/widget-server",
+        "repositoryArn": "arn:aws-cn:ecr:cn-north-1:210987654321:repository/widget-server",
+        "imageTagMutability": "IMMUTABLE",
+        "imageScanningConfiguration": {"scanOnPush": True},
+        "encryptionConfiguration": {"encryptionType": "AES256"},
+    }
+    stub.add_client_error("describe_repositories", service_error_code="RepositoryNotFoundException")
+    stub.add_client_error(
+        "create_repository", service_error_code="RepositoryAlreadyExistsException"
+    )
+    stub.add_response(
+        "describe_repositories",
+        {"repositories": [repository]},
+        expected_params={"repositoryNames": ["widget-server"]},
+    )
+    with stub:
+        repo, created = Ecr(client).ensure_repository("widget-server", CONFIG)
+    assert created is False
+    assert repo.uri == repository["repositoryUri"]
+    assert repo.host == "210987654321.dkr.ecr.cn-north-1.amazonaws.com.cn"
+    stub.assert_no_pending_responses()
+
+
+def test_kms_settings_are_sent_on_create() -> None:
+    client, stub = _stubbed()
+    config = RepositoryConfig(
+        scan_on_push=True, tag_mutability="IMMUTABLE", encryption="KMS", kms_key="alias/ecr"
+    )
+    stub.add_client_error("describe_repositories", service_error_code="RepositoryNotFoundException")
+    stub.add_response(
+        "create_repository",
+        {"repository": {"repositoryName": "w1", "repositoryUri": "1.dkr/w1"}},
+        expected_params={
+            "repositoryName": "w1",
+            "imageScanningConfiguration": {"scanOnPush": True},
+            "imageTagMutability": "IMMUTABLE",
+            "encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": "alias/ecr"},
+        },
+    )
+    with stub:
+        _, created = Ecr(client).ensure_repository("w1", config)
+    assert created is True
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "host"),
+    [
+        (
+            "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+        ),
+        ("https://1.dkr.ecr.cn-north-1.amazonaws.com.cn/", "1.dkr.ecr.cn-north-1.amazonaws.com.cn"),
+        ("registry.example:5000", "registry.example:5000"),
+    ],
+)
+def test_registry_host_strips_the_scheme(endpoint: str, host: str) -> None:
+    assert registry_host(endpoint) == host
+
+
+def test_connect_uses_dotenv_aws_variables_without_leaving_them_in_environ() -> None:
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    settings = make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:5999"})
+    ecr = connect(settings)
+    assert ecr._client.meta.endpoint_url == "http://127.0.0.1:5999"
+    assert ecr._client.meta.config.retries["mode"] == "standard"
+    assert ecr._client.meta.config.retries["total_max_attempts"] == 5
+    assert "AWS_ENDPOINT_URL" not in os.environ
+
+
+def test_environment_wins_over_dotenv_for_aws_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:6001")
+    # load_settings never puts a key the environment has into aws_env; connect keeps it so.
+    ecr = connect(make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:5999"}))
+    assert ecr._client.meta.endpoint_url == "http://127.0.0.1:6001"
+
+
+def test_credentials_from_dotenv_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key)
+    ecr = connect(
+        make_settings(aws_env={"AWS_ACCESS_KEY_ID": "AKFROMDOTENV", "AWS_SECRET_ACCESS_KEY": "x"})
+    )
+    assert ecr._client._request_signer._credentials.access_key == "AKFROMDOTENV"
+
+
+def test_no_credentials_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(AwsError, match="no AWS credentials found"):
+        connect(make_settings())
+
+
+def test_unknown_profile_is_a_settings_error() -> None:
+    with pytest.raises(SettingsError, match="fix AWS_PROFILE"):
+        connect(make_settings(profile="does-not-exist"))
+
+
+def test_unreachable_endpoint_is_one_line() -> None:
+    ecr = connect(make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}))
+    with pytest.raises(AwsError, match="cannot reach the ECR API"):
+        ecr.authorization()

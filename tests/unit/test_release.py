@@ -1,0 +1,558 @@
+"""The release sequence with a fake docker runner, moto for ECR and a fake registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from ecr_release.docker import Docker, Result
+from ecr_release.ecr import Authorization, Ecr
+from ecr_release.errors import (
+    AwsError,
+    DockerError,
+    LockedError,
+    RegistryError,
+    SettingsError,
+    VersionExistsError,
+)
+from ecr_release.localstate import LoginRecords, release_lock
+from ecr_release.registry import Manifest
+from ecr_release.release import Release
+from ecr_release.settings import Settings
+
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+class FakeRegistry:
+    """What the registry holds: (repository, tag) -> Manifest."""
+
+    def __init__(self) -> None:
+        self.manifests: dict[tuple[str, str], Manifest] = {}
+        self.logins: list[Authorization] = []
+
+    def manifest(self, repository: str, reference: str) -> Manifest | None:
+        return self.manifests.get((repository, reference))
+
+
+@dataclass
+class FakeDocker:
+    """A docker CLI stand-in: records argument lists, keeps images, pushes into the registry."""
+
+    registry: FakeRegistry
+    images: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[list[str], str | None]] = field(default_factory=list)
+    push_outcomes: list[str] = field(default_factory=list)
+    fail: dict[str, Result] = field(default_factory=dict)
+    on_build: Callable[[], None] | None = None
+    builds: int = 0
+
+    def __call__(
+        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+    ) -> Result:
+        args = list(args)
+        self.calls.append((args, input))
+        verb = args[1]
+        if verb in self.fail:
+            return self.fail[verb]
+        if verb == "build":
+            if self.on_build:
+                self.on_build()
+            self.builds += 1
+            self.images[args[args.index("-t") + 1]] = (
+                "sha256:" + hashlib.sha256(f"image-{self.builds}".encode()).hexdigest()
+            )
+        elif verb == "tag":
+            if args[2] not in self.images:
+                return Result(1, f"Error response from daemon: No such image: {args[2]}")
+            self.images[args[3]] = self.images[args[2]]
+        elif verb == "image":
+            image_id = self.images.get(args[-1])
+            return Result(0, image_id + "\n") if image_id else Result(1, "Error: No such image")
+        elif verb == "push":
+            outcome = self.push_outcomes.pop(0) if self.push_outcomes else "ok"
+            if outcome != "ok":
+                return Result(1, f"The push refers to repository\n{outcome}\n")
+            reference = args[2]
+            repository, tag = reference.split("/", 1)[1].rsplit(":", 1)
+            config = self.images[reference]
+            digest = "sha256:" + hashlib.sha256(config.encode()).hexdigest()
+            self.registry.manifests[(repository, tag)] = Manifest(digest, config, "docker-v2")
+            return Result(0, f"{tag}: digest: {digest} size: 528\n")
+        return Result(0, "")
+
+    def verbs(self) -> list[str]:
+        return [args[1] for args, _ in self.calls if args[1] not in ("image", "version")]
+
+
+@dataclass
+class World:
+    release: Release
+    docker: FakeDocker
+    registry: FakeRegistry
+    client: Any
+    tmp: Path
+    connects: list[int]
+    sleeps: list[float]
+
+
+@pytest.fixture
+def aws() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("ecr", region_name=REGION)
+
+
+@pytest.fixture
+def make_world(aws: Any, tmp_path: Path) -> Callable[..., World]:
+    def make(*, dry_run: bool = False, **overrides: Any) -> World:
+        context = tmp_path / "ctx"
+        context.mkdir(exist_ok=True)
+        (context / "Dockerfile").write_text("FROM scratch\n")
+        values: dict[str, Any] = {
+            "region": REGION,
+            "profile": None,
+            "account_id": None,
+            "repository": "widget-server",
+            "image_name": "widget-server",
+            "dockerfile": context / "Dockerfile",
+            "build_context": context,
+            "base_image": "local/python-base:bookworm",
+            "scan_on_push": True,
+            "tag_mutability": "IMMUTABLE",
+            "encryption": "AES256",
+            "kms_key": None,
+        }
+        values.update(overrides)
+        registry = FakeRegistry()
+        docker = FakeDocker(registry)
+        connects: list[int] = []
+        sleeps: list[float] = []
+
+        def connect(settings: Settings) -> Ecr:
+            connects.append(1)
+            return Ecr(aws)
+
+        environ = {
+            "DOCKER_CONFIG": str(tmp_path / "docker"),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        }
+        release = Release(
+            Settings(**values),
+            Docker(docker),
+            connect,
+            registry_factory=lambda auth: registry,  # type: ignore[arg-type,return-value]
+            dry_run=dry_run,
+            environ=environ,
+            sleep=sleeps.append,
+            now=lambda: NOW,
+            revision=lambda path: ("0123abc", "https://example.invalid/widget.git"),
+        )
+        return World(release, docker, registry, aws, tmp_path, connects, sleeps)
+
+    return make
+
+
+def repo_names(client: Any) -> list[str]:
+    return [r["repositoryName"] for r in client.describe_repositories()["repositories"]]
+
+
+def test_release_runs_the_steps_in_order_and_verifies(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    summary = world.release.release("v1")
+
+    assert world.docker.verbs() == ["build", "login", "tag", "push"]
+    assert [name for name, _ in summary.timings] == [
+        "check",
+        "build",
+        "ensure-repo",
+        "login",
+        "tag",
+        "push",
+    ]
+    assert repo_names(world.client) == ["widget-server"]
+    assert summary.image_uri == f"{HOST}/widget-server:v1"
+    assert summary.digest == world.registry.manifests[("widget-server", "v1")].digest
+    assert world.connects == [1]  # one boto3 session for the whole run
+    tag_args = next(args for args, _ in world.docker.calls if args[1] == "tag")
+    assert tag_args == ["docker", "tag", "widget-server:v1", f"{HOST}/widget-server:v1"]
+
+
+def test_build_arguments_labels_and_base_image(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.build("v7")
+    args, _ = world.docker.calls[0]
+    context = str(world.tmp / "ctx")
+    assert args[:6] == ["docker", "build", "-t", "widget-server:v7", "-f", f"{context}/Dockerfile"]
+    assert args[-1] == context
+    pairs = {args[i + 1] for i, a in enumerate(args) if a in ("--label", "--build-arg")}
+    assert {
+        "org.opencontainers.image.version=v7",
+        "org.opencontainers.image.revision=0123abc",
+        "org.opencontainers.image.created=2026-11-27T12:00:00Z",
+        "org.opencontainers.image.source=https://example.invalid/widget.git",
+        "BASE_IMAGE=local/python-base:bookworm",
+        "APP_VERSION=v7",
+        "VCS_REF=0123abc",
+    } <= pairs
+
+
+def test_a_failing_step_stops_the_release(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.fail["build"] = Result(
+        1, "Step 2/5 : RUN false\nThe command returned a non-zero code: 1"
+    )
+    with pytest.raises(DockerError, match="docker build failed"):
+        world.release.release("v1")
+    assert world.docker.verbs() == ["build"]
+    assert repo_names(world.client) == []  # ensure-repo never ran
+
+
+def test_login_failure_stops_before_tag_and_push(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.fail["login"] = Result(1, "Error response from daemon: login attempt failed")
+    with pytest.raises(DockerError, match=r"docker login to .* was refused: Error response"):
+        world.release.release("v1")
+    assert world.docker.verbs() == ["build", "login"]
+
+
+def test_rerun_of_a_released_version_is_a_no_op(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    first = world.release.release("v1")
+    world.docker.calls.clear()
+    second = world.release.release("v1")
+    assert second.already_released is True
+    assert second.digest == first.digest
+    assert world.docker.verbs() == []  # no build, no login, no push
+
+
+def test_existing_version_with_another_image_is_refused_before_building(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    world.registry.manifests[("widget-server", "v1")] = Manifest(
+        "sha256:" + "a" * 64, "sha256:other", "x"
+    )
+    with pytest.raises(VersionExistsError) as err:
+        world.release.release("v1")
+    assert "sha256:" + "a" * 64 in err.value.message
+    assert "choose a new --version" in err.value.message
+    assert world.docker.verbs() == []
+    assert world.registry.manifests[("widget-server", "v1")].config_digest == "sha256:other"
+
+
+def test_push_alone_refuses_to_overwrite(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.release("v1")
+    world.release.build("v1")  # a new image under the same local tag
+    with pytest.raises(VersionExistsError):
+        world.release.push("v1")
+    assert world.docker.verbs()[-1] == "build"
+
+
+def test_verification_catches_a_digest_mismatch(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    real_call = world.docker.__call__
+
+    def racing(args: Sequence[str], **kwargs: Any) -> Result:
+        result = real_call(args, **kwargs)
+        if args[1] == "push":  # someone else's push lands right after ours
+            world.registry.manifests[("widget-server", "v1")] = Manifest(
+                "sha256:" + "b" * 64, "x", "y"
+            )
+        return result
+
+    world.release.docker = Docker(racing)
+    with pytest.raises(RegistryError, match="verification failed: tag v1 resolves to sha256:b"):
+        world.release.release("v1")
+
+
+def test_verification_catches_a_foreign_config(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.release("v1")
+    manifest = world.registry.manifests[("widget-server", "v1")]
+    world.registry.manifests[("widget-server", "v1")] = Manifest(
+        manifest.digest, "sha256:else", "x"
+    )
+    with pytest.raises(RegistryError, match="config is sha256:else"):
+        world.release.verify("v1", manifest.digest)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "read: connection reset by peer",
+        "EOF",
+        "received unexpected HTTP status: 503 Service Unavailable",
+        "toomanyrequests: Rate exceeded",
+    ],
+)
+def test_transient_push_failures_are_retried_with_backoff(
+    make_world: Callable[..., World], failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world()
+    world.docker.push_outcomes = [failure, failure]
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        summary = world.release.release("v1")
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "push", "push"]
+    assert world.sleeps == [2.0, 4.0]
+    assert "push attempt 1/4 failed" in caplog.text
+    assert "push attempt 2/4 failed" in caplog.text
+    assert summary.digest == world.registry.manifests[("widget-server", "v1")].digest
+
+
+def test_transient_retries_are_bounded(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.push_outcomes = ["EOF"] * 10
+    with pytest.raises(DockerError, match="failed: EOF"):
+        world.release.release("v1")
+    assert world.docker.verbs().count("push") == 4
+    assert world.sleeps == [2.0, 4.0, 8.0]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "denied: Your authorization token has expired. Reauthenticate and try again.",
+        "unauthorized: authentication required",
+    ],
+)
+def test_expired_login_triggers_one_fresh_login(
+    make_world: Callable[..., World], failure: str
+) -> None:
+    world = make_world()
+    world.docker.push_outcomes = [failure]
+    world.release.release("v1")
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "login", "push"]
+    assert world.sleeps == []
+
+
+def test_second_auth_failure_is_final(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.push_outcomes = ["unauthorized: authentication required"] * 2
+    with pytest.raises(DockerError, match="unauthorized"):
+        world.release.release("v1")
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "login", "push"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "hint"),
+    [
+        (
+            "name unknown: The repository with name 'widget-server' does not exist",
+            "inv ensure-repo",
+        ),
+        ("denied: User: arn:aws:iam::1:user/ci is not authorized", "ecr:InitiateLayerUpload"),
+    ],
+)
+def test_final_push_failures_fail_at_once_with_a_hint(
+    make_world: Callable[..., World], failure: str, hint: str
+) -> None:
+    world = make_world()
+    world.docker.push_outcomes = [failure]
+    with pytest.raises(DockerError) as err:
+        world.release.release("v1")
+    assert hint in err.value.message
+    assert world.docker.verbs().count("push") == 1
+    assert world.sleeps == []
+
+
+def test_immutable_tag_becomes_version_already_released(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.push_outcomes = [
+        "tag invalid: The image tag 'v1' already exists in the 'widget-server' repository and "
+        "cannot be overwritten because the repository is immutable."
+    ]
+    with pytest.raises(VersionExistsError, match="already released in the immutable repository"):
+        world.release.release("v1")
+
+
+def test_password_never_reaches_arguments_or_logs(
+    make_world: Callable[..., World], aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world()
+    password = Ecr(aws).authorization().password
+    with caplog.at_level(logging.DEBUG):
+        world.release.release("v1")
+    logins = [(args, stdin) for args, stdin in world.docker.calls if args[1] == "login"]
+    assert logins == [
+        (["docker", "login", "--username", "AWS", "--password-stdin", HOST], password + "\n")
+    ]
+    for args, _ in world.docker.calls:
+        assert all(password not in arg for arg in args)
+    assert password not in caplog.text
+    records = (world.tmp / "cache" / "ecr-release" / "logins.json").read_text()
+    assert password not in records
+
+
+def write_docker_config(world: World, config: dict[str, Any]) -> None:
+    path = world.tmp / "docker" / "config.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "config", [{"credHelpers": {HOST: "ecr-login"}}, {"credsStore": "ecr-login"}]
+)
+def test_login_is_skipped_with_the_ecr_credential_helper(
+    make_world: Callable[..., World], config: dict[str, Any]
+) -> None:
+    world = make_world()
+    write_docker_config(world, config)
+    assert world.release.login() == HOST
+    assert world.docker.verbs() == []
+    world.release.login(force=True)
+    assert world.docker.verbs() == ["login"]
+
+
+def _record(world: World, expires: datetime) -> None:
+    LoginRecords(world.tmp / "cache" / "ecr-release" / "logins.json").record(
+        world.tmp / "docker", HOST, expires
+    )
+
+
+def test_a_recent_login_is_reused(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    write_docker_config(world, {"auths": {HOST: {"auth": "x"}}})
+    _record(world, NOW + timedelta(hours=2))
+    world.release.login()
+    assert world.docker.verbs() == []
+    world.release.login(force=True)
+    assert world.docker.verbs() == ["login"]
+
+
+@pytest.mark.parametrize(
+    ("expires", "auths"),
+    [
+        (NOW + timedelta(minutes=29), {HOST: {}}),  # expires too soon
+        (NOW + timedelta(hours=2), {}),  # docker no longer holds credentials
+        (NOW + timedelta(hours=2), {"other.example": {}}),
+    ],
+)
+def test_login_happens_when_the_old_one_is_not_good_enough(
+    make_world: Callable[..., World], expires: datetime, auths: dict[str, Any]
+) -> None:
+    world = make_world()
+    write_docker_config(world, {"auths": auths})
+    _record(world, expires)
+    world.release.login()
+    assert world.docker.verbs() == ["login"]
+
+
+def test_login_records_the_expiry(make_world: Callable[..., World], aws: Any) -> None:
+    world = make_world()
+    world.release.login()
+    data = json.loads((world.tmp / "cache" / "ecr-release" / "logins.json").read_text())
+    [(key, value)] = data.items()
+    assert key.endswith(f"|{HOST}")
+    assert datetime.fromisoformat(value) == Ecr(aws).authorization().expires_at
+
+
+def test_dry_run_changes_nothing(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture, aws: Any
+) -> None:
+    world = make_world(dry_run=True)
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        summary = world.release.release("v1")
+    assert summary.dry_run is True
+    assert world.docker.verbs() == []
+    assert repo_names(world.client) == []
+    assert world.registry.manifests == {}
+    plan = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[dry-run]")]
+    assert [line.split(":", 1)[0] for line in plan] == [
+        "[dry-run] build",
+        "[dry-run] ensure-repo",
+        "[dry-run] login",
+        "[dry-run] tag",
+        "[dry-run] push",
+    ]
+    assert "docker build -t widget-server:v1" in plan[0]
+    assert "ecr:CreateRepository(" in plan[1] and "'scanOnPush': True" in plan[1]
+    assert f"--password-stdin {HOST}" in plan[2] and "***" in plan[2]
+    assert plan[4] == f"[dry-run] push: docker push {HOST}/widget-server:v1"
+    assert Ecr(aws).authorization().password not in caplog.text
+
+
+def test_dry_run_with_existing_repository(make_world: Callable[..., World], aws: Any) -> None:
+    aws.create_repository(repositoryName="widget-server", imageTagMutability="IMMUTABLE")
+    world = make_world(dry_run=True)
+    world.release.release("v1")
+    assert world.docker.verbs() == []
+
+
+def test_secrets_in_the_build_context_stop_the_build(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    (world.tmp / "ctx" / ".env").write_text("AWS_SECRET_ACCESS_KEY=x\n")
+    with pytest.raises(SettingsError, match=r"holds \.env and \.dockerignore does not exclude it"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+    (world.tmp / "ctx" / ".dockerignore").write_text(".env\n")
+    world.release.build("v1")
+    assert world.docker.verbs() == ["build"]
+
+
+def test_wrong_account_stops_before_building(make_world: Callable[..., World]) -> None:
+    world = make_world(account_id="000000000000")
+    with pytest.raises(AwsError, match="not account 000000000000"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+
+
+def test_tag_and_push_alone_need_the_repository(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    with pytest.raises(AwsError, match="does not exist: run `inv ensure-repo`"):
+        world.release.tag("v1")
+    assert world.docker.verbs() == []
+
+
+def test_steps_one_by_one_reach_the_same_result(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.build("v2")
+    assert world.release.ensure_repo().uri == f"{HOST}/widget-server"
+    world.release.login()
+    world.release.tag("v2")
+    digest = world.release.push("v2")
+    assert world.docker.verbs() == ["build", "login", "tag", "push"]
+    assert world.registry.manifests[("widget-server", "v2")].digest == digest
+
+
+def test_release_holds_the_machine_lock(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    seen: list[str] = []
+
+    def try_lock() -> None:
+        try:
+            with release_lock(
+                world.tmp / "cache" / "ecr-release" / "locks", f"{REGION}-widget-server", timeout=0
+            ):
+                seen.append("acquired")
+        except LockedError as exc:
+            seen.append(exc.message)
+
+    world.docker.on_build = try_lock
+    world.release.release("v1")
+    assert len(seen) == 1 and seen[0].startswith("another release of")
+
+
+def test_daemon_down_fails_before_anything(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.fail["version"] = Result(
+        1,
+        "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+        "Is the docker daemon running?",
+    )
+    with pytest.raises(DockerError, match="Docker daemon is not answering"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+    assert world.connects == []

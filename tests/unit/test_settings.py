@@ -1,0 +1,213 @@
+"""Settings: precedence, the AWS variables from .env, and every bad input refused in one line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ecr_release.errors import SettingsError
+from ecr_release.settings import check_version, load_settings
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    return tmp_path
+
+
+def write_env(path: Path, **values: str) -> Path:
+    env = path / ".env"
+    env.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    return env
+
+
+def test_precedence_flag_over_environment_over_dotenv_over_default(workdir: Path) -> None:
+    write_env(
+        workdir, AWS_REGION="eu-west-1", ECR_REPOSITORY="from-dotenv", IMAGE_NAME="img-dotenv"
+    )
+    environ = {"ECR_REPOSITORY": "from-environ"}
+
+    assert load_settings(environ={}).repository == "from-dotenv"
+    assert load_settings(environ=environ).repository == "from-environ"
+    flagged = load_settings({"ECR_REPOSITORY": "from-flag"}, environ=environ)
+    assert flagged.repository == "from-flag"
+    # IMAGE_NAME comes from .env; DOCKERFILE keeps its default.
+    assert flagged.image_name == "img-dotenv"
+    assert flagged.dockerfile == Path("Dockerfile")
+    assert flagged.region == "eu-west-1"
+
+
+def test_defaults(workdir: Path) -> None:
+    settings = load_settings(environ={"AWS_REGION": "us-east-1"})
+    assert settings.repository == "widget-server"
+    assert settings.image_name == "widget-server"
+    assert settings.build_context == Path(".")
+    assert settings.scan_on_push is True
+    assert settings.tag_mutability == "IMMUTABLE"
+    assert settings.encryption == "AES256"
+    assert settings.kms_key is None
+    assert settings.base_image is None
+
+
+def test_empty_values_in_dotenv_mean_unset(workdir: Path) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", IMAGE_NAME="", BASE_IMAGE="", ECR_KMS_KEY="")
+    settings = load_settings(environ={})
+    assert settings.image_name == "widget-server"
+    assert settings.base_image is None
+
+
+def test_dotenv_does_not_touch_os_environ_and_aws_keys_are_kept_for_boto3(workdir: Path) -> None:
+    write_env(
+        workdir,
+        AWS_REGION="eu-west-1",
+        AWS_ENDPOINT_URL="http://127.0.0.1:5999",
+        AWS_SECRET_ACCESS_KEY="from-dotenv-secret",
+        AWS_ACCOUNT_ID="123456789012",
+    )
+    before = dict(os.environ)
+    settings = load_settings(environ={"AWS_SECRET_ACCESS_KEY": "from-environ"})
+    assert dict(os.environ) == before
+    # The environment wins, so only what it lacks is handed to boto3.
+    assert settings.aws_env == {
+        "AWS_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:5999",
+    }
+    assert "from-dotenv-secret" not in repr(settings)
+
+
+def test_no_dotenv_and_no_region_names_the_key_and_says_copy_example(workdir: Path) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(environ={})
+    assert "AWS_REGION" in err.value.message
+    assert "copy .env.example" in err.value.message
+    assert "\n" not in err.value.message
+
+
+def test_dotenv_without_region_says_add_it(workdir: Path) -> None:
+    write_env(workdir, ECR_REPOSITORY="x1")
+    with pytest.raises(SettingsError, match=r"AWS_REGION is not set .*add it to \.env"):
+        load_settings(environ={})
+
+
+def test_region_from_aws_configuration_chain(workdir: Path) -> None:
+    assert load_settings(environ={"AWS_DEFAULT_REGION": "ap-south-1"}).region == "ap-south-1"
+    config = workdir / "aws-config"
+    config.write_text("[default]\nregion = eu-north-1\n[profile ci]\nregion = sa-east-1\n")
+    environ = {"AWS_CONFIG_FILE": str(config)}
+    assert load_settings(environ=environ).region == "eu-north-1"
+    assert load_settings({"AWS_PROFILE": "ci"}, environ=environ).region == "sa-east-1"
+
+
+def test_build_does_not_need_a_region(workdir: Path) -> None:
+    assert load_settings(environ={}, need_aws=False, need_build=True).region is None
+
+
+def test_unknown_dotenv_key_is_a_warning(workdir: Path) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", ECR_REPOSITRY="typo")
+    assert load_settings(environ={}).warnings == (".env: unknown key ECR_REPOSITRY is ignored",)
+
+
+BAD_VERSIONS = [
+    "v1;rm -rf ~",
+    "$(id)",
+    "`id`",
+    "v1 v2",
+    "-v1",
+    ".v1",
+    "",
+    "a" * 129,
+    "vé1",
+    "v1\n",
+]
+
+
+@pytest.mark.parametrize("version", BAD_VERSIONS)
+def test_bad_versions_are_refused(version: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        check_version(version)
+    message = err.value.message
+    assert "--version" in message
+    assert "\n" not in message
+    if version:
+        assert "not a valid image tag" in message
+    else:
+        assert "required" in message
+
+
+@pytest.mark.parametrize("version", ["v1", "1.4.2", "_x", "A" * 128, "v1.0-rc_1"])
+def test_good_versions(version: str) -> None:
+    assert check_version(version) == version
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"ECR_REPOSITORY": "Widget-Server"}, "must be lowercase"),
+        ({"ECR_REPOSITORY": "a"}, "2 to 256 characters"),
+        ({"ECR_REPOSITORY": "a" * 257}, "2 to 256 characters"),
+        ({"ECR_REPOSITORY": "widget..server"}, "not a valid ECR repository name"),
+        ({"ECR_REPOSITORY": "-widget"}, "not a valid ECR repository name"),
+        (
+            {"ECR_REPOSITORY": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/widget-server"},
+            "looks like an image URI: give only the repository name (e.g. 'widget-server')",
+        ),
+        ({"ECR_REPOSITORY": "widget-server:v1"}, "looks like an image URI"),
+        ({"IMAGE_NAME": "Bad Name"}, "IMAGE_NAME 'Bad Name' is not a valid local image name"),
+        ({"ECR_TAG_MUTABILITY": "SOMETIMES"}, "ECR_TAG_MUTABILITY 'SOMETIMES' is not one of"),
+        ({"ECR_ENCRYPTION": "ROT13"}, "ECR_ENCRYPTION 'ROT13' is not one of AES256, KMS, KMS_DSSE"),
+        ({"ECR_ENCRYPTION": "KMS"}, "ECR_ENCRYPTION=KMS needs ECR_KMS_KEY"),
+        ({"ECR_ENCRYPTION": "KMS_DSSE"}, "ECR_ENCRYPTION=KMS_DSSE needs ECR_KMS_KEY"),
+        ({"ECR_KMS_KEY": "alias/x"}, "ECR_KMS_KEY is set but ECR_ENCRYPTION is AES256"),
+        ({"ECR_SCAN_ON_PUSH": "maybe"}, "ECR_SCAN_ON_PUSH 'maybe' is not a boolean"),
+        ({"AWS_ACCOUNT_ID": "12345"}, "AWS_ACCOUNT_ID '12345' must be exactly 12 digits"),
+        ({"AWS_ACCOUNT_ID": "1234567890123"}, "must be exactly 12 digits"),
+        ({"AWS_ACCOUNT_ID": "12345678901a"}, "must be exactly 12 digits"),
+        ({"DOCKERFILE": "nope/Dockerfile"}, "DOCKERFILE 'nope/Dockerfile' does not exist"),
+        ({"BUILD_CONTEXT": "nope"}, "BUILD_CONTEXT 'nope' is not a directory"),
+    ],
+)
+def test_bad_settings_are_refused_with_one_line(
+    workdir: Path, overrides: dict[str, str], expected: str
+) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", **overrides)
+    with pytest.raises(SettingsError) as err:
+        load_settings(environ={}, need_build=True)
+    assert expected in err.value.message
+    assert "\n" not in err.value.message
+
+
+def test_every_problem_is_named_at_once(workdir: Path) -> None:
+    write_env(workdir, ECR_REPOSITORY="UPPER", ECR_TAG_MUTABILITY="x", AWS_ACCOUNT_ID="1")
+    with pytest.raises(SettingsError) as err:
+        load_settings({"version": "-bad"}, environ={}, need_version=True)
+    message = err.value.message
+    for part in (
+        "--version",
+        "AWS_REGION",
+        "ECR_REPOSITORY",
+        "ECR_TAG_MUTABILITY",
+        "AWS_ACCOUNT_ID",
+    ):
+        assert part in message
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("true", True), ("FALSE", False), ("1", True), ("off", False)]
+)
+def test_booleans(workdir: Path, text: str, value: bool) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", ECR_SCAN_ON_PUSH=text)
+    assert load_settings(environ={}).scan_on_push is value
+
+
+def test_settings_are_frozen(workdir: Path) -> None:
+    settings = load_settings(environ={"AWS_REGION": "eu-west-1"})
+    with pytest.raises(AttributeError):
+        settings.repository = "other"  # type: ignore[misc]
+
+
+def test_lowercase_enum_values_are_accepted(workdir: Path) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", ECR_TAG_MUTABILITY="mutable")
+    assert load_settings(environ={}).tag_mutability == "MUTABLE"

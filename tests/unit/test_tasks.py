@@ -1,0 +1,235 @@
+"""The command line as users run it: `inv ...` in a subprocess, with a fake docker on PATH.
+
+Bad input must end in one line and a non-zero exit before any docker command
+or AWS call: the fake docker logs every call, and AWS_ENDPOINT_URL points at a
+listener that counts connections.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = ["build", "ensure-repo", "login", "tag", "push", "release"]
+
+
+class Listener:
+    """A TCP port that counts connections: any AWS call would land here."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    lst = Listener()
+    yield lst
+    lst.sock.close()
+
+
+@pytest.fixture
+def cli(tmp_path: Path, listener: Listener):  # type: ignore[no-untyped-def]
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "docker.log"
+    fake = bindir / "docker"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit 0\n')
+    fake.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "Dockerfile").write_text("FROM scratch\n")
+    env = {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_CONFIG_FILE": str(tmp_path / "absent"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "absent"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+    def run(
+        *args: str, env_file: str | None = None, **extra_env: str
+    ) -> subprocess.CompletedProcess[str]:
+        if env_file is not None:
+            (work / ".env").write_text(env_file)
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
+            cwd=work,
+            env={**env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    run.docker_log = log  # type: ignore[attr-defined]
+    run.work = work  # type: ignore[attr-defined]
+    return run
+
+
+def assert_one_line_error(
+    done: subprocess.CompletedProcess[str], code: int, text: str, *, progress: bool = False
+) -> None:
+    """The error is one line, the last one; only progress lines may come before it."""
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.strip().splitlines()
+    if not progress:
+        assert len(lines) == 1, done.stderr
+    assert all(line.startswith("==> ") for line in lines[:-1]), done.stderr
+    assert lines[-1].startswith("error: ")
+    assert text in lines[-1]
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_list_shows_the_six_tasks_with_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "--list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    listed = {line.split()[0]: line for line in done.stdout.splitlines()[2:] if line.strip()}
+    for task in TASKS:
+        assert task in listed and len(listed[task].split()) > 1
+    for task in TASKS:
+        helped = subprocess.run(
+            [sys.executable, "-m", "invoke", "--help", task],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert helped.returncode == 0
+        assert "--region" in helped.stdout and "--env-file" in helped.stdout
+
+
+@pytest.mark.parametrize("argv", [["--list"], ["--help", "release"]])
+def test_start_up_imports_no_boto(argv: list[str]) -> None:
+    code = (
+        "import sys\n"
+        "from invoke.main import program\n"
+        f"sys.argv = ['inv', *{argv!r}]\n"
+        "try:\n"
+        "    program.run()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore'))\n"
+        "print('LOADED', loaded)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert "LOADED []" in done.stdout, done.stdout + done.stderr
+
+
+BAD_VERSIONS = ["v1;rm -rf ~", "$(id)", "`id`", "v1 v2", "-v1", ".v1", "", "a" * 129, "v\u00e91"]
+
+
+@pytest.mark.parametrize(
+    ("task", "version"),
+    [("release", version) for version in BAD_VERSIONS]
+    + [(task, "v1;rm -rf ~") for task in ("build", "tag", "push")]
+    + [(task, None) for task in ("build", "tag", "push", "release")],
+)
+def test_bad_version_is_refused_before_anything_runs(
+    cli, listener: Listener, task: str, version: str | None
+) -> None:  # type: ignore[no-untyped-def]
+    args = [task] if version is None else [task, f"--version={version}"]
+    done = cli(*args, env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, "--version")
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+BAD_ENV = [
+    ("ECR_REPOSITORY=Widget\n", "must be lowercase"),
+    (
+        "ECR_REPOSITORY=123456789012.dkr.ecr.eu-west-1.amazonaws.com/widget\n",
+        "looks like an image URI",
+    ),
+    ("ECR_TAG_MUTABILITY=SOMETIMES\n", "ECR_TAG_MUTABILITY"),
+    ("ECR_ENCRYPTION=KMS\n", "needs ECR_KMS_KEY"),
+    ("ECR_SCAN_ON_PUSH=perhaps\n", "not a boolean"),
+    ("AWS_ACCOUNT_ID=42\n", "12 digits"),
+    ("DOCKERFILE=missing.Dockerfile\n", "does not exist"),
+    ("BUILD_CONTEXT=nowhere\n", "is not a directory"),
+]
+
+
+@pytest.mark.parametrize(("line", "text"), BAD_ENV)
+def test_bad_settings_are_refused_before_anything_runs(
+    cli, listener: Listener, line: str, text: str
+) -> None:  # type: ignore[no-untyped-def]
+    done = cli("release", "--version", "v1", env_file="AWS_REGION=eu-west-1\n" + line)
+    assert_one_line_error(done, 2, text)
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+def test_no_dotenv_names_the_missing_key(cli, listener: Listener) -> None:  # type: ignore[no-untyped-def]
+    done = cli("release", "--version", "v1")
+    assert_one_line_error(done, 2, "AWS_REGION is not set")
+    assert "copy .env.example" in done.stderr
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+def test_flag_overrides_dotenv(cli) -> None:  # type: ignore[no-untyped-def]
+    done = cli(
+        "release", "--version", "v1", "--repository", "BAD", env_file="AWS_REGION=eu-west-1\n"
+    )
+    assert_one_line_error(done, 2, "ECR_REPOSITORY 'BAD' must be lowercase")
+
+
+def test_missing_docker_cli_is_one_line(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = cli("build", "--version", "v1", PATH=str(empty))
+    assert_one_line_error(done, 3, "install Docker", progress=True)
+
+
+def test_build_runs_docker_with_an_argument_list(cli) -> None:  # type: ignore[no-untyped-def]
+    done = cli("build", "--version", "v1")
+    assert done.returncode == 0, done.stderr
+    logged = cli.docker_log.read_text().splitlines()
+    assert logged[0].startswith("build -t widget-server:v1 -f Dockerfile ")
+    assert "--label org.opencontainers.image.version=v1" in logged[0]
+    assert "built widget-server:v1" in done.stdout
+
+
+def test_secret_in_context_is_refused(cli) -> None:  # type: ignore[no-untyped-def]
+    (cli.work / ".env.production").write_text("AWS_SECRET_ACCESS_KEY=nope\n")
+    done = cli("build", "--version", "v1")
+    assert_one_line_error(done, 2, ".env.production")
+    assert not cli.docker_log.exists()
+
+
+def test_no_credentials_is_one_line(cli, listener: Listener) -> None:  # type: ignore[no-untyped-def]
+    done = cli(
+        "ensure-repo",
+        env_file="AWS_REGION=eu-west-1\n",
+        AWS_ACCESS_KEY_ID="",
+        AWS_SECRET_ACCESS_KEY="",
+    )
+    assert_one_line_error(done, 4, "no AWS credentials found", progress=True)
+    assert listener.connections == 0
