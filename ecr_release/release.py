@@ -94,6 +94,7 @@ class Release:
         self._auth: Authorization | None = None
         self._repository: Repository | None = None
         self._locked = 0
+        self._context_checked = False
 
     # -- shared, memoized facts -----------------------------------------------------
 
@@ -157,7 +158,7 @@ class Release:
     def build(self, version: str) -> None:
         """``docker build`` the image ``IMAGE_NAME:version`` with OCI labels."""
         settings = self.settings
-        check_no_secrets(settings.build_context)
+        self._check_context()
         revision, source = self._revision(settings.build_context)
         created = self._now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         labels = {
@@ -378,8 +379,9 @@ class Release:
 
         with self.locked():
             with step("check"):
+                self._check_context()
                 self.docker.check_daemon()
-                existing = self.released(version)
+                existing = self._check(version)
             if existing is not None:
                 uri = f"{self._registry_host()}/{self.settings.repository}:{version}"
                 return Summary(uri, existing.digest, timings, already_released=True)
@@ -394,6 +396,25 @@ class Release:
             with step("push"):
                 digest = self.push(version, checked=True)
         return Summary(self.remote_ref(version), digest, timings, dry_run=self.dry_run)
+
+    def _check_context(self) -> None:
+        if not self._context_checked:
+            check_no_secrets(self.settings.build_context)
+            self._context_checked = True
+
+    def _check(self, version: str) -> Manifest | None:
+        """``released``; in a dry run an unreachable registry is reported, not fatal."""
+        if not self.dry_run:
+            return self.released(version)
+        where = f"{self.authorization().host}/{self.settings.repository}:{version}"
+        try:
+            existing = self.released(version)
+        except RegistryError as exc:
+            _plan("check", f"could not ask the registry about {where} ({exc.message})")
+            return None
+        if existing is None:
+            _plan("check", f"{where} is not released yet")
+        return existing
 
     def _registry_host(self) -> str:
         return self.authorization().host

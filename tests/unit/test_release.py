@@ -471,16 +471,18 @@ def test_dry_run_changes_nothing(
     assert world.registry.manifests == {}
     plan = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[dry-run]")]
     assert [line.split(":", 1)[0] for line in plan] == [
+        "[dry-run] check",
         "[dry-run] build",
         "[dry-run] ensure-repo",
         "[dry-run] login",
         "[dry-run] tag",
         "[dry-run] push",
     ]
-    assert "docker build -t widget-server:v1" in plan[0]
-    assert "ecr:CreateRepository(" in plan[1] and "'scanOnPush': True" in plan[1]
-    assert f"--password-stdin {HOST}" in plan[2] and "***" in plan[2]
-    assert plan[4] == f"[dry-run] push: docker push {HOST}/widget-server:v1"
+    assert plan[0] == f"[dry-run] check: {HOST}/widget-server:v1 is not released yet"
+    assert "docker build -t widget-server:v1" in plan[1]
+    assert "ecr:CreateRepository(" in plan[2] and "'scanOnPush': True" in plan[2]
+    assert f"--password-stdin {HOST}" in plan[3] and "***" in plan[3]
+    assert plan[5] == f"[dry-run] push: docker push {HOST}/widget-server:v1"
     assert Ecr(aws).authorization().password not in caplog.text
 
 

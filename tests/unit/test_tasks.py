@@ -233,3 +233,45 @@ def test_no_credentials_is_one_line(cli, listener: Listener) -> None:  # type: i
     )
     assert_one_line_error(done, 4, "no AWS credentials found", progress=True)
     assert listener.connections == 0
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "argv", [["release", "--version", "v1", "--dry-run"], ["--dry", "release", "--version", "v1"]]
+)
+def test_dry_run_changes_nothing_anywhere(cli, moto_server: str, argv: list[str]) -> None:  # type: ignore[no-untyped-def]
+    import boto3
+
+    (cli.work / ".dockerignore").write_text(".env\n")
+    done = cli(*argv, env_file="AWS_REGION=eu-west-1\n", AWS_ENDPOINT_URL=moto_server)
+    assert done.returncode == 0, done.stderr
+    host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    plan = [line for line in done.stderr.splitlines() if line.startswith("[dry-run]")]
+    assert [line.split(":")[0] for line in plan] == [
+        "[dry-run] check",
+        "[dry-run] build",
+        "[dry-run] ensure-repo",
+        "[dry-run] login",
+        "[dry-run] tag",
+        "[dry-run] push",
+    ]
+    assert (
+        f"docker login --username AWS --password-stdin {host}  (password on stdin: ***)" in plan[3]
+    )
+    assert "auth-token" not in done.stdout + done.stderr  # moto's password
+    assert "nothing was built, created, logged in to or pushed" in done.stdout
+    # Only read-only docker commands ran; no repository was created.
+    verbs = [line.split()[0] for line in cli.docker_log.read_text().splitlines()]
+    assert set(verbs) <= {"version", "image"}
+    client = boto3.client("ecr", region_name="eu-west-1", endpoint_url=moto_server)
+    assert client.describe_repositories()["repositories"] == []
