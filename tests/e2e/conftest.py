@@ -1,0 +1,121 @@
+"""Fixtures for the end-to-end tests: one local ECR stand-in per pytest session.
+
+``stack`` (session) is a :class:`~.stack.Stack` that is up; its facts are at
+``stack.info`` (a :class:`~.stack.StackInfo`). Where the machine cannot host it
+(not root, no Docker engine can be started) the tests are skipped, or fail when
+``CI=true``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .stack import Stack, StackError, StackInfo, StackUnavailable
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e is an e2e test (before -m selects on it)."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The local ECR stand-in, up for the whole session and torn down at its end."""
+    s = Stack()
+    # SIGTERM would kill pytest without running finalizers; make it an interrupt instead.
+    old_term = signal.getsignal(signal.SIGTERM)
+    if old_term is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    atexit.register(s.down)  # last resort; down() is idempotent
+    try:
+        try:
+            s.up()
+        except StackUnavailable as exc:
+            msg = f"e2e stack unavailable: {exc.reason}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(msg, pytrace=False)
+            pytest.skip(msg)
+        except StackError as exc:
+            pytest.fail(f"e2e stack failed to come up: {exc}", pytrace=False)
+        yield s
+    finally:
+        try:
+            s.down()
+        finally:
+            atexit.unregister(s.down)
+            if old_term is signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _heal_stack(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the stack (and maybe broke it on purpose), restore it."""
+    yield
+    s = request.node.funcargs.get("stack") if hasattr(request.node, "funcargs") else None
+    if isinstance(s, Stack) and s.info is not None:
+        s.heal()
+
+
+@pytest.fixture
+def stack_info(stack: Stack) -> StackInfo:
+    assert stack.info is not None
+    return stack.info
+
+
+@pytest.fixture
+def docker_config(tmp_path: Path) -> Path:
+    """A throwaway DOCKER_CONFIG: `docker login` must not touch the developer's config."""
+    d = tmp_path / "docker-config"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def aws_secret_marker() -> str:
+    """The secret access key given to the CLI: a unique string that must never be printed."""
+    return f"e2e-SECRET-marker-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def cli_env(
+    stack: Stack, docker_config: Path, aws_secret_marker: str, tmp_path: Path
+) -> dict[str, str]:
+    """The complete environment for running the product's CLI as a subprocess."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return stack.cli_env(docker_config, secret_access_key=aws_secret_marker, home=home)
+
+
+@pytest.fixture
+def ecr_repo_name() -> str:
+    """A unique ECR repository name per test, so tests never collide."""
+    return f"e2e-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def docker_images_to_remove() -> Iterator[list[str]]:
+    """Append image references here; they are removed from the engine after the test."""
+    refs: list[str] = []
+    yield refs
+    for ref in refs:
+        with contextlib.suppress(OSError):
+            subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, check=False)
