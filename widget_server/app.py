@@ -386,6 +386,11 @@ class WidgetHandler(BaseHTTPRequestHandler):
         self, status: HTTPStatus, payload: object | None, headers: Mapping[str, str] | None = None
     ) -> None:
         body = b"" if payload is None else (json.dumps(payload) + "\n").encode("utf-8")
+        if self.request_version == "HTTP/0.9":
+            # The stdlib assumes HTTP/0.9 for a request line it cannot parse
+            # (and for "GET /path"), and then writes neither status line nor
+            # headers. No client alive expects that; answer with HTTP/1.0.
+            self.request_version = "HTTP/1.0"
         self.send_response(status)
         if payload is not None:
             self.send_header("Content-Type", "application/json")
