@@ -159,7 +159,9 @@ class Docker:
         if result.returncode != 0:
             self._check_daemon_output(result.output)
             # Docker's message may quote what it was sent: never let the password through.
-            message = last_error_line(result.output).replace(password, "***")
+            message = last_error_line(result.output)
+            if password:
+                message = message.replace(password, "***")
             raise DockerError(f"docker login to {host} was refused: {message}")
 
     def image_id(self, reference: str) -> str | None:

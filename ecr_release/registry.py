@@ -10,6 +10,9 @@ what was pushed). TLS trust is the system's plus Docker's own per-registry CA
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
+import http.client
 import json
 import logging
 import ssl
@@ -72,15 +75,15 @@ class Registry:
             body = response.read()
             header = response.headers.get("Docker-Content-Digest")
             media_type = response.headers.get("Content-Type", "")
-        import hashlib
-
         digest = header or "sha256:" + hashlib.sha256(body).hexdigest()
         try:
-            data: dict[str, Any] = json.loads(body)
-        except ValueError as exc:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
             raise RegistryError(
-                f"registry {self.host} returned a manifest that is not JSON"
-            ) from exc
+                f"registry {self.host} returned a manifest that is not a JSON object"
+            )
         config = data.get("config") or {}
         return Manifest(
             digest=digest,
@@ -94,13 +97,13 @@ class Registry:
         url = f"https://{self.host}/v2/{repository}/manifests/{reference}"
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         request = urllib.request.Request(
-            url,
-            method=method,
-            headers={"Accept": MANIFEST_TYPES, "Authorization": f"Basic {token}"},
+            url, method=method, headers={"Accept": MANIFEST_TYPES}
         )
+        # Unredirected: the password never follows a redirect to another host.
+        request.add_unredirected_header("Authorization", f"Basic {token}")
         try:
             return urllib.request.urlopen(  # noqa: S310
-                request, timeout=self.timeout, context=self._ssl_context()
+                request, timeout=self.timeout, context=self._ssl_context
             )
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
@@ -114,15 +117,18 @@ class Registry:
             raise RegistryError(
                 f"registry {self.host} answered HTTP {exc.code} for {repository}:{reference}"
             ) from exc
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryError(
                 f"cannot reach registry {self.host}: {reason}; check the network and try again"
             ) from exc
 
+    @functools.cached_property
     def _ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
-        ca = self.certs_dir / self.host / "ca.crt"
-        if ca.is_file():
-            context.load_verify_locations(cafile=str(ca))
+        # Docker trusts every *.crt in certs.d/<host>/ as a CA for that registry.
+        host_dir = self.certs_dir / self.host
+        if host_dir.is_dir():
+            for ca in sorted(host_dir.glob("*.crt")):
+                context.load_verify_locations(cafile=str(ca))
         return context

@@ -172,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = 500
         elif tag == "v1" and repo in ("app", "team/app", "nohead", "notjson"):
             status = 200
-            body = b"this is not json" if repo == "notjson" else MANIFEST
+            body = {"notjson": b"this is not json", "notobject": b"[1, 2]"}.get(repo, MANIFEST)
             headers["Content-Type"] = "application/vnd.docker.distribution.manifest.v2+json"
             if repo != "nohead":
                 headers["Docker-Content-Digest"] = HEADER_DIGEST
@@ -324,9 +324,12 @@ def test_server_error_is_a_registry_error(
     assert info.value.message == f"registry {fake.host} answered HTTP 500 for broken:v1"
 
 
-def test_a_manifest_that_is_not_json(registry: Registry, fake: FakeRegistry) -> None:
-    with pytest.raises(RegistryError, match="not JSON") as info:
-        registry.manifest("notjson", "v1")
+@pytest.mark.parametrize("repo", ["notjson", "notobject"])
+def test_a_manifest_that_is_not_a_json_object(
+    registry: Registry, fake: FakeRegistry, repo: str
+) -> None:
+    with pytest.raises(RegistryError, match="not a JSON object") as info:
+        registry.manifest(repo, "v1")
     assert fake.host in info.value.message
 
 
