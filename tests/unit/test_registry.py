@@ -170,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = 403
         elif repo == "broken":
             status = 500
-        elif tag == "v1" and repo in ("app", "team/app", "nohead", "notjson"):
+        elif tag == "v1" and repo in ("app", "team/app", "nohead", "notjson", "notobject"):
             status = 200
             body = {"notjson": b"this is not json", "notobject": b"[1, 2]"}.get(repo, MANIFEST)
             headers["Content-Type"] = "application/vnd.docker.distribution.manifest.v2+json"
