@@ -1,0 +1,160 @@
+"""The Dockerfile and .dockerignore, checked without a Docker engine.
+
+The end-to-end suite builds and runs the image; these tests pin the properties
+that a careless edit would silently lose (cache order, classic-builder syntax,
+non-root user, a working healthcheck, secrets kept out of the context).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecr_release.buildcontext import DockerIgnore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_METADATA_ARGS = ("APP_VERSION", "VCS_REF", "BUILD_DATE", "SOURCE_URL")
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) for each instruction, continuation lines joined."""
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    result = []
+    for line in joined.splitlines():
+        if line.strip():
+            keyword, _, args = line.strip().partition(" ")
+            result.append((keyword.upper(), args.strip()))
+    return result
+
+
+def _args(keyword: str) -> list[str]:
+    return [args for kw, args in _instructions() if kw == keyword]
+
+
+def _exec_form(args: str) -> list[str]:
+    value = json.loads(args)
+    assert isinstance(value, list)
+    return [str(part) for part in value]
+
+
+def test_base_image_is_a_build_argument_defaulting_to_python_slim():
+    assert _instructions()[:2] == [
+        ("ARG", "BASE_IMAGE=python:3.12-slim"),
+        ("FROM", "${BASE_IMAGE}"),
+    ]
+
+
+def test_build_metadata_is_declared_after_the_last_filesystem_step():
+    # An ARG whose value changes every build (BUILD_DATE) invalidates the
+    # classic builder's cache for each RUN after it.
+    keywords = [kw for kw, _ in _instructions()]
+    last_fs_step = max(i for i, kw in enumerate(keywords) if kw in {"COPY", "ADD", "RUN"})
+    declared = {
+        args.split("=", 1)[0]: i for i, (kw, args) in enumerate(_instructions()) if kw == "ARG"
+    }
+    for name in BUILD_METADATA_ARGS:
+        assert declared[name] > last_fs_step, name
+    assert "APP_VERSION=dev" in _args("ARG")
+
+
+def test_version_and_oci_labels_come_from_the_build_arguments():
+    assert "APP_VERSION=${APP_VERSION}" in _args("ENV")
+    labels = " ".join(_args("LABEL"))
+    for key, arg in [
+        ("version", "APP_VERSION"),
+        ("revision", "VCS_REF"),
+        ("created", "BUILD_DATE"),
+        ("source", "SOURCE_URL"),
+    ]:
+        assert f'org.opencontainers.image.{key}="${{{arg}}}"' in labels
+    assert 'org.opencontainers.image.title="widget-server"' in labels
+
+
+def test_only_the_package_is_copied():
+    assert _args("COPY") == ["widget_server/ /app/widget_server/"]
+    assert _args("ADD") == []
+
+
+def test_classic_builder_syntax_only():
+    for keyword, args in _instructions():
+        for buildkit_only in ("--mount", "--chmod", "--link", "<<"):
+            assert buildkit_only not in args, keyword
+
+
+def test_runs_as_a_numeric_non_root_user():
+    (user,) = _args("USER")
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and int(uid) >= 1000
+    assert gid.isdigit() and int(gid) >= 1000
+
+
+def test_runtime_settings():
+    env = " ".join(_args("ENV"))
+    assert "PYTHONUNBUFFERED=1" in env
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+    assert _args("EXPOSE") == ["8080"]
+    # Exec form with python3: the process is PID 1 and gets SIGTERM itself,
+    # and bases without a `python` alias still work.
+    assert _exec_form(_args("CMD")[0]) == ["python3", "-m", "widget_server"]
+
+
+def _healthcheck_command() -> list[str]:
+    (healthcheck,) = _args("HEALTHCHECK")
+    _, _, command = healthcheck.partition(" CMD ")
+    argv = _exec_form(command)
+    assert argv[0] == "python3"
+    return argv
+
+
+def test_healthcheck_passes_against_a_live_server(server):
+    argv = [sys.executable, *_healthcheck_command()[1:]]
+    result = subprocess.run(argv, env={"PORT": str(server.port)}, capture_output=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+
+
+def test_healthcheck_fails_when_nothing_listens(server):
+    port = server.port
+    server.shutdown()
+    server.server_close()
+    argv = [sys.executable, *_healthcheck_command()[1:]]
+    result = subprocess.run(argv, env={"PORT": str(port)}, capture_output=True, timeout=10)
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".env",
+        ".env.local",
+        "config/.env",
+        "config/.env.production",
+        ".aws/credentials",
+        "deploy/.aws/config",
+        ".git/HEAD",
+        ".venv/pyvenv.cfg",
+        "tests/widget_server/conftest.py",
+        "widget_server/__pycache__/app.cpython-311.pyc",
+        "widget_server/stale.pyc",
+        ".pytest_cache/v/cache/nodeids",
+        ".mypy_cache/3.11/app.json",
+        ".ruff_cache/CACHEDIR.TAG",
+    ],
+)
+def test_dockerignore_keeps_out(path):
+    ignore = DockerIgnore((REPO_ROOT / ".dockerignore").read_text())
+    assert ignore.excludes(path)
+
+
+@pytest.mark.parametrize(
+    "path", ["widget_server/app.py", "widget_server/__main__.py", "Dockerfile", ".env.example"]
+)
+def test_dockerignore_lets_through(path):
+    ignore = DockerIgnore((REPO_ROOT / ".dockerignore").read_text())
+    assert not ignore.excludes(path)
