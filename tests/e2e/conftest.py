@@ -23,6 +23,7 @@ import pytest
 from .stack import Stack, StackError, StackInfo, StackUnavailable
 
 HERE = Path(__file__).resolve().parent
+_active: Stack | None = None  # the session's stack, once it is up
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -56,8 +57,11 @@ def stack() -> Iterator[Stack]:
             pytest.skip(msg)
         except StackError as exc:
             pytest.fail(f"e2e stack failed to come up: {exc}", pytrace=False)
+        global _active
+        _active = s
         yield s
     finally:
+        _active = None
         try:
             s.down()
         finally:
@@ -70,9 +74,8 @@ def stack() -> Iterator[Stack]:
 def _heal_stack(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that used the stack (and maybe broke it on purpose), restore it."""
     yield
-    s = request.node.funcargs.get("stack") if hasattr(request.node, "funcargs") else None
-    if isinstance(s, Stack) and s.info is not None:
-        s.heal()
+    if "stack" in request.fixturenames and _active is not None and _active.info is not None:
+        _active.heal()
 
 
 @pytest.fixture

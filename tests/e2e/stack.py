@@ -251,6 +251,18 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _wait_port_free(port: int, deadline: float = 10.0) -> None:
+    """Wait for the port to be free: a process that just exited may still hold its socket."""
+    end = time.monotonic() + deadline
+    while not _port_free(port):
+        if time.monotonic() > end:
+            raise StackError(
+                f"port {port} is taken by {_who_listens(port)}; the registry must serve it "
+                "because docker talks to https://<host> without a port"
+            )
+        time.sleep(0.1)
+
+
 def _who_listens(port: int) -> str:
     if not shutil.which("ss"):
         return "unknown process"
@@ -476,7 +488,9 @@ class Stack:
         self.base_image = base_image
         self.lock_timeout = lock_timeout
         # Extra dockerd flags, used only when this stack starts dockerd itself (e.g. a private
-        # --data-root and --host, with DOCKER_HOST pointing at it, to test from a cold engine).
+        # --data-root, --exec-root, --pidfile and --host, with DOCKER_HOST pointing at it, to
+        # test from a cold engine). Beware: `--bridge none` makes dockerd delete the docker0
+        # interface, which breaks `docker run` on another daemon of the same machine.
         if dockerd_args is None:
             dockerd_args = shlex.split(os.environ.get("E2E_STACK_DOCKERD_ARGS", ""))
         self.dockerd_args = list(dockerd_args)
@@ -525,11 +539,7 @@ class Stack:
         """Start the registry (no-op when it runs) and wait until it answers."""
         if _is_ours(self._state.get("registry_pid"), "docker-registry"):
             return
-        if not _port_free(REGISTRY_PORT):
-            raise StackError(
-                f"port {REGISTRY_PORT} is taken by {_who_listens(REGISTRY_PORT)}; "
-                "the registry must serve it because docker talks to https://<host> without a port"
-            )
+        _wait_port_free(REGISTRY_PORT)
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         log_path = Path(self._state["registry_log_path"])
         pid = _spawn(
@@ -655,11 +665,7 @@ class Stack:
         self._ensure_dockerd()
         ensure_base_image(self.base_image, sd)
 
-        if not _port_free(REGISTRY_PORT):
-            raise StackError(
-                f"port {REGISTRY_PORT} is taken by {_who_listens(REGISTRY_PORT)}; the registry "
-                "must serve it because docker talks to https://<host> without a port"
-            )
+        _wait_port_free(REGISTRY_PORT, deadline=2.0)
 
         tls_dir = sd / "tls"
         tls_dir.mkdir(exist_ok=True)
