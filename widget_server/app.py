@@ -198,6 +198,10 @@ class WidgetHandler(BaseHTTPRequestHandler):
             return
         self._status = None
         self._started = time.perf_counter()
+        # parse_request() sets these; a request that times out or is
+        # malformed before that still needs them to be answered and logged.
+        self.command = self.path = self.requestline = ""
+        self.request_version = "HTTP/1.0"
         try:
             self.raw_requestline = self.rfile.readline(65537)
             if not self.raw_requestline:
@@ -226,7 +230,8 @@ class WidgetHandler(BaseHTTPRequestHandler):
         server drains, it is closed rather than allowed to hold up shutdown.
         """
         sock = self.connection
-        deadline = time.monotonic() + REQUEST_TIMEOUT_SECONDS
+        idle_limit = self.timeout if self.timeout is not None else REQUEST_TIMEOUT_SECONDS
+        deadline = time.monotonic() + idle_limit
         sock.settimeout(IDLE_POLL_SECONDS)
         try:
             while True:
@@ -247,7 +252,9 @@ class WidgetHandler(BaseHTTPRequestHandler):
         except RequestError as exc:
             self._send_json(exc.status, {"error": exc.message}, exc.headers)
         except OSError:
-            raise  # The connection failed: there is nobody to answer.
+            # Connection trouble, not a bug: a timeout is answered with 408 by
+            # handle_one_request, and a reset client cannot be answered at all.
+            raise
         except Exception:
             log.exception("unhandled error in %s %s", self.command, _log_safe(self.path))
             if self._status is None:
@@ -438,7 +445,7 @@ class WidgetHandler(BaseHTTPRequestHandler):
         access_log.info(
             "method=%s path=%s status=%d duration_ms=%.2f client=%s",
             _log_safe(self.command or "-"),
-            _log_safe(urlsplit(getattr(self, "path", "")).path or "-"),
+            _log_safe(urlsplit(self.path).path or "-"),
             self._status,
             duration_ms,
             self.client_address[0],

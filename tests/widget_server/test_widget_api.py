@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from widget_server import make_server
-from widget_server.app import MAX_BODY_BYTES
+from widget_server.app import MAX_BODY_BYTES, WidgetHandler
 
 JSON = {"Content-Type": "application/json"}
 
@@ -297,6 +298,28 @@ def test_malformed_request_line_is_400_json(api):
     reply = api.raw(b"GARBAGE\r\n\r\n")
     assert reply.status == 400
     assert reply.error
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"GET /heal",
+        b"GET /healthz HTTP/1.0\r\nHost: x\r\n",
+        b"POST /widgets HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n{",
+    ],
+    ids=["request-line", "headers", "body"],
+)
+def test_a_stalled_client_gets_408(monkeypatch, api, partial):
+    monkeypatch.setattr(WidgetHandler, "timeout", 0.2)
+    reply = api.raw(partial)
+    assert reply.status == 408
+    assert "timed out" in reply.error
+
+
+def test_a_connection_that_never_sends_is_closed_after_the_timeout(monkeypatch, server):
+    monkeypatch.setattr(WidgetHandler, "timeout", 0.2)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle:
+        assert idle.recv(1) == b""  # closed without a response: there was no request
 
 
 # -- concurrency ------------------------------------------------------------
