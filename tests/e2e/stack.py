@@ -520,9 +520,16 @@ class Stack:
         assert self.info is not None
         return self.info
 
-    def down(self) -> None:
-        """Undo everything recorded in the state (this object's, or the state file's)."""
-        state = self._state or self._load_state_file()
+    def down(self, *, from_state_file: bool = False) -> None:
+        """Undo what this Stack started; idempotent, and safe after a partial ``up``.
+
+        With ``from_state_file=True`` (the script's ``down``), undo the stack recorded in
+        the state file by another process, unless a running session holds it.
+        """
+        state = self._state
+        if not state and from_state_file:
+            self._acquire_lock(timeout=5.0)
+            state = self._load_state_file()
         try:
             with _signals_deferred():
                 if state:
@@ -920,11 +927,12 @@ class Stack:
             with contextlib.suppress(OSError):
                 Path(d).rmdir()  # only if empty
 
-    def _acquire_lock(self) -> None:
+    def _acquire_lock(self, timeout: float | None = None) -> None:
         if self._lock_fd is not None:
             return
+        timeout = self.lock_timeout if timeout is None else timeout
         fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
-        end = time.monotonic() + self.lock_timeout
+        end = time.monotonic() + timeout
         waited = False
         while True:
             try:
@@ -937,7 +945,7 @@ class Stack:
                 if time.monotonic() > end:
                     os.close(fd)
                     raise StackError(
-                        f"another e2e stack holds {LOCK_PATH} (waited {self.lock_timeout:.0f}s)"
+                        f"another e2e session holds {LOCK_PATH} (waited {timeout:.0f}s)"
                     ) from None
                 if not waited:
                     log(f"waiting for another e2e stack to finish ({LOCK_PATH})")
@@ -971,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)  # let teardown finish
         try:
-            stack.down()
+            stack.down(from_state_file=True)
         except StackError as exc:
             log(str(exc))
             return 1
