@@ -39,6 +39,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -182,6 +183,7 @@ def _stop_pid(pid: int | None, marker: str, name: str, deadline: float = STOP_DE
     while time.monotonic() < end:
         _reap(pid)
         if not _alive(pid):
+            _reap(pid)
             return
         time.sleep(0.1)
     log(f"{name} (pid {pid}) ignored SIGTERM; killing it")
@@ -490,7 +492,8 @@ class Stack:
         # Extra dockerd flags, used only when this stack starts dockerd itself (e.g. a private
         # --data-root, --exec-root, --pidfile and --host, with DOCKER_HOST pointing at it, to
         # test from a cold engine). Beware: `--bridge none` makes dockerd delete the docker0
-        # interface, which breaks `docker run` on another daemon of the same machine.
+        # interface, which breaks `docker run` on another daemon of the same machine: give a
+        # second daemon a bridge of its own (`ip link add NAME type bridge`, `--bridge NAME`).
         if dockerd_args is None:
             dockerd_args = shlex.split(os.environ.get("E2E_STACK_DOCKERD_ARGS", ""))
         self.dockerd_args = list(dockerd_args)
@@ -669,9 +672,6 @@ class Stack:
         st = self._state
         sd = self.state_dir
         ensure_packages()
-        self._ensure_dockerd()
-        ensure_base_image(self.base_image, sd)
-
         _wait_port_free(REGISTRY_PORT, deadline=2.0)
 
         tls_dir = sd / "tls"
@@ -710,8 +710,11 @@ class Stack:
         )
         self._save()
 
+        # The host name and CA first: a daemon started after this resolves the host at once.
         self._install_hosts_line()
         self._install_ca(ca)
+        self._ensure_dockerd()
+        ensure_base_image(self.base_image, sd)
         self.start_moto()
         self.start_registry()
         self.info = StackInfo(
@@ -735,6 +738,26 @@ class Stack:
             state_dir=str(sd),
         )
         self._save()
+        self._wait_engine_reaches_registry()
+
+    def _wait_engine_reaches_registry(self) -> None:
+        """`docker login` through the engine: it resolves the host, trusts the CA, and
+        authenticates. A daemon that was already running may serve /etc/hosts from a cache
+        for a few seconds (Go's resolver re-reads it at most every 5 s), hence the retries."""
+        end = time.monotonic() + 20
+        with tempfile.TemporaryDirectory(prefix="e2e-stack-docker-") as cfg:
+            env = {**os.environ, "DOCKER_CONFIG": cfg}
+            argv = ["docker", "login", "--username", REGISTRY_USER, "--password-stdin"]
+            while True:
+                res = _run([*argv, self.registry_host], input=self.default_password, env=env)
+                if res.returncode == 0:
+                    return
+                if time.monotonic() > end:
+                    raise StackError(
+                        f"the Docker engine cannot log in to {self.registry_host}: "
+                        f"{_last_line(res.stderr)}"
+                    )
+                time.sleep(0.5)
 
     def _ensure_dockerd(self) -> None:
         if docker_answers():
