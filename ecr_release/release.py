@@ -350,7 +350,8 @@ class Release:
         local_id = self.docker.image_id(self.settings.image(version))
         if local_id is not None and local_id == manifest.config_digest:
             log.info(
-                "%s:%s is already released as %s (the same image): nothing to do",
+                "%s:%s is already released as %s, the image built for it here: nothing to do "
+                "(to ship newer changes, release a new --version)",
                 self.settings.repository,
                 version,
                 manifest.digest,

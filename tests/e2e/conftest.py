@@ -122,3 +122,35 @@ def docker_images_to_remove() -> Iterator[list[str]]:
     for ref in refs:
         with contextlib.suppress(OSError):
             subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, check=False)
+
+
+@pytest.fixture
+def project(
+    stack: Stack,
+    tmp_path: Path,
+    ecr_repo_name: str,
+    docker_config: Path,
+    aws_secret_marker: str,
+) -> Iterator[Any]:
+    """A copy of the shipped project with its own .env, repository and caches; its images
+    are removed from the engine afterwards."""
+    from .project import Project
+
+    assert stack.info is not None
+    proj = Project.create(
+        tmp_path,
+        repository=ecr_repo_name,
+        stack_info=stack.info,
+        docker_config=docker_config,
+        marker=aws_secret_marker,
+    )
+    yield proj
+    listed = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    mine = [ref for ref in listed if ref.split(":")[0].endswith(ecr_repo_name)]
+    if mine:
+        subprocess.run(["docker", "rmi", "-f", *mine], capture_output=True, check=False)

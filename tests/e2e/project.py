@@ -1,0 +1,235 @@
+"""A throwaway copy of the shipped project, released with the real `inv` against the stack.
+
+Each test gets its own git checkout of `widget_server/`, `Dockerfile` and
+`.dockerignore` in a temp dir, a `.env` written there (holding a unique fake
+secret), and its own ECR repository, Docker config and cache directory. The
+CLI runs as a subprocess: the suite's production path, with only `.env` and
+`AWS_ENDPOINT_URL` pointing it at the local stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+INV = Path(sys.executable).with_name("inv")
+SHIPPED = ("widget_server", "Dockerfile", ".dockerignore")
+
+
+@dataclass
+class Project:
+    root: Path
+    env: dict[str, str]
+    repository: str
+    registry_host: str
+    moto_endpoint: str
+    marker: str
+    password: str
+
+    @classmethod
+    def create(
+        cls, tmp: Path, *, repository: str, stack_info: Any, docker_config: Path, marker: str
+    ) -> Project:
+        root = tmp / "project"
+        root.mkdir()
+        for name in SHIPPED:
+            source = ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(source, root / name)
+        git = [
+            "git",
+            "-C",
+            str(root),
+            "-c",
+            "user.name=e2e",
+            "-c",
+            "user.email=e2e@example.invalid",
+        ]
+        subprocess.run([*git, "init", "-q"], check=True)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-qm", "shipped"], check=True)
+        home = tmp / "home"
+        home.mkdir()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(home),
+            "DOCKER_CONFIG": str(docker_config),
+            "XDG_CACHE_HOME": str(tmp / "cache"),
+            "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        if os.environ.get("DOCKER_HOST"):
+            env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
+        project = cls(
+            root=root,
+            env=env,
+            repository=repository,
+            registry_host=stack_info.registry_host,
+            moto_endpoint=stack_info.moto_endpoint,
+            marker=marker,
+            password=f"{stack_info.account_id}-auth-token",
+        )
+        project.write_env(
+            AWS_REGION=stack_info.region,
+            AWS_ENDPOINT_URL=stack_info.moto_endpoint,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY=marker,
+            AWS_ACCOUNT_ID=stack_info.account_id,
+            ECR_REPOSITORY=repository,
+            BASE_IMAGE=stack_info.base_image,
+        )
+        return project
+
+    # -- driving the CLI -------------------------------------------------------------
+
+    def write_env(self, **values: str) -> None:
+        path = self.root / ".env"
+        current: dict[str, str] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition("=")
+                current[key] = value
+        current.update(values)
+        path.write_text("".join(f"{k}={v}\n" for k, v in current.items()))
+
+    def inv(self, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(INV), "-r", str(ROOT), *args],
+            cwd=self.root,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        self.assert_no_secret(done)
+        return done
+
+    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(INV), "-r", str(ROOT), *args],
+            cwd=self.root,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def assert_no_secret(self, done: subprocess.CompletedProcess[str]) -> None:
+        """Neither the fake AWS secret nor the registry password is ever printed."""
+        for stream in (done.stdout, done.stderr):
+            assert self.marker not in stream
+            assert self.password not in stream
+
+    def change_code(self, text: str) -> None:
+        """A code-only change, committed: the next build differs in its last layer only."""
+        init = self.root / "widget_server" / "__init__.py"
+        init.write_text(init.read_text() + f"\n# {text}\n")
+        git = [
+            "git",
+            "-C",
+            str(self.root),
+            "-c",
+            "user.name=e2e",
+            "-c",
+            "user.email=e2e@example.invalid",
+        ]
+        subprocess.run([*git, "commit", "-qam", text], check=True)
+
+    def head(self) -> str:
+        return subprocess.run(
+            ["git", "-C", str(self.root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    # -- what landed -------------------------------------------------------------------
+
+    def ecr(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "ecr",
+            region_name="us-east-1",
+            endpoint_url=self.moto_endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def remote(self, version: str) -> str:
+        return f"{self.registry_host}/{self.repository}:{version}"
+
+
+def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The failure's last stderr line, checked to be our single `error:` line."""
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+def docker(*args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=False, env=env, timeout=600
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {done.stdout}{done.stderr}")
+    return done.stdout.strip()
+
+
+def digest_from_output(stdout: str) -> str:
+    for line in stdout.splitlines():
+        if line.strip().startswith("digest:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no digest in: {stdout}")
+
+
+def image_files_containing(
+    image: str, needles: list[bytes], names: list[str], work: Path
+) -> list[str]:
+    """Every file of every layer of ``image`` whose name or content matches."""
+    archive = work / "image.tar"
+    docker("save", "-o", str(archive), image)
+    found: list[str] = []
+    with tarfile.open(archive) as outer:
+        for member in outer.getmembers():
+            if not member.name.endswith(".tar") and "layer" not in member.name:
+                # the config JSON and manifest carry labels and history, searched too
+                data = outer.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
+                found += [f"{member.name}: {n!r}" for n in needles if n in data]
+                continue
+            if not member.isfile():
+                continue
+            layer = outer.extractfile(member)
+            assert layer is not None
+            with tarfile.open(fileobj=layer) as inner:
+                for entry in inner.getmembers():
+                    base = entry.name.rsplit("/", 1)[-1]
+                    if base in names:
+                        found.append(f"{member.name}:{entry.name}")
+                    if entry.isfile():
+                        content = inner.extractfile(entry)
+                        data = content.read() if content else b""
+                        found += [
+                            f"{member.name}:{entry.name}: {n!r}" for n in needles if n in data
+                        ]
+    return found
+
+
+def http_get(url: str) -> tuple[int, dict[str, Any]]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, json.loads(response.read())

@@ -1,0 +1,216 @@
+"""Fault injection on the real stack: each fault ends in one line and a non-zero exit, a
+rerun once it is gone succeeds, and the registry holds exactly the expected tags."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from .project import Project, digest_from_output, one_line_error
+
+
+def test_moto_stopped(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    stack.stop_moto()
+    done = project.inv("release", "--version", "v1")
+    assert "cannot reach the ECR API" in one_line_error(done)
+    assert done.returncode == 4
+    stack.start_moto()
+    again = project.inv("release", "--version", "v1")
+    assert again.returncode == 0, again.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+
+
+def test_docker_daemon_unreachable(project: Project, stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dead = f"unix://{tmp_path}/no-daemon-{uuid.uuid4().hex[:6]}.sock"
+    done = project.inv("release", "--version", "v1", DOCKER_HOST=dead)
+    line = one_line_error(done)
+    assert "Docker daemon is not answering" in line and dead in line
+    assert done.returncode == 3
+    # Stopped before anything: no repository, nothing in the registry.
+    names = [r["repositoryName"] for r in project.ecr().describe_repositories()["repositories"]]
+    assert project.repository not in names
+    again = project.inv("release", "--version", "v1")
+    assert again.returncode == 0, again.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+
+
+class DenyCreateRepository(BaseHTTPRequestHandler):
+    """In front of moto: CreateRepository is denied, every other call is forwarded."""
+
+    upstream = ""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("X-Amz-Target", "").endswith(".CreateRepository"):
+            payload = json.dumps(
+                {
+                    "__type": "AccessDeniedException",
+                    "message": "User: arn:aws:iam::123456789012:user/ci is not authorized to "
+                    "perform: ecr:CreateRepository",
+                }
+            ).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        request = urllib.request.Request(
+            self.upstream + self.path, data=body, method="POST", headers=dict(self.headers)
+        )
+        try:
+            response = urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as error:  # AWS errors are answers too: relay them
+            response = error
+        with response:
+            data = response.read()
+            self.send_response(response.status)
+            for key, value in response.headers.items():
+                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def denying_endpoint(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    handler = type("Handler", (DenyCreateRepository,), {"upstream": stack.info.moto_endpoint})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_access_denied_on_create_repository(project: Project, stack, denying_endpoint: str) -> None:  # type: ignore[no-untyped-def]
+    env_file = project.root / ".env"
+    original = env_file.read_text()
+    project.write_env(AWS_ENDPOINT_URL=denying_endpoint)
+    done = project.inv("release", "--version", "v1")
+    line = one_line_error(done)
+    assert "AWS denied ecr:CreateRepository" in line
+    assert done.returncode == 4
+    env_file.write_text(original)
+    again = project.inv("release", "--version", "v1")
+    assert again.returncode == 0, again.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+
+
+def test_stale_registry_login_gets_one_fresh_login(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    for step in (["build", "--version", "v1"], ["ensure-repo"], ["tag", "--version", "v1"]):
+        assert project.inv(*step).returncode == 0
+    # Docker holds a login whose password the registry no longer accepts.
+    stale = base64.b64encode(b"AWS:an-expired-password").decode()
+    config = Path(project.env["DOCKER_CONFIG"]) / "config.json"
+    config.write_text(json.dumps({"auths": {project.registry_host: {"auth": stale}}}))
+    done = project.inv("push", "--version", "v1")
+    assert done.returncode == 0, done.stderr
+    assert "logging in again and retrying once" in done.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+    assert stack.registry_manifest_digest(project.repository, "v1") == done.stdout.split()[-1]
+
+
+def test_changed_registry_password_is_one_line(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    stack.set_registry_password("rotated-elsewhere")
+    done = project.inv("release", "--version", "v1")
+    assert "refused the login token" in one_line_error(done)
+    assert "rotated-elsewhere" not in done.stderr
+    stack.set_registry_password(None)
+    again = project.inv("release", "--version", "v1")
+    assert again.returncode == 0, again.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+
+
+def test_released_version_same_image_is_a_no_op_other_image_is_refused(
+    project: Project, stack
+) -> None:  # type: ignore[no-untyped-def]
+    first = project.inv("release", "--version", "v1")
+    assert first.returncode == 0, first.stderr
+    digest = digest_from_output(first.stdout)
+
+    again = project.inv("release", "--version", "v1")
+    assert again.returncode == 0, again.stderr
+    assert "already released" in again.stdout
+    assert digest_from_output(again.stdout) == digest
+    assert "==> build" not in again.stderr and "==> push" not in again.stderr
+
+    # Another image under the same local tag (as on another machine, or after a rebuild).
+    project.change_code("a different image under the same version")
+    assert project.inv("build", "--version", "v1").returncode == 0
+    refused = project.inv("release", "--version", "v1")
+    line = one_line_error(refused)
+    assert refused.returncode == 6
+    assert digest in line and "choose a new --version" in line
+    assert "==> build" not in refused.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+    assert stack.registry_manifest_digest(project.repository, "v1") == digest
+
+
+def test_two_concurrent_releases_of_one_version(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    runs = [project.popen("release", "--version", "v1") for _ in range(2)]
+    results = [(proc.wait(timeout=900), *proc.communicate()) for proc in runs]
+    for code, out, err in results:
+        assert code == 0, err
+        assert project.marker not in out + err and project.password not in out + err
+    titles = ("released and verified", "already released: the same image is in the registry")
+    outputs = sorted(
+        line for _, out, _ in results for line in out.splitlines() if line.startswith(titles)
+    )
+    assert outputs == [
+        "already released: the same image is in the registry, nothing to do",
+        "released and verified",
+    ]
+    # The second one waited for the first (the machine's lock), then found it released.
+    assert any("waiting for another release" in err for _, _, err in results)
+    digests = {digest_from_output(out) for _, out, _ in results}
+    assert digests == {stack.registry_manifest_digest(project.repository, "v1")}
+    assert stack.registry_tags(project.repository) == ["v1"]
+
+
+def _upload_started(storage: Path, repository: str) -> bool:
+    uploads = storage / "docker" / "registry" / "v2" / "repositories" / repository / "_uploads"
+    return any(path.is_file() and path.stat().st_size > 1_000_000 for path in uploads.rglob("data"))
+
+
+def test_registry_killed_during_a_large_push(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    # A large, incompressible layer, so the push is still running when the registry dies.
+    (project.root / "widget_server" / "blob.bin").write_bytes(os.urandom(150 * 1024 * 1024))
+    proc = project.popen("release", "--version", "v1")
+    storage = Path(stack.info.registry_storage_dir)
+    deadline = time.monotonic() + 300
+    while not _upload_started(storage, project.repository):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the push never started uploading"
+        time.sleep(0.05)
+    os.kill(stack.info.registry_pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=900)
+    assert project.marker not in out + err and project.password not in out + err
+    assert proc.returncode != 0, out + err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err
+    assert "push attempt 1/4 failed" in err  # the transient failure was retried, with backoff
+    stack.start_registry()
+    assert stack.registry_tags(project.repository) == []  # no half-published tag
+
+    again = project.inv("release", "--version", "v1")
+    assert again.returncode == 0, again.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+    assert stack.registry_manifest_digest(project.repository, "v1") == digest_from_output(
+        again.stdout
+    )

@@ -1,0 +1,163 @@
+"""`inv release` for real: a real engine, a real registry at ECR's host, moto as the ECR API."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from .project import (
+    Project,
+    digest_from_output,
+    docker,
+    http_get,
+    image_files_containing,
+    one_line_error,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_release_builds_pushes_and_the_image_runs(
+    project: Project, stack, tmp_path: Path, docker_images_to_remove: list[str]
+) -> None:  # type: ignore[no-untyped-def]
+    done = project.inv("release", "--version", "v1")
+    assert done.returncode == 0, done.stderr
+    assert "released and verified" in done.stdout
+    digest = digest_from_output(done.stdout)
+    assert f"image:  {project.remote('v1')}" in done.stdout
+    assert stack.registry_manifest_digest(project.repository, "v1") == digest
+    assert stack.registry_tags(project.repository) == ["v1"]
+
+    # The repository exists in moto with the configured settings.
+    repo = project.ecr().describe_repositories(repositoryNames=[project.repository])[
+        "repositories"
+    ][0]
+    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert repo["imageTagMutability"] == "IMMUTABLE"
+    assert repo["encryptionConfiguration"]["encryptionType"] == "AES256"
+
+    # Remove it locally, pull it back by digest, run it.
+    local = f"{project.repository}:v1"
+    docker("rmi", "-f", local, project.remote("v1"))
+    by_digest = f"{project.registry_host}/{project.repository}@{digest}"
+    docker_images_to_remove.append(by_digest)
+    docker(
+        "pull",
+        by_digest,
+        env={"PATH": project.env["PATH"], "DOCKER_CONFIG": project.env["DOCKER_CONFIG"]},
+    )
+    labels = docker("image", "inspect", "--format", "{{json .Config.Labels}}", by_digest)
+    assert '"org.opencontainers.image.version":"v1"' in labels
+    assert f'"org.opencontainers.image.revision":"{project.head()}"' in labels
+    assert docker("image", "inspect", "--format", "{{.Config.User}}", by_digest) == "10001:10001"
+    assert (
+        docker(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "python3",
+            by_digest,
+            "-c",
+            "import os; print(os.getuid())",
+        )
+        == "10001"
+    )
+
+    # Host networking: the engine here may run without a bridge (no -p publishing).
+    port = free_port()
+    container = docker(
+        "run", "-d", "--network", "host", "-e", "HOST=127.0.0.1", "-e", f"PORT={port}", by_digest
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, body = http_get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert (status, body) == (200, {"status": "ok"})
+        assert http_get(f"http://127.0.0.1:{port}/version") == (200, {"version": "v1"})
+    finally:
+        docker("rm", "-f", container, check=False)
+
+    # No layer carries .env or the secret; the command never printed it (Project.inv checks).
+    found = image_files_containing(by_digest, [project.marker.encode()], [".env"], tmp_path)
+    assert found == []
+
+
+def test_code_change_pushes_only_the_changed_layer(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    first = project.inv("release", "--version", "v1")
+    assert first.returncode == 0, first.stderr
+    project.change_code("a code-only change")
+    second = project.inv("release", "--version", "v2")
+    assert second.returncode == 0, second.stderr
+    pushed = [line for line in second.stdout.splitlines() if line.endswith(": Pushed")]
+    existing = [
+        line for line in second.stdout.splitlines() if line.endswith(": Layer already exists")
+    ]
+    assert len(pushed) == 1, second.stdout
+    assert len(existing) >= 1, second.stdout
+    assert stack.registry_tags(project.repository) == ["v1", "v2"]
+
+
+def test_steps_one_by_one_reach_the_same_result(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    for step in (
+        ["build", "--version", "v3"],
+        ["ensure-repo"],
+        ["login"],
+        ["tag", "--version", "v3"],
+    ):
+        done = project.inv(*step)
+        assert done.returncode == 0, f"{step}: {done.stderr}"
+        if step == ["ensure-repo"]:
+            assert done.stdout.strip() == f"{project.registry_host}/{project.repository}"
+        if step == ["login"]:
+            assert done.stdout.strip() == f"logged in to {project.registry_host}"
+    pushed = project.inv("push", "--version", "v3")
+    assert pushed.returncode == 0, pushed.stderr
+    digest = pushed.stdout.strip().splitlines()[-1]
+    assert digest.startswith("sha256:")
+    assert stack.registry_manifest_digest(project.repository, "v3") == digest
+    assert stack.registry_tags(project.repository) == ["v3"]
+
+
+def test_wrong_account_id_is_one_line(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    project.write_env(AWS_ACCOUNT_ID="000000000000")
+    done = project.inv("release", "--version", "v1")
+    assert "not account 000000000000" in one_line_error(done)
+    assert stack.registry_tags(project.repository) == []
+
+
+def test_stopped_registry_is_one_line_then_a_rerun_succeeds(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    stack.stop_registry()
+    done = project.inv("release", "--version", "v1")
+    assert "cannot reach registry" in one_line_error(done)
+    assert done.returncode == 5
+    stack.start_registry()
+    again = project.inv("release", "--version", "v1")
+    assert again.returncode == 0, again.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+
+
+@pytest.mark.parametrize(
+    "argv", [["release", "--version", "v1", "--dry-run"], ["--dry", "release", "--version", "v1"]]
+)
+def test_dry_run_changes_nothing(project: Project, stack, argv: list[str]) -> None:  # type: ignore[no-untyped-def]
+    done = project.inv(*argv)
+    assert done.returncode == 0, done.stderr
+    assert "password on stdin: ***" in done.stderr
+    names = [r["repositoryName"] for r in project.ecr().describe_repositories()["repositories"]]
+    assert project.repository not in names
+    assert stack.registry_tags(project.repository) == []
+    assert docker("images", "-q", f"{project.repository}:v1") == ""
+    assert not (Path(project.env["DOCKER_CONFIG"]) / "config.json").exists()
