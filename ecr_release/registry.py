@@ -96,9 +96,7 @@ class Registry:
     def _request(self, method: str, repository: str, reference: str) -> Any:
         url = f"https://{self.host}/v2/{repository}/manifests/{reference}"
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        request = urllib.request.Request(
-            url, method=method, headers={"Accept": MANIFEST_TYPES}
-        )
+        request = urllib.request.Request(url, method=method, headers={"Accept": MANIFEST_TYPES})
         # Unredirected: the password never follows a redirect to another host.
         request.add_unredirected_header("Authorization", f"Basic {token}")
         try:
