@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,3 +22,29 @@ def _fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     monkeypatch.setenv("AWS_CONFIG_FILE", str(Path(missing) / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(Path(missing) / "credentials"))
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Any]:
+    """Valid settings for library tests; keyword arguments override single fields."""
+    from ecr_release.settings import Settings
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "region": "eu-west-1",
+            "profile": None,
+            "account_id": None,
+            "repository": "widget-server",
+            "image_name": "widget-server",
+            "dockerfile": Path("Dockerfile"),
+            "build_context": Path("."),
+            "base_image": None,
+            "scan_on_push": True,
+            "tag_mutability": "IMMUTABLE",
+            "encryption": "AES256",
+            "kms_key": None,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,25 +25,6 @@ CONFIG = RepositoryConfig(scan_on_push=True, tag_mutability="IMMUTABLE", encrypt
 def client() -> Iterator[Any]:
     with mock_aws():
         yield boto3.client("ecr", region_name=REGION)
-
-
-def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "region": REGION,
-        "profile": None,
-        "account_id": None,
-        "repository": "widget-server",
-        "image_name": "widget-server",
-        "dockerfile": "Dockerfile",
-        "build_context": ".",
-        "base_image": None,
-        "scan_on_push": True,
-        "tag_mutability": "IMMUTABLE",
-        "encryption": "AES256",
-        "kms_key": None,
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 def test_ensure_creates_with_configured_settings(client: Any) -> None:
@@ -205,7 +186,9 @@ def test_registry_host_strips_the_scheme(endpoint: str, host: str) -> None:
     assert registry_host(endpoint) == host
 
 
-def test_connect_uses_dotenv_aws_variables_without_leaving_them_in_environ() -> None:
+def test_connect_uses_dotenv_aws_variables_without_leaving_them_in_environ(
+    make_settings: Callable[..., Settings],
+) -> None:
     os.environ.pop("AWS_ENDPOINT_URL", None)
     settings = make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:5999"})
     ecr = connect(settings)
@@ -215,14 +198,18 @@ def test_connect_uses_dotenv_aws_variables_without_leaving_them_in_environ() -> 
     assert "AWS_ENDPOINT_URL" not in os.environ
 
 
-def test_environment_wins_over_dotenv_for_aws_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_wins_over_dotenv_for_aws_variables(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]
+) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:6001")
     # load_settings never puts a key the environment has into aws_env; connect keeps it so.
     ecr = connect(make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:5999"}))
     assert ecr._client.meta.endpoint_url == "http://127.0.0.1:6001"
 
 
-def test_credentials_from_dotenv_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_credentials_from_dotenv_are_used(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]
+) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(key)
     ecr = connect(
@@ -231,7 +218,9 @@ def test_credentials_from_dotenv_are_used(monkeypatch: pytest.MonkeyPatch) -> No
     assert ecr._client._request_signer._credentials.access_key == "AKFROMDOTENV"
 
 
-def test_no_credentials_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_credentials_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]
+) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -239,12 +228,12 @@ def test_no_credentials_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         connect(make_settings())
 
 
-def test_unknown_profile_is_a_settings_error() -> None:
+def test_unknown_profile_is_a_settings_error(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(SettingsError, match="fix AWS_PROFILE"):
         connect(make_settings(profile="does-not-exist"))
 
 
-def test_unreachable_endpoint_is_one_line() -> None:
+def test_unreachable_endpoint_is_one_line(make_settings: Callable[..., Settings]) -> None:
     ecr = connect(make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}))
     with pytest.raises(AwsError, match="cannot reach the ECR API"):
         ecr.authorization()

@@ -115,26 +115,19 @@ def aws() -> Iterator[Any]:
 
 
 @pytest.fixture
-def make_world(aws: Any, tmp_path: Path) -> Callable[..., World]:
+def make_world(
+    aws: Any, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> Callable[..., World]:
     def make(*, dry_run: bool = False, **overrides: Any) -> World:
         context = tmp_path / "ctx"
         context.mkdir(exist_ok=True)
         (context / "Dockerfile").write_text("FROM scratch\n")
-        values: dict[str, Any] = {
-            "region": REGION,
-            "profile": None,
-            "account_id": None,
-            "repository": "widget-server",
-            "image_name": "widget-server",
+        fields: dict[str, Any] = {
             "dockerfile": context / "Dockerfile",
             "build_context": context,
             "base_image": "local/python-base:bookworm",
-            "scan_on_push": True,
-            "tag_mutability": "IMMUTABLE",
-            "encryption": "AES256",
-            "kms_key": None,
+            **overrides,
         }
-        values.update(overrides)
         registry = FakeRegistry()
         docker = FakeDocker(registry)
         connects: list[int] = []
@@ -149,7 +142,7 @@ def make_world(aws: Any, tmp_path: Path) -> Callable[..., World]:
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
         }
         release = Release(
-            Settings(**values),
+            make_settings(**fields),
             Docker(docker),
             connect,
             registry_factory=lambda auth: registry,  # type: ignore[arg-type,return-value]
