@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+NO_CREDENTIALS = (
+    "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+    "in .env or the environment (or run `aws configure`)"
+)
 
 
 @dataclass(frozen=True)
@@ -168,10 +172,7 @@ def aws_errors() -> Iterator[None]:
     try:
         yield
     except bx.NoCredentialsError as exc:
-        raise AwsError(
-            "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, in .env or the environment (or run `aws configure`)"
-        ) from exc
+        raise AwsError(NO_CREDENTIALS) from exc
     except bx.NoRegionError as exc:
         raise SettingsError(
             "no AWS region: set AWS_REGION in .env (e.g. AWS_REGION=eu-west-1)"
@@ -248,8 +249,5 @@ def connect(settings: Settings) -> Ecr:
         # Resolve credentials now, while .env's variables are visible, so a missing
         # credential is reported before anything runs.
         if session.get_credentials() is None:
-            raise AwsError(
-                "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, in .env or the environment (or run `aws configure`)"
-            )
+            raise AwsError(NO_CREDENTIALS)
     return Ecr(client)
