@@ -32,6 +32,25 @@ def test_moto_stopped(project: Project, stack) -> None:  # type: ignore[no-untyp
     assert stack.registry_tags(project.repository) == ["v1"]
 
 
+def test_registry_stopped_right_before_the_push(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    for step in (
+        ["build", "--version", "v1"],
+        ["ensure-repo"],
+        ["login"],
+        ["tag", "--version", "v1"],
+    ):
+        assert project.inv(*step).returncode == 0
+    stack.stop_registry()
+    done = project.inv("push", "--version", "v1")
+    assert "cannot reach registry" in one_line_error(done)
+    assert done.returncode == 5
+    stack.start_registry()
+    again = project.inv("push", "--version", "v1")
+    assert again.returncode == 0, again.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+    assert stack.registry_manifest_digest(project.repository, "v1") == again.stdout.split()[-1]
+
+
 def test_docker_daemon_unreachable(project: Project, stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     dead = f"unix://{tmp_path}/no-daemon-{uuid.uuid4().hex[:6]}.sock"
     done = project.inv("release", "--version", "v1", DOCKER_HOST=dead)

@@ -91,8 +91,15 @@ def test_release_builds_pushes_and_the_image_runs(
         docker("rm", "-f", container, check=False)
 
     # No layer carries .env or the secret; the command never printed it (Project.inv checks).
-    found = image_files_containing(by_digest, [project.marker.encode()], [".env"], tmp_path)
-    assert found == []
+    # The shipped code is searched alongside as a control: the search does see into layers.
+    marker = project.marker.encode()
+    found = image_files_containing(
+        by_digest, [marker, b"def make_server"], [".env", "app.py"], tmp_path
+    )
+    assert any(hit.endswith("widget_server/app.py") for hit in found), found
+    assert any("b'def make_server'" in hit for hit in found), found
+    leaks = [hit for hit in found if repr(marker) in hit or hit.endswith(("/.env", ":.env"))]
+    assert leaks == []
 
 
 def test_code_change_pushes_only_the_changed_layer(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
