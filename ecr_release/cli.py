@@ -74,6 +74,7 @@ def session(
         settings = load_settings(
             {"version": version, **{FLAG_KEYS[k]: v for k, v in flags.items()}},
             env_file=env_file or ".env",
+            env_file_required=env_file is not None,
             need_aws=need_aws,
             need_build=need_build,
             need_version=versioned,

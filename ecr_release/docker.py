@@ -88,9 +88,23 @@ class SubprocessRunner:
         return Result(proc.wait(), "".join(chunks))
 
 
+# Lines that are docker's narration, not its verdict: the push header and per-layer
+# progress ("5f70bf18a086: Pushed"). A repository named "timeout-svc" must not make
+# every failure look transient.
+_NARRATION_RE = re.compile(
+    r"^(The push refers to repository .*|[0-9a-f]{12}: (Preparing|Waiting|Pushing.*|Pushed|"
+    r"Layer already exists|Mounted from .*|Retrying in .*))$"
+)
+
+
+def _verdict_lines(output: str) -> list[str]:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return [line for line in lines if not _NARRATION_RE.match(line)]
+
+
 def last_error_line(output: str) -> str:
     """Docker's most telling line: the last one that reads like an error, else the last."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    lines = _verdict_lines(output)
     for line in reversed(lines):
         low = line.lower()
         if "error" in low or "denied" in low or "unknown" in low or "unauthorized" in low:
@@ -252,7 +266,9 @@ def classify_push_failure(output: str) -> tuple[str, str]:
     login), or final.
     """
     line = last_error_line(output)
-    low = output.lower()
+    low = "\n".join(_verdict_lines(output)).lower()
+    if "does not exist locally" in low or "no such image" in low:
+        return FATAL, f"{line}: tag the image first: run `inv build` and `inv tag`"
     if "tag invalid" in low and "immutable" in low:
         return IMMUTABLE_TAG, line
     if "authorization token has expired" in low or "unauthorized" in low:
@@ -275,6 +291,6 @@ def classify_push_failure(output: str) -> tuple[str, str]:
         )
     if "tag invalid" in low:
         return FATAL, line
-    if _TRANSIENT_RE.search(output):
+    if _TRANSIENT_RE.search(low):
         return TRANSIENT, line
     return FATAL, line

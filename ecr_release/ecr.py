@@ -43,17 +43,23 @@ class RepositoryConfig:
     tag_mutability: str
     encryption: str
     kms_key: str | None = None
+    exclusions: tuple[str, ...] = ()
 
     def create_kwargs(self, name: str) -> dict[str, Any]:
         encryption: dict[str, str] = {"encryptionType": self.encryption}
         if self.kms_key:
             encryption["kmsKey"] = self.kms_key
-        return {
+        kwargs: dict[str, Any] = {
             "repositoryName": name,
             "imageScanningConfiguration": {"scanOnPush": self.scan_on_push},
             "imageTagMutability": self.tag_mutability,
             "encryptionConfiguration": encryption,
         }
+        if self.exclusions:
+            kwargs["imageTagMutabilityExclusionFilters"] = [
+                {"filterType": "WILDCARD", "filter": tag} for tag in self.exclusions
+            ]
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -245,7 +251,10 @@ def connect(settings: Settings) -> Ecr:
     )
     with _overlay_environ(settings.aws_env), aws_errors():
         session = boto3.Session(profile_name=settings.profile, region_name=settings.region)
-        client = session.client("ecr", config=config)
+        try:
+            client = session.client("ecr", config=config)
+        except ValueError as exc:  # botocore's word for a malformed endpoint URL
+            raise SettingsError(f"{exc}: check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECR") from exc
         # Resolve credentials now, while .env's variables are visible, so a missing
         # credential is reported before anything runs.
         if session.get_credentials() is None:

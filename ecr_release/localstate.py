@@ -13,12 +13,13 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .errors import LockedError
+from .errors import LockedError, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,16 @@ class LoginRecords:
             data.pop(key, None)
         else:
             data[key] = expires_at.astimezone(UTC).isoformat()
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        tmp.replace(self._path)
+        # A record is an optimisation (it saves a login): failing to keep one is not an error.
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            # A private temp name per writer: concurrent releases never share one.
+            fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".logins.", suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            log.warning("warning: could not record the login in %s: %s", self._path, exc)
 
     def forget(self, docker_config: Path, host: str) -> None:
         self.record(docker_config, host, None)
@@ -92,9 +99,16 @@ def release_lock(
     The kernel releases a ``flock`` when its process dies, so a crashed release
     never leaves a stale lock behind.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".lock")
-    with open(path, "a+") as handle:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot create the release lock {path}: {exc.strerror or exc}; set XDG_CACHE_HOME "
+            "to a writable directory"
+        ) from exc
+    with handle:
         deadline = clock() + timeout
         waited = False
         while True:

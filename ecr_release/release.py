@@ -116,9 +116,15 @@ class Release:
             self._auth = auth
         return self._auth
 
+    def _check_account(self) -> None:
+        """With AWS_ACCOUNT_ID set, fail before touching a repository in another account."""
+        if self.settings.account_id:
+            self.authorization()
+
     def repository(self) -> Repository:
         """The existing repository (for tag and push alone); never creates it."""
         if self._repository is None:
+            self._check_account()
             found = self.ecr().describe_repository(self.settings.repository)
             if found is None:
                 raise AwsError(
@@ -198,7 +204,9 @@ class Release:
             tag_mutability=settings.tag_mutability,
             encryption=settings.encryption,
             kms_key=settings.kms_key,
+            exclusions=settings.tag_mutability_exclusions,
         )
+        self._check_account()
         if self.dry_run:
             found = self.ecr().describe_repository(settings.repository)
             if found is None:
@@ -331,7 +339,7 @@ class Release:
                 f"pushed {pushed_digest}; another push may have raced this one"
             )
         local_id = self.docker.image_id(self.remote_ref(version))
-        if manifest.config_digest != local_id:
+        if not _same_image(local_id, manifest):
             raise RegistryError(
                 f"verification failed: the pushed manifest's config is {manifest.config_digest}, "
                 f"the local image is {local_id}"
@@ -348,7 +356,7 @@ class Release:
         if manifest is None:
             return None
         local_id = self.docker.image_id(self.settings.image(version))
-        if local_id is not None and local_id == manifest.config_digest:
+        if _same_image(local_id, manifest):
             log.info(
                 "%s:%s is already released as %s, the image built for it here: nothing to do "
                 "(to ship newer changes, release a new --version)",
@@ -357,10 +365,14 @@ class Release:
                 manifest.digest,
             )
             return manifest
+        which = (
+            "with a different image than the local " + self.settings.image(version)
+            if local_id
+            else f"and there is no local image {self.settings.image(version)} to compare"
+        )
         raise VersionExistsError(
             f"{self.settings.repository}:{version} is already released as {manifest.digest} "
-            "with a different image: released versions are never overwritten; choose a new "
-            "--version"
+            f"{which}: released versions are never overwritten; choose a new --version"
         )
 
     def _registry(self) -> Registry:
@@ -419,6 +431,16 @@ class Release:
 
     def _registry_host(self) -> str:
         return self.authorization().host
+
+
+def _same_image(local_id: str | None, manifest: Manifest) -> bool:
+    """Is the local image the one the manifest describes?
+
+    With Docker's classic image store the image ID is the config digest; with the
+    containerd image store (Docker Engine 29+, Docker Desktop) it is the manifest's
+    own digest.
+    """
+    return local_id is not None and local_id in (manifest.config_digest, manifest.digest)
 
 
 def _uses_ecr_helper(config: Mapping[str, object], host: str) -> bool:

@@ -32,6 +32,8 @@ IMAGE_NAME_RE = re.compile(
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
 ACCOUNT_RE = re.compile(r"[0-9]{12}")
+# ECR's ImageTagMutabilityExclusionFilterValue.
+EXCLUSION_RE = re.compile(r"[0-9a-zA-Z._*-]{1,128}")
 
 TAG_MUTABILITY = ("IMMUTABLE", "MUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
 ENCRYPTION = ("AES256", "KMS", "KMS_DSSE")
@@ -52,6 +54,7 @@ KEYS = (
     "ECR_TAG_MUTABILITY",
     "ECR_ENCRYPTION",
     "ECR_KMS_KEY",
+    "ECR_TAG_MUTABILITY_EXCLUSIONS",
 )
 DEFAULTS: Mapping[str, str] = {
     "ECR_REPOSITORY": "widget-server",
@@ -83,6 +86,7 @@ class Settings:
     tag_mutability: str
     encryption: str
     kms_key: str | None
+    tag_mutability_exclusions: tuple[str, ...] = ()
     version: str | None = None
     # Standard AWS_* variables from .env that the environment does not override:
     # boto3 reads them as if they were set in the environment. May hold keys: no repr.
@@ -124,18 +128,26 @@ def load_settings(
     need_aws: bool = True,
     need_build: bool = False,
     need_version: bool = False,
+    env_file_required: bool = False,
 ) -> Settings:
     """Merge flags, environment, ``.env`` and defaults; validate; return frozen settings.
 
     ``need_aws`` asks for a region; ``need_build`` checks the Dockerfile and build
-    context exist; ``need_version`` checks ``flags["version"]``.
+    context exist; ``need_version`` checks ``flags["version"]``; ``env_file_required``
+    makes a missing ``env_file`` an error (it was named explicitly).
     """
     environ = os.environ if environ is None else environ
     flags = flags or {}
     env_path = Path(env_file)
     dotenv: dict[str, str] = {}
+    if env_file_required and not env_path.is_file():
+        raise SettingsError(f"--env-file {str(env_path)!r} does not exist")
     if env_path.is_file():
-        dotenv = {k: v for k, v in dotenv_values(env_path).items() if v is not None}
+        try:
+            values = dotenv_values(env_path, encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            raise SettingsError(f"cannot read {env_path}: {exc}; save it as UTF-8 text") from exc
+        dotenv = {k: v for k, v in values.items() if v is not None}
 
     def get(key: str) -> str | None:
         flag = flags.get(key)
@@ -152,7 +164,10 @@ def load_settings(
     aws_env = {
         key: value
         for key, value in dotenv.items()
-        if key.startswith("AWS_") and key not in _OWN_AWS_KEYS and key not in environ
+        if key.startswith("AWS_")
+        and key not in _OWN_AWS_KEYS
+        and key not in environ
+        and value.strip() != ""  # `AWS_PROFILE=` means unset, not a profile named ""
     }
     merged_env = {**aws_env, **environ}
     for key in sorted(dotenv):
@@ -200,6 +215,24 @@ def load_settings(
             f"ECR_TAG_MUTABILITY {get('ECR_TAG_MUTABILITY')!r} is not one of "
             + ", ".join(TAG_MUTABILITY)
         )
+    exclusions = tuple(
+        part.strip()
+        for part in (get("ECR_TAG_MUTABILITY_EXCLUSIONS") or "").split(",")
+        if part.strip()
+    )
+    if tag_mutability.endswith("_WITH_EXCLUSION"):
+        bad = [part for part in exclusions if not EXCLUSION_RE.fullmatch(part)]
+        if not exclusions or len(exclusions) > 5 or bad:
+            problems.append(
+                f"ECR_TAG_MUTABILITY={tag_mutability} needs ECR_TAG_MUTABILITY_EXCLUSIONS: 1 to 5 "
+                "comma-separated tag filters of letters, digits, '.', '_', '-' and '*' "
+                "(e.g. latest,dev-*)"
+            )
+    elif exclusions and tag_mutability in TAG_MUTABILITY:
+        problems.append(
+            "ECR_TAG_MUTABILITY_EXCLUSIONS is set but ECR_TAG_MUTABILITY is "
+            f"{tag_mutability}: use {tag_mutability}_WITH_EXCLUSION"
+        )
     encryption = (get("ECR_ENCRYPTION") or "").upper()
     kms_key = get("ECR_KMS_KEY")
     if encryption not in ENCRYPTION:
@@ -236,6 +269,7 @@ def load_settings(
         tag_mutability=tag_mutability,
         encryption=encryption,
         kms_key=kms_key,
+        tag_mutability_exclusions=exclusions,
         version=version,
         aws_env=aws_env,
         env_file=env_path if dotenv or env_path.is_file() else None,

@@ -492,3 +492,30 @@ def test_classify_immutable_message_is_dockers_line() -> None:
         "overwritten because the repository is immutable"
     )
     assert classify_push_failure(_PREAMBLE + line + "\n") == (IMMUTABLE_TAG, line)
+
+
+@pytest.mark.parametrize(
+    "repository", ["timeout-svc", "unauthorized-access-log", "eof-reader", "too-many-requests"]
+)
+def test_the_push_header_and_layer_progress_do_not_classify(repository: str) -> None:
+    output = (
+        "The push refers to repository "
+        f"[123456789012.dkr.ecr.eu-west-1.amazonaws.com/{repository}]\n"
+        "5f70bf18a086: Preparing\n"
+        "a3ed95caeb02: Layer already exists\n"
+        "5f70bf18a086: Pushing [==>      ]  1.2MB/20MB\n"
+        "5f70bf18a086: Retrying in 5 seconds\n"
+        "unknown: Requested image not found\n"
+    )
+    kind, message = classify_push_failure(output)
+    assert kind == FATAL
+    assert message == "unknown: Requested image not found"
+    assert last_error_line(output) == "unknown: Requested image not found"
+
+
+def test_pushing_an_untagged_image_hints_the_tag_step() -> None:
+    kind, message = classify_push_failure(
+        "An image does not exist locally with the tag: 1.dkr.ecr.r.amazonaws.com/app\n"
+    )
+    assert kind == FATAL
+    assert "run `inv build` and `inv tag`" in message

@@ -237,3 +237,37 @@ def test_unreachable_endpoint_is_one_line(make_settings: Callable[..., Settings]
     ecr = connect(make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}))
     with pytest.raises(AwsError, match="cannot reach the ECR API"):
         ecr.authorization()
+
+
+def test_mutability_exclusion_filters_are_sent_on_create() -> None:
+    client, stub = _stubbed()
+    config = RepositoryConfig(
+        scan_on_push=True,
+        tag_mutability="IMMUTABLE_WITH_EXCLUSION",
+        encryption="AES256",
+        exclusions=("latest", "dev-*"),
+    )
+    stub.add_client_error("describe_repositories", service_error_code="RepositoryNotFoundException")
+    stub.add_response(
+        "create_repository",
+        {"repository": {"repositoryName": "w1", "repositoryUri": "1.dkr/w1"}},
+        expected_params={
+            "repositoryName": "w1",
+            "imageScanningConfiguration": {"scanOnPush": True},
+            "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
+            "imageTagMutabilityExclusionFilters": [
+                {"filterType": "WILDCARD", "filter": "latest"},
+                {"filterType": "WILDCARD", "filter": "dev-*"},
+            ],
+            "encryptionConfiguration": {"encryptionType": "AES256"},
+        },
+    )
+    with stub:
+        _, created = Ecr(client).ensure_repository("w1", config)
+    assert created is True
+    stub.assert_no_pending_responses()
+
+
+def test_a_malformed_endpoint_is_a_settings_error(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(SettingsError, match="check AWS_ENDPOINT_URL"):
+        connect(make_settings(aws_env={"AWS_ENDPOINT_URL": "localhost:4566"}))

@@ -380,3 +380,28 @@ def test_a_lock_of_a_killed_process_does_not_block(tmp_path: Path) -> None:
     fake = FakeTime()
     with release_lock(tmp_path, "eu-west-1-widgets", timeout=0, sleep=fake.sleep):
         assert fake.sleeps == []
+
+
+def test_concurrent_writers_never_collide(tmp_path: Path) -> None:
+    """Releases of different repositories hold different locks and may save at once."""
+    import threading
+
+    path = tmp_path / "logins.json"
+    errors: list[BaseException] = []
+    expires = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def writer(host: str) -> None:
+        try:
+            for _ in range(150):
+                LoginRecords(path).record(tmp_path / "docker", host, expires)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"h{i}.example",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert json.loads(path.read_text())  # a whole JSON document, never a torn one
+    assert list(tmp_path.glob("*.tmp")) == []

@@ -58,6 +58,8 @@ class FakeDocker:
     fail: dict[str, Result] = field(default_factory=dict)
     on_build: Callable[[], None] | None = None
     builds: int = 0
+    # Docker's containerd image store: once pushed, an image's ID is its manifest digest.
+    containerd: bool = False
 
     def __call__(
         self, args: Sequence[str], *, input: str | None = None, stream: bool = False
@@ -90,6 +92,10 @@ class FakeDocker:
             config = self.images[reference]
             digest = "sha256:" + hashlib.sha256(config.encode()).hexdigest()
             self.registry.manifests[(repository, tag)] = Manifest(digest, config, "docker-v2")
+            if self.containerd:
+                for ref, image_id in list(self.images.items()):
+                    if image_id == config:
+                        self.images[ref] = digest
             return Result(0, f"{tag}: digest: {digest} size: 528\n")
         return Result(0, "")
 
@@ -551,3 +557,48 @@ def test_daemon_down_fails_before_anything(make_world: Callable[..., World]) -> 
         world.release.release("v1")
     assert world.docker.verbs() == []
     assert world.connects == []
+
+
+def test_containerd_image_store_ids_verify_and_rerun(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.containerd = True
+    first = world.release.release("v1")
+    assert first.digest == world.registry.manifests[("widget-server", "v1")].digest
+    again = world.release.release("v1")
+    assert again.already_released is True
+
+
+def test_ensure_repo_alone_checks_the_account_first(make_world: Callable[..., World]) -> None:
+    world = make_world(account_id="000000000000")
+    with pytest.raises(AwsError, match="not account 000000000000"):
+        world.release.ensure_repo()
+    assert repo_names(world.client) == []
+
+
+def test_released_version_without_a_local_image_says_so(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.registry.manifests[("widget-server", "v1")] = Manifest("sha256:" + "c" * 64, "x", "y")
+    with pytest.raises(VersionExistsError, match="there is no local image widget-server:v1"):
+        world.release.release("v1")
+
+
+def test_an_unwritable_cache_is_one_line_before_anything(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    (world.tmp / "cache").write_text("a file where the cache directory should be")
+    with pytest.raises(SettingsError, match="set XDG_CACHE_HOME to a writable directory"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+
+
+def test_a_login_record_that_cannot_be_written_is_a_warning(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world()
+    records = world.tmp / "cache" / "ecr-release" / "logins.json"
+    records.mkdir(parents=True)  # a directory where the file should be
+    with caplog.at_level(logging.WARNING, logger="ecr_release"):
+        assert world.release.login() == HOST
+    assert world.docker.verbs() == ["login"]
+    assert "could not record the login" in caplog.text

@@ -211,3 +211,63 @@ def test_settings_are_frozen(workdir: Path) -> None:
 def test_lowercase_enum_values_are_accepted(workdir: Path) -> None:
     write_env(workdir, AWS_REGION="eu-west-1", ECR_TAG_MUTABILITY="mutable")
     assert load_settings(environ={}).tag_mutability == "MUTABLE"
+
+
+def test_the_shipped_env_example_works_as_is(workdir: Path) -> None:
+    """`cp .env.example .env` leaves optional keys empty: empty means unset, for boto3 too."""
+    root = Path(__file__).resolve().parents[2]
+    (workdir / ".env").write_text((root / ".env.example").read_text())
+    settings = load_settings(environ={}, need_build=True)
+    assert settings.profile is None
+    assert settings.account_id is None
+    assert "AWS_PROFILE" not in settings.aws_env
+    assert all(value.strip() for value in settings.aws_env.values())
+
+    from ecr_release.ecr import connect
+
+    connect(settings)  # no "The config profile () could not be found"
+
+
+def test_an_explicit_env_file_must_exist(workdir: Path) -> None:
+    with pytest.raises(SettingsError, match=r"--env-file 'missing\.env' does not exist"):
+        load_settings(
+            environ={"AWS_REGION": "eu-west-1"}, env_file="missing.env", env_file_required=True
+        )
+
+
+def test_a_dotenv_that_is_not_utf8_is_one_line(workdir: Path) -> None:
+    (workdir / ".env").write_bytes("AWS_REGION=eu-west-1\n".encode("utf-16"))
+    with pytest.raises(SettingsError, match=r"cannot read \.env: .*save it as UTF-8"):
+        load_settings(environ={})
+
+
+@pytest.mark.parametrize(
+    ("mutability", "exclusions", "expected"),
+    [
+        ("IMMUTABLE_WITH_EXCLUSION", "", "needs ECR_TAG_MUTABILITY_EXCLUSIONS"),
+        ("MUTABLE_WITH_EXCLUSION", "bad tag!", "needs ECR_TAG_MUTABILITY_EXCLUSIONS"),
+        ("IMMUTABLE_WITH_EXCLUSION", "a,b,c,d,e,f", "needs ECR_TAG_MUTABILITY_EXCLUSIONS"),
+        ("IMMUTABLE", "latest", "use IMMUTABLE_WITH_EXCLUSION"),
+    ],
+)
+def test_mutability_exclusions_are_checked(
+    workdir: Path, mutability: str, exclusions: str, expected: str
+) -> None:
+    write_env(
+        workdir,
+        AWS_REGION="eu-west-1",
+        ECR_TAG_MUTABILITY=mutability,
+        ECR_TAG_MUTABILITY_EXCLUSIONS=exclusions,
+    )
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(environ={})
+
+
+def test_mutability_exclusions_are_kept(workdir: Path) -> None:
+    write_env(
+        workdir,
+        AWS_REGION="eu-west-1",
+        ECR_TAG_MUTABILITY="IMMUTABLE_WITH_EXCLUSION",
+        ECR_TAG_MUTABILITY_EXCLUSIONS="latest, dev-*",
+    )
+    assert load_settings(environ={}).tag_mutability_exclusions == ("latest", "dev-*")

@@ -249,11 +249,20 @@ def moto_server() -> Iterator[str]:
 @pytest.mark.parametrize(
     "argv", [["release", "--version", "v1", "--dry-run"], ["--dry", "release", "--version", "v1"]]
 )
-def test_dry_run_changes_nothing_anywhere(cli, moto_server: str, argv: list[str]) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_changes_nothing_anywhere(
+    cli, moto_server: str, listener: Listener, argv: list[str]
+) -> None:  # type: ignore[no-untyped-def]
     import boto3
 
     (cli.work / ".dockerignore").write_text(".env\n")
-    done = cli(*argv, env_file="AWS_REGION=eu-west-1\n", AWS_ENDPOINT_URL=moto_server)
+    # The registry host moto names is a real AWS host: route it to the dead listener.
+    done = cli(
+        *argv,
+        env_file="AWS_REGION=eu-west-1\n",
+        AWS_ENDPOINT_URL=moto_server,
+        HTTPS_PROXY=f"http://127.0.0.1:{listener.port}",
+        NO_PROXY="127.0.0.1",
+    )
     assert done.returncode == 0, done.stderr
     host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
     plan = [line for line in done.stderr.splitlines() if line.startswith("[dry-run]")]
@@ -268,6 +277,8 @@ def test_dry_run_changes_nothing_anywhere(cli, moto_server: str, argv: list[str]
     assert (
         f"docker login --username AWS --password-stdin {host}  (password on stdin: ***)" in plan[3]
     )
+    assert plan[0].startswith(f"[dry-run] check: could not ask the registry about {host}/")
+    assert listener.connections >= 1  # it did try, through the proxy, and nowhere else
     assert "auth-token" not in done.stdout + done.stderr  # moto's password
     assert "nothing was built, created, logged in to or pushed" in done.stdout
     # Only read-only docker commands ran; no repository was created.
@@ -275,3 +286,10 @@ def test_dry_run_changes_nothing_anywhere(cli, moto_server: str, argv: list[str]
     assert set(verbs) <= {"version", "image"}
     client = boto3.client("ecr", region_name="eu-west-1", endpoint_url=moto_server)
     assert client.describe_repositories()["repositories"] == []
+
+
+def test_a_named_env_file_that_does_not_exist_is_refused(cli, listener: Listener) -> None:  # type: ignore[no-untyped-def]
+    done = cli("release", "--version", "v1", "--env-file", "prod.env", AWS_REGION="eu-west-1")
+    assert_one_line_error(done, 2, "--env-file 'prod.env' does not exist")
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
