@@ -168,3 +168,23 @@ def test_dry_run_changes_nothing(project: Project, stack, argv: list[str]) -> No
     assert stack.registry_tags(project.repository) == []
     assert docker("images", "-q", f"{project.repository}:v1") == ""
     assert not (Path(project.env["DOCKER_CONFIG"]) / "config.json").exists()
+
+
+def test_the_readme_chain_in_one_command(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+    chain = [
+        "build",
+        "--version",
+        "v4",
+        "ensure-repo",
+        "login",
+        "tag",
+        "--version",
+        "v4",
+        "push",
+        "--version",
+        "v4",
+    ]
+    done = project.inv(*chain)
+    assert done.returncode == 0, done.stderr
+    assert stack.registry_tags(project.repository) == ["v4"]
+    assert stack.registry_manifest_digest(project.repository, "v4") == done.stdout.split()[-1]
