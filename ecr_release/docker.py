@@ -121,22 +121,13 @@ class Docker:
 
     # -- commands --------------------------------------------------------------
 
-    def build(
-        self,
-        *,
-        image: str,
-        dockerfile: Path,
-        context: Path,
-        build_args: Mapping[str, str],
-        labels: Mapping[str, str],
-    ) -> None:
-        result = self._run(
-            self.build_args(image, dockerfile, context, build_args, labels), stream=True
-        )
+    def build(self, command: Sequence[str]) -> None:
+        """Run a ``build_command`` list, streaming docker's progress."""
+        result = self._run(command, stream=True)
         if result.returncode != 0:
             self._raise("docker build failed", result)
 
-    def build_args(
+    def build_command(
         self,
         image: str,
         dockerfile: Path,

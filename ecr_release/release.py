@@ -181,18 +181,14 @@ class Release:
         if settings.base_image:
             build_args["BASE_IMAGE"] = settings.base_image
         image = settings.image(version)
-        args = (image, settings.dockerfile, settings.build_context, build_args, labels)
+        command = self.docker.build_command(
+            image, settings.dockerfile, settings.build_context, build_args, labels
+        )
         if self.dry_run:
-            _plan("build", shlex.join(self.docker.build_args(*args)))
+            _plan("build", shlex.join(command))
             return
         log.info("==> build %s", image)
-        self.docker.build(
-            image=image,
-            dockerfile=settings.dockerfile,
-            context=settings.build_context,
-            build_args=build_args,
-            labels=labels,
-        )
+        self.docker.build(command)
 
     def ensure_repo(self) -> Repository:
         """Describe the repository, creating it with the configured settings when missing."""

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,9 +63,18 @@ def _no_docker_host(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- argument lists ---------------------------------------------------------------
 
 
+def _build(docker: Docker, **spec: Any) -> None:
+    docker.build(
+        docker.build_command(
+            spec["image"], spec["dockerfile"], spec["context"], spec["build_args"], spec["labels"]
+        )
+    )
+
+
 def test_build_argument_list_is_exact_and_streamed() -> None:
     runner = FakeRunner()
-    Docker(runner).build(
+    _build(
+        Docker(runner),
         image="widgets:v1",
         dockerfile=Path("docker/Dockerfile"),
         context=Path("/src/app"),
@@ -101,8 +111,13 @@ def test_build_argument_list_is_exact_and_streamed() -> None:
 
 def test_build_without_args_or_labels_ends_with_the_context() -> None:
     runner = FakeRunner()
-    Docker(runner, binary="/usr/local/bin/docker").build(
-        image="app:v2", dockerfile=Path("Dockerfile"), context=Path("."), build_args={}, labels={}
+    _build(
+        Docker(runner, binary="/usr/local/bin/docker"),
+        image="app:v2",
+        dockerfile=Path("Dockerfile"),
+        context=Path("."),
+        build_args={},
+        labels={},
     )
     assert runner.calls[0].args == [
         "/usr/local/bin/docker",
@@ -116,7 +131,7 @@ def test_build_without_args_or_labels_ends_with_the_context() -> None:
 
 
 def test_a_value_with_spaces_stays_one_argument() -> None:
-    args = Docker(FakeRunner()).build_args(
+    args = Docker(FakeRunner()).build_command(
         "app:v1", Path("Dockerfile"), Path("."), {"NOTE": "a b; rm -rf /"}, {}
     )
     assert args[args.index("--build-arg") + 1] == "NOTE=a b; rm -rf /"
@@ -132,8 +147,13 @@ def test_build_failure_reports_the_exit_code_and_dockers_error_line() -> None:
     )
     runner = FakeRunner(Result(1, output))
     with pytest.raises(DockerError) as info:
-        Docker(runner).build(
-            image="a:v1", dockerfile=Path("Dockerfile"), context=Path("."), build_args={}, labels={}
+        _build(
+            Docker(runner),
+            image="a:v1",
+            dockerfile=Path("Dockerfile"),
+            context=Path("."),
+            build_args={},
+            labels={},
         )
     assert info.value.message == "docker build failed (exit 1): error: build step 2 failed"
 
@@ -243,8 +263,8 @@ def test_check_daemon_other_failure() -> None:
 
 
 _DAEMON_CALLS = {
-    "build": lambda d: d.build(
-        image="a:v1", dockerfile=Path("Dockerfile"), context=Path("."), build_args={}, labels={}
+    "build": lambda d: _build(
+        d, image="a:v1", dockerfile=Path("Dockerfile"), context=Path("."), build_args={}, labels={}
     ),
     "tag": lambda d: d.tag("a:v1", "b:v1"),
     "image_id": lambda d: d.image_id("a:v1"),
