@@ -140,19 +140,17 @@ class Release:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Serialize releases of one repository on this machine (re-entrant within a run)."""
-        if self._locked or self.dry_run:
-            self._locked += 1
-            try:
-                yield
-            finally:
-                self._locked -= 1
-            return
         name = f"{self.settings.region or 'default'}-{self.settings.repository}"
-        with release_lock(
-            self._lock_dir,
-            name,
-            on_wait=lambda: log.info("waiting for another release of %s on this machine", name),
-        ):
+        guard: contextlib.AbstractContextManager[None] = (
+            contextlib.nullcontext()
+            if self._locked or self.dry_run
+            else release_lock(
+                self._lock_dir,
+                name,
+                on_wait=lambda: log.info("waiting for another release of %s on this machine", name),
+            )
+        )
+        with guard:
             self._locked += 1
             try:
                 yield
