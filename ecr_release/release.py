@@ -390,7 +390,7 @@ class Release:
                 self.docker.check_daemon()
                 existing = self._check(version)
             if existing is not None:
-                uri = f"{self._registry_host()}/{self.settings.repository}:{version}"
+                uri = f"{self.authorization().host}/{self.settings.repository}:{version}"
                 return Summary(uri, existing.digest, timings, already_released=True)
             with step("build"):
                 self.build(version)
@@ -422,9 +422,6 @@ class Release:
         if existing is None:
             _plan("check", f"{where} is not released yet")
         return existing
-
-    def _registry_host(self) -> str:
-        return self.authorization().host
 
 
 def _same_image(local_id: str | None, manifest: Manifest) -> bool:
