@@ -143,8 +143,20 @@ class Docker:
         args.append(str(context))
         return args
 
+    # The argument lists, also shown as they are by a dry run.
+
+    def tag_command(self, source: str, target: str) -> list[str]:
+        return [self._binary, "tag", source, target]
+
+    def push_command(self, reference: str) -> list[str]:
+        return [self._binary, "push", reference]
+
+    def login_command(self, host: str, username: str) -> list[str]:
+        """The password is never an argument: it goes on stdin."""
+        return [self._binary, "login", "--username", username, "--password-stdin", host]
+
     def tag(self, source: str, target: str) -> None:
-        result = self._run([self._binary, "tag", source, target])
+        result = self._run(self.tag_command(source, target))
         if result.returncode != 0:
             if "no such image" in result.output.lower():
                 raise DockerError(
@@ -154,11 +166,11 @@ class Docker:
 
     def push(self, reference: str) -> Result:
         """Run ``docker push``; return the result whatever it is (the caller classifies)."""
-        return self._run([self._binary, "push", reference], stream=True)
+        return self._run(self.push_command(reference), stream=True)
 
     def login(self, host: str, username: str, password: str) -> None:
         result = self._run(
-            [self._binary, "login", "--username", username, "--password-stdin", host],
+            self.login_command(host, username),
             input=password + "\n",
         )
         if result.returncode != 0:

@@ -251,8 +251,8 @@ class Release:
             ):
                 log.info("login skipped: the login to %s is valid for 30 minutes or more", host)
                 return host
-        command = ["docker", "login", "--username", auth.username, "--password-stdin", host]
         if self.dry_run:
+            command = self.docker.login_command(host, auth.username)
             _plan("login", shlex.join(command) + "  (password on stdin: ***)")
             return host
         log.info("==> login %s", host)
@@ -264,7 +264,7 @@ class Release:
         """``docker tag IMAGE_NAME:version HOST/REPOSITORY:version``."""
         source, target = self.settings.image(version), self.remote_ref(version)
         if self.dry_run:
-            _plan("tag", shlex.join(["docker", "tag", source, target]))
+            _plan("tag", shlex.join(self.docker.tag_command(source, target)))
             return target
         log.info("==> tag %s", target)
         self.docker.tag(source, target)
@@ -278,7 +278,7 @@ class Release:
             if existing is not None:
                 return existing.digest
         if self.dry_run:
-            _plan("push", shlex.join(["docker", "push", reference]))
+            _plan("push", shlex.join(self.docker.push_command(reference)))
             return "(dry-run)"
         log.info("==> push %s", reference)
         relogged = False
