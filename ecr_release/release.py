@@ -92,6 +92,7 @@ class Release:
         self._revision = revision or git_revision
         self._ecr: Ecr | None = None
         self._auth: Authorization | None = None
+        self._registry_client: tuple[Authorization, Registry] | None = None
         self._repository: Repository | None = None
         self._locked = 0
         self._context_checked = False
@@ -370,7 +371,11 @@ class Release:
         )
 
     def _registry(self) -> Registry:
-        return self._registry_factory(self.authorization())
+        """One registry client per token, so its TLS context is loaded once per run."""
+        auth = self.authorization()
+        if self._registry_client is None or self._registry_client[0] is not auth:
+            self._registry_client = (auth, self._registry_factory(auth))
+        return self._registry_client[1]
 
     # -- the whole release ------------------------------------------------------------
 

@@ -602,3 +602,22 @@ def test_a_login_record_that_cannot_be_written_is_a_warning(
         assert world.release.login() == HOST
     assert world.docker.verbs() == ["login"]
     assert "could not record the login" in caplog.text
+
+
+def test_one_registry_client_per_token(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    made: list[Authorization] = []
+    factory = world.release._registry_factory
+
+    def counting(auth: Authorization) -> Any:
+        made.append(auth)
+        return factory(auth)
+
+    world.release._registry_factory = counting
+    world.release.release("v1")  # the check before building, the verification after pushing
+    assert len(made) == 1
+    world.docker.push_outcomes = ["unauthorized: authentication required"]
+    world.release.build("v2")
+    world.release.tag("v2")
+    world.release.push("v2", checked=True)
+    assert len(made) == 2  # the fresh login brought a new token, hence a new client
