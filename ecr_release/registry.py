@@ -1,10 +1,12 @@
 """The registry's own v2 HTTP API: what a tag points to, read straight from the registry.
 
-ECR and every OCI registry answer ``HEAD /v2/<repository>/manifests/<tag>`` with
-the manifest digest in ``Docker-Content-Digest``; basic auth ``AWS:<password>``
-works on ECR. The ECR API cannot stand in for this (moto, for one, does not know
-what was pushed). TLS trust is the system's plus Docker's own per-registry CA
-(``/etc/docker/certs.d/<host>/ca.crt``), so we trust exactly what docker trusts.
+ECR and every OCI registry answer ``GET /v2/<repository>/manifests/<tag>`` with
+the manifest (whose ``config.digest`` is the image ID) and its digest in
+``Docker-Content-Digest``; basic auth ``AWS:<password>`` works on ECR. One GET
+answers both questions a release asks (does the tag exist, which image is it), so
+no separate HEAD is made. The ECR API cannot stand in for this (moto, for one,
+does not know what was pushed). TLS trust is the system's plus Docker's own
+per-registry CAs (``/etc/docker/certs.d/<host>/*.crt``): what docker trusts.
 """
 
 from __future__ import annotations
@@ -53,19 +55,6 @@ class Registry:
     password: str = field(repr=False)
     timeout: float = 30.0
     certs_dir: Path = DOCKER_CERTS_DIR
-
-    def manifest_digest(self, repository: str, reference: str) -> str | None:
-        """The digest the tag points to, or None when the tag (or repository) is absent."""
-        response = self._request("HEAD", repository, reference)
-        if response is None:
-            return None
-        with response:
-            digest = response.headers.get("Docker-Content-Digest")
-        if not digest:
-            # Some registries omit the header on HEAD; GET always lets us compute it.
-            manifest = self.manifest(repository, reference)
-            return manifest.digest if manifest else None
-        return str(digest)
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         response = self._request("GET", repository, reference)

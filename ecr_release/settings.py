@@ -99,15 +99,6 @@ class Settings:
         return f"{self.image_name}:{version}"
 
 
-def check_version(version: str | None) -> str:
-    """Return the version if it is a valid Docker tag; raise ``SettingsError`` if not."""
-    problem = _version_problem(version)
-    if problem:
-        raise SettingsError(problem)
-    assert version is not None
-    return version
-
-
 def _version_problem(version: str | None) -> str | None:
     if version is None or version == "":
         return "--version is required: a Docker tag such as v1 or 1.4.2"
@@ -305,9 +296,8 @@ def _bool(key: str, value: str | None, problems: list[str]) -> bool | None:
 
 def _region_from_aws_config(env: Mapping[str, str], profile: str | None) -> str | None:
     """The region the AWS configuration chain would give, read without importing botocore."""
-    for key in ("AWS_DEFAULT_REGION",):
-        if env.get(key):
-            return env[key]
+    if env.get("AWS_DEFAULT_REGION"):
+        return env["AWS_DEFAULT_REGION"]
     config_file = Path(env.get("AWS_CONFIG_FILE") or "~/.aws/config").expanduser()
     if not config_file.is_file():
         return None

@@ -246,17 +246,11 @@ def registry(fake: FakeRegistry, tmp_path: Path) -> Registry:
 # -- tests -----------------------------------------------------------------------------------
 
 
-def test_manifest_digest_from_head(registry: Registry, fake: FakeRegistry) -> None:
-    assert registry.manifest_digest("app", "v1") == HEADER_DIGEST
-    assert [(s.method, s.path) for s in fake.seen] == [("HEAD", "/v2/app/manifests/v1")]
-
-
 def test_requests_carry_basic_auth_and_the_manifest_types(
     registry: Registry, fake: FakeRegistry
 ) -> None:
-    registry.manifest_digest("app", "v1")
     registry.manifest("app", "v1")
-    assert [s.method for s in fake.seen] == ["HEAD", "GET"]
+    assert [s.method for s in fake.seen] == ["GET"]
     expected = "Basic " + base64.b64encode(f"AWS:{PASSWORD}".encode()).decode()
     for seen in fake.seen:
         assert seen.authorization == expected
@@ -275,16 +269,9 @@ def test_manifest_reads_the_config_digest(registry: Registry, fake: FakeRegistry
 
 
 def test_repository_names_with_a_slash(registry: Registry, fake: FakeRegistry) -> None:
-    assert registry.manifest_digest("team/app", "v1") == HEADER_DIGEST
+    manifest = registry.manifest("team/app", "v1")
+    assert manifest is not None and manifest.digest == HEADER_DIGEST
     assert fake.seen[0].path == "/v2/team/app/manifests/v1"
-
-
-def test_head_without_digest_falls_back_to_get(registry: Registry, fake: FakeRegistry) -> None:
-    assert registry.manifest_digest("nohead", "v1") == MANIFEST_SHA
-    assert [(s.method, s.path) for s in fake.seen] == [
-        ("HEAD", "/v2/nohead/manifests/v1"),
-        ("GET", "/v2/nohead/manifests/v1"),
-    ]
 
 
 def test_get_without_digest_hashes_the_exact_body(registry: Registry) -> None:
@@ -296,7 +283,6 @@ def test_get_without_digest_hashes_the_exact_body(registry: Registry) -> None:
 
 @pytest.mark.parametrize(("repo", "tag"), [("app", "v2"), ("missing", "v1")])
 def test_absent_tag_or_repository_is_none(registry: Registry, repo: str, tag: str) -> None:
-    assert registry.manifest_digest(repo, tag) is None
     assert registry.manifest(repo, tag) is None
 
 
@@ -305,7 +291,7 @@ def test_refused_login_is_a_registry_error(
     registry: Registry, fake: FakeRegistry, repo: str, code: int
 ) -> None:
     with pytest.raises(RegistryError) as info:
-        registry.manifest_digest(repo, "v1")
+        registry.manifest(repo, "v1")
     message = info.value.message
     assert fake.host in message
     assert f"HTTP {code}" in message
@@ -315,12 +301,9 @@ def test_refused_login_is_a_registry_error(
     assert info.value.exit_code == 5
 
 
-@pytest.mark.parametrize("method", ["manifest_digest", "manifest"])
-def test_server_error_is_a_registry_error(
-    registry: Registry, fake: FakeRegistry, method: str
-) -> None:
+def test_server_error_is_a_registry_error(registry: Registry, fake: FakeRegistry) -> None:
     with pytest.raises(RegistryError) as info:
-        getattr(registry, method)("broken", "v1")
+        registry.manifest("broken", "v1")
     assert info.value.message == f"registry {fake.host} answered HTTP 500 for broken:v1"
 
 
@@ -342,7 +325,7 @@ def test_registry_not_running(tmp_path: Path, certs: tuple[Path, Path, Path]) ->
         host, "AWS", PASSWORD, timeout=5, certs_dir=_certs_dir(tmp_path, host, certs[0])
     )
     with pytest.raises(RegistryError) as info:
-        registry.manifest_digest("app", "v1")
+        registry.manifest("app", "v1")
     assert info.value.message.startswith(f"cannot reach registry {host}")
     assert PASSWORD not in info.value.message
 
@@ -352,7 +335,7 @@ def test_tls_is_verified_without_the_ca(tmp_path: Path, fake: FakeRegistry, with
     certs_dir = _certs_dir(tmp_path, fake.host, None) if with_dir else tmp_path / "nowhere"
     registry = Registry(fake.host, "AWS", PASSWORD, timeout=5, certs_dir=certs_dir)
     with pytest.raises(RegistryError) as info:
-        registry.manifest_digest("app", "v1")
+        registry.manifest("app", "v1")
     assert "certificate verify failed" in info.value.message
     assert PASSWORD not in info.value.message
     assert fake.seen == []
@@ -362,7 +345,7 @@ def test_a_ca_for_another_host_is_not_used(tmp_path: Path, fake: FakeRegistry) -
     certs_dir = _certs_dir(tmp_path, "localhost:1", fake.ca)
     registry = Registry(fake.host, "AWS", PASSWORD, timeout=5, certs_dir=certs_dir)
     with pytest.raises(RegistryError, match="certificate verify failed"):
-        registry.manifest_digest("app", "v1")
+        registry.manifest("app", "v1")
 
 
 def test_repr_hides_the_password(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ecr_release.errors import SettingsError
-from ecr_release.settings import check_version, load_settings
+from ecr_release.settings import load_settings
 
 
 @pytest.fixture
@@ -125,9 +125,9 @@ BAD_VERSIONS = [
 
 
 @pytest.mark.parametrize("version", BAD_VERSIONS)
-def test_bad_versions_are_refused(version: str) -> None:
+def test_bad_versions_are_refused(workdir: Path, version: str) -> None:
     with pytest.raises(SettingsError) as err:
-        check_version(version)
+        load_settings({"version": version}, environ={"AWS_REGION": "x"}, need_version=True)
     message = err.value.message
     assert "--version" in message
     assert "\n" not in message
@@ -138,8 +138,9 @@ def test_bad_versions_are_refused(version: str) -> None:
 
 
 @pytest.mark.parametrize("version", ["v1", "1.4.2", "_x", "A" * 128, "v1.0-rc_1"])
-def test_good_versions(version: str) -> None:
-    assert check_version(version) == version
+def test_good_versions(workdir: Path, version: str) -> None:
+    settings = load_settings({"version": version}, environ={"AWS_REGION": "x"}, need_version=True)
+    assert settings.version == version
 
 
 @pytest.mark.parametrize(
