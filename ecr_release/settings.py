@@ -12,6 +12,7 @@ any docker command or AWS call. This module does not talk to AWS or Docker.
 from __future__ import annotations
 
 import configparser
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -98,17 +99,88 @@ class Settings:
         """The local image reference for a version."""
         return f"{self.image_name}:{version}"
 
+    def remote_image(self, host: str, version: str) -> str:
+        """The image's reference in the registry: ``HOST/REPOSITORY:version``."""
+        return f"{host}/{self.repository}:{version}"
 
-def _version_problem(version: str | None) -> str | None:
-    if version is None or version == "":
-        return "--version is required: a Docker tag such as v1 or 1.4.2"
-    if not version.isascii() or not TAG_RE.fullmatch(version):
-        shown = version if len(version) <= 40 else version[:37] + "..."
-        return (
-            f"--version {shown!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
-            "'_', '.' or '-', not starting with '.' or '-' (e.g. v1, 1.4.2)"
+    @property
+    def lock_name(self) -> str:
+        """What one machine serializes releases on: the region's repository."""
+        return f"{self.region or 'default'}-{self.repository}"
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where each setting comes from, in precedence order: flags, environment, .env, default."""
+
+    flags: Mapping[str, str | bool | None]
+    environ: Mapping[str, str]
+    dotenv: Mapping[str, str]
+    env_path: Path
+
+    @classmethod
+    def read(
+        cls,
+        flags: Mapping[str, str | bool | None],
+        environ: Mapping[str, str],
+        env_path: Path,
+        *,
+        env_file_required: bool = False,
+    ) -> Sources:
+        if env_file_required and not env_path.is_file():
+            raise SettingsError(f"--env-file {str(env_path)!r} does not exist")
+        dotenv: dict[str, str] = {}
+        if env_path.is_file():
+            try:
+                values = dotenv_values(env_path, encoding="utf-8")
+            except (UnicodeDecodeError, OSError) as exc:
+                raise SettingsError(
+                    f"cannot read {env_path}: {exc}; save it as UTF-8 text"
+                ) from exc
+            dotenv = {k: v for k, v in values.items() if v is not None}
+        return cls(flags, environ, dotenv, env_path)
+
+    def get(self, key: str) -> str | None:
+        """The value that wins; empty values mean unset."""
+        flag = self.flags.get(key)
+        if flag is not None and flag != "":
+            return str(flag)
+        for source in (self.environ, self.dotenv):
+            value = source.get(key)
+            if value is not None and value.strip() != "":
+                return value.strip()
+        return DEFAULTS.get(key)
+
+    def upper(self, key: str) -> str:
+        return (self.get(key) or "").upper()
+
+    def items(self, key: str) -> tuple[str, ...]:
+        """A comma-separated value as its non-empty parts."""
+        return tuple(part.strip() for part in (self.get(key) or "").split(",") if part.strip())
+
+    @functools.cached_property
+    def aws_env(self) -> dict[str, str]:
+        """Standard AWS_* variables from .env that the environment does not set."""
+        return {
+            key: value
+            for key, value in self.dotenv.items()
+            if key.startswith("AWS_")
+            and key not in _OWN_AWS_KEYS
+            and key not in self.environ
+            and value.strip() != ""  # `AWS_PROFILE=` means unset, not a profile named ""
+        }
+
+    @functools.cached_property
+    def region(self) -> str | None:
+        """AWS_REGION, else what the AWS configuration chain gives."""
+        return self.get("AWS_REGION") or _region_from_aws_config(
+            {**self.aws_env, **self.environ}, self.get("AWS_PROFILE")
         )
-    return None
+
+    @property
+    def version(self) -> str | None:
+        version = self.flags.get("version")
+        return None if version is None else str(version)
 
 
 def load_settings(
@@ -127,145 +199,82 @@ def load_settings(
     context exist; ``need_version`` checks ``flags["version"]``; ``env_file_required``
     makes a missing ``env_file`` an error (it was named explicitly).
     """
-    environ = os.environ if environ is None else environ
-    flags = flags or {}
-    env_path = Path(env_file)
-    dotenv: dict[str, str] = {}
-    if env_file_required and not env_path.is_file():
-        raise SettingsError(f"--env-file {str(env_path)!r} does not exist")
-    if env_path.is_file():
-        try:
-            values = dotenv_values(env_path, encoding="utf-8")
-        except (UnicodeDecodeError, OSError) as exc:
-            raise SettingsError(f"cannot read {env_path}: {exc}; save it as UTF-8 text") from exc
-        dotenv = {k: v for k, v in values.items() if v is not None}
-
-    def get(key: str) -> str | None:
-        flag = flags.get(key)
-        if flag is not None and flag != "":
-            return str(flag)
-        for source in (environ, dotenv):
-            value = source.get(key)
-            if value is not None and value.strip() != "":
-                return value.strip()
-        return DEFAULTS.get(key)
-
-    problems: list[str] = []
-    warnings: list[str] = []
-    aws_env = {
-        key: value
-        for key, value in dotenv.items()
-        if key.startswith("AWS_")
-        and key not in _OWN_AWS_KEYS
-        and key not in environ
-        and value.strip() != ""  # `AWS_PROFILE=` means unset, not a profile named ""
-    }
-    merged_env = {**aws_env, **environ}
-    for key in sorted(dotenv):
-        if key not in KEYS and not key.startswith("AWS_"):
-            warnings.append(f"{env_path}: unknown key {key} is ignored")
-
-    version = flags.get("version")
-    version = None if version is None else str(version)
-    if need_version:
-        problem = _version_problem(version)
-        if problem:
-            problems.append(problem)
-
-    region = get("AWS_REGION")
-    profile = get("AWS_PROFILE")
-    if need_aws and not region:
-        region = _region_from_aws_config(merged_env, profile)
-        if not region:
-            missing = "AWS_REGION is not set"
-            hint = (
-                f"add it to {env_path}"
-                if env_path.is_file()
-                else f"no {env_path} found: copy .env.example to {env_path} and fill it in"
-            )
-            problems.append(f"{missing} (e.g. AWS_REGION=eu-west-1): {hint}")
-
-    account_id = get("AWS_ACCOUNT_ID")
-    if account_id and not ACCOUNT_RE.fullmatch(account_id):
-        problems.append(f"AWS_ACCOUNT_ID {account_id!r} must be exactly 12 digits")
-
-    repository = get("ECR_REPOSITORY") or ""
-    problems.extend(_repository_problems(repository))
-
-    image_name = get("IMAGE_NAME") or repository
-    if not IMAGE_NAME_RE.fullmatch(image_name):
-        problems.append(
-            f"IMAGE_NAME {image_name!r} is not a valid local image name: lowercase letters, "
-            "digits and '.', '_', '-' separators (e.g. widget-server)"
-        )
-
-    scan_on_push = _bool("ECR_SCAN_ON_PUSH", get("ECR_SCAN_ON_PUSH"), problems)
-    tag_mutability = (get("ECR_TAG_MUTABILITY") or "").upper()
-    if tag_mutability not in TAG_MUTABILITY:
-        problems.append(
-            f"ECR_TAG_MUTABILITY {get('ECR_TAG_MUTABILITY')!r} is not one of "
-            + ", ".join(TAG_MUTABILITY)
-        )
-    exclusions = tuple(
-        part.strip()
-        for part in (get("ECR_TAG_MUTABILITY_EXCLUSIONS") or "").split(",")
-        if part.strip()
+    src = Sources.read(
+        flags or {},
+        os.environ if environ is None else environ,
+        Path(env_file),
+        env_file_required=env_file_required,
     )
-    if tag_mutability.endswith("_WITH_EXCLUSION"):
-        bad = [part for part in exclusions if not EXCLUSION_RE.fullmatch(part)]
-        if not exclusions or len(exclusions) > 5 or bad:
-            problems.append(
-                f"ECR_TAG_MUTABILITY={tag_mutability} needs ECR_TAG_MUTABILITY_EXCLUSIONS: 1 to 5 "
-                "comma-separated tag filters of letters, digits, '.', '_', '-' and '*' "
-                "(e.g. latest,dev-*)"
-            )
-    elif exclusions and tag_mutability in TAG_MUTABILITY:
-        problems.append(
-            "ECR_TAG_MUTABILITY_EXCLUSIONS is set but ECR_TAG_MUTABILITY is "
-            f"{tag_mutability}: use {tag_mutability}_WITH_EXCLUSION"
-        )
-    encryption = (get("ECR_ENCRYPTION") or "").upper()
-    kms_key = get("ECR_KMS_KEY")
-    if encryption not in ENCRYPTION:
-        problems.append(
-            f"ECR_ENCRYPTION {get('ECR_ENCRYPTION')!r} is not one of " + ", ".join(ENCRYPTION)
-        )
-    elif encryption.startswith("KMS") and not kms_key:
-        problems.append(
-            f"ECR_ENCRYPTION={encryption} needs ECR_KMS_KEY (a KMS key ARN, id or alias)"
-        )
-    elif encryption == "AES256" and kms_key:
-        problems.append("ECR_KMS_KEY is set but ECR_ENCRYPTION is AES256: set ECR_ENCRYPTION=KMS")
-
-    dockerfile = Path(get("DOCKERFILE") or "Dockerfile")
-    build_context = Path(get("BUILD_CONTEXT") or ".")
-    if need_build:
-        if not build_context.is_dir():
-            problems.append(f"BUILD_CONTEXT {str(build_context)!r} is not a directory")
-        if not dockerfile.is_file():
-            problems.append(f"DOCKERFILE {str(dockerfile)!r} does not exist")
-
+    problems = [
+        *(_version_problems(src.version) if need_version else []),
+        *(_region_problems(src) if need_aws else []),
+        *_account_problems(src),
+        *_repository_problems(src.get("ECR_REPOSITORY") or ""),
+        *_image_name_problems(src),
+        *_boolean_problems(src, "ECR_SCAN_ON_PUSH"),
+        *_mutability_problems(src),
+        *_encryption_problems(src),
+        *(_build_path_problems(src) if need_build else []),
+    ]
     if problems:
         raise SettingsError("; ".join(problems))
+    repository = src.get("ECR_REPOSITORY") or ""
     return Settings(
-        region=region,
-        profile=profile,
-        account_id=account_id,
+        region=src.region if need_aws else src.get("AWS_REGION"),
+        profile=src.get("AWS_PROFILE"),
+        account_id=src.get("AWS_ACCOUNT_ID"),
         repository=repository,
-        image_name=image_name,
-        dockerfile=dockerfile,
-        build_context=build_context,
-        base_image=get("BASE_IMAGE"),
-        scan_on_push=bool(scan_on_push),
-        tag_mutability=tag_mutability,
-        encryption=encryption,
-        kms_key=kms_key,
-        tag_mutability_exclusions=exclusions,
-        version=version,
-        aws_env=aws_env,
-        env_file=env_path if dotenv or env_path.is_file() else None,
-        warnings=tuple(warnings),
+        image_name=src.get("IMAGE_NAME") or repository,
+        dockerfile=Path(src.get("DOCKERFILE") or "Dockerfile"),
+        build_context=Path(src.get("BUILD_CONTEXT") or "."),
+        base_image=src.get("BASE_IMAGE"),
+        scan_on_push=_parse_bool(src.get("ECR_SCAN_ON_PUSH")) is True,
+        tag_mutability=src.upper("ECR_TAG_MUTABILITY"),
+        encryption=src.upper("ECR_ENCRYPTION"),
+        kms_key=src.get("ECR_KMS_KEY"),
+        tag_mutability_exclusions=src.items("ECR_TAG_MUTABILITY_EXCLUSIONS"),
+        version=src.version,
+        aws_env=src.aws_env,
+        env_file=src.env_path if src.dotenv or src.env_path.is_file() else None,
+        warnings=tuple(
+            f"{src.env_path}: unknown key {key} is ignored"
+            for key in sorted(src.dotenv)
+            if key not in KEYS and not key.startswith("AWS_")
+        ),
     )
+
+
+# -- one check per concern, each returning the problems it found -------------------
+
+
+def _version_problems(version: str | None) -> list[str]:
+    if version is None or version == "":
+        return ["--version is required: a Docker tag such as v1 or 1.4.2"]
+    if not version.isascii() or not TAG_RE.fullmatch(version):
+        shown = version if len(version) <= 40 else version[:37] + "..."
+        return [
+            f"--version {shown!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
+            "'_', '.' or '-', not starting with '.' or '-' (e.g. v1, 1.4.2)"
+        ]
+    return []
+
+
+def _region_problems(src: Sources) -> list[str]:
+    if src.region:
+        return []
+    hint = (
+        f"add it to {src.env_path}"
+        if src.env_path.is_file()
+        else f"no {src.env_path} found: copy .env.example to {src.env_path} and fill it in"
+    )
+    return [f"AWS_REGION is not set (e.g. AWS_REGION=eu-west-1): {hint}"]
+
+
+def _account_problems(src: Sources) -> list[str]:
+    account_id = src.get("AWS_ACCOUNT_ID")
+    if account_id and not ACCOUNT_RE.fullmatch(account_id):
+        return [f"AWS_ACCOUNT_ID {account_id!r} must be exactly 12 digits"]
+    return []
 
 
 def _repository_problems(name: str) -> list[str]:
@@ -284,13 +293,77 @@ def _repository_problems(name: str) -> list[str]:
     return []
 
 
-def _bool(key: str, value: str | None, problems: list[str]) -> bool | None:
+def _image_name_problems(src: Sources) -> list[str]:
+    image_name = src.get("IMAGE_NAME") or src.get("ECR_REPOSITORY") or ""
+    if IMAGE_NAME_RE.fullmatch(image_name):
+        return []
+    return [
+        f"IMAGE_NAME {image_name!r} is not a valid local image name: lowercase letters, "
+        "digits and '.', '_', '-' separators (e.g. widget-server)"
+    ]
+
+
+def _boolean_problems(src: Sources, key: str) -> list[str]:
+    if _parse_bool(src.get(key)) is None:
+        return [f"{key} {src.get(key)!r} is not a boolean: use true or false"]
+    return []
+
+
+def _mutability_problems(src: Sources) -> list[str]:
+    mutability = src.upper("ECR_TAG_MUTABILITY")
+    exclusions = src.items("ECR_TAG_MUTABILITY_EXCLUSIONS")
+    if mutability not in TAG_MUTABILITY:
+        return [
+            f"ECR_TAG_MUTABILITY {src.get('ECR_TAG_MUTABILITY')!r} is not one of "
+            + ", ".join(TAG_MUTABILITY)
+        ]
+    if mutability.endswith("_WITH_EXCLUSION"):
+        bad = [part for part in exclusions if not EXCLUSION_RE.fullmatch(part)]
+        if not exclusions or len(exclusions) > 5 or bad:
+            return [
+                f"ECR_TAG_MUTABILITY={mutability} needs ECR_TAG_MUTABILITY_EXCLUSIONS: 1 to 5 "
+                "comma-separated tag filters of letters, digits, '.', '_', '-' and '*' "
+                "(e.g. latest,dev-*)"
+            ]
+    elif exclusions:
+        return [
+            "ECR_TAG_MUTABILITY_EXCLUSIONS is set but ECR_TAG_MUTABILITY is "
+            f"{mutability}: use {mutability}_WITH_EXCLUSION"
+        ]
+    return []
+
+
+def _encryption_problems(src: Sources) -> list[str]:
+    encryption = src.upper("ECR_ENCRYPTION")
+    kms_key = src.get("ECR_KMS_KEY")
+    if encryption not in ENCRYPTION:
+        return [
+            f"ECR_ENCRYPTION {src.get('ECR_ENCRYPTION')!r} is not one of " + ", ".join(ENCRYPTION)
+        ]
+    if encryption.startswith("KMS") and not kms_key:
+        return [f"ECR_ENCRYPTION={encryption} needs ECR_KMS_KEY (a KMS key ARN, id or alias)"]
+    if encryption == "AES256" and kms_key:
+        return ["ECR_KMS_KEY is set but ECR_ENCRYPTION is AES256: set ECR_ENCRYPTION=KMS"]
+    return []
+
+
+def _build_path_problems(src: Sources) -> list[str]:
+    problems = []
+    build_context = Path(src.get("BUILD_CONTEXT") or ".")
+    dockerfile = Path(src.get("DOCKERFILE") or "Dockerfile")
+    if not build_context.is_dir():
+        problems.append(f"BUILD_CONTEXT {str(build_context)!r} is not a directory")
+    if not dockerfile.is_file():
+        problems.append(f"DOCKERFILE {str(dockerfile)!r} does not exist")
+    return problems
+
+
+def _parse_bool(value: str | None) -> bool | None:
     text = (value or "").strip().lower()
     if text in _TRUE:
         return True
     if text in _FALSE:
         return False
-    problems.append(f"{key} {value!r} is not a boolean: use true or false")
     return None
 
 
