@@ -1,88 +1,159 @@
 """Glue between invoke and the library: settings, wiring, output and error mapping.
 
-``tasks.py`` stays a list of commands; this module loads the settings once,
-builds the run's ``Release`` (the only place that picks the docker binary and
-hands ``ecr.connect`` in), shows the library's log to the person, and turns a
-``ReleaseError`` into ``invoke.Exit``: one line, a non-zero code, no traceback.
-Importing it imports neither boto3 nor botocore.
+``tasks.py`` stays a list of commands; this module holds the shared flags (their
+names, help and the settings they override, in one table), loads the settings
+once, wires the run's ``Release`` (the only place that picks the docker binary,
+hands ``ecr.connect`` in and makes a dry run a planner), shows the library's
+log to the person, and turns a ``ReleaseError`` into ``invoke.Exit``: one line,
+a non-zero code, no traceback. Importing it imports neither boto3 nor botocore.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from invoke.exceptions import Exit
 
+from . import ecr
+from .docker import Docker, PlanningRunner, Runner, SubprocessRunner
+from .ecr import Authorization, Ecr, EcrAccess, PlanningEcr
 from .errors import ReleaseError
-from .release import Release, Summary
+from .localstate import LocalState, cache_dir
+from .registry import Registry
+from .release import Release, Summary, announce
 from .settings import Settings, load_settings
 
-# Flags every task accepts, with the setting each one overrides.
-FLAG_KEYS = {"repository": "ECR_REPOSITORY", "region": "AWS_REGION", "profile": "AWS_PROFILE"}
-COMMON_HELP = {
-    "repository": "ECR repository name (overrides ECR_REPOSITORY)",
-    "region": "AWS region (overrides AWS_REGION)",
-    "profile": "AWS profile (overrides AWS_PROFILE)",
-    "env-file": "settings file to read (default: .env)",
+# Every task's shared flags: flag -> (the setting it overrides, its help).
+COMMON_FLAGS: Mapping[str, tuple[str | None, str]] = {
+    "repository": ("ECR_REPOSITORY", "ECR repository name (overrides ECR_REPOSITORY)"),
+    "region": ("AWS_REGION", "AWS region (overrides AWS_REGION)"),
+    "profile": ("AWS_PROFILE", "AWS profile (overrides AWS_PROFILE)"),
+    "env_file": (None, "settings file to read (default: .env)"),
 }
-VERSION_HELP = "image tag to release, e.g. v1 or 1.4.2 (required)"
+# The flags some tasks add.
+TASK_FLAGS_HELP: Mapping[str, str] = {
+    "version": "image tag to release, e.g. v1 or 1.4.2 (required)",
+    "dry_run": "print every step's command, change nothing",
+    "force": "log in even when a valid login exists",
+}
 
 
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return record.getMessage()
+@dataclass(frozen=True)
+class Needs:
+    """What a task needs validated before it runs."""
+
+    version: bool = False
+    aws: bool = True
+    build: bool = False
+
+
+NEEDS: Mapping[str, Needs] = {
+    "build": Needs(version=True, aws=False, build=True),
+    "ensure-repo": Needs(),
+    "login": Needs(),
+    "tag": Needs(version=True),
+    "push": Needs(version=True),
+    "release": Needs(version=True, build=True),
+}
+
+
+@dataclass(frozen=True)
+class Flags:
+    """The values of the shared flags, as a task received them."""
+
+    repository: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    env_file: str | None = None
+
+    def settings(self) -> dict[str, str | None]:
+        """The settings these flags override, keyed by setting name."""
+        return {
+            key: getattr(self, flag) for flag, (key, _) in COMMON_FLAGS.items() if key is not None
+        }
+
+
+def flag_help(*own: str) -> dict[str, str]:
+    """invoke's ``help=`` for a task: its own flags, then the shared ones."""
+    names = {name: TASK_FLAGS_HELP[name] for name in own}
+    return {**names, **{name: text for name, (_, text) in COMMON_FLAGS.items()}}
+
+
+def make_release(
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
+    runner: Runner | None = None,
+    connect: Callable[[Settings, type[Ecr]], Ecr] = ecr.connect,
+    registry_for: Callable[[Authorization], Registry] | None = None,
+    **options: Any,
+) -> Release:
+    """The one place the collaborators are wired: the real ones unless a test hands in
+    fakes for an outside system. A dry run gets a planning runner and a read-only ECR."""
+    environ = os.environ if environ is None else environ
+    runner = runner or SubprocessRunner()
+    kind: type[Ecr] = PlanningEcr if dry_run else Ecr
+    return Release(
+        settings,
+        Docker(PlanningRunner(runner) if dry_run else runner, environ=environ),
+        EcrAccess(
+            lambda: connect(settings, kind),
+            registry_for or (lambda auth: Registry(auth.host, auth.username, auth.password)),
+            account_id=settings.account_id,
+        ),
+        LocalState(cache_dir(environ), read_only=dry_run),
+        progress=_quiet if dry_run else announce,
+        dry_run=dry_run,
+        **options,
+    )
+
+
+def _quiet(what: str) -> None:
+    """A dry run's progress: its plan lines already say what each step would do."""
 
 
 def _setup_logging() -> None:
     logger = logging.getLogger("ecr_release")
     if not any(getattr(h, "_ecr_release", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_Formatter())
+        handler.setFormatter(logging.Formatter("%(message)s"))
         handler._ecr_release = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
 
 
-def make_release(settings: Settings, *, dry_run: bool = False) -> Release:
-    """The one place the real docker runner and the boto3 factory are wired in."""
-    from .docker import Docker, SubprocessRunner
-    from .ecr import connect
-
-    return Release(settings, Docker(SubprocessRunner()), connect, dry_run=dry_run)
-
-
 @contextlib.contextmanager
 def session(
     c: Any,
+    task: str,
+    flags: Flags,
     *,
     version: str | None = None,
-    versioned: bool = False,
     dry_run: bool = False,
-    need_aws: bool = True,
-    need_build: bool = False,
-    env_file: str | None = None,
-    **flags: str | None,
 ) -> Iterator[Release]:
     """Validate everything first, then yield the run; map library errors to ``Exit``."""
     _setup_logging()
+    needs = NEEDS[task]
     try:
         settings = load_settings(
-            {"version": version, **{FLAG_KEYS[k]: v for k, v in flags.items()}},
-            env_file=env_file or ".env",
-            env_file_required=env_file is not None,
-            need_aws=need_aws,
-            need_build=need_build,
-            need_version=versioned,
+            {"version": version, **flags.settings()},
+            env_file=flags.env_file or ".env",
+            env_file_required=flags.env_file is not None,
+            need_aws=needs.aws,
+            need_build=needs.build,
+            need_version=needs.version,
         )
         for warning in settings.warnings:
             logging.getLogger("ecr_release").warning("warning: %s", warning)
-        dry = bool(dry_run or c.config.run.dry)
-        yield make_release(settings, dry_run=dry)
+        yield make_release(settings, dry_run=bool(dry_run or c.config.run.dry))
     except ReleaseError as exc:
         raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
     except KeyboardInterrupt:

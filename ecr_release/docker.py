@@ -2,25 +2,34 @@
 
 Every command is an argument list, never a shell string, so no value can reach a
 shell. The registry password travels on stdin only. Docker's own progress is
-streamed through to the user. This module knows nothing of AWS.
+streamed through to the user. A push is retried here when docker's failure is
+transient. A dry run swaps the runner for :class:`PlanningRunner`, which shows
+each command that would change something instead of running it. This module
+knows nothing of AWS.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from .errors import DockerError
+from .errors import DockerError, VersionExistsError
 
 log = logging.getLogger(__name__)
+
+PUSH_ATTEMPTS = 4
+BACKOFF_SECONDS = 2.0
 
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 _DAEMON_DOWN = (
@@ -88,6 +97,30 @@ class SubprocessRunner:
         return Result(proc.wait(), "".join(chunks))
 
 
+# Commands that only read: a dry run runs them for real, so its plan is exact.
+_READ_ONLY = (("version",), ("image", "inspect"))
+
+
+@dataclass
+class PlanningRunner:
+    """The dry run's runner: read-only commands run for real; any other is shown, not run.
+
+    A shown command "succeeds" with no output. Its standard input (the registry
+    password, for ``docker login``) is never shown.
+    """
+
+    real: Runner
+
+    def __call__(
+        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+    ) -> Result:
+        if any(tuple(args[1 : 1 + len(verb)]) == verb for verb in _READ_ONLY):
+            return self.real(args, input=input, stream=stream)
+        stdin = "  (password on stdin: ***)" if input is not None else ""
+        log.info("[dry-run] %s: %s%s", args[1], shlex.join(args), stdin)
+        return Result(0, "")
+
+
 # Lines that are docker's narration, not its verdict: the push header and per-layer
 # progress ("5f70bf18a086: Pushed"). A repository named "timeout-svc" must not make
 # every failure look transient.
@@ -113,11 +146,18 @@ def last_error_line(output: str) -> str:
 
 
 class Docker:
-    """The docker commands the release needs, and nothing else."""
+    """The docker commands the release needs, and nothing else.
 
-    def __init__(self, runner: Runner, binary: str = "docker") -> None:
+    ``environ`` is the environment the docker CLI runs with; it is read only to
+    name ``DOCKER_HOST`` when the daemon does not answer.
+    """
+
+    def __init__(
+        self, runner: Runner, binary: str = "docker", environ: Mapping[str, str] | None = None
+    ) -> None:
         self._run = runner
         self._binary = binary
+        self._environ = os.environ if environ is None else environ
 
     # -- commands --------------------------------------------------------------
 
@@ -143,20 +183,8 @@ class Docker:
         args.append(str(context))
         return args
 
-    # The argument lists, also shown as they are by a dry run.
-
-    def tag_command(self, source: str, target: str) -> list[str]:
-        return [self._binary, "tag", source, target]
-
-    def push_command(self, reference: str) -> list[str]:
-        return [self._binary, "push", reference]
-
-    def login_command(self, host: str, username: str) -> list[str]:
-        """The password is never an argument: it goes on stdin."""
-        return [self._binary, "login", "--username", username, "--password-stdin", host]
-
     def tag(self, source: str, target: str) -> None:
-        result = self._run(self.tag_command(source, target))
+        result = self._run([self._binary, "tag", source, target])
         if result.returncode != 0:
             if "no such image" in result.output.lower():
                 raise DockerError(
@@ -166,11 +194,12 @@ class Docker:
 
     def push(self, reference: str) -> Result:
         """Run ``docker push``; return the result whatever it is (the caller classifies)."""
-        return self._run(self.push_command(reference), stream=True)
+        return self._run([self._binary, "push", reference], stream=True)
 
     def login(self, host: str, username: str, password: str) -> None:
+        """``docker login``; the password is never an argument: it goes on stdin."""
         result = self._run(
-            self.login_command(host, username),
+            [self._binary, "login", "--username", username, "--password-stdin", host],
             input=password + "\n",
         )
         if result.returncode != 0:
@@ -189,6 +218,10 @@ class Docker:
             return None
         return result.output.strip().splitlines()[-1].strip() if result.output.strip() else None
 
+    def config(self) -> DockerConfig:
+        """Docker's configuration as the CLI reads it now (``DOCKER_CONFIG`` or ``~/.docker``)."""
+        return DockerConfig.load(self._environ)
+
     def check_daemon(self) -> None:
         """Fail with one line when the CLI is missing or the daemon does not answer."""
         result = self._run([self._binary, "version", "--format", "{{.Server.Version}}"])
@@ -201,7 +234,7 @@ class Docker:
     def _check_daemon_output(self, output: str) -> None:
         low = output.lower()
         if any(marker in low for marker in _DAEMON_DOWN):
-            where = os.environ.get("DOCKER_HOST") or "the default socket"
+            where = self._environ.get("DOCKER_HOST") or "the default socket"
             raise DockerError(
                 f"the Docker daemon is not answering at {where}: start Docker (or fix DOCKER_HOST) "
                 "and try again"
@@ -218,27 +251,51 @@ def parse_push_digest(output: str) -> str | None:
     return found[-1] if found else None
 
 
-def docker_config_dir(environ: Mapping[str, str] | None = None) -> Path:
-    environ = os.environ if environ is None else environ
-    return Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+# -- docker's configuration -----------------------------------------------------
 
 
-def read_docker_config(environ: Mapping[str, str] | None = None) -> dict[str, object]:
-    """``config.json`` from the Docker configuration directory, or {} when absent or unreadable."""
-    path = docker_config_dir(environ) / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+@dataclass(frozen=True)
+class DockerConfig:
+    """Docker's configuration directory and what its ``config.json`` says about logins."""
+
+    directory: Path
+    data: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> DockerConfig:
+        """``$DOCKER_CONFIG`` (or ``~/.docker``) and its ``config.json``; {} when absent."""
+        environ = os.environ if environ is None else environ
+        directory = Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+        try:
+            data = json.loads((directory / "config.json").read_text())
+        except (OSError, ValueError):
+            data = {}
+        return cls(directory, data if isinstance(data, dict) else {})
+
+    def uses_ecr_helper(self, host: str) -> bool:
+        """Docker gets this host's credentials from ``docker-credential-ecr-login``."""
+        helpers = self.data.get("credHelpers")
+        if isinstance(helpers, dict) and helpers.get(host) == "ecr-login":
+            return True
+        return self.data.get("credsStore") == "ecr-login"
+
+    def holds_login(self, host: str) -> bool:
+        """``auths`` has an entry for the host (bare, as docker keys it, or as a URL)."""
+        auths = self.data.get("auths")
+        return isinstance(auths, dict) and (host in auths or f"https://{host}" in auths)
 
 
-# -- push failures --------------------------------------------------------------
+# -- push failures and retries --------------------------------------------------
 
-TRANSIENT = "transient"
-AUTH = "auth"
-FATAL = "fatal"
-IMMUTABLE_TAG = "immutable-tag"
+
+class PushFailure(enum.Enum):
+    """What a failed ``docker push`` means for the next move."""
+
+    TRANSIENT = "transient"  # worth a bounded retry
+    AUTH = "auth"  # worth one fresh login
+    IMMUTABLE_TAG = "immutable-tag"  # the version exists: never overwritten
+    FATAL = "fatal"  # final, with a hint
+
 
 _TRANSIENT_MARKERS = (
     "connection reset",
@@ -261,7 +318,7 @@ _TRANSIENT_RE = re.compile(
 )
 
 
-def classify_push_failure(output: str) -> tuple[str, str]:
+def classify_push_failure(output: str) -> tuple[PushFailure, str]:
     """Sort a failed push into (kind, one-line message with a hint).
 
     Docker already retries each layer upload by itself; what reaches us is either
@@ -271,29 +328,76 @@ def classify_push_failure(output: str) -> tuple[str, str]:
     line = last_error_line(output)
     low = "\n".join(_verdict_lines(output)).lower()
     if "does not exist locally" in low or "no such image" in low:
-        return FATAL, f"{line}: tag the image first: run `inv build` and `inv tag`"
+        return PushFailure.FATAL, f"{line}: tag the image first: run `inv build` and `inv tag`"
     if "tag invalid" in low and "immutable" in low:
-        return IMMUTABLE_TAG, line
+        return PushFailure.IMMUTABLE_TAG, line
     if "authorization token has expired" in low or "unauthorized" in low:
         return (
-            AUTH,
+            PushFailure.AUTH,
             f"{line}: the registry login has expired or was revoked; run `inv login --force`",
         )
     if "no basic auth credentials" in low:
-        return AUTH, f"{line}: docker holds no login for this registry; run `inv login`"
+        return PushFailure.AUTH, f"{line}: docker holds no login for this registry; run `inv login`"
     if "name unknown" in low or "does not exist in the registry" in low:
-        return FATAL, (
+        return PushFailure.FATAL, (
             f"{line}: the repository does not exist (ECR does not create it on push); "
             "run `inv ensure-repo`"
         )
     if "denied" in low:
-        return FATAL, (
+        return PushFailure.FATAL, (
             f"{line}: the AWS identity may not push here; it needs ecr:InitiateLayerUpload, "
             "ecr:UploadLayerPart, ecr:CompleteLayerUpload, ecr:BatchCheckLayerAvailability "
             "and ecr:PutImage on the repository"
         )
     if "tag invalid" in low:
-        return FATAL, line
+        return PushFailure.FATAL, line
     if _TRANSIENT_RE.search(low):
-        return TRANSIENT, line
-    return FATAL, line
+        return PushFailure.TRANSIENT, line
+    return PushFailure.FATAL, line
+
+
+def push_with_retries(
+    docker: Docker,
+    reference: str,
+    *,
+    relogin: Callable[[], None],
+    sleep: Callable[[float], None] = time.sleep,
+    attempts: int = PUSH_ATTEMPTS,
+    backoff: float = BACKOFF_SECONDS,
+) -> str | None:
+    """``docker push`` until it succeeds; return the digest docker reports (None if none).
+
+    Transient failures are retried up to ``attempts`` times with exponential
+    backoff; an authentication failure calls ``relogin`` once and tries again;
+    anything else, and an immutable tag, is final.
+    """
+    relogged = False
+    attempt = 1
+    while True:
+        result = docker.push(reference)
+        if result.returncode == 0:
+            return parse_push_digest(result.output)
+        kind, message = classify_push_failure(result.output)
+        if kind is PushFailure.IMMUTABLE_TAG:
+            raise VersionExistsError(
+                f"{reference} is already released in the immutable repository: released "
+                "versions are never overwritten; choose a new --version"
+            )
+        if kind is PushFailure.AUTH and not relogged:
+            log.warning("push refused (%s): logging in again and retrying once", message)
+            relogin()
+            relogged = True
+            continue
+        if kind is PushFailure.TRANSIENT and attempt < attempts:
+            delay = backoff * 2 ** (attempt - 1)
+            log.warning(
+                "push attempt %d/%d failed (%s): retrying in %.0fs",
+                attempt,
+                attempts,
+                message,
+                delay,
+            )
+            sleep(delay)
+            attempt += 1
+            continue
+        raise DockerError(f"docker push {reference} failed: {message}")

@@ -2,7 +2,10 @@
 
 ``connect`` is the one place that makes a boto3 session and client (with explicit
 retry settings); ``Ecr`` receives the client, so tests hand it a moto or Stubber
-client. Errors from botocore become one-line ``AwsError``/``SettingsError``.
+client. ``EcrAccess`` is one run's use of it: the client made on first use, one
+login token (checked against ``AWS_ACCOUNT_ID``) and one registry client per
+token. A dry run wraps the client in ``PlanningEcr``, which shows what it would
+create. Errors from botocore become one-line ``AwsError``/``SettingsError``.
 This module never talks to Docker, and never logs or returns the token except
 as the ``Authorization.password`` field (hidden from ``repr``).
 """
@@ -11,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -24,6 +28,7 @@ from .errors import AwsError, SettingsError
 if TYPE_CHECKING:
     from mypy_boto3_ecr.client import ECRClient
 
+    from .registry import Registry
     from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -148,6 +153,87 @@ class Ecr:
         return Authorization(host, username, password, data.get("expiresAt"))
 
 
+class PlanningEcr(Ecr):
+    """A dry run's ECR: it reads for real and shows the repository it would create."""
+
+    def __init__(self, client: ECRClient) -> None:
+        super().__init__(client)
+        self._token: Authorization | None = None
+
+    def authorization(self) -> Authorization:
+        """One token per dry run: the plan's repository URI and its login share it."""
+        if self._token is None:
+            self._token = super().authorization()
+        return self._token
+
+    def ensure_repository(self, name: str, config: RepositoryConfig) -> tuple[Repository, bool]:
+        found = self.describe_repository(name)
+        if found is not None:
+            log.info("[dry-run] ensure-repo: repository exists: %s (nothing to create)", found.uri)
+            return found, False
+        log.info("[dry-run] ensure-repo: ecr:CreateRepository(%s)", config.create_kwargs(name))
+        # What the repository will be: its host is the registry the token names.
+        would_be = Repository(
+            name=name,
+            uri=f"{self.authorization().host}/{name}",
+            scan_on_push=config.scan_on_push,
+            tag_mutability=config.tag_mutability,
+            encryption=config.encryption,
+            kms_key=config.kms_key,
+        )
+        return would_be, False
+
+
+class EcrAccess:
+    """One run's ECR: the client made on first use, its login token, a registry client per token.
+
+    The token is checked against ``AWS_ACCOUNT_ID`` before anything uses it, so no
+    repository of another account is ever touched.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Ecr],
+        registry_for: Callable[[Authorization], Registry],
+        *,
+        account_id: str | None = None,
+    ) -> None:
+        self._connect = connect
+        self._registry_for = registry_for
+        self._account_id = account_id
+        self._token: Authorization | None = None
+        self._registry: tuple[Authorization, Registry] | None = None
+
+    @functools.cached_property
+    def api(self) -> Ecr:
+        return self._connect()
+
+    def token(self, *, fresh: bool = False) -> Authorization:
+        """The registry login (``GetAuthorizationToken``) for the expected account."""
+        if self._token is None or fresh:
+            auth = self.api.authorization()
+            if self._account_id and auth.host.split(".", 1)[0] != self._account_id:
+                raise AwsError(
+                    f"the login token is for registry {auth.host}, not account "
+                    f"{self._account_id} (AWS_ACCOUNT_ID): use credentials of that account or "
+                    "fix AWS_ACCOUNT_ID"
+                )
+            self._token = auth
+        return self._token
+
+    def require_account(self) -> None:
+        """With AWS_ACCOUNT_ID set, fail before touching a repository in another account."""
+        if self._account_id:
+            self.token()
+
+    def registry(self) -> Registry:
+        """The registry client for the current token (its TLS context is loaded once)."""
+        auth = self.token()
+        if self._registry is None or self._registry[0] is not auth:
+            self._registry = (auth, self._registry_for(auth))
+        return self._registry[1]
+
+
 def registry_host(endpoint: str) -> str:
     """``https://123.dkr.ecr.r.amazonaws.com`` -> ``123.dkr.ecr.r.amazonaws.com``.
 
@@ -239,8 +325,11 @@ def _overlay_environ(extra: Mapping[str, str]) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def connect(settings: Settings) -> Ecr:
-    """Make the run's one boto3 session and ECR client, with explicit retry settings."""
+def connect(settings: Settings, kind: type[Ecr] = Ecr) -> Ecr:
+    """Make the run's one boto3 session and ECR client, with explicit retry settings.
+
+    ``kind`` is ``Ecr``, or ``PlanningEcr`` for a dry run.
+    """
     import boto3
     from botocore.config import Config
 
@@ -259,4 +348,4 @@ def connect(settings: Settings) -> Ecr:
         # credential is reported before anything runs.
         if session.get_credentials() is None:
             raise AwsError(NO_CREDENTIALS)
-    return Ecr(client)
+    return kind(client)

@@ -2,7 +2,9 @@
 
 Both live under the user's cache directory (``$XDG_CACHE_HOME/ecr-release`` or
 ``~/.cache/ecr-release``). The login record holds only the host, the Docker
-configuration it was stored in and the token's expiry: never the token.
+configuration it was stored in and the token's expiry: never the token. The rule
+for reusing docker's login lives here too. A dry run's :class:`LocalState` is
+read-only: it takes no lock and records nothing.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import LockedError, SettingsError
+
+if TYPE_CHECKING:
+    from .docker import DockerConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,9 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 class LoginRecords:
     """Expiry of the logins this suite made, keyed by Docker config directory and host."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self._path = path
+        self._read_only = read_only
 
     def _load(self) -> dict[str, str]:
         try:
@@ -58,6 +65,8 @@ class LoginRecords:
             return None
 
     def record(self, docker_config: Path, host: str, expires_at: datetime | None) -> None:
+        if self._read_only:
+            return
         data = self._load()
         key = self._key(docker_config, host)
         if expires_at is None:
@@ -82,6 +91,33 @@ class LoginRecords:
         expiry = self.expiry(docker_config, host)
         now = now or datetime.now(UTC)
         return expiry is not None and expiry - now >= LOGIN_MARGIN
+
+    def reuse_reason(self, config: DockerConfig, host: str, now: datetime) -> str | None:
+        """Why docker's login to ``host`` can be used as it is; None when a new one is needed."""
+        if config.uses_ecr_helper(host):
+            return f"docker uses the ecr-login credential helper for {host}"
+        if self.still_valid(config.directory, host, now) and config.holds_login(host):
+            return f"the login to {host} is valid for 30 minutes or more"
+        return None
+
+
+class LocalState:
+    """One run's use of the cache directory: its login records and its release locks."""
+
+    def __init__(self, directory: Path, *, read_only: bool = False) -> None:
+        self.directory = directory
+        self.read_only = read_only
+        self.logins = LoginRecords(directory / "logins.json", read_only=read_only)
+
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Serialize releases of ``name`` on this machine (nothing to hold in a dry run)."""
+        if self.read_only:
+            return contextlib.nullcontext()
+        return release_lock(
+            self.directory / "locks",
+            name,
+            on_wait=lambda: log.info("waiting for another release of %s on this machine", name),
+        )
 
 
 @contextlib.contextmanager

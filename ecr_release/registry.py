@@ -16,7 +16,6 @@ import functools
 import hashlib
 import http.client
 import json
-import logging
 import ssl
 import urllib.error
 import urllib.request
@@ -25,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RegistryError
-
-log = logging.getLogger(__name__)
 
 MANIFEST_TYPES = ", ".join(
     (
@@ -57,7 +54,7 @@ class Registry:
     certs_dir: Path = DOCKER_CERTS_DIR
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
-        response = self._request("GET", repository, reference)
+        response = self._get_manifest(repository, reference)
         if response is None:
             return None
         with response:
@@ -82,10 +79,11 @@ class Registry:
 
     # -- transport ----------------------------------------------------------------
 
-    def _request(self, method: str, repository: str, reference: str) -> Any:
+    def _get_manifest(self, repository: str, reference: str) -> Any:
+        """The open response to ``GET .../manifests/<reference>``; None for a 404."""
         url = f"https://{self.host}/v2/{repository}/manifests/{reference}"
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        request = urllib.request.Request(url, method=method, headers={"Accept": MANIFEST_TYPES})
+        request = urllib.request.Request(url, headers={"Accept": MANIFEST_TYPES})
         # Unredirected: the password never follows a redirect to another host.
         request.add_unredirected_header("Authorization", f"Basic {token}")
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,18 +13,25 @@ from typing import Any
 import pytest
 
 from ecr_release.docker import (
-    AUTH,
-    FATAL,
-    IMMUTABLE_TAG,
-    TRANSIENT,
     Docker,
+    DockerConfig,
+    PlanningRunner,
+    PushFailure,
     Result,
     SubprocessRunner,
     classify_push_failure,
     last_error_line,
     parse_push_digest,
+    push_with_retries,
 )
-from ecr_release.errors import DockerError
+from ecr_release.errors import DockerError, VersionExistsError
+
+AUTH, FATAL, IMMUTABLE_TAG, TRANSIENT = (
+    PushFailure.AUTH,
+    PushFailure.FATAL,
+    PushFailure.IMMUTABLE_TAG,
+    PushFailure.TRANSIENT,
+)
 
 PASSWORD = "eyJwYXlsb2FkIjoiczNjcjN0LXBhc3N3b3JkIn0="
 HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
@@ -284,11 +292,11 @@ def test_daemon_down_is_reported_as_such(command: str) -> None:
     assert PASSWORD not in message
 
 
-def test_daemon_down_names_docker_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2376")
+def test_daemon_down_names_docker_host_from_the_environment_given() -> None:
     runner = FakeRunner(Result(1, DAEMON_DOWN))
+    docker = Docker(runner, environ={"DOCKER_HOST": "tcp://10.0.0.5:2376"})
     with pytest.raises(DockerError, match=r"not answering at tcp://10\.0\.0\.5:2376"):
-        Docker(runner).check_daemon()
+        docker.check_daemon()
 
 
 def test_docker_error_exit_code() -> None:
@@ -465,7 +473,7 @@ c0d2e2b3a1f4: Waiting
         ("tag invalid: the tag contains characters that are not allowed", FATAL),
     ],
 )
-def test_classify_push_failure_kind(last: str, kind: str) -> None:
+def test_classify_push_failure_kind(last: str, kind: PushFailure) -> None:
     got, message = classify_push_failure(_PREAMBLE + last + "\n")
     assert got == kind
     assert last in message
@@ -539,3 +547,104 @@ def test_pushing_an_untagged_image_hints_the_tag_step() -> None:
     )
     assert kind == FATAL
     assert "run `inv build` and `inv tag`" in message
+
+
+# -- push retries -------------------------------------------------------------------
+
+PUSHED = Result(0, f"v1: digest: {DIGEST} size: 528\n")
+
+
+def _retrying(*results: Result) -> tuple[FakeRunner, list[str], list[float], str | None]:
+    runner = FakeRunner(*results)
+    relogins: list[str] = []
+    sleeps: list[float] = []
+    digest = push_with_retries(
+        Docker(runner),
+        f"{HOST}/widgets:v1",
+        relogin=lambda: relogins.append("login"),
+        sleep=sleeps.append,
+    )
+    return runner, relogins, sleeps, digest
+
+
+def test_push_with_retries_returns_the_reported_digest_at_once() -> None:
+    runner, relogins, sleeps, digest = _retrying(PUSHED)
+    assert digest == DIGEST
+    assert (len(runner.calls), relogins, sleeps) == (1, [], [])
+
+
+def test_push_with_retries_backs_off_on_transient_failures() -> None:
+    eof = Result(1, _PREAMBLE + "EOF\n")
+    _, relogins, sleeps, digest = _retrying(eof, eof, PUSHED)
+    assert digest == DIGEST
+    assert sleeps == [2.0, 4.0]
+    assert relogins == []
+
+
+def test_push_with_retries_logs_in_again_once_on_an_auth_failure() -> None:
+    auth = Result(1, _PREAMBLE + "unauthorized: authentication required\n")
+    _, relogins, sleeps, digest = _retrying(auth, PUSHED)
+    assert (digest, relogins, sleeps) == (DIGEST, ["login"], [])
+    with pytest.raises(DockerError, match="unauthorized"):
+        _retrying(auth, auth)
+
+
+def test_push_with_retries_never_overwrites_an_immutable_tag() -> None:
+    immutable = Result(
+        1,
+        _PREAMBLE + "tag invalid: The image tag 'v1' already exists in the 'widgets' "
+        "repository and cannot be overwritten because the repository is immutable.\n",
+    )
+    with pytest.raises(VersionExistsError, match="already released in the immutable repository"):
+        _retrying(immutable, PUSHED)
+
+
+def test_push_with_retries_gives_up_after_the_last_attempt() -> None:
+    eof = Result(1, _PREAMBLE + "EOF\n")
+    with pytest.raises(DockerError, match="failed: EOF"):
+        _retrying(*[eof] * 5)
+
+
+# -- the dry run's runner -----------------------------------------------------------
+
+
+def test_planning_runner_runs_read_only_commands_and_shows_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real = FakeRunner(Result(0, "20.10.24\n"), Result(0, f"{DIGEST}\n"))
+    docker = Docker(PlanningRunner(real))
+    with caplog.at_level("INFO", logger="ecr_release"):
+        docker.check_daemon()
+        assert docker.image_id("widgets:v1") == DIGEST
+        docker.login(HOST, "AWS", PASSWORD)
+        docker.tag("widgets:v1", f"{HOST}/widgets:v1")
+        assert docker.push(f"{HOST}/widgets:v1") == Result(0, "")
+    assert [call.args[1] for call in real.calls] == ["version", "image"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"[dry-run] login: docker login --username AWS --password-stdin {HOST}"
+        "  (password on stdin: ***)",
+        f"[dry-run] tag: docker tag widgets:v1 {HOST}/widgets:v1",
+        f"[dry-run] push: docker push {HOST}/widgets:v1",
+    ]
+    assert PASSWORD not in caplog.text
+
+
+# -- docker's configuration -----------------------------------------------------------
+
+
+def test_docker_config_from_docker_config_dir(tmp_path: Path) -> None:
+    data = {"auths": {HOST: {"auth": "x"}}, "credHelpers": {"other.example": "ecr-login"}}
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    config = DockerConfig.load({"DOCKER_CONFIG": str(tmp_path)})
+    assert config.directory == tmp_path
+    assert config.holds_login(HOST) and not config.holds_login("other.example")
+    assert config.uses_ecr_helper("other.example") and not config.uses_ecr_helper(HOST)
+
+
+@pytest.mark.parametrize("text", [None, "[]", "{}"])
+def test_docker_config_absent_or_empty_holds_nothing(tmp_path: Path, text: str | None) -> None:
+    if text is not None:
+        (tmp_path / "config.json").write_text(text)
+    config = DockerConfig.load({"DOCKER_CONFIG": str(tmp_path)})
+    assert config.data == {}
+    assert not config.holds_login(HOST) and not config.uses_ecr_helper(HOST)

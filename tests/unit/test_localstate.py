@@ -14,12 +14,20 @@ from types import TracebackType
 
 import pytest
 
+from ecr_release.docker import DockerConfig
 from ecr_release.errors import LockedError
-from ecr_release.localstate import LOGIN_MARGIN, LoginRecords, cache_dir, release_lock
+from ecr_release.localstate import (
+    LOGIN_MARGIN,
+    LocalState,
+    LoginRecords,
+    cache_dir,
+    release_lock,
+)
 
 HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 OTHER_HOST = "210987654321.dkr.ecr.us-east-1.amazonaws.com"
 EXPIRY = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -405,3 +413,48 @@ def test_concurrent_writers_never_collide(tmp_path: Path) -> None:
     assert errors == []
     assert json.loads(path.read_text())  # a whole JSON document, never a torn one
     assert list(tmp_path.glob("*.tmp")) == []
+
+
+# -- reusing docker's login, and a dry run's read-only state ------------------------------
+
+
+def _docker_config(tmp_path: Path, data: dict[str, object]) -> DockerConfig:
+    return DockerConfig(tmp_path / "docker", data)
+
+
+def test_reuse_reason_with_the_ecr_login_helper(records: LoginRecords, tmp_path: Path) -> None:
+    for data in ({"credHelpers": {HOST: "ecr-login"}}, {"credsStore": "ecr-login"}):
+        reason = records.reuse_reason(_docker_config(tmp_path, data), HOST, NOW)
+        assert reason == f"docker uses the ecr-login credential helper for {HOST}"
+
+
+def test_reuse_reason_needs_both_a_fresh_record_and_dockers_login(
+    records: LoginRecords, tmp_path: Path
+) -> None:
+    holding = _docker_config(tmp_path, {"auths": {HOST: {"auth": "x"}}})
+    assert records.reuse_reason(holding, HOST, NOW) is None  # nothing recorded
+    records.record(holding.directory, HOST, NOW + timedelta(hours=2))
+    assert records.reuse_reason(holding, HOST, NOW) == (
+        f"the login to {HOST} is valid for 30 minutes or more"
+    )
+    assert records.reuse_reason(_docker_config(tmp_path, {}), HOST, NOW) is None
+    assert records.reuse_reason(holding, HOST, NOW + timedelta(hours=1, minutes=31)) is None
+
+
+def test_read_only_state_records_nothing_and_takes_no_lock(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "cache", read_only=True)
+    state.logins.record(tmp_path / "docker", HOST, NOW + timedelta(hours=2))
+    state.logins.forget(tmp_path / "docker", HOST)
+    with state.lock("eu-west-1-widgets"), state.lock("eu-west-1-widgets"):
+        pass
+    assert not (tmp_path / "cache").exists()
+
+
+def test_state_locks_under_its_directory(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "cache")
+    with (
+        state.lock("eu-west-1-widgets"),
+        pytest.raises(LockedError),
+        release_lock(tmp_path / "cache" / "locks", "eu-west-1-widgets", timeout=0),
+    ):
+        pass

@@ -15,6 +15,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from ecr_release.cli import make_release
 from ecr_release.docker import Docker, Result
 from ecr_release.ecr import Authorization, Ecr
 from ecr_release.errors import (
@@ -25,9 +26,10 @@ from ecr_release.errors import (
     SettingsError,
     VersionExistsError,
 )
+from ecr_release.gitinfo import Revision
 from ecr_release.localstate import LoginRecords, release_lock
 from ecr_release.registry import Manifest
-from ecr_release.release import Release
+from ecr_release.release import Clock, Release
 from ecr_release.settings import Settings
 
 REGION = "eu-west-1"
@@ -112,6 +114,7 @@ class World:
     tmp: Path
     connects: list[int]
     sleeps: list[float]
+    registries: list[Authorization]  # one registry client made per token
 
 
 @pytest.fixture
@@ -138,27 +141,31 @@ def make_world(
         docker = FakeDocker(registry)
         connects: list[int] = []
         sleeps: list[float] = []
+        registries: list[Authorization] = []
 
-        def connect(settings: Settings) -> Ecr:
+        def connect(settings: Settings, kind: type[Ecr]) -> Ecr:
             connects.append(1)
-            return Ecr(aws)
+            return kind(aws)
+
+        def registry_for(auth: Authorization) -> Any:
+            registries.append(auth)
+            return registry
 
         environ = {
             "DOCKER_CONFIG": str(tmp_path / "docker"),
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
         }
-        release = Release(
+        release = make_release(
             make_settings(**fields),
-            Docker(docker),
-            connect,
-            registry_factory=lambda auth: registry,  # type: ignore[arg-type,return-value]
             dry_run=dry_run,
             environ=environ,
-            sleep=sleeps.append,
-            now=lambda: NOW,
-            revision=lambda path: ("0123abc", "https://example.invalid/widget.git"),
+            runner=docker,
+            connect=connect,
+            registry_for=registry_for,
+            clock=Clock(now=lambda: NOW, sleep=sleeps.append),
+            revision=lambda path: Revision("0123abc", "https://example.invalid/widget.git"),
         )
-        return World(release, docker, registry, aws, tmp_path, connects, sleeps)
+        return World(release, docker, registry, aws, tmp_path, connects, sleeps, registries)
 
     return make
 
@@ -606,18 +613,10 @@ def test_a_login_record_that_cannot_be_written_is_a_warning(
 
 def test_one_registry_client_per_token(make_world: Callable[..., World]) -> None:
     world = make_world()
-    made: list[Authorization] = []
-    factory = world.release._registry_factory
-
-    def counting(auth: Authorization) -> Any:
-        made.append(auth)
-        return factory(auth)
-
-    world.release._registry_factory = counting
     world.release.release("v1")  # the check before building, the verification after pushing
-    assert len(made) == 1
+    assert len(world.registries) == 1
     world.docker.push_outcomes = ["unauthorized: authentication required"]
     world.release.build("v2")
     world.release.tag("v2")
-    world.release.push("v2", checked=True)
-    assert len(made) == 2  # the fresh login brought a new token, hence a new client
+    world.release.push("v2")
+    assert len(world.registries) == 2  # the fresh login brought a new token, hence a new client
