@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 def _fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Fake credentials, and AWS config files that do not exist."""
     missing = tmp_path_factory.mktemp("no-aws") / "absent"
-    for key in list(__import__("os").environ):
+    for key in list(os.environ):
         if key.startswith("AWS_") or key.startswith("ECR_"):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

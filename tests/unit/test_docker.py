@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,7 +270,7 @@ def test_check_daemon_other_failure() -> None:
     )
 
 
-_DAEMON_CALLS = {
+_DAEMON_CALLS: dict[str, Callable[[Docker], object]] = {
     "build": lambda d: _build(
         d, image="a:v1", dockerfile=Path("Dockerfile"), context=Path("."), build_args={}, labels={}
     ),

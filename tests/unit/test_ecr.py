@@ -6,7 +6,7 @@ import base64
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -150,11 +150,41 @@ def test_create_race_counts_as_success() -> None:
     stub.assert_no_pending_responses()
 
 
-def test_kms_settings_are_sent_on_create() -> None:
+@pytest.mark.parametrize(
+    ("config", "sent"),
+    [
+        (
+            RepositoryConfig(
+                scan_on_push=True, tag_mutability="IMMUTABLE", encryption="KMS", kms_key="alias/ecr"
+            ),
+            {
+                "imageTagMutability": "IMMUTABLE",
+                "encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": "alias/ecr"},
+            },
+        ),
+        (
+            RepositoryConfig(
+                scan_on_push=True,
+                tag_mutability="IMMUTABLE_WITH_EXCLUSION",
+                encryption="AES256",
+                exclusions=("latest", "dev-*"),
+            ),
+            {
+                "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
+                "imageTagMutabilityExclusionFilters": [
+                    {"filterType": "WILDCARD", "filter": "latest"},
+                    {"filterType": "WILDCARD", "filter": "dev-*"},
+                ],
+                "encryptionConfiguration": {"encryptionType": "AES256"},
+            },
+        ),
+    ],
+    ids=["kms", "mutability-exclusions"],
+)
+def test_the_configured_settings_are_sent_on_create(
+    config: RepositoryConfig, sent: dict[str, Any]
+) -> None:
     client, stub = _stubbed()
-    config = RepositoryConfig(
-        scan_on_push=True, tag_mutability="IMMUTABLE", encryption="KMS", kms_key="alias/ecr"
-    )
     stub.add_client_error("describe_repositories", service_error_code="RepositoryNotFoundException")
     stub.add_response(
         "create_repository",
@@ -162,13 +192,13 @@ def test_kms_settings_are_sent_on_create() -> None:
         expected_params={
             "repositoryName": "w1",
             "imageScanningConfiguration": {"scanOnPush": True},
-            "imageTagMutability": "IMMUTABLE",
-            "encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": "alias/ecr"},
+            **sent,
         },
     )
     with stub:
         _, created = Ecr(client).ensure_repository("w1", config)
     assert created is True
+    stub.assert_no_pending_responses()
 
 
 @pytest.mark.parametrize(
@@ -193,8 +223,9 @@ def test_connect_uses_dotenv_aws_variables_without_leaving_them_in_environ(
     settings = make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:5999"})
     ecr = connect(settings)
     assert ecr._client.meta.endpoint_url == "http://127.0.0.1:5999"
-    assert ecr._client.meta.config.retries["mode"] == "standard"
-    assert ecr._client.meta.config.retries["total_max_attempts"] == 5
+    retries = cast(Any, ecr._client.meta.config).retries
+    assert retries["mode"] == "standard"
+    assert retries["total_max_attempts"] == 5
     assert "AWS_ENDPOINT_URL" not in os.environ
 
 
@@ -215,7 +246,8 @@ def test_credentials_from_dotenv_are_used(
     ecr = connect(
         make_settings(aws_env={"AWS_ACCESS_KEY_ID": "AKFROMDOTENV", "AWS_SECRET_ACCESS_KEY": "x"})
     )
-    assert ecr._client._request_signer._credentials.access_key == "AKFROMDOTENV"
+    signer = cast(Any, ecr._client)._request_signer
+    assert signer._credentials.access_key == "AKFROMDOTENV"
 
 
 def test_no_credentials_is_one_line(
@@ -237,35 +269,6 @@ def test_unreachable_endpoint_is_one_line(make_settings: Callable[..., Settings]
     ecr = connect(make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}))
     with pytest.raises(AwsError, match="cannot reach the ECR API"):
         ecr.authorization()
-
-
-def test_mutability_exclusion_filters_are_sent_on_create() -> None:
-    client, stub = _stubbed()
-    config = RepositoryConfig(
-        scan_on_push=True,
-        tag_mutability="IMMUTABLE_WITH_EXCLUSION",
-        encryption="AES256",
-        exclusions=("latest", "dev-*"),
-    )
-    stub.add_client_error("describe_repositories", service_error_code="RepositoryNotFoundException")
-    stub.add_response(
-        "create_repository",
-        {"repository": {"repositoryName": "w1", "repositoryUri": "1.dkr/w1"}},
-        expected_params={
-            "repositoryName": "w1",
-            "imageScanningConfiguration": {"scanOnPush": True},
-            "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
-            "imageTagMutabilityExclusionFilters": [
-                {"filterType": "WILDCARD", "filter": "latest"},
-                {"filterType": "WILDCARD", "filter": "dev-*"},
-            ],
-            "encryptionConfiguration": {"encryptionType": "AES256"},
-        },
-    )
-    with stub:
-        _, created = Ecr(client).ensure_repository("w1", config)
-    assert created is True
-    stub.assert_no_pending_responses()
 
 
 def test_a_malformed_endpoint_is_a_settings_error(make_settings: Callable[..., Settings]) -> None:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -418,7 +419,7 @@ def test_concurrent_writers_never_collide(tmp_path: Path) -> None:
 # -- reusing docker's login, and a dry run's read-only state ------------------------------
 
 
-def _docker_config(tmp_path: Path, data: dict[str, object]) -> DockerConfig:
+def _docker_config(tmp_path: Path, data: Mapping[str, object]) -> DockerConfig:
     return DockerConfig(tmp_path / "docker", data)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -142,6 +143,16 @@ class FakeRegistry:
     seen: list[Seen] = field(default_factory=list)
 
 
+class _Server(ThreadingHTTPServer):
+    """The fake registry's server: it remembers every request."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.seen: list[Seen] = []
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Repositories: app (normal), nohead (no digest header), denied (401), forbidden (403),
     broken (500), list (a body that is not an object); tag v1 only; anything else is 404."""
@@ -152,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _answer(self) -> None:
-        self.server.seen.append(  # type: ignore[attr-defined]
+        cast(_Server, self.server).seen.append(
             Seen(
                 self.command,
                 self.path,
@@ -196,13 +207,11 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 @pytest.fixture(scope="module")
 def server(certs: tuple[Path, Path, Path]) -> Iterator[FakeRegistry]:
     ca, cert, key = certs
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
+    httpd = _Server()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    seen: list[Seen] = []
-    httpd.seen = seen  # type: ignore[attr-defined]
+    seen = httpd.seen
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

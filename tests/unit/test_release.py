@@ -32,6 +32,8 @@ from ecr_release.registry import Manifest
 from ecr_release.release import Clock, Release
 from ecr_release.settings import Settings
 
+from .plans import RELEASE_PLAN, plan_lines, planned_steps
+
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
@@ -475,15 +477,8 @@ def test_dry_run_changes_nothing(
     assert world.docker.verbs() == []
     assert repo_names(world.client) == []
     assert world.registry.manifests == {}
-    plan = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[dry-run]")]
-    assert [line.split(":", 1)[0] for line in plan] == [
-        "[dry-run] check",
-        "[dry-run] build",
-        "[dry-run] ensure-repo",
-        "[dry-run] login",
-        "[dry-run] tag",
-        "[dry-run] push",
-    ]
+    plan = plan_lines(r.getMessage() for r in caplog.records)
+    assert planned_steps(plan) == RELEASE_PLAN
     assert plan[0] == f"[dry-run] check: {HOST}/widget-server:v1 is not released yet"
     assert "docker build -t widget-server:v1" in plan[1]
     assert "ecr:CreateRepository(" in plan[2] and "'scanOnPush': True" in plan[2]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .plans import RELEASE_PLAN, plan_lines, planned_steps
+
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ["build", "ensure-repo", "login", "tag", "push", "release"]
 
@@ -48,45 +50,49 @@ def listener() -> Iterator[Listener]:
     lst.sock.close()
 
 
-@pytest.fixture
-def cli(tmp_path: Path, listener: Listener):  # type: ignore[no-untyped-def]
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    log = tmp_path / "docker.log"
-    fake = bindir / "docker"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit 0\n')
-    fake.chmod(0o755)
-    work = tmp_path / "work"
-    work.mkdir()
-    (work / "Dockerfile").write_text("FROM scratch\n")
-    env = {
-        "PATH": f"{bindir}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": str(tmp_path / "absent"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "absent"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+class Cli:
+    """``inv`` in a subprocess, in a work dir with a Dockerfile, a fake docker that logs
+    its arguments to ``docker_log``, and AWS pointed at the listener."""
 
-    def run(
-        *args: str, env_file: str | None = None, **extra_env: str
+    def __init__(self, tmp_path: Path, listener: Listener) -> None:
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        self.docker_log = tmp_path / "docker.log"
+        fake = bindir / "docker"
+        fake.write_text(f'#!/bin/sh\necho "$@" >> {self.docker_log}\nexit 0\n')
+        fake.chmod(0o755)
+        self.work = tmp_path / "work"
+        self.work.mkdir()
+        (self.work / "Dockerfile").write_text("FROM scratch\n")
+        self.env = {
+            "PATH": f"{bindir}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_CONFIG_FILE": str(tmp_path / "absent"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "absent"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def __call__(
+        self, *args: str, env_file: str | None = None, **extra_env: str
     ) -> subprocess.CompletedProcess[str]:
         if env_file is not None:
-            (work / ".env").write_text(env_file)
+            (self.work / ".env").write_text(env_file)
         return subprocess.run(
             [sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
-            cwd=work,
-            env={**env, **extra_env},
+            cwd=self.work,
+            env={**self.env, **extra_env},
             capture_output=True,
             text=True,
             timeout=60,
         )
 
-    run.docker_log = log  # type: ignore[attr-defined]
-    run.work = work  # type: ignore[attr-defined]
-    return run
+
+@pytest.fixture
+def cli(tmp_path: Path, listener: Listener) -> Cli:
+    return Cli(tmp_path, listener)
 
 
 def assert_one_line_error(
@@ -152,8 +158,8 @@ BAD_VERSIONS = ["v1;rm -rf ~", "$(id)", "`id`", "v1 v2", "-v1", ".v1", "", "a" *
     + [(task, None) for task in ("build", "tag", "push", "release")],
 )
 def test_bad_version_is_refused_before_anything_runs(
-    cli, listener: Listener, task: str, version: str | None
-) -> None:  # type: ignore[no-untyped-def]
+    cli: Cli, listener: Listener, task: str, version: str | None
+) -> None:
     args = [task] if version is None else [task, f"--version={version}"]
     done = cli(*args, env_file="AWS_REGION=eu-west-1\n")
     assert_one_line_error(done, 2, "--version")
@@ -178,15 +184,15 @@ BAD_ENV = [
 
 @pytest.mark.parametrize(("line", "text"), BAD_ENV)
 def test_bad_settings_are_refused_before_anything_runs(
-    cli, listener: Listener, line: str, text: str
-) -> None:  # type: ignore[no-untyped-def]
+    cli: Cli, listener: Listener, line: str, text: str
+) -> None:
     done = cli("release", "--version", "v1", env_file="AWS_REGION=eu-west-1\n" + line)
     assert_one_line_error(done, 2, text)
     assert not cli.docker_log.exists()
     assert listener.connections == 0
 
 
-def test_no_dotenv_names_the_missing_key(cli, listener: Listener) -> None:  # type: ignore[no-untyped-def]
+def test_no_dotenv_names_the_missing_key(cli: Cli, listener: Listener) -> None:
     done = cli("release", "--version", "v1")
     assert_one_line_error(done, 2, "AWS_REGION is not set")
     assert "copy .env.example" in done.stderr
@@ -194,21 +200,21 @@ def test_no_dotenv_names_the_missing_key(cli, listener: Listener) -> None:  # ty
     assert listener.connections == 0
 
 
-def test_flag_overrides_dotenv(cli) -> None:  # type: ignore[no-untyped-def]
+def test_flag_overrides_dotenv(cli: Cli) -> None:
     done = cli(
         "release", "--version", "v1", "--repository", "BAD", env_file="AWS_REGION=eu-west-1\n"
     )
     assert_one_line_error(done, 2, "ECR_REPOSITORY 'BAD' must be lowercase")
 
 
-def test_missing_docker_cli_is_one_line(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_docker_cli_is_one_line(cli: Cli, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     done = cli("build", "--version", "v1", PATH=str(empty))
     assert_one_line_error(done, 3, "install Docker", progress=True)
 
 
-def test_build_runs_docker_with_an_argument_list(cli) -> None:  # type: ignore[no-untyped-def]
+def test_build_runs_docker_with_an_argument_list(cli: Cli) -> None:
     done = cli("build", "--version", "v1")
     assert done.returncode == 0, done.stderr
     logged = cli.docker_log.read_text().splitlines()
@@ -217,14 +223,14 @@ def test_build_runs_docker_with_an_argument_list(cli) -> None:  # type: ignore[n
     assert "built widget-server:v1" in done.stdout
 
 
-def test_secret_in_context_is_refused(cli) -> None:  # type: ignore[no-untyped-def]
+def test_secret_in_context_is_refused(cli: Cli) -> None:
     (cli.work / ".env.production").write_text("AWS_SECRET_ACCESS_KEY=nope\n")
     done = cli("build", "--version", "v1")
     assert_one_line_error(done, 2, ".env.production")
     assert not cli.docker_log.exists()
 
 
-def test_no_credentials_is_one_line(cli, listener: Listener) -> None:  # type: ignore[no-untyped-def]
+def test_no_credentials_is_one_line(cli: Cli, listener: Listener) -> None:
     done = cli(
         "ensure-repo",
         env_file="AWS_REGION=eu-west-1\n",
@@ -250,8 +256,8 @@ def moto_server() -> Iterator[str]:
     "argv", [["release", "--version", "v1", "--dry-run"], ["--dry", "release", "--version", "v1"]]
 )
 def test_dry_run_changes_nothing_anywhere(
-    cli, moto_server: str, listener: Listener, argv: list[str]
-) -> None:  # type: ignore[no-untyped-def]
+    cli: Cli, moto_server: str, listener: Listener, argv: list[str]
+) -> None:
     import boto3
 
     (cli.work / ".dockerignore").write_text(".env\n")
@@ -265,15 +271,8 @@ def test_dry_run_changes_nothing_anywhere(
     )
     assert done.returncode == 0, done.stderr
     host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
-    plan = [line for line in done.stderr.splitlines() if line.startswith("[dry-run]")]
-    assert [line.split(":")[0] for line in plan] == [
-        "[dry-run] check",
-        "[dry-run] build",
-        "[dry-run] ensure-repo",
-        "[dry-run] login",
-        "[dry-run] tag",
-        "[dry-run] push",
-    ]
+    plan = plan_lines(done.stderr.splitlines())
+    assert planned_steps(plan) == RELEASE_PLAN
     assert (
         f"docker login --username AWS --password-stdin {host}  (password on stdin: ***)" in plan[3]
     )
@@ -288,7 +287,7 @@ def test_dry_run_changes_nothing_anywhere(
     assert client.describe_repositories()["repositories"] == []
 
 
-def test_a_named_env_file_that_does_not_exist_is_refused(cli, listener: Listener) -> None:  # type: ignore[no-untyped-def]
+def test_a_named_env_file_that_does_not_exist_is_refused(cli: Cli, listener: Listener) -> None:
     done = cli("release", "--version", "v1", "--env-file", "prod.env", AWS_REGION="eu-west-1")
     assert_one_line_error(done, 2, "--env-file 'prod.env' does not exist")
     assert not cli.docker_log.exists()
