@@ -1,7 +1,7 @@
 """Fixtures for the end-to-end tests: one local ECR stand-in per pytest session.
 
 ``stack`` (session) is a :class:`~.stack.Stack` that is up; its facts are at
-``stack.info`` (a :class:`~.stack.StackInfo`). Where the machine cannot host it
+``stack.info`` (a :class:`~.stack.StackState`). Where the machine cannot host it
 (not root, no Docker engine can be started) the tests are skipped, or fail when
 ``CI=true``.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .stack import Stack, StackError, StackInfo, StackUnavailable
+from .stack import Stack, StackError, StackState, StackUnavailable
 
 HERE = Path(__file__).resolve().parent
 _active: Stack | None = None  # the session's stack, once it is up
@@ -74,13 +74,12 @@ def stack() -> Iterator[Stack]:
 def _heal_stack(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that used the stack (and maybe broke it on purpose), restore it."""
     yield
-    if "stack" in request.fixturenames and _active is not None and _active.info is not None:
+    if "stack" in request.fixturenames and _active is not None:
         _active.heal()
 
 
 @pytest.fixture
-def stack_info(stack: Stack) -> StackInfo:
-    assert stack.info is not None
+def stack_info(stack: Stack) -> StackState:
     return stack.info
 
 
