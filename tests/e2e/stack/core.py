@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import ssl
+import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,16 @@ from typing import Any
 from . import services
 from .errors import StackError, StackUnavailable
 from .machine import ensure_base_image, ensure_packages, htpasswd_line, make_tls, remove_rootfs
-from .processes import MachineLock, free_port, log, signals_deferred, stop_pid, wait_port_free
+from .processes import (
+    MachineLock,
+    free_port,
+    is_ours,
+    log,
+    signals_deferred,
+    spawn,
+    stop_pid,
+    wait_port_free,
+)
 from .state import StackState
 from .system_files import install_ca, install_hosts_line, restore_ca, restore_hosts
 
@@ -137,25 +147,43 @@ class Stack:
         self.info.owner_pid = None
         self.info.save()
 
-    # -- faults and healing --------------------------------------------------------
+    # -- faults and healing: the fault tests stop a service, heal() starts it again ------
 
     def stop_registry(self) -> None:
         stop_pid(self.info.registry_pid, "docker-registry", "registry")
         self.info.registry_pid = None
         self.info.save()
 
-    def start_registry(self) -> None:
-        """Start the registry (no-op when it runs) and wait until it answers."""
-        services.start_registry(self.info)
-
     def stop_moto(self) -> None:
         stop_pid(self.info.moto_pid, "moto", "moto_server")
         self.info.moto_pid = None
         self.info.save()
 
+    def start_registry(self) -> None:
+        """Start the registry (no-op when it runs) and wait until it answers."""
+        st = self.info
+        if is_ours(st.registry_pid, "docker-registry"):
+            return
+        wait_port_free(services.REGISTRY_PORT)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        argv = ["docker-registry", "serve", st.registry_config_path]
+        st.registry_pid = spawn(argv, Path(st.registry_log_path), env)
+        st.save()
+        services.wait_registry(st)
+
     def start_moto(self) -> None:
         """Start moto's server on the stack's port (its state starts empty) and wait for it."""
-        services.start_moto(self.info)
+        st = self.info
+        if is_ours(st.moto_pid, "moto"):
+            return
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env["MOTO_ACCOUNT_ID"] = self.account_id
+        exe = Path(sys.executable).with_name("moto_server")
+        argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+        argv += ["-H", "127.0.0.1", "-p", str(st.moto_port)]
+        st.moto_pid = spawn(argv, Path(st.state_dir) / "moto.log", env)
+        st.save()
+        services.wait_moto(st)
 
     def reset(self) -> None:
         """Forget every AWS resource moto holds (the registry's content is kept)."""

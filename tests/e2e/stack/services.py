@@ -1,8 +1,9 @@
 """The stack's three services: dockerd, moto_server and docker-registry.
 
-How each is started, waited for and asked: every pid is recorded in the state and
-saved as soon as the process exists, before any wait, so an interrupted start is still
-stopped by ``down``. Stopping is ``processes.stop_pid``.
+dockerd is started here (only when no engine answers); moto and the registry are the
+stack's fault switches, started and stopped by the Stack, and waited for and asked
+here. Every pid is recorded in the state and saved as soon as the process exists,
+before any wait, so an interrupted start is still stopped by ``down``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import secrets
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -22,7 +22,7 @@ from email.message import Message
 from pathlib import Path
 
 from .errors import StackError, StackUnavailable
-from .processes import alive, is_ours, last_line, log, reap, run, spawn, tail, wait_port_free
+from .processes import alive, last_line, log, reap, run, spawn, tail
 from .state import StackState
 
 REGISTRY_PORT = 443
@@ -106,19 +106,11 @@ def wait_engine_reaches_registry(state: StackState) -> None:
 # ---------------------------------------------------------------- moto_server
 
 
-def start_moto(state: StackState) -> None:
-    """Start moto's server on the stack's port (its state starts empty) and wait for it."""
-    if is_ours(state.moto_pid, "moto"):
-        return
-    port = state.moto_port
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["MOTO_ACCOUNT_ID"] = state.account_id
-    exe = Path(sys.executable).with_name("moto_server")
-    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+def wait_moto(state: StackState) -> None:
+    """Wait until the moto_server just started answers (its state starts empty)."""
+    assert state.moto_pid is not None
+    pid, port = state.moto_pid, state.moto_port
     log_path = Path(state.state_dir) / "moto.log"
-    pid = spawn([*argv, "-H", "127.0.0.1", "-p", str(port)], log_path, env)
-    state.moto_pid = pid
-    state.save()
     end = time.monotonic() + SERVICE_DEADLINE
     while time.monotonic() < end:
         if not alive(pid):
@@ -154,16 +146,10 @@ def write_registry_config(state: StackState, crt: Path, key: Path) -> None:
     )
 
 
-def start_registry(state: StackState) -> None:
-    """Start the registry (no-op when it runs) and wait until it answers."""
-    if is_ours(state.registry_pid, "docker-registry"):
-        return
-    wait_port_free(REGISTRY_PORT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    log_path = Path(state.registry_log_path)
-    pid = spawn(["docker-registry", "serve", state.registry_config_path], log_path, env)
-    state.registry_pid = pid
-    state.save()
+def wait_registry(state: StackState) -> None:
+    """Wait until the docker-registry just started answers ``GET /v2/``."""
+    assert state.registry_pid is not None
+    pid, log_path = state.registry_pid, Path(state.registry_log_path)
     end = time.monotonic() + SERVICE_DEADLINE
     while time.monotonic() < end:
         if not alive(pid):
