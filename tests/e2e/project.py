@@ -16,9 +16,13 @@ import subprocess
 import sys
 import tarfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 INV = Path(sys.executable).with_name("inv")
@@ -116,6 +120,13 @@ class Project:
         self.assert_no_secret(done)
         return done
 
+    def steps(self, *tasks: str, version: str = "v1") -> None:
+        """Run each task alone, in order (with ``--version`` where it takes one); each exits 0."""
+        for task in tasks:
+            argv = [task, "--version", version] if task in ("build", "tag", "push") else [task]
+            done = self.inv(*argv)
+            assert done.returncode == 0, f"{argv}: {done.stderr}"
+
     def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [str(INV), "-r", str(ROOT), *args],
@@ -180,6 +191,33 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     assert len(errors) == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1] == errors[0]
     return errors[0]
+
+
+def fails_then_heals(
+    project: Project,
+    stack: Stack,
+    *says: str,
+    code: int | None,
+    heal: Callable[[], object],
+    command: str = "release",
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """A fault test's course, once the fault is in place: ``inv COMMAND --version v1`` (with
+    ``env`` on top) fails with one `error:` line containing each of ``says`` and exit status
+    ``code`` (None: any non-zero); then ``heal()``; then the same command exits 0 and the
+    registry holds exactly ``v1``. Returns the failed run and the rerun."""
+    argv = (command, "--version", "v1")
+    done = project.inv(*argv, **(env or {}))
+    line = one_line_error(done)
+    for text in says:
+        assert text in line
+    if code is not None:
+        assert done.returncode == code
+    heal()
+    again = project.inv(*argv)
+    assert again.returncode == 0, again.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+    return done, again
 
 
 def docker(*args: str, check: bool = True, env: dict[str, str] | None = None) -> str:

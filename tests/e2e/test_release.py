@@ -12,6 +12,7 @@ from .project import (
     Project,
     digest_from_output,
     docker,
+    fails_then_heals,
     http_get,
     image_files_containing,
     one_line_error,
@@ -147,13 +148,7 @@ def test_wrong_account_id_is_one_line(project: Project, stack) -> None:  # type:
 
 def test_stopped_registry_is_one_line_then_a_rerun_succeeds(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
     stack.stop_registry()
-    done = project.inv("release", "--version", "v1")
-    assert "cannot reach registry" in one_line_error(done)
-    assert done.returncode == 5
-    stack.start_registry()
-    again = project.inv("release", "--version", "v1")
-    assert again.returncode == 0, again.stderr
-    assert stack.registry_tags(project.repository) == ["v1"]
+    fails_then_heals(project, stack, "cannot reach registry", code=5, heal=stack.start_registry)
 
 
 @pytest.mark.parametrize(
