@@ -17,10 +17,11 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 import pytest
 
+from .project import Project
 from .stack import Stack, StackError, StackState, StackUnavailable
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +35,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -129,12 +130,9 @@ def project(
     ecr_repo_name: str,
     docker_config: Path,
     aws_secret_marker: str,
-) -> Iterator[Any]:
+) -> Iterator[Project]:
     """A copy of the shipped project with its own .env, repository and caches; its images
     are removed from the engine afterwards."""
-    from .project import Project
-
-    assert stack.info is not None
     proj = Project.create(
         tmp_path,
         repository=ecr_repo_name,
