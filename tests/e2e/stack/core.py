@@ -196,7 +196,7 @@ class Stack:
         Restarts the registry so the new htpasswd takes effect.
         """
         password = password if password is not None else self.default_password
-        Path(self.info.htpasswd_path).write_text(htpasswd_line(services.REGISTRY_USER, password))
+        Path(self.info.htpasswd_path).write_text(htpasswd_line(self.info.registry_user, password))
         self.info.registry_password = password
         self.info.save()
         self.stop_registry()
@@ -257,9 +257,7 @@ class Stack:
         tls_dir.mkdir(exist_ok=True)
         ca, crt, key = make_tls(tls_dir, self.registry_host)
         Path(st.registry_storage_dir).mkdir(exist_ok=True)
-        Path(st.htpasswd_path).write_text(
-            htpasswd_line(services.REGISTRY_USER, self.default_password)
-        )
+        Path(st.htpasswd_path).write_text(htpasswd_line(st.registry_user, st.registry_password))
         services.write_registry_config(st, crt, key)
         Path(st.registry_log_path).write_bytes(b"")
         (sd / "moto.log").write_bytes(b"")

@@ -26,7 +26,6 @@ from .processes import alive, last_line, log, reap, run, spawn, tail
 from .state import StackState
 
 REGISTRY_PORT = 443
-REGISTRY_USER = "AWS"
 DOCKERD_DEADLINE = 60.0
 SERVICE_DEADLINE = 30.0
 
@@ -90,7 +89,7 @@ def wait_engine_reaches_registry(state: StackState) -> None:
     end = time.monotonic() + 20
     with tempfile.TemporaryDirectory(prefix="e2e-stack-docker-") as cfg:
         env = {**os.environ, "DOCKER_CONFIG": cfg}
-        argv = ["docker", "login", "--username", REGISTRY_USER, "--password-stdin"]
+        argv = ["docker", "login", "--username", state.registry_user, "--password-stdin"]
         while True:
             res = run([*argv, state.registry_host], input=state.registry_password, env=env)
             if res.returncode == 0:
@@ -183,7 +182,7 @@ def registry_request(
         f"https://{state.registry_host}{path}", method=method, headers=headers or {}
     )
     if auth:
-        cred = f"{REGISTRY_USER}:{state.registry_password}".encode()
+        cred = f"{state.registry_user}:{state.registry_password}".encode()
         req.add_header("Authorization", "Basic " + base64.b64encode(cred).decode())
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=ssl_context(state)) as resp:

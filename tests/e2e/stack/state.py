@@ -37,7 +37,7 @@ class StackState:
     registry_storage_dir: str = ""
     registry_config_path: str = ""
     registry_log_path: str = ""
-    registry_user: str = "AWS"
+    registry_user: str = "AWS"  # ECR's user name for its login tokens
     registry_password: str = ""
     htpasswd_path: str = ""
     ca_path: str = ""
