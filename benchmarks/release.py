@@ -3,7 +3,7 @@
 Prints the suite's own step timings and push figures; asserts nothing. Needs what
 the end-to-end tests need (root, a Docker engine that can start). Run:
 
-    uv run python benchmarks/release.py
+    uv run python -m benchmarks.release
 
 Figures: wall time of each command, the per-step times from the summary, how
 many layers were pushed vs. already in the registry, and the image size.
@@ -11,17 +11,13 @@ many layers were pushed vs. already in the registry, and the image size.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from e2e.project import Project, docker  # noqa: E402
-from e2e.stack import Stack  # noqa: E402
+from tests.e2e.project import Project, docker
+from tests.e2e.stack import Stack
 
 
 def run(project: Project, label: str, *args: str) -> None:

@@ -1,0 +1,1 @@
+"""The test suite, a package so that the benchmarks can import the end-to-end harness."""

@@ -1,9 +1,10 @@
 """Fixtures for the end-to-end tests: one local ECR stand-in per pytest session.
 
-``stack`` (session) is a :class:`~.stack.Stack` that is up; its facts are at
-``stack.info`` (a :class:`~.stack.StackInfo`). Where the machine cannot host it
-(not root, no Docker engine can be started) the tests are skipped, or fail when
-``CI=true``.
+``stack`` is the session's :class:`~.stack.Stack`, up; its facts are at ``stack.info``
+(a :class:`~.stack.StackState`). A test that takes it (directly or through ``project``,
+``cli_env``, ...) may break it on purpose: the ``stack`` fixture heals it after the test.
+Where the machine cannot host the stack (not root, no Docker engine can be started) the
+tests are skipped, or fail when ``CI=true``.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 import pytest
 
-from .stack import Stack, StackError, StackInfo, StackUnavailable
+from .project import Project
+from .stack import Stack, StackError, StackState, StackUnavailable
 
 HERE = Path(__file__).resolve().parent
-_active: Stack | None = None  # the session's stack, once it is up
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -34,12 +35,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def session_stack() -> Iterator[Stack]:
     """The local ECR stand-in, up for the whole session and torn down at its end."""
     s = Stack()
     # SIGTERM would kill pytest without running finalizers; make it an interrupt instead.
@@ -57,11 +58,8 @@ def stack() -> Iterator[Stack]:
             pytest.skip(msg)
         except StackError as exc:
             pytest.fail(f"e2e stack failed to come up: {exc}", pytrace=False)
-        global _active
-        _active = s
         yield s
     finally:
-        _active = None
         try:
             s.down()
         finally:
@@ -70,17 +68,18 @@ def stack() -> Iterator[Stack]:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-@pytest.fixture(autouse=True)
-def _heal_stack(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a test that used the stack (and maybe broke it on purpose), restore it."""
-    yield
-    if "stack" in request.fixturenames and _active is not None and _active.info is not None:
-        _active.heal()
+@pytest.fixture
+def stack(session_stack: Stack) -> Iterator[Stack]:
+    """The session's stack; after the test (which may have broken it on purpose) it is healed.
+
+    Every fixture that needs the stack takes this one, so exactly the tests that use it heal it.
+    """
+    yield session_stack
+    session_stack.heal()
 
 
 @pytest.fixture
-def stack_info(stack: Stack) -> StackInfo:
-    assert stack.info is not None
+def stack_info(stack: Stack) -> StackState:
     return stack.info
 
 
@@ -131,12 +130,9 @@ def project(
     ecr_repo_name: str,
     docker_config: Path,
     aws_secret_marker: str,
-) -> Iterator[Any]:
+) -> Iterator[Project]:
     """A copy of the shipped project with its own .env, repository and caches; its images
     are removed from the engine afterwards."""
-    from .project import Project
-
-    assert stack.info is not None
     proj = Project.create(
         tmp_path,
         repository=ecr_repo_name,

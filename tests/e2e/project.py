@@ -16,9 +16,15 @@ import subprocess
 import sys
 import tarfile
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
+
+    from .stack import Stack, StackState
 
 ROOT = Path(__file__).resolve().parents[2]
 INV = Path(sys.executable).with_name("inv")
@@ -37,7 +43,7 @@ class Project:
 
     @classmethod
     def create(
-        cls, tmp: Path, *, repository: str, stack_info: Any, docker_config: Path, marker: str
+        cls, tmp: Path, *, repository: str, stack_info: StackState, docker_config: Path, marker: str
     ) -> Project:
         root = tmp / "project"
         root.mkdir()
@@ -104,11 +110,14 @@ class Project:
         current.update(values)
         path.write_text("".join(f"{k}={v}\n" for k, v in current.items()))
 
-    def inv(self, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess[str]:
+    def inv(
+        self, *args: str, timeout: float = 900, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``inv ARGS`` in the project, with ``env`` over the project's environment."""
         done = subprocess.run(
             [str(INV), "-r", str(ROOT), *args],
             cwd=self.root,
-            env={**self.env, **env},
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -116,11 +125,18 @@ class Project:
         self.assert_no_secret(done)
         return done
 
-    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+    def steps(self, *tasks: str, version: str = "v1") -> None:
+        """Run each task alone, in order (with ``--version`` where it takes one); each exits 0."""
+        for task in tasks:
+            argv = [task, "--version", version] if task in ("build", "tag", "push") else [task]
+            done = self.inv(*argv)
+            assert done.returncode == 0, f"{argv}: {done.stderr}"
+
+    def popen(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [str(INV), "-r", str(ROOT), *args],
             cwd=self.root,
-            env={**self.env, **env},
+            env={**self.env, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -157,7 +173,7 @@ class Project:
 
     # -- what landed -------------------------------------------------------------------
 
-    def ecr(self) -> Any:
+    def ecr(self) -> ECRClient:
         import boto3
 
         return boto3.client(
@@ -180,6 +196,33 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     assert len(errors) == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1] == errors[0]
     return errors[0]
+
+
+def fails_then_heals(
+    project: Project,
+    stack: Stack,
+    *says: str,
+    code: int | None,
+    heal: Callable[[], object],
+    command: str = "release",
+    env: Mapping[str, str] | None = None,
+) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """A fault test's course, once the fault is in place: ``inv COMMAND --version v1`` (with
+    ``env`` on top) fails with one `error:` line containing each of ``says`` and exit status
+    ``code`` (None: any non-zero); then ``heal()``; then the same command exits 0 and the
+    registry holds exactly ``v1``. Returns the failed run and the rerun."""
+    argv = (command, "--version", "v1")
+    done = project.inv(*argv, env=env)
+    line = one_line_error(done)
+    for text in says:
+        assert text in line
+    if code is not None:
+        assert done.returncode == code
+    heal()
+    again = project.inv(*argv)
+    assert again.returncode == 0, again.stderr
+    assert stack.registry_tags(project.repository) == ["v1"]
+    return done, again
 
 
 def docker(*args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
@@ -209,7 +252,8 @@ def image_files_containing(
         for member in outer.getmembers():
             if not member.name.endswith(".tar") and "layer" not in member.name:
                 # the config JSON and manifest carry labels and history, searched too
-                data = outer.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
+                meta = outer.extractfile(member) if member.isfile() else None
+                data = meta.read() if meta else b""
                 found += [f"{member.name}: {n!r}" for n in needles if n in data]
                 continue
             if not member.isfile():

@@ -18,51 +18,40 @@ from pathlib import Path
 
 import pytest
 
-from .project import Project, digest_from_output, one_line_error
+from .project import Project, digest_from_output, fails_then_heals, one_line_error
+from .stack import Stack
 
 
-def test_moto_stopped(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+def test_moto_stopped(project: Project, stack: Stack) -> None:
     stack.stop_moto()
-    done = project.inv("release", "--version", "v1")
-    assert "cannot reach the ECR API" in one_line_error(done)
-    assert done.returncode == 4
-    stack.start_moto()
-    again = project.inv("release", "--version", "v1")
-    assert again.returncode == 0, again.stderr
-    assert stack.registry_tags(project.repository) == ["v1"]
+    fails_then_heals(project, stack, "cannot reach the ECR API", code=4, heal=stack.start_moto)
 
 
-def test_registry_stopped_right_before_the_push(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
-    for step in (
-        ["build", "--version", "v1"],
-        ["ensure-repo"],
-        ["login"],
-        ["tag", "--version", "v1"],
-    ):
-        assert project.inv(*step).returncode == 0
+def test_registry_stopped_right_before_the_push(project: Project, stack: Stack) -> None:
+    project.steps("build", "ensure-repo", "login", "tag")
     stack.stop_registry()
-    done = project.inv("push", "--version", "v1")
-    assert "cannot reach registry" in one_line_error(done)
-    assert done.returncode == 5
-    stack.start_registry()
-    again = project.inv("push", "--version", "v1")
-    assert again.returncode == 0, again.stderr
-    assert stack.registry_tags(project.repository) == ["v1"]
+    _, again = fails_then_heals(
+        project, stack, "cannot reach registry", code=5, heal=stack.start_registry, command="push"
+    )
     assert stack.registry_manifest_digest(project.repository, "v1") == again.stdout.split()[-1]
 
 
-def test_docker_daemon_unreachable(project: Project, stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_docker_daemon_unreachable(project: Project, stack: Stack, tmp_path: Path) -> None:
     dead = f"unix://{tmp_path}/no-daemon-{uuid.uuid4().hex[:6]}.sock"
-    done = project.inv("release", "--version", "v1", DOCKER_HOST=dead)
-    line = one_line_error(done)
-    assert "Docker daemon is not answering" in line and dead in line
-    assert done.returncode == 3
-    # Stopped before anything: no repository, nothing in the registry.
-    names = [r["repositoryName"] for r in project.ecr().describe_repositories()["repositories"]]
-    assert project.repository not in names
-    again = project.inv("release", "--version", "v1")
-    assert again.returncode == 0, again.stderr
-    assert stack.registry_tags(project.repository) == ["v1"]
+
+    def stopped_before_anything() -> None:  # no repository, nothing in the registry
+        names = [r["repositoryName"] for r in project.ecr().describe_repositories()["repositories"]]
+        assert project.repository not in names
+
+    fails_then_heals(
+        project,
+        stack,
+        "Docker daemon is not answering",
+        dead,
+        code=3,
+        heal=stopped_before_anything,
+        env={"DOCKER_HOST": dead},
+    )
 
 
 class DenyCreateRepository(BaseHTTPRequestHandler):
@@ -108,7 +97,7 @@ class DenyCreateRepository(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def denying_endpoint(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def denying_endpoint(stack: Stack) -> Iterator[str]:
     handler = type("Handler", (DenyCreateRepository,), {"upstream": stack.info.moto_endpoint})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -117,23 +106,23 @@ def denying_endpoint(stack) -> Iterator[str]:  # type: ignore[no-untyped-def]
     server.server_close()
 
 
-def test_access_denied_on_create_repository(project: Project, stack, denying_endpoint: str) -> None:  # type: ignore[no-untyped-def]
+def test_access_denied_on_create_repository(
+    project: Project, stack: Stack, denying_endpoint: str
+) -> None:
     env_file = project.root / ".env"
     original = env_file.read_text()
     project.write_env(AWS_ENDPOINT_URL=denying_endpoint)
-    done = project.inv("release", "--version", "v1")
-    line = one_line_error(done)
-    assert "AWS denied ecr:CreateRepository" in line
-    assert done.returncode == 4
-    env_file.write_text(original)
-    again = project.inv("release", "--version", "v1")
-    assert again.returncode == 0, again.stderr
-    assert stack.registry_tags(project.repository) == ["v1"]
+    fails_then_heals(
+        project,
+        stack,
+        "AWS denied ecr:CreateRepository",
+        code=4,
+        heal=lambda: env_file.write_text(original),
+    )
 
 
-def test_stale_registry_login_gets_one_fresh_login(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
-    for step in (["build", "--version", "v1"], ["ensure-repo"], ["tag", "--version", "v1"]):
-        assert project.inv(*step).returncode == 0
+def test_stale_registry_login_gets_one_fresh_login(project: Project, stack: Stack) -> None:
+    project.steps("build", "ensure-repo", "tag")
     # Docker holds a login whose password the registry no longer accepts.
     stale = base64.b64encode(b"AWS:an-expired-password").decode()
     config = Path(project.env["DOCKER_CONFIG"]) / "config.json"
@@ -145,20 +134,17 @@ def test_stale_registry_login_gets_one_fresh_login(project: Project, stack) -> N
     assert stack.registry_manifest_digest(project.repository, "v1") == done.stdout.split()[-1]
 
 
-def test_changed_registry_password_is_one_line(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+def test_changed_registry_password_is_one_line(project: Project, stack: Stack) -> None:
     stack.set_registry_password("rotated-elsewhere")
-    done = project.inv("release", "--version", "v1")
-    assert "refused the login token" in one_line_error(done)
+    done, _ = fails_then_heals(
+        project, stack, "refused the login token", code=None, heal=stack.set_registry_password
+    )
     assert "rotated-elsewhere" not in done.stderr
-    stack.set_registry_password(None)
-    again = project.inv("release", "--version", "v1")
-    assert again.returncode == 0, again.stderr
-    assert stack.registry_tags(project.repository) == ["v1"]
 
 
 def test_released_version_same_image_is_a_no_op_other_image_is_refused(
-    project: Project, stack
-) -> None:  # type: ignore[no-untyped-def]
+    project: Project, stack: Stack
+) -> None:
     first = project.inv("release", "--version", "v1")
     assert first.returncode == 0, first.stderr
     digest = digest_from_output(first.stdout)
@@ -181,7 +167,7 @@ def test_released_version_same_image_is_a_no_op_other_image_is_refused(
     assert stack.registry_manifest_digest(project.repository, "v1") == digest
 
 
-def test_two_concurrent_releases_of_one_version(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+def test_two_concurrent_releases_of_one_version(project: Project, stack: Stack) -> None:
     runs = [project.popen("release", "--version", "v1") for _ in range(2)]
     results = [(proc.wait(timeout=900), *proc.communicate()) for proc in runs]
     for code, out, err in results:
@@ -207,7 +193,7 @@ def _upload_started(storage: Path, repository: str) -> bool:
     return any(path.is_file() and path.stat().st_size > 1_000_000 for path in uploads.rglob("data"))
 
 
-def test_registry_killed_during_a_large_push(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+def test_registry_killed_during_a_large_push(project: Project, stack: Stack) -> None:
     # A large, incompressible layer, so the push is still running when the registry dies.
     (project.root / "widget_server" / "blob.bin").write_bytes(os.urandom(150 * 1024 * 1024))
     proc = project.popen("release", "--version", "v1")
@@ -217,6 +203,7 @@ def test_registry_killed_during_a_large_push(project: Project, stack) -> None:  
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the push never started uploading"
         time.sleep(0.05)
+    assert stack.info.registry_pid is not None
     os.kill(stack.info.registry_pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=900)
     assert project.marker not in out + err and project.password not in out + err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -12,21 +11,18 @@ from .project import (
     Project,
     digest_from_output,
     docker,
+    fails_then_heals,
     http_get,
     image_files_containing,
     one_line_error,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from .stack import Stack
+from .stack.processes import free_port
 
 
 def test_release_builds_pushes_and_the_image_runs(
-    project: Project, stack, tmp_path: Path, docker_images_to_remove: list[str]
-) -> None:  # type: ignore[no-untyped-def]
+    project: Project, stack: Stack, tmp_path: Path, docker_images_to_remove: list[str]
+) -> None:
     done = project.inv("release", "--version", "v1")
     assert done.returncode == 0, done.stderr
     assert "released and verified" in done.stdout
@@ -102,7 +98,7 @@ def test_release_builds_pushes_and_the_image_runs(
     assert leaks == []
 
 
-def test_code_change_pushes_only_the_changed_layer(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+def test_code_change_pushes_only_the_changed_layer(project: Project, stack: Stack) -> None:
     first = project.inv("release", "--version", "v1")
     assert first.returncode == 0, first.stderr
     project.change_code("a code-only change")
@@ -117,7 +113,7 @@ def test_code_change_pushes_only_the_changed_layer(project: Project, stack) -> N
     assert stack.registry_tags(project.repository) == ["v1", "v2"]
 
 
-def test_steps_one_by_one_reach_the_same_result(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+def test_steps_one_by_one_reach_the_same_result(project: Project, stack: Stack) -> None:
     for step in (
         ["build", "--version", "v3"],
         ["ensure-repo"],
@@ -138,28 +134,22 @@ def test_steps_one_by_one_reach_the_same_result(project: Project, stack) -> None
     assert stack.registry_tags(project.repository) == ["v3"]
 
 
-def test_wrong_account_id_is_one_line(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_account_id_is_one_line(project: Project, stack: Stack) -> None:
     project.write_env(AWS_ACCOUNT_ID="000000000000")
     done = project.inv("release", "--version", "v1")
     assert "not account 000000000000" in one_line_error(done)
     assert stack.registry_tags(project.repository) == []
 
 
-def test_stopped_registry_is_one_line_then_a_rerun_succeeds(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+def test_stopped_registry_is_one_line_then_a_rerun_succeeds(project: Project, stack: Stack) -> None:
     stack.stop_registry()
-    done = project.inv("release", "--version", "v1")
-    assert "cannot reach registry" in one_line_error(done)
-    assert done.returncode == 5
-    stack.start_registry()
-    again = project.inv("release", "--version", "v1")
-    assert again.returncode == 0, again.stderr
-    assert stack.registry_tags(project.repository) == ["v1"]
+    fails_then_heals(project, stack, "cannot reach registry", code=5, heal=stack.start_registry)
 
 
 @pytest.mark.parametrize(
     "argv", [["release", "--version", "v1", "--dry-run"], ["--dry", "release", "--version", "v1"]]
 )
-def test_dry_run_changes_nothing(project: Project, stack, argv: list[str]) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_changes_nothing(project: Project, stack: Stack, argv: list[str]) -> None:
     done = project.inv(*argv)
     assert done.returncode == 0, done.stderr
     assert "password on stdin: ***" in done.stderr
@@ -170,7 +160,7 @@ def test_dry_run_changes_nothing(project: Project, stack, argv: list[str]) -> No
     assert not (Path(project.env["DOCKER_CONFIG"]) / "config.json").exists()
 
 
-def test_the_readme_chain_in_one_command(project: Project, stack) -> None:  # type: ignore[no-untyped-def]
+def test_the_readme_chain_in_one_command(project: Project, stack: Stack) -> None:
     chain = [
         "build",
         "--version",

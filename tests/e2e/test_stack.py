@@ -11,12 +11,17 @@ import os
 import re
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
 
 from .stack import Stack
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +48,7 @@ def ok(res: subprocess.CompletedProcess[str]) -> str:
     return res.stdout
 
 
-def ecr_client(stack: Stack):  # type: ignore[no-untyped-def]
-    assert stack.info is not None
+def ecr_client(stack: Stack) -> ECRClient:
     return boto3.client(
         "ecr",
         endpoint_url=stack.info.moto_endpoint,
@@ -54,29 +58,40 @@ def ecr_client(stack: Stack):  # type: ignore[no-untyped-def]
     )
 
 
-def create_repo_and_login(stack: Stack, repo: str, docker_config: Path) -> tuple[str, str]:
-    """CreateRepository + GetAuthorizationToken + docker login; returns (host, repository URI)."""
+@dataclass
+class Repo:
+    """A repository made in moto, and a docker config logged in to its registry."""
+
+    name: str
+    uri: str
+    docker_config: Path
+
+    def docker(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return docker(*args, docker_config=self.docker_config, timeout=timeout)
+
+
+@pytest.fixture
+def repo(stack: Stack, ecr_repo_name: str, docker_config: Path) -> Repo:
+    """CreateRepository + GetAuthorizationToken + docker login, as the tutorial does them."""
     ecr = ecr_client(stack)
-    uri = ecr.create_repository(repositoryName=repo)["repository"]["repositoryUri"]
+    uri = ecr.create_repository(repositoryName=ecr_repo_name)["repository"]["repositoryUri"]
     auth = ecr.get_authorization_token()["authorizationData"][0]
     user, _, password = base64.b64decode(auth["authorizationToken"]).decode().partition(":")
     host = auth["proxyEndpoint"].removeprefix("https://")
-    assert stack.info is not None
     assert user == "AWS"
     assert host == stack.info.registry_host
-    assert uri == f"{host}/{repo}"
+    assert uri == f"{host}/{ecr_repo_name}"
     ok(
         docker(
             "login", "--username", user, "--password-stdin", host,
             docker_config=docker_config, stdin=password,
         )
     )  # fmt: skip
-    return host, uri
+    return Repo(ecr_repo_name, uri, docker_config)
 
 
 def build_image(stack: Stack, tmp_path: Path, tag: str, docker_config: Path) -> str:
     """A tiny image on the local base image, with a unique file so each build is new."""
-    assert stack.info is not None
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     content = uuid.uuid4().hex
@@ -87,64 +102,52 @@ def build_image(stack: Stack, tmp_path: Path, tag: str, docker_config: Path) -> 
 
 
 def test_manual_flow_push_pull_run(
-    stack: Stack,
-    ecr_repo_name: str,
-    docker_config: Path,
-    tmp_path: Path,
-    docker_images_to_remove: list[str],
+    stack: Stack, repo: Repo, tmp_path: Path, docker_images_to_remove: list[str]
 ) -> None:
-    _, uri = create_repo_and_login(stack, ecr_repo_name, docker_config)
-    local = f"e2e-local/{ecr_repo_name}:build"
-    remote = f"{uri}:v1"
+    local = f"e2e-local/{repo.name}:build"
+    remote = f"{repo.uri}:v1"
     docker_images_to_remove += [local, remote]
-    content = build_image(stack, tmp_path, local, docker_config)
-    ok(docker("tag", local, remote, docker_config=docker_config))
+    content = build_image(stack, tmp_path, local, repo.docker_config)
+    ok(repo.docker("tag", local, remote))
 
-    out = ok(docker("push", remote, docker_config=docker_config))
+    out = ok(repo.docker("push", remote))
     match = DIGEST_LINE.search(out)
     assert match, out
     digest = match.group(1)
-    assert stack.registry_manifest_digest(ecr_repo_name, "v1") == digest
-    assert stack.registry_tags(ecr_repo_name) == ["v1"]
-    assert stack.registry_manifest_digest(ecr_repo_name, "nope") is None
+    assert stack.registry_manifest_digest(repo.name, "v1") == digest
+    assert stack.registry_tags(repo.name) == ["v1"]
+    assert stack.registry_manifest_digest(repo.name, "nope") is None
 
-    ok(docker("rmi", local, remote, docker_config=docker_config))
-    by_digest = f"{uri}@{digest}"
+    ok(repo.docker("rmi", local, remote))
+    by_digest = f"{repo.uri}@{digest}"
     docker_images_to_remove.append(by_digest)
-    ok(docker("pull", by_digest, docker_config=docker_config))
+    ok(repo.docker("pull", by_digest))
     out = ok(
-        docker(
+        repo.docker(
             "run", "--rm", by_digest, "python3", "-c",
             "print(1); print(open('/hello.txt').read().strip())",
-            docker_config=docker_config,
         )
     )  # fmt: skip
     assert out.split() == ["1", content]
 
 
 def test_push_fails_while_registry_is_stopped(
-    stack: Stack,
-    ecr_repo_name: str,
-    docker_config: Path,
-    tmp_path: Path,
-    docker_images_to_remove: list[str],
+    stack: Stack, repo: Repo, tmp_path: Path, docker_images_to_remove: list[str]
 ) -> None:
-    _, uri = create_repo_and_login(stack, ecr_repo_name, docker_config)
-    remote = f"{uri}:v1"
+    remote = f"{repo.uri}:v1"
     docker_images_to_remove.append(remote)
-    build_image(stack, tmp_path, remote, docker_config)
+    build_image(stack, tmp_path, remote, repo.docker_config)
 
     stack.stop_registry()
-    res = docker("push", remote, docker_config=docker_config, timeout=120)
+    res = repo.docker("push", remote, timeout=120)
     assert res.returncode != 0, res.stdout
 
     stack.start_registry()
-    ok(docker("push", remote, docker_config=docker_config))
-    assert stack.registry_tags(ecr_repo_name) == ["v1"]
+    ok(repo.docker("push", remote))
+    assert stack.registry_tags(repo.name) == ["v1"]
 
 
 def test_registry_password_can_be_changed(stack: Stack, docker_config: Path) -> None:
-    assert stack.info is not None
     host = stack.info.registry_host
     login = ("login", "--username", "AWS", "--password-stdin", host)
     stack.set_registry_password("something-else")

@@ -1,0 +1,1 @@
+"""Scripts that print speed figures: `uv run python -m benchmarks.NAME`."""
