@@ -16,10 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -218,8 +218,14 @@ class ServerProcess:
             self.proc.stdout.close()
 
 
+class Spawn(Protocol):
+    """The `spawn` fixture: start a server process (and wait for it, unless told not to)."""
+
+    def __call__(self, wait: bool = True, **env: str) -> ServerProcess: ...
+
+
 @pytest.fixture
-def spawn() -> Iterator[Callable[..., ServerProcess]]:
+def spawn() -> Iterator[Spawn]:
     """Start `python -m widget_server` subprocesses; any still running are killed at the end."""
     started: list[ServerProcess] = []
 

@@ -7,11 +7,17 @@ import logging
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import pytest
 
-from widget_server import make_server
+from widget_server import WidgetServer, make_server
 from widget_server.app import MAX_BODY_BYTES, WidgetHandler
+
+# For annotations only: pytest imports the conftest as a top-level `conftest` module
+# (this directory is not a package), so it is named here the way the type checker sees it.
+if TYPE_CHECKING:
+    from tests.widget_server.conftest import Api
 
 JSON = {"Content-Type": "application/json"}
 
@@ -19,14 +25,14 @@ JSON = {"Content-Type": "application/json"}
 # -- health and version ------------------------------------------------------
 
 
-def test_healthz(api):
+def test_healthz(api: Api) -> None:
     reply = api.request("GET", "/healthz")
     assert reply.status == 200
     assert reply.json() == {"status": "ok"}
     assert reply.headers["Cache-Control"] == "no-store"
 
 
-def test_head_is_get_without_a_body(api):
+def test_head_is_get_without_a_body(api: Api) -> None:
     get = api.request("GET", "/healthz")
     head = api.request("HEAD", "/healthz")
     assert head.status == 200
@@ -34,19 +40,21 @@ def test_head_is_get_without_a_body(api):
     assert head.headers["Content-Length"] == str(len(get.body))
 
 
-def test_server_header_does_not_reveal_the_python_version(api):
+def test_server_header_does_not_reveal_the_python_version(api: Api) -> None:
     reply = api.request("GET", "/healthz")
     assert reply.headers["Server"] == "widget-server"
 
 
-def test_version_comes_from_the_server(api):
+def test_version_comes_from_the_server(api: Api) -> None:
     assert api.request("GET", "/version").json() == {"version": "test"}
 
 
 @pytest.mark.parametrize(
     ("env_value", "expected"), [(None, "dev"), ("", "dev"), ("1.4.2", "1.4.2")]
 )
-def test_make_server_reads_app_version_from_the_environment(monkeypatch, env_value, expected):
+def test_make_server_reads_app_version_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, env_value: str | None, expected: str
+) -> None:
     if env_value is None:
         monkeypatch.delenv("APP_VERSION", raising=False)
     else:
@@ -61,13 +69,13 @@ def test_make_server_reads_app_version_from_the_environment(monkeypatch, env_val
 # -- the widget resource ----------------------------------------------------
 
 
-def test_list_is_empty_at_first(api):
+def test_list_is_empty_at_first(api: Api) -> None:
     reply = api.request("GET", "/widgets")
     assert reply.status == 200
     assert reply.json() == []
 
 
-def test_create_returns_the_widget_and_its_location(api):
+def test_create_returns_the_widget_and_its_location(api: Api) -> None:
     reply = api.request("POST", "/widgets", {"name": "bolt", "quantity": 3})
     assert reply.status == 201
     widget = reply.json()
@@ -77,7 +85,7 @@ def test_create_returns_the_widget_and_its_location(api):
     assert api.request("GET", reply.headers["Location"]).json() == widget
 
 
-def test_list_is_ordered_by_id(api):
+def test_list_is_ordered_by_id(api: Api) -> None:
     created = [api.create(name, quantity) for name, quantity in [("c", 1), ("a", 2), ("b", 0)]]
     api.request("DELETE", f"/widgets/{created[1]['id']}")
     api.request("PUT", f"/widgets/{created[0]['id']}", {"name": "z", "quantity": 9})
@@ -86,12 +94,12 @@ def test_list_is_ordered_by_id(api):
     assert listed[0] == {"id": created[0]["id"], "name": "z", "quantity": 9}
 
 
-def test_query_string_does_not_change_the_route(api):
+def test_query_string_does_not_change_the_route(api: Api) -> None:
     api.create()
     assert len(api.request("GET", "/widgets?page=2").json()) == 1
 
 
-def test_put_replaces_every_field(api):
+def test_put_replaces_every_field(api: Api) -> None:
     widget = api.create("bolt", 3)
     path = f"/widgets/{widget['id']}"
     reply = api.request("PUT", path, {"name": "nut", "quantity": 0})
@@ -100,7 +108,7 @@ def test_put_replaces_every_field(api):
     assert api.request("GET", path).json() == reply.json()
 
 
-def test_delete_then_gone(api):
+def test_delete_then_gone(api: Api) -> None:
     widget = api.create()
     path = f"/widgets/{widget['id']}"
     reply = api.request("DELETE", path)
@@ -112,7 +120,7 @@ def test_delete_then_gone(api):
     assert api.request("GET", "/widgets").json() == []
 
 
-def test_ids_are_not_reused_after_delete(api):
+def test_ids_are_not_reused_after_delete(api: Api) -> None:
     first = api.create()
     api.request("DELETE", f"/widgets/{first['id']}")
     assert api.create()["id"] != first["id"]
@@ -127,7 +135,7 @@ def test_ids_are_not_reused_after_delete(api):
     ],
     ids=["100-chars-zero", "multibyte-100-chars", "one-space"],
 )
-def test_boundary_values_are_accepted(api, payload):
+def test_boundary_values_are_accepted(api: Api, payload: dict[str, object]) -> None:
     reply = api.request("POST", "/widgets", payload)
     assert reply.status == 201, reply.body
     assert {k: reply.json()[k] for k in payload} == payload
@@ -162,7 +170,7 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("body", "message"), BAD_BODIES)
-def test_post_rejects_bad_bodies(api, body, message):
+def test_post_rejects_bad_bodies(api: Api, body: bytes, message: str) -> None:
     reply = api.request("POST", "/widgets", body=body, headers=JSON)
     assert reply.status == 400
     assert message in reply.error
@@ -170,7 +178,7 @@ def test_post_rejects_bad_bodies(api, body, message):
 
 
 @pytest.mark.parametrize(("body", "message"), BAD_BODIES)
-def test_put_rejects_bad_bodies_and_keeps_the_widget(api, body, message):
+def test_put_rejects_bad_bodies_and_keeps_the_widget(api: Api, body: bytes, message: str) -> None:
     widget = api.create("bolt", 3)
     reply = api.request("PUT", f"/widgets/{widget['id']}", body=body, headers=JSON)
     assert reply.status == 400
@@ -178,7 +186,7 @@ def test_put_rejects_bad_bodies_and_keeps_the_widget(api, body, message):
     assert api.request("GET", f"/widgets/{widget['id']}").json() == widget
 
 
-def test_a_body_of_exactly_the_limit_is_accepted(api):
+def test_a_body_of_exactly_the_limit_is_accepted(api: Api) -> None:
     payload = b'{"name": "big", "quantity": 1}'
     body = payload + b" " * (MAX_BODY_BYTES - len(payload))
     reply = api.request("POST", "/widgets", body=body, headers=JSON)
@@ -188,7 +196,7 @@ def test_a_body_of_exactly_the_limit_is_accepted(api):
 @pytest.mark.parametrize(
     "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json;x=1"]
 )
-def test_json_content_type_with_parameters_is_accepted(api, content_type):
+def test_json_content_type_with_parameters_is_accepted(api: Api, content_type: str) -> None:
     reply = api.request(
         "POST",
         "/widgets",
@@ -202,20 +210,20 @@ def test_json_content_type_with_parameters_is_accepted(api, content_type):
     "content_type",
     [None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
 )
-def test_other_content_types_are_415(api, content_type):
+def test_other_content_types_are_415(api: Api, content_type: str | None) -> None:
     headers = {} if content_type is None else {"Content-Type": content_type}
     reply = api.request("POST", "/widgets", body=b'{"name": "x", "quantity": 1}', headers=headers)
     assert reply.status == 415
     assert "application/json" in reply.error or "utf-8" in reply.error
 
 
-def test_missing_content_length_is_411(api):
+def test_missing_content_length_is_411(api: Api) -> None:
     reply = api.raw(b"POST /widgets HTTP/1.0\r\nContent-Type: application/json\r\n\r\n")
     assert reply.status == 411
     assert "Content-Length" in reply.error
 
 
-def test_chunked_body_is_411(api):
+def test_chunked_body_is_411(api: Api) -> None:
     reply = api.raw(
         b"POST /widgets HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
@@ -224,7 +232,7 @@ def test_chunked_body_is_411(api):
 
 
 @pytest.mark.parametrize("length", [MAX_BODY_BYTES + 1, 10**30])
-def test_oversized_content_length_is_413_before_any_body_is_sent(api, length):
+def test_oversized_content_length_is_413_before_any_body_is_sent(api: Api, length: int) -> None:
     # No body follows the headers: a server that tried to read it would hang
     # until the client's 5 s timeout instead of answering.
     reply = api.raw(
@@ -236,7 +244,7 @@ def test_oversized_content_length_is_413_before_any_body_is_sent(api, length):
 
 
 @pytest.mark.parametrize("value", [b"-1", b"ten", b"1e3"])
-def test_invalid_content_length_is_400(api, value):
+def test_invalid_content_length_is_400(api: Api, value: bytes) -> None:
     reply = api.raw(
         b"POST /widgets HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: "
         + value
@@ -252,7 +260,7 @@ def test_invalid_content_length_is_400(api, value):
 @pytest.mark.parametrize(
     "path", ["/", "/nope", "/widgets/", "/widgets/abc", "/widgets/1/parts", "/healthz/x"]
 )
-def test_unknown_path_is_404(api, path):
+def test_unknown_path_is_404(api: Api, path: str) -> None:
     reply = api.request("GET", path)
     assert reply.status == 404
     assert reply.error
@@ -262,7 +270,7 @@ def test_unknown_path_is_404(api, path):
     ("method", "json_body"),
     [("GET", None), ("PUT", {"name": "x", "quantity": 1}), ("DELETE", None)],
 )
-def test_unknown_widget_id_is_404(api, method, json_body):
+def test_unknown_widget_id_is_404(api: Api, method: str, json_body: object) -> None:
     api.create()
     reply = api.request(method, "/widgets/999", json_body)
     assert reply.status == 404
@@ -281,20 +289,20 @@ def test_unknown_widget_id_is_404(api, method, json_body):
         ("OPTIONS", "/widgets", "GET, HEAD, POST"),
     ],
 )
-def test_wrong_method_is_405_with_allow(api, method, path, allow):
+def test_wrong_method_is_405_with_allow(api: Api, method: str, path: str, allow: str) -> None:
     reply = api.request(method, path, body=b"{}", headers=JSON)
     assert reply.status == 405
     assert reply.headers["Allow"] == allow
     assert method in reply.error
 
 
-def test_unknown_method_is_501_json(api):
+def test_unknown_method_is_501_json(api: Api) -> None:
     reply = api.raw(b"BREW /widgets HTTP/1.0\r\n\r\n")
     assert reply.status == 501
     assert "BREW" in reply.error
 
 
-def test_malformed_request_line_is_400_json(api):
+def test_malformed_request_line_is_400_json(api: Api) -> None:
     reply = api.raw(b"GARBAGE\r\n\r\n")
     assert reply.status == 400
     assert reply.error
@@ -309,14 +317,18 @@ def test_malformed_request_line_is_400_json(api):
     ],
     ids=["request-line", "headers", "body"],
 )
-def test_a_stalled_client_gets_408(monkeypatch, api, partial):
+def test_a_stalled_client_gets_408(
+    monkeypatch: pytest.MonkeyPatch, api: Api, partial: bytes
+) -> None:
     monkeypatch.setattr(WidgetHandler, "timeout", 0.2)
     reply = api.raw(partial)
     assert reply.status == 408
     assert "timed out" in reply.error
 
 
-def test_a_connection_that_never_sends_is_closed_after_the_timeout(monkeypatch, server):
+def test_a_connection_that_never_sends_is_closed_after_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, server: WidgetServer
+) -> None:
     monkeypatch.setattr(WidgetHandler, "timeout", 0.2)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle:
         assert idle.recv(1) == b""  # closed without a response: there was no request
@@ -325,7 +337,7 @@ def test_a_connection_that_never_sends_is_closed_after_the_timeout(monkeypatch, 
 # -- concurrency ------------------------------------------------------------
 
 
-def test_fifty_concurrent_creates_get_fifty_distinct_ids(api):
+def test_fifty_concurrent_creates_get_fifty_distinct_ids(api: Api) -> None:
     start = threading.Barrier(50)
 
     def create(i: int) -> int:
@@ -345,7 +357,7 @@ def test_fifty_concurrent_creates_get_fifty_distinct_ids(api):
 # -- access log -------------------------------------------------------------
 
 
-def _access_lines(server, caplog):
+def _access_lines(server: WidgetServer, caplog: pytest.LogCaptureFixture) -> list[str]:
     # A client has its response before the handler thread writes the log
     # line; closing the server joins the handler threads, so every line is in.
     server.shutdown()
@@ -353,7 +365,9 @@ def _access_lines(server, caplog):
     return [r.getMessage() for r in caplog.records if r.name == "widget_server.access"]
 
 
-def test_one_access_line_per_request(server, api, caplog):
+def test_one_access_line_per_request(
+    server: WidgetServer, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="widget_server")
     api.create("bolt", 1)
     api.request("GET", "/nope")
@@ -364,7 +378,9 @@ def test_one_access_line_per_request(server, api, caplog):
     assert lines[1].endswith(" client=127.0.0.1")
 
 
-def test_access_log_leaves_out_bodies_and_query_strings(server, api, caplog):
+def test_access_log_leaves_out_bodies_and_query_strings(
+    server: WidgetServer, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="widget_server")
     api.request("POST", "/widgets?token=hunter2", {"name": "s3cr3t-name", "quantity": 1})
     assert len(_access_lines(server, caplog)) == 1
@@ -374,7 +390,9 @@ def test_access_log_leaves_out_bodies_and_query_strings(server, api, caplog):
     assert "path=/widgets " in text
 
 
-def test_access_log_escapes_control_characters(server, api, caplog):
+def test_access_log_escapes_control_characters(
+    server: WidgetServer, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="widget_server")
     api.raw(b"GET /\x1b[31mred\x7f HTTP/1.0\r\n\r\n")
     (line,) = _access_lines(server, caplog)
@@ -383,7 +401,9 @@ def test_access_log_escapes_control_characters(server, api, caplog):
     assert "path=/\\x1b[31mred\\x7f status=404" in line
 
 
-def test_parser_errors_are_logged_too(server, api, caplog):
+def test_parser_errors_are_logged_too(
+    server: WidgetServer, api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="widget_server")
     api.raw(b"GARBAGE\r\n\r\n")
     (line,) = _access_lines(server, caplog)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ecr_release.buildcontext import DockerIgnore
+from widget_server import WidgetServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_METADATA_ARGS = ("APP_VERSION", "VCS_REF", "BUILD_DATE", "SOURCE_URL")
@@ -26,7 +27,7 @@ def _instructions() -> list[tuple[str, str]]:
     text = (REPO_ROOT / "Dockerfile").read_text()
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
-    result = []
+    result: list[tuple[str, str]] = []
     for line in joined.splitlines():
         if line.strip():
             keyword, _, args = line.strip().partition(" ")
@@ -44,14 +45,14 @@ def _exec_form(args: str) -> list[str]:
     return [str(part) for part in value]
 
 
-def test_base_image_is_a_build_argument_defaulting_to_python_slim():
+def test_base_image_is_a_build_argument_defaulting_to_python_slim() -> None:
     assert _instructions()[:2] == [
         ("ARG", "BASE_IMAGE=python:3.12-slim"),
         ("FROM", "${BASE_IMAGE}"),
     ]
 
 
-def test_build_metadata_is_declared_after_the_last_filesystem_step():
+def test_build_metadata_is_declared_after_the_last_filesystem_step() -> None:
     # An ARG whose value changes every build (BUILD_DATE) invalidates the
     # classic builder's cache for each RUN after it.
     keywords = [kw for kw, _ in _instructions()]
@@ -64,7 +65,7 @@ def test_build_metadata_is_declared_after_the_last_filesystem_step():
     assert "APP_VERSION=dev" in _args("ARG")
 
 
-def test_version_and_oci_labels_come_from_the_build_arguments():
+def test_version_and_oci_labels_come_from_the_build_arguments() -> None:
     assert "APP_VERSION=${APP_VERSION}" in _args("ENV")
     labels = " ".join(_args("LABEL"))
     for key, arg in [
@@ -77,25 +78,25 @@ def test_version_and_oci_labels_come_from_the_build_arguments():
     assert 'org.opencontainers.image.title="widget-server"' in labels
 
 
-def test_only_the_package_is_copied():
+def test_only_the_package_is_copied() -> None:
     assert _args("COPY") == ["widget_server/ /app/widget_server/"]
     assert _args("ADD") == []
 
 
-def test_classic_builder_syntax_only():
+def test_classic_builder_syntax_only() -> None:
     for keyword, args in _instructions():
         for buildkit_only in ("--mount", "--chmod", "--link", "<<"):
             assert buildkit_only not in args, keyword
 
 
-def test_runs_as_a_numeric_non_root_user():
+def test_runs_as_a_numeric_non_root_user() -> None:
     (user,) = _args("USER")
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) >= 1000
     assert gid.isdigit() and int(gid) >= 1000
 
 
-def test_runtime_settings():
+def test_runtime_settings() -> None:
     env = " ".join(_args("ENV"))
     assert "PYTHONUNBUFFERED=1" in env
     assert "PYTHONDONTWRITEBYTECODE=1" in env
@@ -113,13 +114,13 @@ def _healthcheck_command() -> list[str]:
     return argv
 
 
-def test_healthcheck_passes_against_a_live_server(server):
+def test_healthcheck_passes_against_a_live_server(server: WidgetServer) -> None:
     argv = [sys.executable, *_healthcheck_command()[1:]]
     result = subprocess.run(argv, env={"PORT": str(server.port)}, capture_output=True, timeout=10)
     assert result.returncode == 0, result.stderr
 
 
-def test_healthcheck_fails_when_nothing_listens(server):
+def test_healthcheck_fails_when_nothing_listens(server: WidgetServer) -> None:
     port = server.port
     server.shutdown()
     server.server_close()
@@ -147,7 +148,7 @@ def test_healthcheck_fails_when_nothing_listens(server):
         ".ruff_cache/CACHEDIR.TAG",
     ],
 )
-def test_dockerignore_keeps_out(path):
+def test_dockerignore_keeps_out(path: str) -> None:
     ignore = DockerIgnore((REPO_ROOT / ".dockerignore").read_text())
     assert ignore.excludes(path)
 
@@ -155,6 +156,6 @@ def test_dockerignore_keeps_out(path):
 @pytest.mark.parametrize(
     "path", ["widget_server/app.py", "widget_server/__main__.py", "Dockerfile", ".env.example"]
 )
-def test_dockerignore_lets_through(path):
+def test_dockerignore_lets_through(path: str) -> None:
     ignore = DockerIgnore((REPO_ROOT / ".dockerignore").read_text())
     assert not ignore.excludes(path)

@@ -8,10 +8,16 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from widget_server.__main__ import port_from_env
+
+# For annotations only: pytest imports the conftest as a top-level `conftest` module
+# (this directory is not a package), so it is named here the way the type checker sees it.
+if TYPE_CHECKING:
+    from tests.widget_server.conftest import Spawn
 
 # The brief the service is built to: `docker stop` must see it exit 0 this fast.
 STOP_BOUND_SECONDS = 2.0
@@ -34,7 +40,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serves_then_exits_zero_promptly_on_signal(spawn, signum):
+def test_serves_then_exits_zero_promptly_on_signal(spawn: Spawn, signum: signal.Signals) -> None:
     server = spawn()  # without APP_VERSION
     assert server.api.request("GET", "/healthz").json() == {"status": "ok"}
     assert server.api.request("GET", "/version").json() == {"version": "dev"}
@@ -48,7 +54,7 @@ def test_serves_then_exits_zero_promptly_on_signal(spawn, signum):
     assert output[-1].endswith("INFO widget_server stopped")
 
 
-def test_port_and_app_version_come_from_the_environment(spawn):
+def test_port_and_app_version_come_from_the_environment(spawn: Spawn) -> None:
     port = _free_port()
     server = spawn(PORT=str(port), APP_VERSION="1.2.3-rc.1")
     assert server.port == port
@@ -56,7 +62,7 @@ def test_port_and_app_version_come_from_the_environment(spawn):
     assert any(line.endswith(f":{port} version=1.2.3-rc.1") for line in server.lines)
 
 
-def test_one_access_line_per_request_on_stdout(spawn):
+def test_one_access_line_per_request_on_stdout(spawn: Spawn) -> None:
     server = spawn()
     api = server.api
     api.request("GET", "/healthz")
@@ -81,7 +87,7 @@ def test_one_access_line_per_request_on_stdout(spawn):
 @pytest.mark.parametrize(
     ("value", "expected"), [(None, 8080), ("", 8080), (" 9000 ", 9000), ("0", 0), ("65535", 65535)]
 )
-def test_port_from_env(monkeypatch, value, expected):
+def test_port_from_env(monkeypatch: pytest.MonkeyPatch, value: str | None, expected: int) -> None:
     if value is None:
         monkeypatch.delenv("PORT", raising=False)
     else:
@@ -90,19 +96,19 @@ def test_port_from_env(monkeypatch, value, expected):
 
 
 @pytest.mark.parametrize("value", ["http", "70000", "-1", "8080.0", "\u0668"])
-def test_port_from_env_rejects_invalid_ports(monkeypatch, value):
+def test_port_from_env_rejects_invalid_ports(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("PORT", value)
     with pytest.raises(ValueError, match="PORT must be an integer from 0 to 65535"):
         port_from_env()
 
 
-def test_an_invalid_port_exits_2_with_a_reason(spawn):
+def test_an_invalid_port_exits_2_with_a_reason(spawn: Spawn) -> None:
     server = spawn(wait=False, PORT="http")
     assert server.proc.wait(timeout=10) == 2
     assert any("PORT must be an integer from 0 to 65535" in line for line in server.output())
 
 
-def test_a_port_in_use_exits_1(spawn):
+def test_a_port_in_use_exits_1(spawn: Spawn) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -112,7 +118,7 @@ def test_a_port_in_use_exits_1(spawn):
 
 
 @needs_proc
-def test_a_request_in_flight_at_sigterm_completes(spawn):
+def test_a_request_in_flight_at_sigterm_completes(spawn: Spawn) -> None:
     server = spawn()
     body = json.dumps({"name": "slow", "quantity": 4}).encode()
     head = (
@@ -144,7 +150,7 @@ def test_a_request_in_flight_at_sigterm_completes(spawn):
 
 
 @needs_proc
-def test_an_idle_connection_does_not_hold_up_shutdown(spawn):
+def test_an_idle_connection_does_not_hold_up_shutdown(spawn: Spawn) -> None:
     server = spawn()
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle:
         server.wait_for_threads(2)  # accepted, and waiting for a request line

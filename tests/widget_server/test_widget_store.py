@@ -9,12 +9,12 @@ import pytest
 from widget_server.store import Widget, WidgetStore
 
 
-def test_ids_start_at_one_and_increase():
+def test_ids_start_at_one_and_increase() -> None:
     store = WidgetStore()
     assert [store.add(name, 1).id for name in "abc"] == [1, 2, 3]
 
 
-def test_deleted_ids_are_never_reused():
+def test_deleted_ids_are_never_reused() -> None:
     store = WidgetStore()
     store.add("a", 1)
     last = store.add("b", 1)
@@ -22,7 +22,7 @@ def test_deleted_ids_are_never_reused():
     assert store.add("c", 1).id == last.id + 1
 
 
-def test_list_is_a_snapshot_ordered_by_id():
+def test_list_is_a_snapshot_ordered_by_id() -> None:
     store = WidgetStore()
     for name in "cab":
         store.add(name, 0)
@@ -34,7 +34,7 @@ def test_list_is_a_snapshot_ordered_by_id():
     assert len(store) == 4
 
 
-def test_replace_and_delete_report_unknown_ids():
+def test_replace_and_delete_report_unknown_ids() -> None:
     store = WidgetStore()
     assert store.get(1) is None
     assert store.replace(1, "x", 1) is None
@@ -42,13 +42,13 @@ def test_replace_and_delete_report_unknown_ids():
     assert len(store) == 0
 
 
-def test_widgets_are_immutable():
+def test_widgets_are_immutable() -> None:
     widget = WidgetStore().add("a", 1)
     with pytest.raises(AttributeError):
         widget.quantity = 2  # type: ignore[misc]
 
 
-def test_concurrent_adds_get_distinct_ids():
+def test_concurrent_adds_get_distinct_ids() -> None:
     store = WidgetStore()
     threads, per_thread = 8, 500
     start = threading.Barrier(threads)
