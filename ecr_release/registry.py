@@ -16,12 +16,14 @@ import functools
 import hashlib
 import http.client
 import json
+import re
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
-from typing import Any
 
 from .errors import RegistryError
 
@@ -36,6 +38,10 @@ MANIFEST_TYPES = ", ".join(
 DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
 
 
+# OCI's digest grammar: algorithm ":" encoded.
+DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+
+
 @dataclass(frozen=True)
 class Manifest:
     digest: str
@@ -45,7 +51,11 @@ class Manifest:
 
 @dataclass
 class Registry:
-    """Read-only access to one registry host with basic auth."""
+    """Read-only access to one registry host with basic auth.
+
+    Every failure, whether the registry cannot be reached, refuses, cuts its answer
+    short or answers something that is not a manifest, is one ``RegistryError`` line.
+    """
 
     host: str
     username: str
@@ -54,59 +64,65 @@ class Registry:
     certs_dir: Path = DOCKER_CERTS_DIR
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
-        response = self._get_manifest(repository, reference)
-        if response is None:
+        """What ``repository:reference`` points to; None when the tag (or repository) is unknown."""
+        what = f"{repository}:{reference}"
+        answer = self._get(f"/v2/{repository}/manifests/{reference}", MANIFEST_TYPES, what)
+        if answer is None:
             return None
-        with response:
-            body = response.read()
-            header = response.headers.get("Docker-Content-Digest")
-            media_type = response.headers.get("Content-Type", "")
-        digest = header or "sha256:" + hashlib.sha256(body).hexdigest()
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise RegistryError(
-                f"registry {self.host} returned a manifest that is not a JSON object"
-            )
-        config = data.get("config") or {}
-        return Manifest(
-            digest=digest,
-            config_digest=config.get("digest"),
-            media_type=str(data.get("mediaType") or media_type),
+        headers, body = answer
+        digest = (
+            headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
         )
+        return _parse_manifest(body, digest, headers.get("Content-Type", ""), self._bad(what))
 
     # -- transport ----------------------------------------------------------------
 
-    def _get_manifest(self, repository: str, reference: str) -> Any:
-        """The open response to ``GET .../manifests/<reference>``; None for a 404."""
-        url = f"https://{self.host}/v2/{repository}/manifests/{reference}"
+    def _get(self, path: str, accept: str, what: str) -> tuple[Message, bytes] | None:
+        """Headers and the whole body of a GET; None for a 404."""
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        request = urllib.request.Request(url, headers={"Accept": MANIFEST_TYPES})
+        request = urllib.request.Request(f"https://{self.host}{path}", headers={"Accept": accept})
         # Unredirected: the password never follows a redirect to another host.
         request.add_unredirected_header("Authorization", f"Basic {token}")
         try:
-            return urllib.request.urlopen(  # noqa: S310
+            response = urllib.request.urlopen(  # noqa: S310
                 request, timeout=self.timeout, context=self._ssl_context
             )
         except urllib.error.HTTPError as exc:
+            exc.close()
             if exc.code == 404:
                 return None
             if exc.code in (401, 403):
                 raise RegistryError(
                     f"registry {self.host} refused the login token (HTTP {exc.code}) for "
-                    f"{repository}: check the repository policy and the identity's "
+                    f"{what.split(':', 1)[0]}: check the repository policy and the identity's "
                     "ecr:BatchGetImage permission"
                 ) from exc
             raise RegistryError(
-                f"registry {self.host} answered HTTP {exc.code} for {repository}:{reference}"
+                f"registry {self.host} answered HTTP {exc.code} for {what}"
             ) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryError(
                 f"cannot reach registry {self.host}: {reason}; check the network and try again"
             ) from exc
+        with response:
+            try:
+                return response.headers, response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                raise RegistryError(
+                    f"registry {self.host} broke off its answer for {what} "
+                    f"({type(exc).__name__}: {exc}); check the network and try again"
+                ) from exc
+
+    def _bad(self, what: str) -> Callable[[str], RegistryError]:
+        def error(problem: str) -> RegistryError:
+            return RegistryError(
+                f"registry {self.host} returned a manifest for {what} that {problem}: it is not "
+                "an image manifest this suite can check; look at the repository with the AWS "
+                "console or `aws ecr batch-get-image`"
+            )
+
+        return error
 
     @functools.cached_property
     def _ssl_context(self) -> ssl.SSLContext:
@@ -117,3 +133,29 @@ class Registry:
             for ca in sorted(host_dir.glob("*.crt")):
                 context.load_verify_locations(cafile=str(ca))
         return context
+
+
+def _parse_manifest(
+    body: bytes, digest: str, content_type: str, bad: Callable[[str], RegistryError]
+) -> Manifest:
+    """The manifest's digest, config digest and media type, once its shape is checked."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise bad("is not a JSON object")
+    if not DIGEST_RE.fullmatch(digest):
+        raise bad(f"has the digest {digest[:80]!r}")
+    media_type = data.get("mediaType", content_type)
+    if not isinstance(media_type, str):
+        raise bad("has a mediaType that is not a string")
+    config = data.get("config")
+    if config is None:  # an index (multi-platform) has no config of its own
+        return Manifest(digest, None, media_type or content_type)
+    if not isinstance(config, dict):
+        raise bad("has a config that is not an object")
+    config_digest = config.get("digest")
+    if not isinstance(config_digest, str) or not DIGEST_RE.fullmatch(config_digest):
+        raise bad("has a config without a valid digest")
+    return Manifest(digest, config_digest, media_type or content_type)

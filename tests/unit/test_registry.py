@@ -8,6 +8,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -175,7 +176,15 @@ class _Handler(BaseHTTPRequestHandler):
         # /v2/<repo>/manifests/<tag>
         repo, tag = "/".join(parts[2:-2]), parts[-1]
         status, headers, body = 404, {}, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}'
-        if repo == "denied":
+        if repo in BROKEN_OFF:
+            self._break_off(repo)
+            return
+        if repo in ODD_MANIFESTS:
+            body = json.dumps(ODD_MANIFESTS[repo]).encode()
+            status, headers["Docker-Content-Digest"] = 200, HEADER_DIGEST
+            if repo == "baddigest":
+                headers["Docker-Content-Digest"] = "sha256:<script>"
+        elif repo == "denied":
             status = 401
         elif repo == "forbidden":
             status = 403
@@ -195,8 +204,31 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "GET":
             self.wfile.write(body)
 
+    def _break_off(self, how: str) -> None:
+        """200 with Content-Length 4000, then 62 bytes and: close, reset, or silence."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+        self.send_header("Content-Length", "4000")
+        self.end_headers()
+        self.wfile.write(MANIFEST[:62])
+        self.wfile.flush()
+        if how == "slow":
+            time.sleep(2)  # the client's timeout (1 s) passes first
+        elif how == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        self.close_connection = True
+
     do_GET = _answer
     do_HEAD = _answer
+
+
+BROKEN_OFF = ("short", "reset", "slow")
+ODD_MANIFESTS: dict[str, object] = {
+    "badconfig": {"schemaVersion": 2, "config": "x"},
+    "nodigest": {"schemaVersion": 2, "config": {"size": 3}},
+    "baddigest": {"schemaVersion": 2, "config": {"digest": CONFIG_DIGEST}},
+    "badmediatype": {"schemaVersion": 2, "mediaType": 7, "config": {"digest": CONFIG_DIGEST}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -362,3 +394,36 @@ def test_repr_hides_the_password(tmp_path: Path) -> None:
     assert PASSWORD not in repr(registry)
     assert "localhost:5000" in repr(registry)
     assert PASSWORD not in str(registry)
+
+
+@pytest.mark.parametrize("how", BROKEN_OFF)
+def test_an_answer_broken_off_is_one_line(tmp_path: Path, fake: FakeRegistry, how: str) -> None:
+    registry = Registry(
+        fake.host, "AWS", PASSWORD, timeout=1, certs_dir=_certs_dir(tmp_path, fake.host, fake.ca)
+    )
+    with pytest.raises(RegistryError) as info:
+        registry.manifest(how, "v1")
+    message = info.value.message
+    assert message.startswith(f"registry {fake.host} broke off its answer for {how}:v1 (")
+    assert "check the network and try again" in message
+    assert "\n" not in message and PASSWORD not in message
+    assert info.value.exit_code == 5
+
+
+@pytest.mark.parametrize(
+    ("repo", "problem"),
+    [
+        ("badconfig", "has a config that is not an object"),
+        ("nodigest", "has a config without a valid digest"),
+        ("baddigest", "has the digest 'sha256:<script>'"),
+        ("badmediatype", "has a mediaType that is not a string"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_is_one_line(
+    registry: Registry, fake: FakeRegistry, repo: str, problem: str
+) -> None:
+    with pytest.raises(RegistryError) as info:
+        registry.manifest(repo, "v1")
+    assert info.value.message.startswith(
+        f"registry {fake.host} returned a manifest for {repo}:v1 that {problem}: "
+    )
