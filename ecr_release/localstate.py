@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Lock file names keep this much of the name readable (then a hash): far below NAME_MAX.
+LOCK_PREFIX_CHARS = 64
 # A login is reused only while it stays valid for at least this long.
 LOGIN_MARGIN = timedelta(minutes=30)
 
@@ -120,6 +123,14 @@ class LocalState:
         )
 
 
+def lock_file_name(name: str) -> str:
+    """A short readable prefix and a hash of the whole name: bounded in length, and two
+    names never share a lock (``team/app`` and ``team_app`` differ in their hash)."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:LOCK_PREFIX_CHARS].strip(".")
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{readable}-{digest}.lock"
+
+
 @contextlib.contextmanager
 def release_lock(
     directory: Path,
@@ -135,7 +146,7 @@ def release_lock(
     The kernel releases a ``flock`` when its process dies, so a crashed release
     never leaves a stale lock behind.
     """
-    path = directory / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".lock")
+    path = directory / lock_file_name(name)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")  # noqa: SIM115 - closed by the with below

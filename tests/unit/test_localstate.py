@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -22,6 +23,7 @@ from ecr_release.localstate import (
     LocalState,
     LoginRecords,
     cache_dir,
+    lock_file_name,
     release_lock,
 )
 
@@ -459,3 +461,17 @@ def test_state_locks_under_its_directory(tmp_path: Path) -> None:
         release_lock(tmp_path / "cache" / "locks", "eu-west-1-widgets", timeout=0),
     ):
         pass
+
+
+def test_lock_names_are_bounded_and_never_collide(tmp_path: Path) -> None:
+    long_name = "eu-west-1-" + "a" * 256  # a valid 256-character repository name
+    names = [long_name, "eu-west-1-team/app", "eu-west-1-team_app", "eu-west-1-" + "a" * 255]
+    files = [lock_file_name(name) for name in names]
+    assert len(set(files)) == len(files)
+    assert all(len(f) <= 90 for f in files)
+    assert files[1].startswith("eu-west-1-team_app-")
+    # Held at once, they do not block one another; a 256-character name gets its lock.
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            stack.enter_context(release_lock(tmp_path, name, timeout=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)
