@@ -1,129 +1,345 @@
-"""The build context: refuse to send secrets to the Docker daemon.
+"""The build context as the Docker CLI sends it, and the secret check before a build.
 
-A ``COPY . .`` bakes whatever the context holds into a layer. Before a build we
-look for ``.env``, ``.env.*`` (other than ``.env.example``) and ``.aws/`` and
-check that ``.dockerignore`` excludes each one, with Docker's own matching rules
-(last matching pattern wins, ``!`` re-includes, a pattern also covers what lies
-below a matched directory, ``**`` spans directories).
+:class:`DockerIgnore` follows Docker's own rules (moby's ``patternmatcher`` and
+``ignorefile``): comments only where ``#`` starts the line, patterns cleaned like
+``filepath.Clean``, ``*``/``?`` never cross ``/``, ``**`` spans directories, ``\\``
+escapes, a pattern that matches a directory also excludes everything below it,
+``!`` re-includes, and the last matching pattern wins. :func:`walk_context`
+walks the context the way the CLI does: an excluded directory is skipped unless
+an exception pattern lies inside it, symlinks are not followed, and the
+Dockerfile and ``.dockerignore`` are always sent.
+
+Before a build, :func:`check_no_secrets` refuses a context that would send
+credentials to the daemon (where any ``COPY . .`` bakes them into a layer): by
+name (``.env``, ``.aws/``, ``.ssh/``, SSH keys, ``.netrc``, ``.pypirc``, ...) and
+by content (PEM/OpenSSH private keys, AWS keys). Paths are named, content never.
+Binary files and files over ``MAX_SCAN_BYTES`` are not read.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SettingsError
 
-_PRUNE = {".git", ".venv", "node_modules", "__pycache__"}
+MAX_SCAN_BYTES = 1024 * 1024
+SHOWN_FINDINGS = 8
+_BINARY_SNIFF = 8192
+
+# Regexp metacharacters with no meaning in a Docker pattern (moby's shouldEscape).
+_ESCAPE = set(".+()|{}$")
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    i = 0
-    while i < len(pattern):
+def _translate(pattern: str) -> str:
+    """A cleaned Docker pattern as a regular expression (moby's ``Pattern.compile``)."""
+    out = ["^"]
+    i, n = 0, len(pattern)
+    while i < n:
         ch = pattern[i]
-        if pattern.startswith("**", i):
-            i += 2
-            if pattern.startswith("/", i):
-                i += 1
-                out.append("(?:.*/)?")
-            else:
-                out.append(".*")
-            continue
+        i += 1
         if ch == "*":
-            out.append("[^/]*")
+            if i < n and pattern[i] == "*":
+                i += 1
+                if i < n and pattern[i] == "/":
+                    i += 1  # "**/" is "**"
+                out.append(".*" if i >= n else "(.*/)?")
+            else:
+                out.append("[^/]*")
         elif ch == "?":
             out.append("[^/]")
-        elif ch == "[":
-            end = pattern.find("]", i)
-            if end == -1:
-                out.append(re.escape(ch))
+        elif ch in _ESCAPE:
+            out.append("\\" + ch)
+        elif ch == "\\":
+            if i < n:
+                out.append(re.escape(pattern[i]))
+                i += 1
             else:
-                body = pattern[i + 1 : end].replace("\\", "\\\\")
-                if body.startswith("^"):
-                    body = "!" + body[1:]
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-                i = end
-        elif ch == "\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i]))
+                out.append("\\\\")
         else:
-            out.append(re.escape(ch))
-        i += 1
-    # A pattern matching a directory also excludes everything under it.
-    return re.compile("".join(out) + "(?:/.*)?")
+            out.append(ch)  # '[' and ']' keep their regexp meaning, as in moby
+    out.append("$")
+    return "".join(out)
+
+
+def _clean(path: str) -> str:
+    """``filepath.Clean``: no empty, ``.`` or resolvable ``..`` parts; "." when nothing is left."""
+    rooted = path.startswith("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append(part)
+            continue
+        parts.append(part)
+    cleaned = "/".join(parts)
+    return ("/" + cleaned) if rooted else (cleaned or ".")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    exclusion: bool
+    pattern: str
+    regex: re.Pattern[str]
 
 
 class DockerIgnore:
-    """The patterns of one ``.dockerignore``."""
+    """The patterns of one ``.dockerignore``, with Docker's matching rules."""
 
-    def __init__(self, text: str) -> None:
-        self._rules: list[tuple[bool, re.Pattern[str]]] = []
-        for raw in text.splitlines():
+    def __init__(self, text: str, *, source: str = ".dockerignore") -> None:
+        self._rules: list[_Rule] = []
+        for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+            if raw.startswith("#"):
+                continue
             line = raw.strip()
-            if not line or line.startswith("#"):
+            if not line:
                 continue
-            negate = line.startswith("!")
-            if negate:
+            exclusion = line.startswith("!")
+            if exclusion:
                 line = line[1:].strip()
-            line = os.path.normpath(line).lstrip("/")
-            if line in ("", "."):
-                continue
-            self._rules.append((negate, _pattern_regex(line)))
+            if line:
+                line = _clean(line)
+                if len(line) > 1 and line.startswith("/"):
+                    line = line[1:]
+            elif exclusion:
+                raise SettingsError(f'{source} line {number}: "!" alone is not a pattern')
+            self.add(line, exclusion=exclusion, where=f"{source} line {number}")
+
+    def add(self, pattern: str, *, exclusion: bool, where: str = ".dockerignore") -> None:
+        """Append a cleaned pattern (the CLI appends ``!Dockerfile`` and ``!.dockerignore``)."""
+        try:
+            regex = re.compile(_translate(pattern))
+        except re.error as exc:
+            raise SettingsError(
+                f"{where}: {pattern!r} is not a valid pattern ({exc.msg}); docker build would "
+                "refuse it too: fix the line"
+            ) from exc
+        self._rules.append(_Rule(exclusion, pattern, regex))
 
     @classmethod
-    def for_context(cls, context: Path) -> DockerIgnore:
+    def for_build(cls, context: Path, dockerfile: Path | None = None) -> DockerIgnore:
+        """The context's ``.dockerignore``, and, like the CLI, never excluding the Dockerfile
+        or ``.dockerignore`` itself (the daemon needs both)."""
         path = context / ".dockerignore"
-        return cls(path.read_text() if path.is_file() else "")
+        try:
+            text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"cannot read {path}: {exc}") from exc
+        ignore = cls(text, source=str(path))
+        keep = [".dockerignore"]
+        # A Dockerfile outside the context is sent apart from it.
+        if dockerfile is not None and dockerfile.resolve().is_relative_to(context.resolve()):
+            keep.append(dockerfile.resolve().relative_to(context.resolve()).as_posix())
+        for name in keep:
+            if ignore.excludes(name):
+                ignore.add(name, exclusion=True)
+        return ignore
 
     @property
     def has_exceptions(self) -> bool:
-        return any(negate for negate, _ in self._rules)
+        return any(rule.exclusion for rule in self._rules)
 
     def excludes(self, relpath: str) -> bool:
+        """Is this path (relative, '/'-separated) left out of the context?
+
+        A pattern counts when it matches the path or any directory above it
+        (moby's ``MatchesOrParentMatches``); the last such pattern decides.
+        """
+        parents = relpath.split("/")[:-1]
+        prefixes = ["/".join(parents[: i + 1]) for i in range(len(parents))]
         excluded = False
-        for negate, regex in self._rules:
-            if regex.fullmatch(relpath):
-                excluded = not negate
+        for rule in self._rules:
+            if rule.exclusion != excluded:
+                continue  # it could not change the verdict
+            if rule.regex.match(relpath) or any(rule.regex.match(p) for p in prefixes):
+                excluded = not rule.exclusion
         return excluded
 
+    def may_reinclude_below(self, reldir: str) -> bool:
+        """Does an exception pattern lie inside this excluded directory (so the CLI walks it)?"""
+        prefix = reldir + "/"
+        return any(
+            rule.exclusion and (rule.pattern + "/").startswith(prefix) for rule in self._rules
+        )
 
-def _is_secret(name: str, is_dir: bool) -> bool:
-    if is_dir:
-        return name == ".aws"
-    return name == ".env" or (name.startswith(".env.") and name != ".env.example")
+
+@dataclass(frozen=True)
+class ContextEntry:
+    """One path the CLI sends to the daemon."""
+
+    relpath: str  # relative to the context, '/'-separated
+    path: Path
+    mode: int  # from lstat: the type bits tell file, directory and symlink apart
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+
+def walk_context(context: Path, ignore: DockerIgnore) -> Iterator[ContextEntry]:
+    """Every path the CLI would send, in a stable (sorted) order. Unreadable directories
+    raise ``SettingsError`` naming them: docker build would fail on them too."""
+
+    def walk(directory: Path, prefix: str) -> Iterator[ContextEntry]:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot read {directory} in the build context: {exc.strerror or exc}; "
+                "fix its permissions or add it to .dockerignore"
+            ) from exc
+        for name in names:
+            path = directory / name
+            relpath = prefix + name
+            try:
+                mode = path.lstat().st_mode
+            except FileNotFoundError:
+                continue  # gone since the listing: the CLI would not send it either
+            if not ignore.excludes(relpath):
+                yield ContextEntry(relpath, path, mode)
+            elif not (stat.S_ISDIR(mode) and ignore.may_reinclude_below(relpath)):
+                continue
+            if stat.S_ISDIR(mode):
+                yield from walk(path, relpath + "/")
+
+    yield from walk(context, "")
+
+
+# -- secrets -----------------------------------------------------------------------------
+
+# Directories whose every file is a credential store.
+_SECRET_DIRS = {".aws", ".ssh", ".gnupg"}
+# Files that hold credentials by their very name.
+_SECRET_FILES = {
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    "id_ecdsa_sk",
+    "id_ed25519_sk",
+    ".netrc",
+    "_netrc",
+    ".git-credentials",
+    ".pypirc",
+    ".pgpass",
+}
+_SECRET_SUFFIXES = (".p12", ".pfx")
+_CONTENT_RULES = (
+    (
+        re.compile(
+            rb"-----BEGIN (?:RSA |DSA |EC |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----"
+        ),
+        "a private key",
+    ),
+    (
+        re.compile(
+            rb"(?i)aws_?secret_?access_?key[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])"
+        ),
+        "an AWS secret access key",
+    ),
+    (re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"), "an AWS access key id"),
+)
+_NPM_TOKEN = re.compile(rb"(?m)^\s*(?:[^=\s]*:)?_(?:authToken|auth|password)\s*=")
+
+
+@dataclass(frozen=True)
+class Finding:
+    relpath: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.relpath} ({self.why})" if self.why else self.relpath
+
+
+def _secret_by_name(relpath: str, name: str) -> bool:
+    if name == ".env" or (name.startswith(".env.") and name != ".env.example"):
+        return True
+    return (
+        name in _SECRET_FILES
+        or name.endswith(_SECRET_SUFFIXES)
+        or relpath == ".docker/config.json"
+        or relpath.endswith("/.docker/config.json")
+    )
+
+
+def _secret_by_content(entry: ContextEntry) -> str | None:
+    try:
+        if entry.path.stat().st_size > MAX_SCAN_BYTES:
+            return None
+        data = entry.path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot read {entry.relpath} in the build context: {exc.strerror or exc}; "
+            "fix its permissions or add it to .dockerignore"
+        ) from exc
+    if b"\0" in data[:_BINARY_SNIFF]:
+        return None
+    for pattern, what in _CONTENT_RULES:
+        if pattern.search(data):
+            return what
+    if entry.path.name == ".npmrc" and _NPM_TOKEN.search(data):
+        return "an npm auth token"
+    return None
+
+
+def find_secrets(
+    context: Path, dockerfile: Path | None = None, allow: Sequence[str] = ()
+) -> list[Finding]:
+    """Secrets the build would send to the daemon, except paths matching ``allow``
+    (``.dockerignore``-style patterns: files the user means to ship)."""
+    ignore = DockerIgnore.for_build(context, dockerfile)
+    allowed = DockerIgnore("\n".join(allow), source="SECRET_SCAN_ALLOW")
+    found: list[Finding] = []
+    reported_dirs: list[str] = []
+    for entry in walk_context(context, ignore):
+        relpath, name = entry.relpath, entry.path.name
+        if any(relpath.startswith(d) for d in reported_dirs) or allowed.excludes(relpath):
+            continue
+        if entry.is_dir:
+            if name in _SECRET_DIRS:
+                found.append(Finding(relpath + "/", ""))
+                reported_dirs.append(relpath + "/")
+            continue
+        in_secret_dir = not _SECRET_DIRS.isdisjoint(relpath.split("/")[:-1])
+        if entry.is_file and (in_secret_dir or _secret_by_name(relpath, name)):
+            found.append(Finding(relpath, ""))
+        elif entry.is_file and (why := _secret_by_content(entry)):
+            found.append(Finding(relpath, why))
+    return sorted(found, key=lambda finding: finding.relpath)
+
+
+def check_no_secrets(
+    context: Path, dockerfile: Path | None = None, allow: Sequence[str] = ()
+) -> None:
+    """Refuse a build whose context would carry credentials into the image."""
+    found = find_secrets(context, dockerfile, allow)
+    if found:
+        shown = ", ".join(map(str, found[:SHOWN_FINDINGS]))
+        if len(found) > SHOWN_FINDINGS:
+            shown += f" and {len(found) - SHOWN_FINDINGS} more"
+        raise SettingsError(
+            f"the build context {str(context)!r} holds {shown} and "
+            ".dockerignore does not exclude it: add it to .dockerignore (or move it out) so no "
+            "secret can reach an image layer; a file you mean to ship goes in SECRET_SCAN_ALLOW"
+        )
 
 
 def unignored_secrets(context: Path) -> list[str]:
-    """Paths (relative to the context) of secret files the build would send to the daemon."""
-    ignore = DockerIgnore.for_context(context)
-    found: list[str] = []
-    for root, dirs, files in os.walk(context):
-        rel_root = os.path.relpath(root, context)
-        prefix = "" if rel_root == "." else rel_root + "/"
-        for name in list(dirs):
-            rel = prefix + name
-            if _is_secret(name, True) and not ignore.excludes(rel):
-                found.append(rel + "/")
-            # Below an excluded directory nothing is sent, unless a '!' rule re-includes.
-            pruned = ignore.excludes(rel) and not ignore.has_exceptions
-            if name in _PRUNE or _is_secret(name, True) or pruned:
-                dirs.remove(name)
-        found.extend(
-            prefix + name
-            for name in files
-            if _is_secret(name, False) and not ignore.excludes(prefix + name)
-        )
-    return sorted(found)
-
-
-def check_no_secrets(context: Path) -> None:
-    """Refuse a build whose context would carry ``.env`` or AWS credentials into the image."""
-    found = unignored_secrets(context)
-    if found:
-        raise SettingsError(
-            f"the build context {str(context)!r} holds {', '.join(found)} and .dockerignore "
-            "does not exclude it: add it to .dockerignore (or move it out) so no secret can "
-            "reach an image layer"
-        )
+    """The paths :func:`find_secrets` reports, without the reasons."""
+    return [finding.relpath for finding in find_secrets(context)]
