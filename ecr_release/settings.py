@@ -33,6 +33,10 @@ IMAGE_NAME_RE = re.compile(
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
 ACCOUNT_RE = re.compile(r"[0-9]{12}")
+# AWS region names: eu-west-1, us-gov-west-1, us-isob-east-1, ap-southeast-4, ...
+REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+){1,3}-[0-9]{1,2}")
+# Docker refuses a reference name (registry host, '/', repository) longer than this.
+DOCKER_NAME_MAX = 255
 # ECR's ImageTagMutabilityExclusionFilterValue.
 EXCLUSION_RE = re.compile(r"[0-9a-zA-Z._*-]{1,128}")
 
@@ -56,6 +60,7 @@ KEYS = (
     "ECR_ENCRYPTION",
     "ECR_KMS_KEY",
     "ECR_TAG_MUTABILITY_EXCLUSIONS",
+    "SECRET_SCAN_ALLOW",
 )
 DEFAULTS: Mapping[str, str] = {
     "ECR_REPOSITORY": "widget-server",
@@ -88,6 +93,7 @@ class Settings:
     encryption: str
     kms_key: str | None
     tag_mutability_exclusions: tuple[str, ...] = ()
+    secret_scan_allow: tuple[str, ...] = ()
     version: str | None = None
     # Standard AWS_* variables from .env that the environment does not override:
     # boto3 reads them as if they were set in the environment. May hold keys: no repr.
@@ -111,12 +117,16 @@ class Settings:
 
 @dataclass(frozen=True)
 class Sources:
-    """Where each setting comes from, in precedence order: flags, environment, .env, default."""
+    """Where each setting comes from, in precedence order: flags, environment, .env, default.
+
+    Relative paths in settings are taken from ``root``, the project's folder.
+    """
 
     flags: Mapping[str, str | bool | None]
     environ: Mapping[str, str]
     dotenv: Mapping[str, str]
-    env_path: Path
+    env_path: Path  # as the user knows it, for messages
+    root: Path
 
     @classmethod
     def read(
@@ -124,21 +134,32 @@ class Sources:
         flags: Mapping[str, str | bool | None],
         environ: Mapping[str, str],
         env_path: Path,
+        root: Path,
         *,
         env_file_required: bool = False,
     ) -> Sources:
-        if env_file_required and not env_path.is_file():
+        """Read ``env_path`` (relative to ``root``) with ``dotenv_values``: nothing is exported."""
+        full = root / env_path
+        if env_file_required and not full.is_file():
             raise SettingsError(f"--env-file {str(env_path)!r} does not exist")
         dotenv: dict[str, str] = {}
-        if env_path.is_file():
+        if full.is_file():
             try:
-                values = dotenv_values(env_path, encoding="utf-8")
+                values = dotenv_values(full, encoding="utf-8")
             except (UnicodeDecodeError, OSError) as exc:
                 raise SettingsError(
                     f"cannot read {env_path}: {exc}; save it as UTF-8 text"
                 ) from exc
             dotenv = {k: v for k, v in values.items() if v is not None}
-        return cls(flags, environ, dotenv, env_path)
+        return cls(flags, environ, dotenv, env_path, root)
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / self.env_path
+
+    def path(self, key: str) -> Path:
+        """A path setting, taken from the project's folder when relative."""
+        return self.root / (self.get(key) or DEFAULTS[key])
 
     def get(self, key: str) -> str | None:
         """The value that wins; empty values mean unset."""
@@ -192,9 +213,12 @@ def load_settings(
     need_build: bool = False,
     need_version: bool = False,
     env_file_required: bool = False,
+    root: Path | None = None,
 ) -> Settings:
     """Merge flags, environment, ``.env`` and defaults; validate; return frozen settings.
 
+    ``root`` is the project's folder (default: the current one): ``env_file``,
+    ``DOCKERFILE`` and ``BUILD_CONTEXT`` are taken from it when relative.
     ``need_aws`` asks for a region; ``need_build`` checks the Dockerfile and build
     context exist; ``need_version`` checks ``flags["version"]``; ``env_file_required``
     makes a missing ``env_file`` an error (it was named explicitly).
@@ -203,6 +227,7 @@ def load_settings(
         flags or {},
         os.environ if environ is None else environ,
         Path(env_file),
+        Path.cwd() if root is None else root,
         env_file_required=env_file_required,
     )
     problems = [
@@ -210,6 +235,7 @@ def load_settings(
         *(_region_problems(src) if need_aws else []),
         *_account_problems(src),
         *_repository_problems(src.get("ECR_REPOSITORY") or ""),
+        *_reference_length_problems(src),
         *_image_name_problems(src),
         *_boolean_problems(src, "ECR_SCAN_ON_PUSH"),
         *_mutability_problems(src),
@@ -225,17 +251,18 @@ def load_settings(
         account_id=src.get("AWS_ACCOUNT_ID"),
         repository=repository,
         image_name=src.get("IMAGE_NAME") or repository,
-        dockerfile=Path(src.get("DOCKERFILE") or "Dockerfile"),
-        build_context=Path(src.get("BUILD_CONTEXT") or "."),
+        dockerfile=src.path("DOCKERFILE"),
+        build_context=src.path("BUILD_CONTEXT"),
         base_image=src.get("BASE_IMAGE"),
         scan_on_push=_parse_bool(src.get("ECR_SCAN_ON_PUSH")) is True,
         tag_mutability=src.upper("ECR_TAG_MUTABILITY"),
         encryption=src.upper("ECR_ENCRYPTION"),
         kms_key=src.get("ECR_KMS_KEY"),
         tag_mutability_exclusions=src.items("ECR_TAG_MUTABILITY_EXCLUSIONS"),
+        secret_scan_allow=src.items("SECRET_SCAN_ALLOW"),
         version=src.version,
         aws_env=src.aws_env,
-        env_file=src.env_path if src.dotenv or src.env_path.is_file() else None,
+        env_file=src.env_file if src.env_file.is_file() else None,
         warnings=tuple(
             f"{src.env_path}: unknown key {key} is ignored"
             for key in sorted(src.dotenv)
@@ -261,10 +288,18 @@ def _version_problems(version: str | None) -> list[str]:
 
 def _region_problems(src: Sources) -> list[str]:
     if src.region:
-        return []
+        if REGION_RE.fullmatch(src.region):
+            return []
+        where = "AWS_REGION" if src.get("AWS_REGION") else "the region from the AWS config"
+        hint = (
+            ": a '#' with no space before it stays in the value (write AWS_REGION=eu-west-1 # note)"
+            if "#" in src.region
+            else ""
+        )
+        return [f"{where} {src.region!r} is not an AWS region name such as eu-west-1{hint}"]
     hint = (
         f"add it to {src.env_path}"
-        if src.env_path.is_file()
+        if src.env_file.is_file()
         else f"no {src.env_path} found: copy .env.example to {src.env_path} and fill it in"
     )
     return [f"AWS_REGION is not set (e.g. AWS_REGION=eu-west-1): {hint}"]
@@ -291,6 +326,35 @@ def _repository_problems(name: str) -> list[str]:
             "digits, separated by '.', '_', '-' or '/' (e.g. widget-server, team/widget-server)"
         ]
     return []
+
+
+def registry_host_for(region: str, account_id: str | None = None) -> str:
+    """The ECR registry host of a region (the token's proxyEndpoint names the real one)."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{account_id or '0' * 12}.dkr.ecr.{region}.{suffix}"
+
+
+def reference_name_problem(host: str, repository: str) -> str | None:
+    """Docker's limit on ``host/repository``, which ECR's own 256 characters do not imply."""
+    name = f"{host}/{repository}"
+    if len(name) <= DOCKER_NAME_MAX:
+        return None
+    room = DOCKER_NAME_MAX - len(host) - 1
+    return (
+        f"ECR_REPOSITORY is {len(repository)} characters: with the registry host {host} that "
+        f"makes an image name of {len(name)}, and Docker allows {DOCKER_NAME_MAX}: use at most "
+        f"{room} characters"
+    )
+
+
+def _reference_length_problems(src: Sources) -> list[str]:
+    repository, region = src.get("ECR_REPOSITORY") or "", src.region
+    if not region or not REGION_RE.fullmatch(region) or _repository_problems(repository):
+        return []
+    problem = reference_name_problem(
+        registry_host_for(region, src.get("AWS_ACCOUNT_ID")), repository
+    )
+    return [problem] if problem else []
 
 
 def _image_name_problems(src: Sources) -> list[str]:
@@ -349,12 +413,11 @@ def _encryption_problems(src: Sources) -> list[str]:
 
 def _build_path_problems(src: Sources) -> list[str]:
     problems = []
-    build_context = Path(src.get("BUILD_CONTEXT") or ".")
-    dockerfile = Path(src.get("DOCKERFILE") or "Dockerfile")
-    if not build_context.is_dir():
-        problems.append(f"BUILD_CONTEXT {str(build_context)!r} is not a directory")
-    if not dockerfile.is_file():
-        problems.append(f"DOCKERFILE {str(dockerfile)!r} does not exist")
+    where = f"in the project folder {src.root}"
+    if not src.path("BUILD_CONTEXT").is_dir():
+        problems.append(f"BUILD_CONTEXT {src.get('BUILD_CONTEXT')!r} is not a directory {where}")
+    if not src.path("DOCKERFILE").is_file():
+        problems.append(f"DOCKERFILE {src.get('DOCKERFILE')!r} does not exist {where}")
     return problems
 
 

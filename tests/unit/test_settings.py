@@ -36,7 +36,7 @@ def test_precedence_flag_over_environment_over_dotenv_over_default(workdir: Path
     assert flagged.repository == "from-flag"
     # IMAGE_NAME comes from .env; DOCKERFILE keeps its default.
     assert flagged.image_name == "img-dotenv"
-    assert flagged.dockerfile == Path("Dockerfile")
+    assert flagged.dockerfile == workdir / "Dockerfile"
     assert flagged.region == "eu-west-1"
 
 
@@ -44,7 +44,7 @@ def test_defaults(workdir: Path) -> None:
     settings = load_settings(environ={"AWS_REGION": "us-east-1"})
     assert settings.repository == "widget-server"
     assert settings.image_name == "widget-server"
-    assert settings.build_context == Path(".")
+    assert settings.build_context == workdir
     assert settings.scan_on_push is True
     assert settings.tag_mutability == "IMMUTABLE"
     assert settings.encryption == "AES256"
@@ -127,7 +127,7 @@ BAD_VERSIONS = [
 @pytest.mark.parametrize("version", BAD_VERSIONS)
 def test_bad_versions_are_refused(workdir: Path, version: str) -> None:
     with pytest.raises(SettingsError) as err:
-        load_settings({"version": version}, environ={"AWS_REGION": "x"}, need_version=True)
+        load_settings({"version": version}, environ={"AWS_REGION": "eu-west-1"}, need_version=True)
     message = err.value.message
     assert "--version" in message
     assert "\n" not in message
@@ -139,7 +139,9 @@ def test_bad_versions_are_refused(workdir: Path, version: str) -> None:
 
 @pytest.mark.parametrize("version", ["v1", "1.4.2", "_x", "A" * 128, "v1.0-rc_1"])
 def test_good_versions(workdir: Path, version: str) -> None:
-    settings = load_settings({"version": version}, environ={"AWS_REGION": "x"}, need_version=True)
+    settings = load_settings(
+        {"version": version}, environ={"AWS_REGION": "eu-west-1"}, need_version=True
+    )
     assert settings.version == version
 
 
@@ -272,3 +274,69 @@ def test_mutability_exclusions_are_kept(workdir: Path) -> None:
         ECR_TAG_MUTABILITY_EXCLUSIONS="latest, dev-*",
     )
     assert load_settings(environ={}).tag_mutability_exclusions == ("latest", "dev-*")
+
+
+# -- hardening: regions, Docker's name limit, the secret scan's allow list ----------------
+
+
+@pytest.mark.parametrize(
+    "region",
+    [
+        "eu-west-1",
+        "us-gov-west-1",
+        "us-isob-east-1",
+        "ap-southeast-4",
+        "cn-north-1",
+        "il-central-1",
+    ],
+)
+def test_real_region_names_are_accepted(workdir: Path, region: str) -> None:
+    write_env(workdir, AWS_REGION=region)
+    assert load_settings(environ={}).region == region
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "AWS_REGION=sa-east-1#prod",
+            "AWS_REGION 'sa-east-1#prod' is not an AWS region name such as eu-west-1: a '#' "
+            "with no space before it stays in the value",
+        ),
+        ("AWS_REGION=eu west 1", "AWS_REGION 'eu west 1' is not an AWS region name"),
+        ("AWS_REGION=https://ecr.eu-west-1.amazonaws.com", "is not an AWS region name"),
+    ],
+)
+def test_a_malformed_region_is_named_with_its_value(
+    workdir: Path, line: str, expected: str
+) -> None:
+    (workdir / ".env").write_text(line + "\n")
+    with pytest.raises(SettingsError) as err:
+        load_settings(environ={})
+    assert expected in err.value.message
+    assert "AWS_ENDPOINT_URL" not in err.value.message
+
+
+def test_a_malformed_region_from_the_aws_config_says_where_it_came_from(workdir: Path) -> None:
+    with pytest.raises(SettingsError, match="the region from the AWS config 'moon-1'"):
+        load_settings(environ={"AWS_DEFAULT_REGION": "moon-1"})
+
+
+def test_a_repository_docker_cannot_name_is_refused(workdir: Path) -> None:
+    # eu-west-1's host is 44 characters: 210 are left for the repository.
+    write_env(workdir, AWS_REGION="eu-west-1", ECR_REPOSITORY="a" * 210)
+    assert load_settings(environ={}).repository == "a" * 210
+    write_env(workdir, AWS_REGION="eu-west-1", ECR_REPOSITORY="a" * 211)
+    with pytest.raises(SettingsError) as err:
+        load_settings(environ={})
+    assert err.value.message == (
+        "ECR_REPOSITORY is 211 characters: with the registry host "
+        "000000000000.dkr.ecr.eu-west-1.amazonaws.com that makes an image name of 256, and "
+        "Docker allows 255: use at most 210 characters"
+    )
+
+
+def test_the_secret_scan_allow_list_is_read(workdir: Path) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", SECRET_SCAN_ALLOW="fixtures/*.pem, certs/ca.key")
+    assert load_settings(environ={}).secret_scan_allow == ("fixtures/*.pem", "certs/ca.key")
+    assert load_settings(environ={}).warnings == ()
