@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from .errors import DockerError, VersionExistsError
+from .errors import DockerError, SettingsError, VersionExistsError
 
 log = logging.getLogger(__name__)
 
@@ -263,14 +263,33 @@ class DockerConfig:
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> DockerConfig:
-        """``$DOCKER_CONFIG`` (or ``~/.docker``) and its ``config.json``; {} when absent."""
+        """``$DOCKER_CONFIG`` (or ``~/.docker``) and its ``config.json``; {} when absent.
+
+        A ``config.json`` that is not a JSON object stops the run: docker would warn,
+        and ``docker login`` would then rewrite the file and lose every other login in it.
+        """
         environ = os.environ if environ is None else environ
         directory = Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+        path = directory / "config.json"
         try:
-            data = json.loads((directory / "config.json").read_text())
-        except (OSError, ValueError):
-            data = {}
-        return cls(directory, data if isinstance(data, dict) else {})
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls(directory, {})
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"cannot read Docker's config {path}: {exc}") from exc
+        try:
+            data = json.loads(text) if text.strip() else {}
+        except ValueError as exc:
+            data = exc
+        if not isinstance(data, dict):
+            why = (
+                f"not valid JSON ({data})" if isinstance(data, ValueError) else "not a JSON object"
+            )
+            raise SettingsError(
+                f"Docker's config {path} is {why}: fix or move it before logging in, or "
+                "`docker login` would rewrite it and lose the other registries' logins in it"
+            )
+        return cls(directory, data)
 
     def uses_ecr_helper(self, host: str) -> bool:
         """Docker gets this host's credentials from ``docker-credential-ecr-login``."""
@@ -327,7 +346,7 @@ def classify_push_failure(output: str) -> tuple[PushFailure, str]:
     """
     line = last_error_line(output)
     low = "\n".join(_verdict_lines(output)).lower()
-    if "does not exist locally" in low or "no such image" in low:
+    if "does not exist locally" in low or "no such image" in low or "tag does not exist" in low:
         return PushFailure.FATAL, f"{line}: tag the image first: run `inv build` and `inv tag`"
     if "tag invalid" in low and "immutable" in low:
         return PushFailure.IMMUTABLE_TAG, line

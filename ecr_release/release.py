@@ -24,10 +24,10 @@ from . import gitinfo
 from .buildcontext import check_no_secrets
 from .docker import Docker, push_with_retries
 from .ecr import EcrAccess, Repository, RepositoryConfig
-from .errors import AwsError, DockerError, RegistryError, VersionExistsError
+from .errors import AwsError, DockerError, RegistryError, SettingsError, VersionExistsError
 from .localstate import LocalState
 from .registry import Manifest
-from .settings import Settings
+from .settings import Settings, reference_name_problem
 
 log = logging.getLogger("ecr_release")
 
@@ -142,6 +142,12 @@ class Release:
 
     def push(self, version: str) -> str:
         """Refuse to overwrite, push, verify; return the digest (also of an identical release)."""
+        reference = self.remote_ref(version)
+        if self.docker.image_id(reference) is None:
+            raise DockerError(
+                f"there is no local image {reference} to push: run `inv build --version "
+                f"{version}` and `inv tag --version {version}` first"
+            )
         with self.state.lock(self.settings.lock_name):
             existing = self.find_identical_release(version)
             return existing.digest if existing else self._push_verified(version)
@@ -239,7 +245,11 @@ class Release:
         """Before anything changes: no secret in the context, docker answers, the version's
         state in the registry. In a dry run an unreachable registry is a plan line."""
         self._scan_context_once()
+        self.docker.config()  # a corrupt one stops the run now, not at the login after the build
         self.docker.check_daemon()
+        problem = reference_name_problem(self.ecr.token().host, self.settings.repository)
+        if problem:
+            raise SettingsError(problem)
         if not self.dry_run:
             return self.find_identical_release(version)
         where = self.settings.remote_image(self.ecr.token().host, version)
@@ -272,7 +282,10 @@ class Release:
 
     def _scan_context_once(self) -> None:
         if not self._context_scanned:
-            check_no_secrets(self.settings.build_context)
+            settings = self.settings
+            check_no_secrets(
+                settings.build_context, settings.dockerfile, settings.secret_scan_allow
+            )
             self._context_scanned = True
 
 

@@ -24,7 +24,7 @@ from ecr_release.docker import (
     parse_push_digest,
     push_with_retries,
 )
-from ecr_release.errors import DockerError, VersionExistsError
+from ecr_release.errors import DockerError, SettingsError, VersionExistsError
 
 AUTH, FATAL, IMMUTABLE_TAG, TRANSIENT = (
     PushFailure.AUTH,
@@ -641,10 +641,28 @@ def test_docker_config_from_docker_config_dir(tmp_path: Path) -> None:
     assert config.uses_ecr_helper("other.example") and not config.uses_ecr_helper(HOST)
 
 
-@pytest.mark.parametrize("text", [None, "[]", "{}"])
+@pytest.mark.parametrize("text", [None, "", "{}"])
 def test_docker_config_absent_or_empty_holds_nothing(tmp_path: Path, text: str | None) -> None:
     if text is not None:
         (tmp_path / "config.json").write_text(text)
     config = DockerConfig.load({"DOCKER_CONFIG": str(tmp_path)})
     assert config.data == {}
     assert not config.holds_login(HOST) and not config.uses_ecr_helper(HOST)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"), [('{"auths": {', "not valid JSON"), ("[]", "not a JSON object")]
+)
+def test_a_corrupt_docker_config_stops_the_run(tmp_path: Path, text: str, why: str) -> None:
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(SettingsError) as info:
+        DockerConfig.load({"DOCKER_CONFIG": str(tmp_path)})
+    message = info.value.message
+    assert message.startswith(f"Docker's config {tmp_path / 'config.json'} is {why}")
+    assert "fix or move it" in message and info.value.exit_code == 2
+
+
+def test_a_tag_docker_does_not_know_hints_build_and_tag() -> None:
+    kind, message = classify_push_failure(_PREAMBLE + f"tag does not exist: {HOST}/widgets:v9\n")
+    assert kind == FATAL
+    assert "run `inv build` and `inv tag`" in message

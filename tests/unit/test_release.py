@@ -615,3 +615,44 @@ def test_one_registry_client_per_token(make_world: Callable[..., World]) -> None
     world.release.tag("v2")
     world.release.push("v2")
     assert len(world.registries) == 2  # the fresh login brought a new token, hence a new client
+
+
+# -- hardening --------------------------------------------------------------------------
+
+
+def test_push_of_a_version_never_tagged_says_build_and_tag(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    world.release.ensure_repo()
+    with pytest.raises(DockerError) as err:
+        world.release.push("v9")
+    assert err.value.message == (
+        f"there is no local image {HOST}/widget-server:v9 to push: run `inv build --version v9` "
+        "and `inv tag --version v9` first"
+    )
+    assert world.docker.verbs() == []
+
+
+@pytest.mark.parametrize("step", ["release", "login"])
+def test_a_corrupt_docker_config_stops_before_any_login(
+    make_world: Callable[..., World], step: str
+) -> None:
+    world = make_world()
+    config = world.tmp / "docker" / "config.json"
+    config.parent.mkdir()
+    config.write_text('{"auths": {"other.example": {"auth": "eA=="}}')  # cut short
+    with pytest.raises(SettingsError, match="fix or move it"):
+        world.release.release("v1") if step == "release" else world.release.login()
+    assert world.docker.verbs() == []  # no build, and above all no docker login
+    assert config.read_text() == '{"auths": {"other.example": {"auth": "eA=="}}'
+
+
+def test_a_repository_too_long_for_the_real_host_is_refused_before_anything(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(repository="a" * 211)
+    with pytest.raises(SettingsError, match=f"registry host {HOST} .* use at most 210"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+    assert repo_names(world.client) == []
