@@ -1,6 +1,8 @@
 """Release the widget server to AWS ECR: `inv release --version v1`. See README.md."""
 
-from invoke import task
+from pathlib import Path
+
+from invoke import Collection, task
 
 from ecr_release.cli import Flags, flag_help, print_summary, session
 
@@ -48,3 +50,9 @@ def release(
     flags = Flags(repository, region, profile, env_file)
     with session(c, "release", flags, version=version, dry_run=dry_run) as run:
         print_summary(run.release(version))
+
+
+ns = Collection(build, ensure_repo, login, tag, push, release)
+# Settings paths (.env, DOCKERFILE, BUILD_CONTEXT) are relative to this folder, wherever
+# inv runs from: invoke finds tasks.py upward, as make finds its Makefile.
+ns.configure({"ecr_release": {"root": str(Path(__file__).resolve().parent)}})

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from invoke.exceptions import Exit
@@ -115,6 +116,13 @@ def make_release(
     )
 
 
+def project_root(c: Any) -> Path:
+    """The folder of the tasks.py that invoke loaded (it says so in its config), else the
+    current one: settings paths are relative to it, wherever inv runs from."""
+    root = (c.config.get("ecr_release") or {}).get("root")
+    return Path(root) if root else Path.cwd()
+
+
 def _quiet(what: str) -> None:
     """A dry run's progress: its plan lines already say what each step would do."""
 
@@ -150,6 +158,7 @@ def session(
             need_aws=needs.aws,
             need_build=needs.build,
             need_version=needs.version,
+            root=project_root(c),
         )
         for warning in settings.warnings:
             logging.getLogger("ecr_release").warning("warning: %s", warning)

@@ -1,6 +1,6 @@
 """A throwaway copy of the shipped project, released with the real `inv` against the stack.
 
-Each test gets its own git checkout of `widget_server/`, `Dockerfile` and
+Each test gets its own git checkout of `tasks.py`, `widget_server/`, `Dockerfile` and
 `.dockerignore` in a temp dir, a `.env` written there (holding a unique fake
 secret), and its own ECR repository, Docker config and cache directory. The
 CLI runs as a subprocess: the suite's production path, with only `.env` and
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 INV = Path(sys.executable).with_name("inv")
-SHIPPED = ("widget_server", "Dockerfile", ".dockerignore")
+SHIPPED = ("tasks.py", "widget_server", "Dockerfile", ".dockerignore")
 
 
 @dataclass
@@ -111,12 +111,16 @@ class Project:
         path.write_text("".join(f"{k}={v}\n" for k, v in current.items()))
 
     def inv(
-        self, *args: str, timeout: float = 900, env: Mapping[str, str] | None = None
+        self,
+        *args: str,
+        timeout: float = 900,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """``inv ARGS`` in the project, with ``env`` over the project's environment."""
+        """``inv ARGS`` in the project (or a folder of it), with ``env`` over its environment."""
         done = subprocess.run(
-            [str(INV), "-r", str(ROOT), *args],
-            cwd=self.root,
+            [str(INV), *args],
+            cwd=cwd or self.root,
             env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
@@ -134,7 +138,7 @@ class Project:
 
     def popen(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [str(INV), "-r", str(ROOT), *args],
+            [str(INV), *args],
             cwd=self.root,
             env={**self.env, **(env or {})},
             stdout=subprocess.PIPE,

@@ -147,12 +147,21 @@ def test_stopped_registry_is_one_line_then_a_rerun_succeeds(project: Project, st
 
 
 @pytest.mark.parametrize(
-    "argv", [["release", "--version", "v1", "--dry-run"], ["--dry", "release", "--version", "v1"]]
+    ("argv", "folder"),
+    [
+        (["release", "--version", "v1", "--dry-run"], "."),
+        (["--dry", "release", "--version", "v1"], "."),
+        # From a subfolder: .env, the Dockerfile and the context come from the project folder.
+        (["release", "--version", "v1", "--dry-run"], "widget_server"),
+    ],
 )
-def test_dry_run_changes_nothing(project: Project, stack: Stack, argv: list[str]) -> None:
-    done = project.inv(*argv)
+def test_dry_run_changes_nothing(
+    project: Project, stack: Stack, argv: list[str], folder: str
+) -> None:
+    done = project.inv(*argv, cwd=project.root / folder)
     assert done.returncode == 0, done.stderr
     assert "password on stdin: ***" in done.stderr
+    assert f"-f {project.root}/Dockerfile" in done.stderr
     names = [r["repositoryName"] for r in project.ecr().describe_repositories()["repositories"]]
     assert project.repository not in names
     assert stack.registry_tags(project.repository) == []

@@ -7,6 +7,7 @@ listener that counts connections.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -64,6 +65,9 @@ class Cli:
         self.work = tmp_path / "work"
         self.work.mkdir()
         (self.work / "Dockerfile").write_text("FROM scratch\n")
+        # The project's own tasks.py, as a user's project holds it; inv finds it upward.
+        shutil.copy(ROOT / "tasks.py", self.work / "tasks.py")
+        self.cwd = self.work
         self.env = {
             "PATH": f"{bindir}:/usr/bin:/bin",
             "HOME": str(tmp_path),
@@ -81,8 +85,8 @@ class Cli:
         if env_file is not None:
             (self.work / ".env").write_text(env_file)
         return subprocess.run(
-            [sys.executable, "-m", "invoke", "-r", str(ROOT), *args],
-            cwd=self.work,
+            [sys.executable, "-m", "invoke", *args],
+            cwd=self.cwd,
             env={**self.env, **extra_env},
             capture_output=True,
             text=True,
@@ -218,7 +222,8 @@ def test_build_runs_docker_with_an_argument_list(cli: Cli) -> None:
     done = cli("build", "--version", "v1")
     assert done.returncode == 0, done.stderr
     logged = cli.docker_log.read_text().splitlines()
-    assert logged[0].startswith("build -t widget-server:v1 -f Dockerfile ")
+    assert logged[0].startswith(f"build -t widget-server:v1 -f {cli.work}/Dockerfile ")
+    assert logged[0].endswith(f" {cli.work}")
     assert "--label org.opencontainers.image.version=v1" in logged[0]
     assert "built widget-server:v1" in done.stdout
 
@@ -292,3 +297,20 @@ def test_a_named_env_file_that_does_not_exist_is_refused(cli: Cli, listener: Lis
     assert_one_line_error(done, 2, "--env-file 'prod.env' does not exist")
     assert not cli.docker_log.exists()
     assert listener.connections == 0
+
+
+def test_run_from_a_subdirectory_reads_the_project_folder(cli: Cli) -> None:
+    (cli.work / ".env").write_text("AWS_REGION=eu-west-1\nIMAGE_NAME=from-root-env\n")
+    (cli.work / ".dockerignore").write_text("*.env\n.env\n")
+    (cli.work / "widget_server").mkdir()
+    cli.cwd = cli.work / "widget_server"
+    done = cli("build", "--version", "v1")
+    assert done.returncode == 0, done.stderr
+    logged = cli.docker_log.read_text().splitlines()
+    assert logged[0].startswith(f"build -t from-root-env:v1 -f {cli.work}/Dockerfile ")
+    assert logged[0].endswith(f" {cli.work}")
+    # --env-file too is taken from the project folder.
+    (cli.work / "prod.env").write_text("AWS_REGION=eu-west-1\nIMAGE_NAME=from-prod-env\n")
+    done = cli("build", "--version", "v2", "--env-file", "prod.env")
+    assert done.returncode == 0, done.stderr
+    assert "build -t from-prod-env:v2" in cli.docker_log.read_text()
