@@ -12,7 +12,9 @@ Configuration comes from the environment:
 
 Logs go to stdout, one line per request, and nothing is written to disk.
 SIGTERM (what ``docker stop`` sends) and SIGINT stop the server gracefully:
-it stops accepting, lets requests in flight finish, and exits 0.
+it stops accepting, closes the connections that have not sent a whole
+request (however slowly they are still sending one), lets requests in flight
+finish, and exits 0.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The HTTP layer: routing, request validation, JSON responses and the access log.
 
 `make_server(host, port)` returns a `WidgetServer`, a `ThreadingHTTPServer`
-whose `server_close()` waits for requests in flight and drops idle
-connections, so that a SIGTERM handler can stop it gracefully (see
-`widget_server.__main__`).
+whose `server_close()` waits for requests in flight and drops the connections
+that have not sent a whole request, so that a SIGTERM handler can stop it
+gracefully and promptly (see `widget_server.__main__`).
 
 Routes::
 
@@ -20,6 +20,7 @@ Every error is a JSON object ``{"error": "..."}``.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -33,23 +34,29 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 from widget_server.store import WidgetStore
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 MAX_BODY_BYTES: Final = 1024 * 1024
 NAME_MAX_CHARS: Final = 100
 WIDGET_FIELDS: Final = ("name", "quantity")
 
-# A client may take this long between two reads (request line, headers, body)
-# before its connection is dropped; it bounds how long one stalled client can
-# hold a handler thread, and so how long a graceful shutdown can take.
+# A client has this long from connecting to send its whole request (request
+# line, headers and body), or it is answered 408. The limit is on the request
+# as a whole, not on each read: a client trickling a byte a second never
+# stalls a single read, and would otherwise hold a handler thread for as long
+# as it liked. It also bounds each write of a response.
 REQUEST_TIMEOUT_SECONDS: Final = 10.0
 
-# How often a connection that has sent nothing yet checks whether the server
-# is draining. Short enough that shutdown is not held up noticeably.
-IDLE_POLL_SECONDS: Final = 0.1
+# How often a connection that is waiting for (more of) its request checks its
+# deadline and whether the server is draining. Short enough that neither a
+# 408 nor a shutdown is held up noticeably.
+POLL_SECONDS: Final = 0.1
 
 # Methods the server recognises; anything else is 501, while a recognised
 # method on a route that does not support it is 405.
@@ -125,6 +132,53 @@ def _log_safe(text: str) -> str:
     return "".join(ch if " " < ch < "\x7f" else f"\\x{ord(ch):02x}" for ch in text)
 
 
+class ServerDraining(ConnectionAbortedError):
+    """The server began to drain while the client was still sending its request."""
+
+
+class RequestReader(io.RawIOBase):
+    """The client's socket as a raw stream that reads under a deadline for the whole request.
+
+    It waits for data in slices of POLL_SECONDS, so that a read notices both
+    the request's deadline (TimeoutError) and the server starting to drain
+    (ServerDraining), however slowly the bytes trickle in. Between reads the
+    socket keeps `write_timeout`, which is what writing a response uses.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        deadline: float,
+        draining: threading.Event,
+        write_timeout: float | None,
+    ) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+        self._draining = draining
+        self._write_timeout = write_timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        while True:
+            # Checked before every read, not only when one times out: a client
+            # trickling bytes faster than POLL_SECONDS never times out a read.
+            if self._draining.is_set():
+                raise ServerDraining("the server is shutting down")
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the request was not received in time")
+            self._sock.settimeout(min(POLL_SECONDS, remaining))
+            try:
+                return self._sock.recv_into(buffer)
+            except TimeoutError:
+                continue
+            finally:
+                self._sock.settimeout(self._write_timeout)
+
+
 class WidgetServer(ThreadingHTTPServer):
     """A threading HTTP server that finishes in-flight requests when it is closed."""
 
@@ -141,8 +195,8 @@ class WidgetServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.store = store
         self.app_version = version
-        # Set once the server stops accepting: idle connections then close
-        # instead of waiting for a request that would arrive too late.
+        # Set once the server stops accepting: connections that have not sent
+        # a whole request then close instead of waiting for the rest of it.
         self.draining = threading.Event()
         super().__init__(address, WidgetHandler)
 
@@ -156,7 +210,7 @@ class WidgetServer(ThreadingHTTPServer):
         self.server_port = int(port)
 
     def server_close(self) -> None:
-        """Stop listening, let idle connections go, and wait for in-flight requests."""
+        """Stop listening, drop unfinished requests, and wait for those in flight."""
         self.draining.set()
         super().server_close()
 
@@ -183,13 +237,28 @@ class WidgetHandler(BaseHTTPRequestHandler):
     # read (411, 413, 415) cannot desynchronise a reused connection.
     protocol_version = "HTTP/1.0"
     server_version = "widget-server"
+    # The deadline for the whole request, counted from the connection being
+    # accepted (see RequestReader); also the socket timeout for each write.
     timeout = REQUEST_TIMEOUT_SECONDS
 
     server: WidgetServer
+    _deadline: float
     _status: int | None
     _started: float
 
     # -- connection handling ------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        limit = self.timeout if self.timeout is not None else REQUEST_TIMEOUT_SECONDS
+        self._deadline = time.monotonic() + limit
+        # The stdlib's rfile applies the socket timeout to each read only;
+        # this one applies the deadline and notices draining. The stdlib's is
+        # closed so that it does not keep the socket from closing later.
+        self.rfile.close()
+        self.rfile = io.BufferedReader(
+            RequestReader(self.connection, self._deadline, self.server.draining, self.timeout)
+        )
 
     def handle_one_request(self) -> None:
         """Read, answer and log one request (replaces the stdlib version)."""
@@ -216,6 +285,16 @@ class WidgetHandler(BaseHTTPRequestHandler):
                 return  # parse_request has sent the error already.
             self._respond()
             self.wfile.flush()
+        except ServerDraining:
+            # Not a whole request yet, so nothing has been done for it and the
+            # client may send it again (to whatever replaces this server).
+            # Waiting for the rest would let a slow client hold up the
+            # shutdown; it is closed without an answer, like a connection
+            # that has sent nothing.
+            self.close_connection = True
+            log.info(
+                "shutting down: dropped the unfinished request from %s", self.client_address[0]
+            )
         except TimeoutError:
             self.close_connection = True
             if self._status is None:
@@ -227,19 +306,18 @@ class WidgetHandler(BaseHTTPRequestHandler):
         """Wait for the first byte of a request; False if there will be none to serve.
 
         A connection that has sent nothing is not a request in flight: once the
-        server drains, it is closed rather than allowed to hold up shutdown.
+        server drains, or the request's deadline passes, it is closed without
+        an answer rather than allowed to hold up shutdown.
         """
         sock = self.connection
-        idle_limit = self.timeout if self.timeout is not None else REQUEST_TIMEOUT_SECONDS
-        deadline = time.monotonic() + idle_limit
-        sock.settimeout(IDLE_POLL_SECONDS)
+        sock.settimeout(POLL_SECONDS)
         try:
             while True:
                 try:
                     # b"" means the client closed without sending anything.
                     return bool(sock.recv(1, socket.MSG_PEEK))
                 except TimeoutError:
-                    if self.server.draining.is_set() or time.monotonic() >= deadline:
+                    if self.server.draining.is_set() or time.monotonic() >= self._deadline:
                         return False
                 except OSError:
                     return False
@@ -252,8 +330,9 @@ class WidgetHandler(BaseHTTPRequestHandler):
         except RequestError as exc:
             self._send_json(exc.status, {"error": exc.message}, exc.headers)
         except OSError:
-            # Connection trouble, not a bug: a timeout is answered with 408 by
-            # handle_one_request, and a reset client cannot be answered at all.
+            # Connection trouble, not a bug: handle_one_request answers a
+            # timeout with 408 and drops a request cut short by a shutdown,
+            # and a reset client cannot be answered at all.
             raise
         except Exception:
             log.exception("unhandled error in %s %s", self.command, _log_safe(self.path))

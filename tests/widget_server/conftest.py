@@ -123,17 +123,110 @@ def api(server: WidgetServer) -> Api:
     return Api(server.port)
 
 
-class ServerProcess:
-    """`python -m widget_server` in a subprocess, with its stdout collected line by line."""
+class Trickler:
+    """A client that sends `head` at once, then `data` one byte every `interval` seconds.
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    It is the slow (or hostile) client that holds a connection open without
+    ever completing its request: give it data that never completes one. It
+    stops sending at the end of the data or once the server closes the
+    connection.
+    """
+
+    def __init__(self, port: int, data: bytes, *, head: bytes = b"", interval: float = 0.3) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.connected = time.monotonic()
+        self.sock.sendall(head)
+        self.sent = 0
+        self._data = data
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for byte in self._data:
+            try:
+                self.sock.sendall(bytes([byte]))
+            except OSError:
+                return  # The server has closed the connection.
+            self.sent += 1
+            if self._stop.wait(self._interval):
+                return
+
+    def wait_until_sent(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until `count` bytes are out: the request has started and is unfinished."""
+        deadline = time.monotonic() + timeout
+        while self.sent < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {self.sent} bytes sent in {timeout} s")
+            time.sleep(0.01)
+
+    def reply(self) -> Reply:
+        """The server's response (the socket's 5 s timeout bounds the wait)."""
+        return read_reply(self.sock)
+
+    def wait_closed(self) -> bytes:
+        """Wait until the server closes the connection; return whatever it sent first."""
+        received = b""
+        try:
+            while chunk := self.sock.recv(4096):
+                received += chunk
+        except ConnectionResetError:
+            pass  # Closed with some of our bytes unread: a reset rather than a FIN.
+        except TimeoutError:
+            raise AssertionError("the server kept the connection open") from None
+        return received
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+class Trickle(Protocol):
+    """The `trickle` fixture: start a Trickler against a port."""
+
+    def __call__(self, port: int, data: bytes, *, head: bytes = b"") -> Trickler: ...
+
+
+@pytest.fixture
+def trickle() -> Iterator[Trickle]:
+    """Start Tricklers; they stop and close at the end of the test."""
+    started: list[Trickler] = []
+
+    def _trickle(port: int, data: bytes, *, head: bytes = b"") -> Trickler:
+        trickler = Trickler(port, data, head=head)
+        started.append(trickler)
+        return trickler
+
+    yield _trickle
+    for trickler in started:
+        trickler.close()
+
+
+class ServerProcess:
+    """`python -m widget_server` in a subprocess, with its stdout collected line by line
+    and its stdin a pipe (see send_line).
+
+    With `script`, that file is run instead (a test's variant of the entry point),
+    with the repository on its import path.
+    """
+
+    def __init__(self, env: Mapping[str, str], script: Path | None = None) -> None:
         full_env = {k: v for k, v in os.environ.items() if k not in {"APP_VERSION", "PORT", "HOST"}}
         full_env.update({"HOST": "127.0.0.1", "PORT": "0", "PYTHONUNBUFFERED": "1"})
+        if script is None:
+            args = ["-m", "widget_server"]
+        else:
+            args = [str(script)]
+            inherited = full_env.get("PYTHONPATH")
+            full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), inherited]))
         full_env.update(env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "widget_server"],
+            [sys.executable, *args],
             cwd=REPO_ROOT,
             env=full_env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -208,20 +301,29 @@ class ServerProcess:
             time.sleep(0.01)
         raise AssertionError("the server kept accepting connections")
 
+    def send_line(self, line: str = "") -> None:
+        """Write a line to the process's stdin (which the real server never reads)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=5)
         # The reader sees EOF once the process is gone; close the pipe only then.
         self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 class Spawn(Protocol):
     """The `spawn` fixture: start a server process (and wait for it, unless told not to)."""
 
-    def __call__(self, wait: bool = True, **env: str) -> ServerProcess: ...
+    def __call__(
+        self, wait: bool = True, *, script: Path | None = None, **env: str
+    ) -> ServerProcess: ...
 
 
 @pytest.fixture
@@ -229,8 +331,8 @@ def spawn() -> Iterator[Spawn]:
     """Start `python -m widget_server` subprocesses; any still running are killed at the end."""
     started: list[ServerProcess] = []
 
-    def _spawn(wait: bool = True, **env: str) -> ServerProcess:
-        process = ServerProcess(env)
+    def _spawn(wait: bool = True, *, script: Path | None = None, **env: str) -> ServerProcess:
+        process = ServerProcess(env, script)
         started.append(process)
         if wait:
             process.wait_until_started()

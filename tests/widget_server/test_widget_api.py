@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from widget_server.app import MAX_BODY_BYTES, WidgetHandler
 # For annotations only: pytest imports the conftest as a top-level `conftest` module
 # (this directory is not a package), so it is named here the way the type checker sees it.
 if TYPE_CHECKING:
-    from tests.widget_server.conftest import Api
+    from tests.widget_server.conftest import Api, Trickle
 
 JSON = {"Content-Type": "application/json"}
 
@@ -324,6 +325,38 @@ def test_a_stalled_client_gets_408(
     reply = api.raw(partial)
     assert reply.status == 408
     assert "timed out" in reply.error
+
+
+@pytest.mark.parametrize(
+    ("head", "trickled"),
+    [
+        (b"", b"GET /healthz HTTP/1.0\r\nX-Slow: " + b"x" * 100),
+        (
+            b"POST /widgets HTTP/1.0\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n",
+            b" " * 100,
+        ),
+    ],
+    ids=["headers", "body"],
+)
+def test_a_trickling_client_gets_408_once_the_whole_request_is_late(
+    monkeypatch: pytest.MonkeyPatch,
+    server: WidgetServer,
+    trickle: Trickle,
+    head: bytes,
+    trickled: bytes,
+) -> None:
+    # One byte every 0.3 s never stalls a single read for as long as the
+    # timeout: only a deadline on the request as a whole stops this client.
+    monkeypatch.setattr(WidgetHandler, "timeout", 1.0)
+    client = trickle(server.port, trickled, head=head)
+    reply = client.reply()
+    elapsed = time.monotonic() - client.connected
+
+    assert reply.status == 408
+    assert "timed out" in reply.error
+    assert 3 <= client.sent < len(trickled)  # it was answered mid-trickle
+    assert 0.9 <= elapsed < 2.5
 
 
 def test_a_connection_that_never_sends_is_closed_after_the_timeout(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -17,7 +18,13 @@ from widget_server.__main__ import port_from_env
 # For annotations only: pytest imports the conftest as a top-level `conftest` module
 # (this directory is not a package), so it is named here the way the type checker sees it.
 if TYPE_CHECKING:
-    from tests.widget_server.conftest import Spawn
+    from tests.widget_server.conftest import Spawn, Trickle
+
+# A variant of the entry point that holds a request to create a widget named GATED_NAME
+# in flight, logging GATED_LINE, until a line is sent to its stdin (see that file).
+GATED_SERVER = Path(__file__).with_name("gated_server.py")
+GATED_NAME = "gated"
+GATED_LINE = "gated request: waiting for a line on stdin"
 
 # The brief the service is built to: `docker stop` must see it exit 0 this fast.
 STOP_BOUND_SECONDS = 2.0
@@ -118,7 +125,47 @@ def test_a_port_in_use_exits_1(spawn: Spawn) -> None:
 
 
 @needs_proc
-def test_a_request_in_flight_at_sigterm_completes(spawn: Spawn) -> None:
+def test_sigterm_with_a_trickling_client_exits_promptly_and_finishes_the_request_in_flight(
+    spawn: Spawn, trickle: Trickle
+) -> None:
+    server = spawn(script=GATED_SERVER)
+    # Request headers one byte every 0.3 s, never finished: each read is quick,
+    # so no per-read timeout ever fires for this connection.
+    trickler = trickle(server.port, b"GET /healthz HTTP/1.0\r\nX-Slow: " + b"x" * 100)
+    body = json.dumps({"name": GATED_NAME, "quantity": 4}).encode()
+    head = (
+        "POST /widgets HTTP/1.0\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as in_flight:
+        in_flight.sendall(head + body)
+        server.wait_for_line(GATED_LINE)  # fully received, and its handler is running
+        trickler.wait_until_sent(3)
+
+        sent = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for_line("received SIGTERM", timeout=STOP_BOUND_SECONDS)
+        server.wait_until_refusing()
+        # The server, still running for the request in flight, has cut the
+        # trickler off without an answer: it had not sent a whole request.
+        assert trickler.wait_closed() == b""
+        assert server.proc.poll() is None
+
+        server.send_line()  # let the request in flight finish
+        reply = server.api.read_reply(in_flight, "POST")
+        assert server.proc.wait(timeout=STOP_BOUND_SECONDS) == 0
+        stopped_in = time.monotonic() - sent
+
+    assert reply.status == 201
+    assert reply.json() == {"id": 1, "name": GATED_NAME, "quantity": 4}
+    assert stopped_in < STOP_BOUND_SECONDS
+    output = server.output()
+    assert any("method=POST path=/widgets status=201" in line for line in output)
+    assert any("dropped the unfinished request from 127.0.0.1" in line for line in output)
+
+
+@needs_proc
+def test_a_request_still_sending_its_body_at_sigterm_is_dropped(spawn: Spawn) -> None:
     server = spawn()
     body = json.dumps({"name": "slow", "quantity": 4}).encode()
     head = (
@@ -133,20 +180,17 @@ def test_a_request_in_flight_at_sigterm_completes(spawn: Spawn) -> None:
 
         sent = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        server.wait_for_line("received SIGTERM", timeout=STOP_BOUND_SECONDS)
-        # The listener is closed, so the shutdown is under way while this
-        # request is still unfinished.
-        server.wait_until_refusing()
-        assert server.proc.poll() is None
+        assert server.proc.wait(timeout=STOP_BOUND_SECONDS) == 0
+        assert time.monotonic() - sent < STOP_BOUND_SECONDS
+        # Closed without an answer: nothing was stored, so the client can
+        # safely send the request again (to another instance).
+        # (A reset is a close too: the server may not have read every byte sent.)
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(1) == b""
 
-        sock.sendall(body[5:])
-        reply = server.api.read_reply(sock, "POST")
-
-    assert reply.status == 201
-    assert reply.json() == {"id": 1, "name": "slow", "quantity": 4}
-    remaining = STOP_BOUND_SECONDS - (time.monotonic() - sent)
-    assert server.proc.wait(timeout=max(remaining, 0.01)) == 0
-    assert any("method=POST path=/widgets status=201" in line for line in server.output())
+    output = server.output()
+    assert not any("method=POST" in line for line in output)
+    assert any("dropped the unfinished request from 127.0.0.1" in line for line in output)
 
 
 @needs_proc
