@@ -398,11 +398,20 @@ def _access_lines(server: WidgetServer, caplog: pytest.LogCaptureFixture) -> lis
     return [r.getMessage() for r in caplog.records if r.name == "widget_server.access"]
 
 
+def _wait_for_access_lines(caplog: pytest.LogCaptureFixture, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while sum(r.name == "widget_server.access" for r in caplog.records) < count:
+        assert time.monotonic() < deadline, "the access line was never written"
+        time.sleep(0.01)
+
+
 def test_one_access_line_per_request(
     server: WidgetServer, api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="widget_server")
     api.create("bolt", 1)
+    # The next request's line could otherwise come first on a busy machine.
+    _wait_for_access_lines(caplog, 1)
     api.request("GET", "/nope")
     lines = _access_lines(server, caplog)
     assert len(lines) == 2

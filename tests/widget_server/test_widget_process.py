@@ -72,8 +72,12 @@ def test_port_and_app_version_come_from_the_environment(spawn: Spawn) -> None:
 def test_one_access_line_per_request_on_stdout(spawn: Spawn) -> None:
     server = spawn()
     api = server.api
+    # A handler logs its line after sending the response, so the next request's
+    # line could come first on a busy machine: wait for each before the next.
     api.request("GET", "/healthz")
+    server.wait_for_line("widget_server.access ")
     api.request("POST", "/widgets", {"name": "secret-name", "quantity": 1})
+    server.wait_for_line("widget_server.access ")
     api.request("DELETE", "/widgets/7")
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=STOP_BOUND_SECONDS) == 0
