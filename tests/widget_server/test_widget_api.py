@@ -8,17 +8,13 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import pytest
 
 from widget_server import WidgetServer, make_server
 from widget_server.app import MAX_BODY_BYTES, WidgetHandler
 
-# For annotations only: pytest imports the conftest as a top-level `conftest` module
-# (this directory is not a package), so it is named here the way the type checker sees it.
-if TYPE_CHECKING:
-    from tests.widget_server.conftest import Api, Trickle
+from .conftest import Api, Trickle
 
 JSON = {"Content-Type": "application/json"}
 

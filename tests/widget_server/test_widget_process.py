@@ -9,22 +9,17 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
 from widget_server.__main__ import port_from_env
 
-# For annotations only: pytest imports the conftest as a top-level `conftest` module
-# (this directory is not a package), so it is named here the way the type checker sees it.
-if TYPE_CHECKING:
-    from tests.widget_server.conftest import Spawn, Trickle
+from .conftest import Spawn, Trickle
+from .gated_server import GATED_LINE, GATED_NAME
 
 # A variant of the entry point that holds a request to create a widget named GATED_NAME
 # in flight, logging GATED_LINE, until a line is sent to its stdin (see that file).
 GATED_SERVER = Path(__file__).with_name("gated_server.py")
-GATED_NAME = "gated"
-GATED_LINE = "gated request: waiting for a line on stdin"
 
 # The brief the service is built to: `docker stop` must see it exit 0 this fast.
 STOP_BOUND_SECONDS = 2.0
