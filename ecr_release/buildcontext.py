@@ -18,6 +18,7 @@ Binary files and files over ``MAX_SCAN_BYTES`` are not read.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -278,37 +279,53 @@ def _secret_by_name(relpath: str, name: str) -> bool:
     )
 
 
-def _secret_by_content(entry: ContextEntry) -> str | None:
-    try:
-        if entry.path.stat().st_size > MAX_SCAN_BYTES:
-            return None
-        data = entry.path.read_bytes()
-    except OSError as exc:
-        raise SettingsError(
-            f"cannot read {entry.relpath} in the build context: {exc.strerror or exc}; "
-            "fix its permissions or add it to .dockerignore"
-        ) from exc
+def _secret_in(data: bytes, name: str) -> str | None:
+    """What secret a file's content holds, if any (binary content is not looked at)."""
     if b"\0" in data[:_BINARY_SNIFF]:
         return None
     for pattern, what in _CONTENT_RULES:
         if pattern.search(data):
             return what
-    if entry.path.name == ".npmrc" and _NPM_TOKEN.search(data):
+    if name == ".npmrc" and _NPM_TOKEN.search(data):
         return "an npm auth token"
     return None
 
 
-def find_secrets(
+@dataclass(frozen=True)
+class ContextScan:
+    """One walk of the context: the secrets it would send, and a digest of what it sends."""
+
+    secrets: list[Finding]
+    digest: str
+
+
+def scan_context(
     context: Path, dockerfile: Path | None = None, allow: Sequence[str] = ()
-) -> list[Finding]:
-    """Secrets the build would send to the daemon, except paths matching ``allow``
-    (``.dockerignore``-style patterns: files the user means to ship)."""
+) -> ContextScan:
+    """Walk the context once, as the CLI sends it: find secrets (except paths matching
+    ``allow``) and digest every entry except the Dockerfile, which is an input of its own.
+
+    The digest covers relative paths, entry types, the executable bit, file contents and
+    symlink targets, in a stable order: it changes exactly when what Docker sends changes.
+    """
     ignore = DockerIgnore.for_build(context, dockerfile)
     allowed = DockerIgnore("\n".join(allow), source="SECRET_SCAN_ALLOW")
+    skip = dockerfile.resolve() if dockerfile is not None else None
     found: list[Finding] = []
     reported_dirs: list[str] = []
+    total = hashlib.sha256()
     for entry in walk_context(context, ignore):
         relpath, name = entry.relpath, entry.path.name
+        data: bytes | None = None
+        if entry.is_dir:
+            total.update(f"d {relpath}\0".encode())
+        elif entry.is_symlink:
+            total.update(f"l {relpath}\0{os.readlink(entry.path)}\0".encode())
+        elif entry.is_file:
+            data, content = _read(entry)
+            if entry.path.resolve() != skip:
+                executable = "x" if entry.mode & 0o111 else "-"
+                total.update(f"f {relpath}\0{executable}\0{content}\0".encode())
         if any(relpath.startswith(d) for d in reported_dirs) or allowed.excludes(relpath):
             continue
         if entry.is_dir:
@@ -319,16 +336,48 @@ def find_secrets(
         in_secret_dir = not _SECRET_DIRS.isdisjoint(relpath.split("/")[:-1])
         if entry.is_file and (in_secret_dir or _secret_by_name(relpath, name)):
             found.append(Finding(relpath, ""))
-        elif entry.is_file and (why := _secret_by_content(entry)):
+        elif entry.is_file and data is not None and (why := _secret_in(data, name)):
             found.append(Finding(relpath, why))
-    return sorted(found, key=lambda finding: finding.relpath)
+    return ContextScan(
+        sorted(found, key=lambda finding: finding.relpath), f"sha256:{total.hexdigest()}"
+    )
+
+
+def _read(entry: ContextEntry) -> tuple[bytes | None, str]:
+    """(the content when small enough to scan, else None; the sha256 of the whole file)."""
+    digest = hashlib.sha256()
+    head = b""
+    try:
+        with open(entry.path, "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                if len(head) <= MAX_SCAN_BYTES:
+                    head += chunk
+                digest.update(chunk)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot read {entry.relpath} in the build context: {exc.strerror or exc}; "
+            "fix its permissions or add it to .dockerignore"
+        ) from exc
+    return (head if len(head) <= MAX_SCAN_BYTES else None), digest.hexdigest()
+
+
+def find_secrets(
+    context: Path, dockerfile: Path | None = None, allow: Sequence[str] = ()
+) -> list[Finding]:
+    """Secrets the build would send to the daemon, except paths matching ``allow``
+    (``.dockerignore``-style patterns: files the user means to ship)."""
+    return scan_context(context, dockerfile, allow).secrets
 
 
 def check_no_secrets(
     context: Path, dockerfile: Path | None = None, allow: Sequence[str] = ()
 ) -> None:
     """Refuse a build whose context would carry credentials into the image."""
-    found = find_secrets(context, dockerfile, allow)
+    raise_on_secrets(context, find_secrets(context, dockerfile, allow))
+
+
+def raise_on_secrets(context: Path, found: Sequence[Finding]) -> None:
+    """The one-line refusal for secrets found in the context (nothing when there are none)."""
     if found:
         shown = ", ".join(map(str, found[:SHOWN_FINDINGS]))
         if len(found) > SHOWN_FINDINGS:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
+from ecr_release import buildcontext
 from ecr_release.buildcontext import (
     MAX_SCAN_BYTES,
     DockerIgnore,
@@ -364,17 +366,16 @@ def test_binary_and_oversized_files_are_not_read(tmp_path: Path) -> None:
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the files the scan reads; a file named 'locked' cannot be read."""
+    """The names of the files the scan opens; a file named 'locked' cannot be opened."""
     seen: list[str] = []
-    real = Path.read_bytes
 
-    def read_bytes(path: Path) -> bytes:
-        seen.append(path.name)
-        if path.name == "locked":
+    def fake_open(path: Path, mode: str = "r") -> IO[Any]:
+        seen.append(Path(path).name)
+        if Path(path).name == "locked":
             raise PermissionError(13, "Permission denied")
-        return real(path)
+        return open(path, mode)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(buildcontext, "open", fake_open, raising=False)
     return seen
 
 
