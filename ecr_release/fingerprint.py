@@ -1,0 +1,167 @@
+"""What shapes an image, as one digest: every input of the build except time.
+
+A release is "the same" when its inputs are: the build context exactly as the Docker
+CLI sends it (see ``buildcontext.scan_context``), the Dockerfile's bytes, the base
+image(s) actually used (a repo digest, else the local image ID), and the build
+arguments except ``BUILD_DATE``. The classic builder stamps a fresh ``created`` time
+into every image, so the image ID cannot tell; the inputs can, on any machine.
+
+The fingerprint travels with the image as labels under ``io.ecr-release``, each part
+apart, so that a refusal can say which part differs. The OCI labels
+``org.opencontainers.image.base.name`` and ``.base.digest`` name the final stage's base.
+This module reads files; it does not run docker (base images are resolved by a
+callable handed in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import SettingsError
+
+NAMESPACE = "io.ecr-release.fingerprint"
+BASE_NAME = "org.opencontainers.image.base.name"
+BASE_DIGEST = "org.opencontainers.image.base.digest"
+# Time is not an input: it changes on every build.
+NOT_INPUTS = frozenset({"BUILD_DATE"})
+
+
+def _sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """A base image as the Dockerfile names it and what it resolved to here."""
+
+    name: str
+    identity: str  # NAME@sha256:... (a repo digest) or sha256:... (a local image ID)
+
+    @property
+    def digest(self) -> str:
+        return self.identity.rsplit("@", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """The digests of a build's inputs; ``digest`` combines them."""
+
+    context: str
+    dockerfile: str
+    base: str
+    build_args: str
+
+    @property
+    def digest(self) -> str:
+        return _sha256("".join(f"{f.name}={getattr(self, f.name)}\n" for f in fields(self)))
+
+    def labels(self) -> dict[str, str]:
+        parts = {f"{NAMESPACE}.{_label(f.name)}": getattr(self, f.name) for f in fields(self)}
+        return {NAMESPACE: self.digest, **parts}
+
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, str] | None) -> Fingerprint | None:
+        """The fingerprint an image carries; None when it carries none (or a broken one)."""
+        labels = labels or {}
+        try:
+            found = cls(
+                **{f.name: str(labels[f"{NAMESPACE}.{_label(f.name)}"]) for f in fields(cls)}
+            )
+        except KeyError:
+            return None
+        return found if labels.get(NAMESPACE) == found.digest else None
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        """The parts that differ, in words: 'the build context', 'the base image', ..."""
+        return [
+            _WORDS[f.name] for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+_WORDS = {
+    "context": "the build context",
+    "dockerfile": "the Dockerfile",
+    "base": "the base image",
+    "build_args": "the build arguments",
+}
+
+
+def _label(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def build_args_digest(build_args: Mapping[str, str]) -> str:
+    """The build arguments that shape the image, in a stable order."""
+    kept = sorted((k, v) for k, v in build_args.items() if k not in NOT_INPUTS)
+    return _sha256("".join(f"{k}={v}\0" for k, v in kept))
+
+
+def base_digest(bases: Sequence[BaseImage]) -> str:
+    return _sha256("".join(f"{b.name}={b.identity}\0" for b in bases))
+
+
+def external_bases(dockerfile: Path, build_args: Mapping[str, str]) -> list[str]:
+    """The images the Dockerfile's FROM lines pull in, with ARG defaults and build arguments
+    substituted, in order; not ``scratch`` and not earlier stages. The last one is what the
+    final stage builds on (or the base of the stage it builds on)."""
+    from dockerfile_parse import DockerfileParser
+
+    try:
+        data = dockerfile.read_bytes()
+        parser = DockerfileParser(fileobj=io.BytesIO(data), build_args=dict(build_args))
+        froms = [item["value"] for item in parser.structure if item["instruction"] == "FROM"]
+        images = list(parser.parent_images)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SettingsError(f"cannot read the base image from {dockerfile}: {exc}") from exc
+    stages: dict[str, str] = {}  # stage name -> the external image it builds on
+    chain: list[str] = []
+    for value, image in zip(froms, images, strict=True):
+        words = value.split()
+        alias = words[-1].lower() if len(words) >= 3 and words[-2].lower() == "as" else None
+        resolved = stages.get(image.lower(), image)
+        if alias:
+            stages[alias] = resolved
+        chain.append(resolved)
+    if any(not name.strip() for name in chain):
+        raise SettingsError(
+            f"a FROM line of {dockerfile} names no image once its ARGs are substituted: "
+            "give the ARG a default or set BASE_IMAGE"
+        )
+    external = [name for name in dict.fromkeys(chain) if name.lower() != "scratch"]
+    final = chain[-1] if chain else None
+    if final in external:  # the final stage's base last: it is what base.name names
+        external.remove(final)
+        external.append(final)
+    return external
+
+
+def fingerprint(
+    context_digest: str,
+    dockerfile: Path,
+    build_args: Mapping[str, str],
+    resolve: Callable[[str], str],
+) -> tuple[Fingerprint, list[BaseImage]]:
+    """The fingerprint of a build, and its base images (``resolve`` names each one's identity)."""
+    bases = [BaseImage(name, resolve(name)) for name in external_bases(dockerfile, build_args)]
+    try:
+        dockerfile_bytes = dockerfile.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"cannot read {dockerfile}: {exc.strerror or exc}") from exc
+    found = Fingerprint(
+        context=context_digest,
+        dockerfile="sha256:" + hashlib.sha256(dockerfile_bytes).hexdigest(),
+        base=base_digest(bases),
+        build_args=build_args_digest(build_args),
+    )
+    return found, bases
+
+
+def base_labels(bases: Sequence[BaseImage]) -> dict[str, str]:
+    """The OCI base-image labels for the final stage's base (none for ``FROM scratch``)."""
+    if not bases:
+        return {}
+    return {BASE_NAME: bases[-1].name, BASE_DIGEST: bases[-1].digest}
