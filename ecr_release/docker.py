@@ -40,6 +40,34 @@ _DAEMON_DOWN = (
 )
 
 
+# One line of JSON per image: the ID, the repo digests and the labels.
+_INSPECT = (
+    '{"id": {{json .Id}}, "digests": {{json .RepoDigests}}, "labels": {{json .Config.Labels}}}'
+)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """A local image: its ID, the repo digests docker knows for it, and its labels."""
+
+    id: str
+    repo_digests: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def identity_for(self, reference: str) -> str:
+        """``NAME@sha256:...`` for the reference's repository when docker has it, else the ID."""
+        if "@" in reference:
+            return reference
+        name = reference
+        if ":" in name.rsplit("/", 1)[-1]:
+            name = name.rsplit(":", 1)[0]
+        candidates = {name, f"docker.io/{name}", f"docker.io/library/{name}"}
+        for digest in self.repo_digests:
+            if digest.split("@", 1)[0] in candidates:
+                return digest
+        return self.id
+
+
 @dataclass(frozen=True)
 class Result:
     """What a finished command returned. ``output`` is stdout and stderr together."""
@@ -97,8 +125,9 @@ class SubprocessRunner:
         return Result(proc.wait(), "".join(chunks))
 
 
-# Commands that only read: a dry run runs them for real, so its plan is exact.
-_READ_ONLY = (("version",), ("image", "inspect"))
+# Commands a dry run runs for real, so its plan is exact: they read, or (pull) only fill
+# the local image cache with the base image whose digest the check needs.
+_READ_ONLY = (("version",), ("image", "inspect"), ("pull",))
 
 
 @dataclass
@@ -212,11 +241,49 @@ class Docker:
 
     def image_id(self, reference: str) -> str | None:
         """The local image ID of a reference, or None when there is no such image."""
-        result = self._run([self._binary, "image", "inspect", "--format", "{{.Id}}", reference])
+        found = self.inspect(reference)
+        return found.id if found else None
+
+    def inspect(self, reference: str) -> ImageInfo | None:
+        """What docker knows of a local image (one ``docker image inspect``), or None."""
+        result = self._run([self._binary, "image", "inspect", "--format", _INSPECT, reference])
         if result.returncode != 0:
             self._check_daemon_output(result.output)
             return None
-        return result.output.strip().splitlines()[-1].strip() if result.output.strip() else None
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        try:
+            data = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+            return None
+        digests = data.get("digests") if isinstance(data.get("digests"), list) else []
+        labels = data.get("labels") if isinstance(data.get("labels"), dict) else {}
+        return ImageInfo(
+            data["id"],
+            tuple(str(d) for d in digests or ()),
+            {str(k): str(v) for k, v in (labels or {}).items()},
+        )
+
+    def pull(self, reference: str) -> None:
+        """``docker pull``, streaming docker's progress."""
+        result = self._run([self._binary, "pull", reference], stream=True)
+        if result.returncode != 0:
+            self._raise(f"docker pull {reference} failed", result)
+
+    def image_identity(self, reference: str) -> str:
+        """What a base image reference resolves to here: its repo digest (the same on every
+        machine) when docker knows one, else its local image ID. Pulled when not local."""
+        found = self.inspect(reference)
+        if found is None:
+            self.pull(reference)
+            found = self.inspect(reference)
+        if found is None:
+            raise DockerError(
+                f"the base image {reference} is not on this machine and could not be pulled: "
+                "check the name (BASE_IMAGE or the Dockerfile's FROM) and your registry login"
+            )
+        return found.identity_for(reference)
 
     def config(self) -> DockerConfig:
         """Docker's configuration as the CLI reads it now (``DOCKER_CONFIG`` or ``~/.docker``)."""

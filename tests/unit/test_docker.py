@@ -15,6 +15,7 @@ import pytest
 from ecr_release.docker import (
     Docker,
     DockerConfig,
+    ImageInfo,
     PlanningRunner,
     PushFailure,
     Result,
@@ -227,30 +228,64 @@ def test_login_failure_masks_the_password_even_when_docker_echoes_it() -> None:
 # -- image id and daemon ------------------------------------------------------------
 
 
-def test_image_id_argument_list_and_value() -> None:
-    runner = FakeRunner(Result(0, f"{DIGEST}\n"))
-    assert Docker(runner).image_id("widgets:v1") == DIGEST
-    assert runner.calls[0].args == [
-        "docker",
-        "image",
-        "inspect",
-        "--format",
-        "{{.Id}}",
-        "widgets:v1",
-    ]
+def inspected(image_id: str = DIGEST, digests: list[str] | None = None, **labels: str) -> str:
+    """What ``docker image inspect --format`` prints for an image, as the suite asks it."""
+    return json.dumps({"id": image_id, "digests": digests, "labels": labels or None}) + "\n"
+
+
+def test_inspect_argument_list_and_value() -> None:
+    runner = FakeRunner(Result(0, inspected(digests=["widgets@sha256:" + "9" * 64], a="b")))
+    found = Docker(runner).inspect("widgets:v1")
+    assert found == ImageInfo(DIGEST, ("widgets@sha256:" + "9" * 64,), {"a": "b"})
+    assert runner.calls[0].args[:4] == ["docker", "image", "inspect", "--format"]
+    assert runner.calls[0].args[-1] == "widgets:v1"
+    assert "{{json .Config.Labels}}" in runner.calls[0].args[4]
 
 
 def test_image_id_takes_the_last_line_after_warnings() -> None:
-    runner = FakeRunner(Result(0, f"WARNING: something odd\n  {DIGEST}  \n"))
+    runner = FakeRunner(Result(0, "WARNING: something odd\n" + inspected()))
     assert Docker(runner).image_id("widgets:v1") == DIGEST
 
 
 @pytest.mark.parametrize(
     "result",
-    [Result(1, "Error: No such image: widgets:v1\n"), Result(0, ""), Result(0, "  \n")],
+    [
+        Result(1, "Error: No such image: widgets:v1\n"),
+        Result(0, ""),
+        Result(0, "  \n"),
+        Result(0, "not json\n"),
+        Result(0, '{"id": ""}\n'),
+    ],
 )
 def test_image_id_is_none_without_an_image(result: Result) -> None:
     assert Docker(FakeRunner(result)).image_id("widgets:v1") is None
+
+
+@pytest.mark.parametrize(
+    ("reference", "digests", "identity"),
+    [
+        ("python:3.12-slim", ["python@sha256:" + "1" * 64], "python@sha256:" + "1" * 64),
+        ("python", ["other@sha256:" + "2" * 64], DIGEST),  # no digest of its own: the ID
+        ("local/base:bookworm", [], DIGEST),  # `docker import`: never a repo digest
+        ("reg.example:5000/team/base:1", ["reg.example:5000/team/base@sha256:" + "3" * 64],
+         "reg.example:5000/team/base@sha256:" + "3" * 64),
+        ("python@sha256:" + "4" * 64, [], "python@sha256:" + "4" * 64),
+    ],
+)  # fmt: skip
+def test_image_identity_prefers_the_repo_digest(
+    reference: str, digests: list[str], identity: str
+) -> None:
+    runner = FakeRunner(Result(0, inspected(digests=digests)))
+    assert Docker(runner).image_identity(reference) == identity
+
+
+def test_a_base_image_that_is_not_local_is_pulled_once() -> None:
+    runner = FakeRunner(Result(1, "No such image"), Result(0, "pulled\n"), Result(0, inspected()))
+    assert Docker(runner).image_identity("python:3.12-slim") == DIGEST
+    assert [c.args[1] for c in runner.calls] == ["image", "pull", "image"]
+    failing = FakeRunner(Result(1, "No such image"), Result(1, "Error: pull access denied\n"))
+    with pytest.raises(DockerError, match=r"docker pull python:3\.12-slim failed"):
+        Docker(failing).image_identity("python:3.12-slim")
 
 
 def test_check_daemon_argument_list() -> None:
@@ -611,7 +646,7 @@ def test_push_with_retries_gives_up_after_the_last_attempt() -> None:
 def test_planning_runner_runs_read_only_commands_and_shows_the_rest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    real = FakeRunner(Result(0, "20.10.24\n"), Result(0, f"{DIGEST}\n"))
+    real = FakeRunner(Result(0, "20.10.24\n"), Result(0, inspected()))
     docker = Docker(PlanningRunner(real))
     with caplog.at_level("INFO", logger="ecr_release"):
         docker.check_daemon()
