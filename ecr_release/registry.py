@@ -19,11 +19,13 @@ import json
 import re
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
+from typing import IO, Any
 
 from .errors import RegistryError
 
@@ -35,7 +37,16 @@ MANIFEST_TYPES = ", ".join(
         "application/vnd.oci.image.index.v1+json",
     )
 )
+CONFIG_TYPES = ", ".join(
+    (
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+        "application/octet-stream",
+    )
+)
 DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
+# Manifests and configs are small; anything this big is not one.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 # OCI's digest grammar: algorithm ":" encoded.
@@ -84,9 +95,7 @@ class Registry:
         # Unredirected: the password never follows a redirect to another host.
         request.add_unredirected_header("Authorization", f"Basic {token}")
         try:
-            response = urllib.request.urlopen(  # noqa: S310
-                request, timeout=self.timeout, context=self._ssl_context
-            )
+            response = self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
@@ -107,12 +116,64 @@ class Registry:
             ) from exc
         with response:
             try:
-                return response.headers, response.read()
+                body = response.read(MAX_BODY_BYTES + 1)
+                # read(n) returns short when the peer hangs up; what Content-Length still
+                # promises is left in .length.
+                if getattr(response, "length", None):
+                    raise http.client.IncompleteRead(body, response.length)
             except (OSError, http.client.HTTPException) as exc:
                 raise RegistryError(
                     f"registry {self.host} broke off its answer for {what} "
                     f"({type(exc).__name__}: {exc}); check the network and try again"
                 ) from exc
+        if len(body) > MAX_BODY_BYTES:
+            raise RegistryError(
+                f"registry {self.host} answered more than {MAX_BODY_BYTES} bytes for {what}"
+            )
+        return response.headers, body
+
+    def image_config(self, repository: str, digest: str) -> dict[str, Any]:
+        """The image config blob (``GET /v2/<name>/blobs/<digest>``), checked against its digest.
+
+        ECR answers with a redirect to a pre-signed S3 URL: it is followed (https only)
+        without the Authorization header, which never leaves the registry's host.
+        """
+        what = f"{repository}@{digest}"
+        answer = self._get(f"/v2/{repository}/blobs/{digest}", CONFIG_TYPES, what)
+        if answer is None:
+            raise RegistryError(
+                f"registry {self.host} has no config blob {digest} for {repository}, which a "
+                "manifest names: the repository is damaged or still being written; try again"
+            )
+        body = answer[1]
+        algorithm, _, expected = digest.partition(":")
+        if algorithm != "sha256" or hashlib.sha256(body).hexdigest() != expected:
+            raise RegistryError(
+                f"registry {self.host} answered a config for {what} that does not match its digest"
+            )
+        try:
+            config = json.loads(body)
+        except (ValueError, RecursionError):
+            config = None
+        if not isinstance(config, dict):
+            raise RegistryError(
+                f"registry {self.host} answered a config for {what} that is not a JSON object"
+            )
+        return config
+
+    def labels(self, repository: str, config_digest: str) -> dict[str, str]:
+        """The labels of the image whose config has this digest ({} when it has none)."""
+        inner = self.image_config(repository, config_digest).get("config")
+        labels = inner.get("Labels") if isinstance(inner, dict) else None
+        if not isinstance(labels, dict):
+            return {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    @functools.cached_property
+    def _opener(self) -> urllib.request.OpenerDirector:
+        return urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=self._ssl_context), _HttpsOnlyRedirects()
+        )
 
     def _bad(self, what: str) -> Callable[[str], RegistryError]:
         def error(problem: str) -> RegistryError:
@@ -133,6 +194,27 @@ class Registry:
             for ca in sorted(host_dir.glob("*.crt")):
                 context.load_verify_locations(cafile=str(ca))
         return context
+
+
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to https: a pre-signed URL is a credential of its own.
+
+    urllib already drops the unredirected Authorization header on every redirect.
+    """
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme != "https":
+            # Not named: a pre-signed URL is a credential.
+            raise urllib.error.URLError("it redirected to a URL that is not https; refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _parse_manifest(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import socket
@@ -51,6 +52,10 @@ MANIFEST = json.dumps(
     indent=3,
 ).encode()
 MANIFEST_SHA = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+CONFIG = json.dumps(
+    {"architecture": "amd64", "config": {"Labels": {"io.example.a": "1", "b": "two"}}}
+).encode()
+CONFIG_SHA = "sha256:" + hashlib.sha256(CONFIG).hexdigest()
 
 
 # -- certificates ------------------------------------------------------------------------
@@ -152,6 +157,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.seen: list[Seen] = []
+        self.s3 = ""  # where blobs of repository "s3" are redirected: another server's URL
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -172,7 +178,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.headers.get("Accept"),
             )
         )
-        parts = self.path.split("/")
+        parts = self.path.split("?")[0].split("/")
+        if parts[1] == "s3":  # a pre-signed S3 URL: anyone holding it may read
+            self._reply(200, {}, CONFIG)
+            return
+        if parts[-2] == "blobs":  # /v2/<repo>/blobs/<digest>
+            self._blob("/".join(parts[2:-2]), parts[-1])
+            return
         # /v2/<repo>/manifests/<tag>
         repo, tag = "/".join(parts[2:-2]), parts[-1]
         status, headers, body = 404, {}, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}'
@@ -196,6 +208,31 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Type"] = "application/vnd.docker.distribution.manifest.v2+json"
             if repo != "nohead":
                 headers["Docker-Content-Digest"] = HEADER_DIGEST
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    def _blob(self, repo: str, digest: str) -> None:
+        s3 = cast(_Server, self.server).s3
+        if repo == "app" and digest == CONFIG_SHA:
+            self._reply(200, {}, CONFIG)
+        elif repo == "s3":  # as ECR does
+            self._reply(307, {"Location": f"{s3}/s3/blob?X-Amz-Signature=abc"}, b"")
+        elif repo == "plain":
+            location = f"{s3.replace('https://', 'http://')}/s3/blob?X-Amz-Signature=abc"
+            self._reply(307, {"Location": location}, b"")
+        elif repo == "tampered":
+            self._reply(200, {}, CONFIG + b" ")
+        elif repo == "notobject":
+            self._reply(200, {}, b"[]")
+        else:
+            self._reply(404, {}, b'{"errors":[{"code":"BLOB_UNKNOWN"}]}')
+
+    def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -236,22 +273,35 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return _make_certs(tmp_path_factory.mktemp("pki"))
 
 
-@pytest.fixture(scope="module")
-def server(certs: tuple[Path, Path, Path]) -> Iterator[FakeRegistry]:
-    ca, cert, key = certs
+@contextlib.contextmanager
+def _serve(certs: tuple[Path, Path, Path]) -> Iterator[_Server]:
+    _, cert, key = certs
     httpd = _Server()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    seen = httpd.seen
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield FakeRegistry(f"localhost:{httpd.server_address[1]}", ca, seen)
+        yield httpd
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def s3_server(certs: tuple[Path, Path, Path]) -> Iterator[_Server]:
+    """Another host (another port) that plays S3 for the registry's redirects."""
+    with _serve(certs) as httpd:
+        yield httpd
+
+
+@pytest.fixture(scope="module")
+def server(certs: tuple[Path, Path, Path], s3_server: _Server) -> Iterator[FakeRegistry]:
+    with _serve(certs) as httpd:
+        httpd.s3 = f"https://localhost:{s3_server.server_address[1]}"
+        yield FakeRegistry(f"localhost:{httpd.server_address[1]}", certs[0], httpd.seen)
 
 
 @pytest.fixture(autouse=True)
@@ -427,3 +477,50 @@ def test_a_manifest_of_the_wrong_shape_is_one_line(
     assert info.value.message.startswith(
         f"registry {fake.host} returned a manifest for {repo}:v1 that {problem}: "
     )
+
+
+# -- image configs (blobs) ------------------------------------------------------------------
+
+
+def test_a_config_is_read_and_checked_against_its_digest(
+    registry: Registry, fake: FakeRegistry
+) -> None:
+    assert registry.labels("app", CONFIG_SHA) == {"io.example.a": "1", "b": "two"}
+    assert fake.seen[0].path == f"/v2/app/blobs/{CONFIG_SHA}"
+    assert fake.seen[0].authorization is not None
+
+
+def test_an_s3_redirect_is_followed_without_the_authorization_header(
+    registry: Registry, fake: FakeRegistry, s3_server: _Server
+) -> None:
+    s3_server.seen.clear()
+    assert registry.labels("s3", CONFIG_SHA) == {"io.example.a": "1", "b": "two"}
+    assert [s.path for s in fake.seen] == [f"/v2/s3/blobs/{CONFIG_SHA}"]
+    assert [s.path for s in s3_server.seen] == ["/s3/blob?X-Amz-Signature=abc"]
+    assert s3_server.seen[0].authorization is None
+
+
+def test_a_redirect_to_plain_http_is_refused_and_not_named(
+    registry: Registry, s3_server: _Server
+) -> None:
+    s3_server.seen.clear()
+    with pytest.raises(RegistryError) as info:
+        registry.labels("plain", CONFIG_SHA)
+    assert "not https; refused" in info.value.message
+    assert "X-Amz-Signature" not in info.value.message
+    assert s3_server.seen == []
+
+
+@pytest.mark.parametrize(
+    ("repo", "problem"),
+    [
+        ("tampered", "does not match its digest"),
+        ("notobject", "is not a JSON object"),
+        ("missing", "has no config blob"),
+    ],
+)
+def test_a_bad_config_is_one_line(registry: Registry, repo: str, problem: str) -> None:
+    digest = CONFIG_SHA if repo != "notobject" else "sha256:" + hashlib.sha256(b"[]").hexdigest()
+    with pytest.raises(RegistryError, match=problem) as info:
+        registry.labels(repo, digest)
+    assert info.value.exit_code == 5
