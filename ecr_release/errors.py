@@ -56,3 +56,9 @@ class LockedError(ReleaseError):
     """Another release of the same repository holds the lock on this machine."""
 
     exit_code = 7
+
+
+class OutputError(ReleaseError):
+    """A result file (GITHUB_OUTPUT, GITHUB_STEP_SUMMARY) could not be written after a release."""
+
+    exit_code = 9

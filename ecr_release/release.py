@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import gitinfo
-from .buildcontext import check_no_secrets
 from .docker import Docker, push_with_retries
 from .ecr import EcrAccess, Repository, RepositoryConfig
-from .errors import AwsError, DockerError, RegistryError, SettingsError, VersionExistsError
+from .errors import AwsError, DockerError, RegistryError, SettingsError
+from .fingerprint import Fingerprint
+from .inputs import BuildInputs, gather, judge, same_image
 from .localstate import LocalState
 from .registry import Manifest
 from .settings import Settings, reference_name_problem
@@ -45,13 +46,21 @@ class Clock:
 
 @dataclass
 class Summary:
-    """What a release did: the image, its verified digest, and time per step."""
+    """What a release (or a push) did: the image, its verified digest, time per step."""
 
     image_uri: str
     digest: str
+    repository: str
+    version: str
+    registry: str
     timings: list[tuple[str, float]] = field(default_factory=list)
     already_released: bool = False
     dry_run: bool = False
+    fingerprint: Fingerprint | None = None
+
+    @property
+    def tags(self) -> list[str]:
+        return [self.version]
 
 
 def announce(what: str) -> None:
@@ -83,23 +92,18 @@ class Release:
         self._clock = clock
         self._progress = progress
         self._repository: Repository | None = None
-        self._context_scanned = False
+        self._gathered: dict[str, BuildInputs] = {}
 
     # -- the tasks ------------------------------------------------------------------
 
     def build(self, version: str) -> str:
-        """``docker build`` the image ``IMAGE_NAME:version`` with OCI labels; return its name."""
-        settings = self.settings
-        self._scan_context_once()
-        created = self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        build_args, labels = build_metadata(
-            version, created, self._revision(settings.build_context), settings.base_image
-        )
+        """``docker build`` the image ``IMAGE_NAME:version`` with its labels; return its name."""
+        settings, inputs = self.settings, self._inputs(version)
         image = settings.image(version)
         self._progress(f"build {image}")
         self.docker.build(
             self.docker.build_command(
-                image, settings.dockerfile, settings.build_context, build_args, labels
+                image, settings.dockerfile, settings.build_context, inputs.build_args, inputs.labels
             )
         )
         return image
@@ -140,17 +144,21 @@ class Release:
         self.docker.tag(source, target)
         return target
 
-    def push(self, version: str) -> str:
-        """Refuse to overwrite, push, verify; return the digest (also of an identical release)."""
+    def push(self, version: str) -> Summary:
+        """Refuse to overwrite, push, verify: the summary of the pushed (or identical) release."""
         reference = self.remote_ref(version)
-        if self.docker.image_id(reference) is None:
+        local = self.docker.inspect(reference)
+        if local is None:
             raise DockerError(
                 f"there is no local image {reference} to push: run `inv build --version "
                 f"{version}` and `inv tag --version {version}` first"
             )
-        with self.state.lock(self.settings.lock_name):
-            existing = self.find_identical_release(version)
-            return existing.digest if existing else self._push_verified(version)
+        mine = Fingerprint.from_labels(local.labels)
+        timer = StepTimer(self._clock.monotonic)
+        with self.state.lock(self.settings.lock_name), timer.step("push"):
+            existing = self.find_identical_release(version, mine, reference)
+            digest = existing.digest if existing else self._push_verified(version)
+        return self._summary(version, digest, timer, existing is not None, mine)
 
     def release(self, version: str) -> Summary:
         """check, build, ensure-repo, login, tag, push (verified), in that order."""
@@ -158,9 +166,9 @@ class Release:
         with self.state.lock(self.settings.lock_name):
             with timer.step("check"):
                 existing = self._preflight(version)
+            mine = self._inputs(version).fingerprint
             if existing is not None:
-                uri = self.settings.remote_image(self.ecr.token().host, version)
-                return Summary(uri, existing.digest, timer.timings, already_released=True)
+                return self._summary(version, existing.digest, timer, True, mine)
             with timer.step("build"):
                 self.build(version)
             with timer.step("ensure-repo"):
@@ -171,7 +179,7 @@ class Release:
                 self.tag(version)
             with timer.step("push"):
                 digest = self._push_verified(version)
-        return Summary(self.remote_ref(version), digest, timer.timings, dry_run=self.dry_run)
+        return self._summary(version, digest, timer, False, mine)
 
     # -- facts the tasks share --------------------------------------------------------
 
@@ -191,32 +199,37 @@ class Release:
     def remote_ref(self, version: str) -> str:
         return self.settings.remote_image(self.repository().host, version)
 
-    def find_identical_release(self, version: str) -> Manifest | None:
-        """The released manifest when this very image is released as ``version``; None when
-        ``version`` is new. Raises ``VersionExistsError`` when it holds any other image."""
-        manifest = self.ecr.registry().manifest(self.settings.repository, version)
+    def find_identical_release(
+        self, version: str, mine: Fingerprint | None, local: str
+    ) -> Manifest | None:
+        """The released manifest when ``version`` is already released from these inputs
+        (``mine``; else the image ID of ``local``); None when ``version`` is new. Raises
+        ``VersionExistsError`` when it is released from anything else."""
+        registry, repository = self.ecr.registry(), self.settings.repository
+        manifest = registry.manifest(repository, version)
         if manifest is None:
             return None
-        local = self.settings.image(version)
-        local_id = self.docker.image_id(local)
-        if _same_image(local_id, manifest):
-            log.info(
-                "%s:%s is already released as %s, the image built for it here: nothing to do "
-                "(to ship newer changes, release a new --version)",
-                self.settings.repository,
-                version,
-                manifest.digest,
-            )
-            return manifest
-        which = (
-            f"with a different image than the local {local}"
-            if local_id
-            else f"and there is no local image {local} to compare"
+        released = (
+            registry.labels(repository, manifest.config_digest) if manifest.config_digest else {}
         )
-        raise VersionExistsError(
-            f"{self.settings.repository}:{version} is already released as {manifest.digest} "
-            f"{which}: released versions are never overwritten; choose a new --version"
+        why = judge(
+            repository,
+            version,
+            manifest,
+            released,
+            mine,
+            lambda: self.docker.image_id(local),
+            local,
         )
+        log.info(
+            "%s:%s is already released as %s, %s: nothing to do (to ship newer changes, release "
+            "a new --version)",
+            repository,
+            version,
+            manifest.digest,
+            why,
+        )
+        return manifest
 
     def verify(self, version: str, pushed_digest: str) -> str:
         """Read the tag back: it must name the pushed manifest, whose config is our image."""
@@ -231,7 +244,7 @@ class Release:
                 f"pushed {pushed_digest}; another push may have raced this one"
             )
         local_id = self.docker.image_id(self.remote_ref(version))
-        if not _same_image(local_id, manifest):
+        if not same_image(local_id, manifest):
             raise RegistryError(
                 f"verification failed: the pushed manifest's config is {manifest.config_digest}, "
                 f"the local image is {local_id}"
@@ -242,19 +255,20 @@ class Release:
     # -- steps inside release and push ----------------------------------------------
 
     def _preflight(self, version: str) -> Manifest | None:
-        """Before anything changes: no secret in the context, docker answers, the version's
-        state in the registry. In a dry run an unreachable registry is a plan line."""
-        self._scan_context_once()
+        """Before anything changes: docker answers, the inputs (no secret in the context), the
+        version's state in the registry. In a dry run an unreachable registry is a plan line."""
         self.docker.config()  # a corrupt one stops the run now, not at the login after the build
         self.docker.check_daemon()
+        self._inputs(version)
         problem = reference_name_problem(self.ecr.token().host, self.settings.repository)
         if problem:
             raise SettingsError(problem)
+        mine, local = self._inputs(version).fingerprint, self.settings.image(version)
         if not self.dry_run:
-            return self.find_identical_release(version)
+            return self.find_identical_release(version, mine, local)
         where = self.settings.remote_image(self.ecr.token().host, version)
         try:
-            existing = self.find_identical_release(version)
+            existing = self.find_identical_release(version, mine, local)
         except RegistryError as exc:
             log.info(
                 "[dry-run] check: could not ask the registry about %s (%s)", where, exc.message
@@ -280,13 +294,39 @@ class Release:
         self.state.logins.forget(self.docker.config().directory, self.repository().host)
         self.login(force=True)
 
-    def _scan_context_once(self) -> None:
-        if not self._context_scanned:
+    def _inputs(self, version: str) -> BuildInputs:
+        """What this version's build is made of, gathered once per run."""
+        if version not in self._gathered:
             settings = self.settings
-            check_no_secrets(
-                settings.build_context, settings.dockerfile, settings.secret_scan_allow
+            self._gathered[version] = gather(
+                settings,
+                version,
+                revision=self._revision(settings.build_context),
+                created=self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                resolve_base=self.docker.image_identity,
             )
-            self._context_scanned = True
+        return self._gathered[version]
+
+    def _summary(
+        self,
+        version: str,
+        digest: str,
+        timer: StepTimer,
+        already_released: bool,
+        fingerprint: Fingerprint | None,
+    ) -> Summary:
+        host = self.ecr.token().host
+        return Summary(
+            image_uri=self.settings.remote_image(host, version),
+            digest=digest,
+            repository=self.settings.repository,
+            version=version,
+            registry=host,
+            timings=timer.timings,
+            already_released=already_released,
+            dry_run=self.dry_run,
+            fingerprint=fingerprint,
+        )
 
 
 class StepTimer:
@@ -303,26 +343,6 @@ class StepTimer:
         self.timings.append((name, self._clock() - start))
 
 
-def build_metadata(
-    version: str, created: str, revision: gitinfo.Revision, base_image: str | None
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The build arguments and OCI labels of an image: (build_args, labels)."""
-    labels = {
-        "org.opencontainers.image.version": version,
-        "org.opencontainers.image.created": created,
-    }
-    build_args = {"APP_VERSION": version, "BUILD_DATE": created}
-    if revision.commit:
-        labels["org.opencontainers.image.revision"] = revision.commit
-        build_args["VCS_REF"] = revision.commit
-    if revision.source:
-        labels["org.opencontainers.image.source"] = revision.source
-        build_args["SOURCE_URL"] = revision.source
-    if base_image:
-        build_args["BASE_IMAGE"] = base_image
-    return build_args, labels
-
-
 def repository_config(settings: Settings) -> RepositoryConfig:
     """The settings a new repository is created with."""
     return RepositoryConfig(
@@ -332,13 +352,3 @@ def repository_config(settings: Settings) -> RepositoryConfig:
         kms_key=settings.kms_key,
         exclusions=settings.tag_mutability_exclusions,
     )
-
-
-def _same_image(local_id: str | None, manifest: Manifest) -> bool:
-    """Is the local image the one the manifest describes?
-
-    With Docker's classic image store the image ID is the config digest; with the
-    containerd image store (Docker Engine 29+, Docker Desktop) it is the manifest's
-    own digest.
-    """
-    return local_id is not None and local_id in (manifest.config_digest, manifest.digest)

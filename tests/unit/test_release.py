@@ -41,22 +41,32 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 class FakeRegistry:
-    """What the registry holds: (repository, tag) -> Manifest."""
+    """What the registry holds: (repository, tag) -> Manifest, and each config's labels."""
 
     def __init__(self) -> None:
         self.manifests: dict[tuple[str, str], Manifest] = {}
+        self.configs: dict[str, dict[str, str]] = {}
         self.logins: list[Authorization] = []
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         return self.manifests.get((repository, reference))
 
+    def labels(self, repository: str, config_digest: str) -> dict[str, str]:
+        return self.configs.get(config_digest, {})
+
+
+BASE = "local/python-base:bookworm"
+BASE_ID = "sha256:" + "ba5e" * 16
+
 
 @dataclass
 class FakeDocker:
-    """A docker CLI stand-in: records argument lists, keeps images, pushes into the registry."""
+    """A docker CLI stand-in: records argument lists, keeps images (ID and labels), pushes
+    into the registry."""
 
     registry: FakeRegistry
-    images: dict[str, str] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=lambda: {BASE: BASE_ID})
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # image ID -> labels
     calls: list[tuple[list[str], str | None]] = field(default_factory=list)
     push_outcomes: list[str] = field(default_factory=list)
     fail: dict[str, Result] = field(default_factory=dict)
@@ -77,16 +87,20 @@ class FakeDocker:
             if self.on_build:
                 self.on_build()
             self.builds += 1
-            self.images[args[args.index("-t") + 1]] = (
-                "sha256:" + hashlib.sha256(f"image-{self.builds}".encode()).hexdigest()
-            )
+            image_id = "sha256:" + hashlib.sha256(f"image-{self.builds}".encode()).hexdigest()
+            self.images[args[args.index("-t") + 1]] = image_id
+            pairs = [args[i + 1] for i, arg in enumerate(args) if arg == "--label"]
+            self.labels[image_id] = dict(pair.split("=", 1) for pair in pairs)
         elif verb == "tag":
             if args[2] not in self.images:
                 return Result(1, f"Error response from daemon: No such image: {args[2]}")
             self.images[args[3]] = self.images[args[2]]
         elif verb == "image":
-            image_id = self.images.get(args[-1])
-            return Result(0, image_id + "\n") if image_id else Result(1, "Error: No such image")
+            found = self.images.get(args[-1])
+            if not found:
+                return Result(1, "Error: No such image")
+            labels = self.labels.get(found) or None
+            return Result(0, json.dumps({"id": found, "digests": [], "labels": labels}) + "\n")
         elif verb == "push":
             outcome = self.push_outcomes.pop(0) if self.push_outcomes else "ok"
             if outcome != "ok":
@@ -96,10 +110,12 @@ class FakeDocker:
             config = self.images[reference]
             digest = "sha256:" + hashlib.sha256(config.encode()).hexdigest()
             self.registry.manifests[(repository, tag)] = Manifest(digest, config, "docker-v2")
+            self.registry.configs[config] = self.labels.get(config, {})
             if self.containerd:
                 for ref, image_id in list(self.images.items()):
                     if image_id == config:
                         self.images[ref] = digest
+                        self.labels[digest] = self.labels.get(config, {})
             return Result(0, f"{tag}: digest: {digest} size: 528\n")
         return Result(0, "")
 
@@ -117,6 +133,12 @@ class World:
     connects: list[int]
     sleeps: list[float]
     registries: list[Authorization]  # one registry client made per token
+    new_run: Callable[[], Release]  # another `inv` run, on the same machine and registry
+
+    def rerun(self) -> Release:
+        """A new run against the same docker, registry and AWS: it gathers its inputs anew."""
+        self.release = self.new_run()
+        return self.release
 
 
 @pytest.fixture
@@ -132,11 +154,11 @@ def make_world(
     def make(*, dry_run: bool = False, **overrides: Any) -> World:
         context = tmp_path / "ctx"
         context.mkdir(exist_ok=True)
-        (context / "Dockerfile").write_text("FROM scratch\n")
+        (context / "Dockerfile").write_text("ARG BASE_IMAGE=python:3.12-slim\nFROM ${BASE_IMAGE}\n")
         fields: dict[str, Any] = {
             "dockerfile": context / "Dockerfile",
             "build_context": context,
-            "base_image": "local/python-base:bookworm",
+            "base_image": BASE,
             **overrides,
         }
         registry = FakeRegistry()
@@ -157,17 +179,22 @@ def make_world(
             "DOCKER_CONFIG": str(tmp_path / "docker"),
             "XDG_CACHE_HOME": str(tmp_path / "cache"),
         }
-        release = make_release(
-            make_settings(**fields),
-            dry_run=dry_run,
-            environ=environ,
-            runner=docker,
-            connect=connect,
-            registry_for=registry_for,
-            clock=Clock(now=lambda: NOW, sleep=sleeps.append),
-            revision=lambda path: Revision("0123abc", "https://example.invalid/widget.git"),
+
+        def new_run() -> Release:
+            return make_release(
+                make_settings(**fields),
+                dry_run=dry_run,
+                environ=environ,
+                runner=docker,
+                connect=connect,
+                registry_for=registry_for,
+                clock=Clock(now=lambda: NOW, sleep=sleeps.append),
+                revision=lambda path: Revision("0123abc", "https://example.invalid/widget.git"),
+            )
+
+        return World(
+            new_run(), docker, registry, aws, tmp_path, connects, sleeps, registries, new_run
         )
-        return World(release, docker, registry, aws, tmp_path, connects, sleeps, registries)
 
     return make
 
@@ -200,7 +227,7 @@ def test_release_runs_the_steps_in_order_and_verifies(make_world: Callable[..., 
 def test_build_arguments_labels_and_base_image(make_world: Callable[..., World]) -> None:
     world = make_world()
     world.release.build("v7")
-    args, _ = world.docker.calls[0]
+    args = next(args for args, _ in world.docker.calls if args[1] == "build")
     context = str(world.tmp / "ctx")
     assert args[:6] == ["docker", "build", "-t", "widget-server:v7", "-f", f"{context}/Dockerfile"]
     assert args[-1] == context
@@ -263,10 +290,24 @@ def test_existing_version_with_another_image_is_refused_before_building(
 def test_push_alone_refuses_to_overwrite(make_world: Callable[..., World]) -> None:
     world = make_world()
     world.release.release("v1")
-    world.release.build("v1")  # a new image under the same local tag
-    with pytest.raises(VersionExistsError):
+    (world.tmp / "ctx" / "app.py").write_text("changed\n")
+    world.rerun().build("v1")  # another image, from other inputs, under the same local tag
+    world.release.tag("v1")
+    with pytest.raises(VersionExistsError, match="the build context differs"):
         world.release.push("v1")
-    assert world.docker.verbs()[-1] == "build"
+    assert world.docker.verbs()[-1] == "tag"
+
+
+def test_push_alone_of_a_rebuild_from_identical_inputs_is_a_no_op(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    first = world.release.release("v1")
+    world.rerun().build("v1")  # a new image ID (a new created time), the same inputs
+    world.release.tag("v1")
+    again = world.release.push("v1")
+    assert again.already_released and again.digest == first.digest
+    assert world.docker.verbs()[-2:] == ["build", "tag"]  # no push
 
 
 def test_verification_catches_a_digest_mismatch(make_world: Callable[..., World]) -> None:
@@ -525,7 +566,7 @@ def test_steps_one_by_one_reach_the_same_result(make_world: Callable[..., World]
     assert world.release.ensure_repo().uri == f"{HOST}/widget-server"
     world.release.login()
     world.release.tag("v2")
-    digest = world.release.push("v2")
+    digest = world.release.push("v2").digest
     assert world.docker.verbs() == ["build", "login", "tag", "push"]
     assert world.registry.manifests[("widget-server", "v2")].digest == digest
 
@@ -656,3 +697,95 @@ def test_a_repository_too_long_for_the_real_host_is_refused_before_anything(
         world.release.release("v1")
     assert world.docker.verbs() == []
     assert repo_names(world.client) == []
+
+
+# -- same inputs, same release, on any machine --------------------------------------------
+
+
+def _fresh_machine(world: World) -> Release:
+    """Another runner: the same checkout and registry, no image but the base."""
+    world.docker.images = {BASE: BASE_ID}
+    world.docker.calls.clear()
+    return world.rerun()
+
+
+def test_a_rerun_on_a_fresh_machine_with_the_same_inputs_is_a_no_op(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world()
+    first = world.release.release("v1")
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        again = _fresh_machine(world).release("v1")
+    assert again.already_released and again.digest == first.digest
+    assert world.docker.verbs() == []  # no build, no login, no push
+    assert "released from identical inputs (commit 0123abc)" in caplog.text
+    assert again.fingerprint == first.fingerprint is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "part"),
+    [
+        ("context", "the build context differs"),
+        ("dockerfile", "the Dockerfile differs"),
+        ("base", "the base image differs"),
+    ],
+)
+def test_a_rerun_with_changed_inputs_is_refused_before_building(
+    make_world: Callable[..., World], change: str, part: str
+) -> None:
+    world = make_world()
+    first = world.release.release("v1")
+    if change == "context":
+        (world.tmp / "ctx" / "app.py").write_text("print('changed')\n")
+    elif change == "dockerfile":
+        (world.tmp / "ctx" / "Dockerfile").write_text(f"FROM {BASE}\nUSER 10001\n")
+    release = _fresh_machine(world)
+    if change == "base":
+        world.docker.images[BASE] = "sha256:" + "4e3" * 21 + "0"  # the tag moved
+    with pytest.raises(VersionExistsError) as err:
+        release.release("v1")
+    assert err.value.message == (
+        f"widget-server:v1 is already released as {first.digest} and {part} from the one "
+        "released as v1 (commit 0123abc): released versions are never overwritten; choose a "
+        "new --version"
+    )
+    assert world.docker.verbs() == []
+    assert world.registry.manifests[("widget-server", "v1")].digest == first.digest
+
+
+def test_the_same_machine_with_changed_code_is_refused(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.release("v1")
+    (world.tmp / "ctx" / "app.py").write_text("print('changed')\n")
+    world.docker.calls.clear()
+    with pytest.raises(VersionExistsError, match="the build context differs"):
+        world.rerun().release("v1")  # the old image is still here under the same tag
+    assert world.docker.verbs() == []
+
+
+def test_a_release_without_a_fingerprint_falls_back_to_the_image_id(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    # Pushed by another tool: no fingerprint labels, but the same image as the local one.
+    world.docker.images["widget-server:v1"] = "sha256:" + "0ff" * 21 + "0"
+    world.registry.manifests[("widget-server", "v1")] = Manifest(
+        "sha256:" + "d" * 64, "sha256:" + "0ff" * 21 + "0", "x"
+    )
+    assert world.release.release("v1").already_released
+    world.docker.images["widget-server:v1"] = "sha256:" + "1" * 64
+    with pytest.raises(VersionExistsError, match="with a different image than the local"):
+        world.rerun().release("v1")
+
+
+def test_the_built_image_carries_its_fingerprint_and_base_labels(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    summary = world.release.release("v1")
+    labels = world.docker.labels[world.docker.images["widget-server:v1"]]
+    assert summary.fingerprint is not None
+    assert labels["io.ecr-release.fingerprint"] == summary.fingerprint.digest
+    assert labels["org.opencontainers.image.base.name"] == BASE
+    assert labels["org.opencontainers.image.base.digest"] == BASE_ID
+    assert "BUILD_DATE" not in json.dumps(summary.fingerprint.labels())
