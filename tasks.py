@@ -4,52 +4,60 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from ecr_release.cli import Flags, flag_help, print_summary, session
+from ecr_release.cli import Flags, flag_help, session
 
 
 @task(help=flag_help("version"))
 def build(c, version=None, repository=None, region=None, profile=None, env_file=None):
     """Build IMAGE_NAME:VERSION from the Dockerfile, with OCI labels."""
     with session(c, "build", Flags(repository, region, profile, env_file), version=version) as run:
-        print(f"built {run.build(version)}")
+        print(f"built {run.steps.build(version)}")
 
 
 @task(help=flag_help())
 def ensure_repo(c, repository=None, region=None, profile=None, env_file=None):
     """Create the ECR repository if it is missing; print its URI."""
     with session(c, "ensure-repo", Flags(repository, region, profile, env_file)) as run:
-        print(run.ensure_repo().uri)
+        print(run.steps.ensure_repo().uri)
 
 
 @task(help=flag_help("force"))
 def login(c, force=False, repository=None, region=None, profile=None, env_file=None):
     """Log docker in to the ECR registry with a fresh token (password on stdin)."""
     with session(c, "login", Flags(repository, region, profile, env_file)) as run:
-        print(f"logged in to {run.login(force=force)}")
+        print(f"logged in to {run.steps.login(force=force)}")
 
 
 @task(help=flag_help("version"))
 def tag(c, version=None, repository=None, region=None, profile=None, env_file=None):
     """Tag IMAGE_NAME:VERSION as REGISTRY/ECR_REPOSITORY:VERSION."""
     with session(c, "tag", Flags(repository, region, profile, env_file), version=version) as run:
-        print(run.tag(version))
+        print(run.steps.tag(version))
 
 
-@task(help=flag_help("version"))
-def push(c, version=None, repository=None, region=None, profile=None, env_file=None):
+@task(help=flag_help("version", "json"))
+def push(c, version=None, json=False, repository=None, region=None, profile=None, env_file=None):
     """Push REGISTRY/ECR_REPOSITORY:VERSION, verify it and print its digest."""
-    with session(c, "push", Flags(repository, region, profile, env_file), version=version) as run:
-        print(run.push(version))
+    flags = Flags(repository, region, profile, env_file)
+    with session(c, "push", flags, version=version, json=json) as run:
+        run.report(run.steps.push(version))
 
 
-@task(help=flag_help("version", "dry_run"))
+@task(help=flag_help("version", "dry_run", "json"))
 def release(
-    c, version=None, dry_run=False, repository=None, region=None, profile=None, env_file=None
+    c,
+    version=None,
+    dry_run=False,
+    json=False,
+    repository=None,
+    region=None,
+    profile=None,
+    env_file=None,
 ):
     """Build, ensure-repo, login, tag and push VERSION, then verify it."""
     flags = Flags(repository, region, profile, env_file)
-    with session(c, "release", flags, version=version, dry_run=dry_run) as run:
-        print_summary(run.release(version))
+    with session(c, "release", flags, version=version, dry_run=dry_run, json=json) as run:
+        run.report(run.steps.release(version))
 
 
 ns = Collection(build, ensure_repo, login, tag, push, release)

@@ -11,17 +11,18 @@ a non-zero code, no traceback. Importing it imports neither boto3 nor botocore.
 from __future__ import annotations
 
 import contextlib
+import json as json_module
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TextIO
 
 from invoke.exceptions import Exit
 
-from . import ecr
+from . import ecr, report
 from .docker import Docker, PlanningRunner, Runner, SubprocessRunner
 from .ecr import Authorization, Ecr, EcrAccess, PlanningEcr
 from .errors import ReleaseError
@@ -42,6 +43,7 @@ TASK_FLAGS_HELP: Mapping[str, str] = {
     "version": "image tag to release, e.g. v1 or 1.4.2 (required)",
     "dry_run": "print every step's command, change nothing",
     "force": "log in even when a valid login exists",
+    "json": "print one JSON document on stdout (docker's progress and the log go to stderr)",
 }
 
 
@@ -92,14 +94,16 @@ def make_release(
     dry_run: bool = False,
     environ: Mapping[str, str] | None = None,
     runner: Runner | None = None,
+    out: TextIO | None = None,
     connect: Callable[[Settings, type[Ecr]], Ecr] = ecr.connect,
     registry_for: Callable[[Authorization], Registry] | None = None,
     **options: Any,
 ) -> Release:
     """The one place the collaborators are wired: the real ones unless a test hands in
-    fakes for an outside system. A dry run gets a planning runner and a read-only ECR."""
+    fakes for an outside system. A dry run gets a planning runner and a read-only ECR.
+    ``out`` is where docker's progress goes (stdout, or stderr when stdout carries JSON)."""
     environ = os.environ if environ is None else environ
-    runner = runner or SubprocessRunner()
+    runner = runner or SubprocessRunner(out)
     kind: type[Ecr] = PlanningEcr if dry_run else Ecr
     return Release(
         settings,
@@ -138,6 +142,13 @@ def _setup_logging() -> None:
     logger.propagate = False
 
 
+class Run(NamedTuple):
+    """What a task body gets: the steps to run, and how to report a summary."""
+
+    steps: Release
+    report: Callable[[Summary], None]
+
+
 @contextlib.contextmanager
 def session(
     c: Any,
@@ -146,10 +157,18 @@ def session(
     *,
     version: str | None = None,
     dry_run: bool = False,
-) -> Iterator[Release]:
-    """Validate everything first, then yield the run; map library errors to ``Exit``."""
+    json: bool = False,
+) -> Iterator[Run]:
+    """Validate everything first, then yield the run; map library errors to ``Exit``.
+
+    With ``json``, stdout carries exactly one JSON document, even for an error (the
+    error's line still goes to stderr); everything else goes to stderr.
+    """
     _setup_logging()
     needs = NEEDS[task]
+    plan = _PlanLines()
+    logger = logging.getLogger("ecr_release")
+    logger.addHandler(plan)
     try:
         settings = load_settings(
             {"version": version, **flags.settings()},
@@ -161,28 +180,49 @@ def session(
             root=project_root(c),
         )
         for warning in settings.warnings:
-            logging.getLogger("ecr_release").warning("warning: %s", warning)
-        yield make_release(settings, dry_run=bool(dry_run or c.config.run.dry))
+            logger.warning("warning: %s", warning)
+        steps = make_release(
+            settings,
+            dry_run=bool(dry_run or c.config.run.dry),
+            out=sys.stderr if json else None,
+        )
+
+        def report_summary(summary: Summary) -> None:
+            if json:
+                _print_json(report.as_json(summary, plan.lines))
+            else:  # push alone prints just the digest, for scripts
+                print(summary.digest if task == "push" else report.as_text(summary))
+            report.write_github_files(summary, os.environ)
+
+        yield Run(steps, report_summary)
     except ReleaseError as exc:
+        if json:
+            _print_json(report.error_json(exc.message, exc.exit_code))
         raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
     except KeyboardInterrupt:
+        if json:
+            _print_json(report.error_json("interrupted", 130))
         raise Exit(
             "interrupted: nothing was half-published (a tag appears only once its "
             "manifest is written)",
             code=130,
         ) from None
+    finally:
+        logger.removeHandler(plan)
 
 
-def print_summary(summary: Summary) -> None:
-    total = sum(seconds for _, seconds in summary.timings)
-    steps = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in summary.timings)
-    if summary.dry_run:
-        title = "dry run: nothing was built, created, logged in to or pushed"
-    elif summary.already_released:
-        title = "already released: the same image is in the registry, nothing to do"
-    else:
-        title = "released and verified"
-    print(title)
-    print(f"  image:  {summary.image_uri}")
-    print(f"  digest: {summary.digest}")
-    print(f"  steps:  {steps} (total {total:.1f}s)")
+class _PlanLines(logging.Handler):
+    """Keeps a dry run's plan lines, for the JSON document."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("[dry-run] "):
+            self.lines.append(message.removeprefix("[dry-run] "))
+
+
+def _print_json(document: dict[str, Any]) -> None:
+    print(json_module.dumps(document, indent=2))

@@ -7,6 +7,7 @@ listener that counts connections.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -314,3 +315,48 @@ def test_run_from_a_subdirectory_reads_the_project_folder(cli: Cli) -> None:
     done = cli("build", "--version", "v2", "--env-file", "prod.env")
     assert done.returncode == 0, done.stderr
     assert "build -t from-prod-env:v2" in cli.docker_log.read_text()
+
+
+def test_json_dry_run_prints_one_document_with_the_plan(
+    cli: Cli, moto_server: str, listener: Listener
+) -> None:
+    (cli.work / ".dockerignore").write_text(".env\n")
+    done = cli(
+        "release",
+        "--version",
+        "v1",
+        "--dry-run",
+        "--json",
+        env_file="AWS_REGION=eu-west-1\n",
+        AWS_ENDPOINT_URL=moto_server,
+        HTTPS_PROXY=f"http://127.0.0.1:{listener.port}",
+        NO_PROXY="127.0.0.1",
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)  # the whole of stdout is one JSON document
+    assert document["ok"] is True and document["dry_run"] is True
+    assert document["version"] == "v1" and document["repository"] == "widget-server"
+    assert planned_steps(f"[dry-run] {line}" for line in document["plan"]) == RELEASE_PLAN
+    assert planned_steps(plan_lines(done.stderr.splitlines())) == RELEASE_PLAN
+    assert "auth-token" not in done.stdout + done.stderr
+
+
+def test_json_errors_are_one_document_too(cli: Cli, listener: Listener) -> None:
+    done = cli("release", "--version", "-bad", "--json", env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, "--version")
+    document = json.loads(done.stdout)
+    assert document["ok"] is False and document["exit_code"] == 2
+    assert "--version" in document["error"]
+    assert listener.connections == 0
+
+
+def test_json_is_offered_on_release_and_push() -> None:
+    for task in ("release", "push"):
+        helped = subprocess.run(
+            [sys.executable, "-m", "invoke", "--help", task],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "--json" in helped.stdout
