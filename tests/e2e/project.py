@@ -9,6 +9,7 @@ CLI runs as a subprocess: the suite's production path, with only `.env` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -97,6 +98,30 @@ class Project:
             BASE_IMAGE=stack_info.base_image,
         )
         return project
+
+    def second_checkout(self, tmp: Path) -> Project:
+        """The same commit cloned elsewhere, as a fresh CI runner sees it: its own HOME,
+        Docker config and cache, the same .env (CI would pass it as variables)."""
+        root = tmp / "project"
+        root.parent.mkdir(parents=True)
+        subprocess.run(["git", "clone", "-q", str(self.root), str(root)], check=True)
+        shutil.copy2(self.root / ".env", root / ".env")
+        for name in ("home", "docker-config", "cache"):
+            (tmp / name).mkdir()
+        env = {
+            **self.env,
+            "HOME": str(tmp / "home"),
+            "DOCKER_CONFIG": str(tmp / "docker-config"),
+            "XDG_CACHE_HOME": str(tmp / "cache"),
+        }
+        return dataclasses.replace(self, root=root, env=env)
+
+    def remove_images(self) -> None:
+        """Remove every image of this project's repository from the engine (not the base)."""
+        listed = docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
+        mine = [ref for ref in listed if ref.split(":")[0].endswith(self.repository)]
+        if mine:
+            docker("rmi", "-f", *mine)
 
     # -- driving the CLI -------------------------------------------------------------
 
