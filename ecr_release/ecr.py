@@ -34,6 +34,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+# Every ECR action the suite needs, and what for: its boto3 calls, its own registry
+# reads, and what `docker push` does. deploy/iam-policy.json and the README list these.
+IAM_ACTIONS: Mapping[str, str] = {
+    "ecr:GetAuthorizationToken": "the registry login token (on any resource)",
+    "ecr:DescribeRepositories": "does the repository exist, with which settings",
+    "ecr:CreateRepository": "create the repository when missing",
+    "ecr:BatchGetImage": "read a tag's manifest from the registry",
+    "ecr:GetDownloadUrlForLayer": "read a released image's config (its fingerprint)",
+    "ecr:BatchCheckLayerAvailability": "docker push",
+    "ecr:InitiateLayerUpload": "docker push",
+    "ecr:UploadLayerPart": "docker push",
+    "ecr:CompleteLayerUpload": "docker push",
+    "ecr:PutImage": "docker push",
+}
 NO_CREDENTIALS = (
     "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
     "in .env or the environment (or run `aws configure`)"

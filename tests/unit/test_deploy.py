@@ -20,6 +20,7 @@ import pytest
 import yaml
 from moto import mock_aws
 
+from ecr_release.ecr import IAM_ACTIONS
 from ecr_release.settings import KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,23 +29,8 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 RELEASE = WORKFLOWS / "release.yml"
 CI = WORKFLOWS / "ci.yml"
 
-# Every ECR action the suite needs: its boto3 calls, its own registry reads (manifests
-# and an image's config blob) and what `docker push` does. The library is the source
-# of truth; when it names these in a constant, import that here instead.
-SUITE_ECR_ACTIONS = frozenset(
-    {
-        "ecr:GetAuthorizationToken",
-        "ecr:DescribeRepositories",
-        "ecr:CreateRepository",
-        "ecr:BatchGetImage",
-        "ecr:GetDownloadUrlForLayer",
-        "ecr:BatchCheckLayerAvailability",
-        "ecr:InitiateLayerUpload",
-        "ecr:UploadLayerPart",
-        "ecr:CompleteLayerUpload",
-        "ecr:PutImage",
-    }
-)
+# Every ECR action the suite needs: the library is the source of truth.
+SUITE_ECR_ACTIONS = frozenset(IAM_ACTIONS)
 # IAM cannot scope this one to a repository.
 LOGIN_ACTION = "ecr:GetAuthorizationToken"
 REPOSITORY_ARN = "arn:aws:ecr:REGION:ACCOUNT:repository/REPOSITORY"
@@ -203,6 +189,13 @@ def test_deploy_readme_explains_every_action() -> None:
     readme = (DEPLOY / "README.md").read_text()
     for action in SUITE_ECR_ACTIONS:
         assert f"| `{action}` |" in readme, f"{action} has no row in deploy/README.md"
+
+
+def test_the_readme_prerequisites_name_every_action() -> None:
+    readme = (ROOT / "README.md").read_text()
+    prerequisites = readme.split("## Prerequisites", 1)[1].split("\n## ", 1)[0]
+    for action in SUITE_ECR_ACTIONS:
+        assert f"`{action}`" in prerequisites, f"README Prerequisites do not name {action}"
 
 
 # ------------------------------------------------------------------ workflows
