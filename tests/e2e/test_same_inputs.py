@@ -101,6 +101,13 @@ def test_json_result_and_github_files(project: Project, stack: Stack, tmp_path: 
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["already_released"] is True
 
+    unwritable = {"GITHUB_OUTPUT": str(tmp_path / "no-such-dir" / "output")}
+    late = project.inv("push", "--version", "v6", env=unwritable)
+    line = one_line_error(late)
+    assert late.returncode == 9
+    assert f"the image was released as {image}@{digest} (nothing was undone)" in line
+    assert stack.registry_manifest_digest(project.repository, "v6") == digest
+
 
 # A .dockerignore whose corners a simple glob gets wrong, and the files it meets.
 TRICKY_IGNORE = """\
