@@ -178,9 +178,9 @@ class Stack:
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["MOTO_ACCOUNT_ID"] = self.account_id
-        exe = Path(sys.executable).with_name("moto_server")
-        argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
-        argv += ["-H", "127.0.0.1", "-p", str(st.moto_port)]
+        # moto's server, with ECR tokens that expire in twelve hours as ECR's do.
+        launcher = Path(__file__).with_name("moto_ecr.py")
+        argv = [sys.executable, str(launcher), "-H", "127.0.0.1", "-p", str(st.moto_port)]
         st.moto_pid = spawn(argv, Path(st.state_dir) / "moto.log", env)
         st.save()
         services.wait_moto(st)
