@@ -46,6 +46,10 @@ class RegistryError(ReleaseError):
     exit_code = 5
 
 
+class RegistryAuthError(RegistryError):
+    """The registry refused the credential (HTTP 401/403): a fresh login may help."""
+
+
 class VersionExistsError(ReleaseError):
     """The version is already released with another image: it is never overwritten."""
 

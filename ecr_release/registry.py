@@ -27,7 +27,7 @@ from email.message import Message
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import RegistryError
+from .errors import RegistryAuthError, RegistryError
 
 MANIFEST_TYPES = ", ".join(
     (
@@ -101,10 +101,10 @@ class Registry:
             if exc.code == 404:
                 return None
             if exc.code in (401, 403):
-                raise RegistryError(
+                raise RegistryAuthError(
                     f"registry {self.host} refused the login token (HTTP {exc.code}) for "
-                    f"{what.split(':', 1)[0]}: check the repository policy and the identity's "
-                    "ecr:BatchGetImage permission"
+                    f"{what.split(':', 1)[0].split('@', 1)[0]}: check the repository policy "
+                    "and the identity's ecr:BatchGetImage permission"
                 ) from exc
             raise RegistryError(
                 f"registry {self.host} answered HTTP {exc.code} for {what}"
@@ -131,6 +131,11 @@ class Registry:
                 f"registry {self.host} answered more than {MAX_BODY_BYTES} bytes for {what}"
             )
         return response.headers, body
+
+    def repository_exists(self, repository: str) -> bool:
+        """Does the registry know the repository? (``GET /v2/<name>/tags/list``: a missing
+        one is a 404 ``NAME_UNKNOWN``, on ECR and on CNCF distribution alike.)"""
+        return self._get(f"/v2/{repository}/tags/list", "application/json", repository) is not None
 
     def image_config(self, repository: str, digest: str) -> dict[str, Any]:
         """The image config blob (``GET /v2/<name>/blobs/<digest>``), checked against its digest.
