@@ -10,6 +10,7 @@ knows nothing of AWS.
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
 import logging
@@ -125,9 +126,10 @@ class SubprocessRunner:
         return Result(proc.wait(), "".join(chunks))
 
 
-# Commands a dry run runs for real, so its plan is exact: they read, or (pull) only fill
-# the local image cache with the base image whose digest the check needs.
-_READ_ONLY = (("version",), ("image", "inspect"), ("pull",))
+# Commands a dry run runs for real, so its plan is exact: they read (`docker-credential-*
+# get` reads a stored login), or (pull) only fill the local image cache with the base
+# image whose digest the check needs.
+_READ_ONLY = (("version",), ("image", "inspect"), ("pull",), ("get",))  # get: a cred helper
 
 
 @dataclass
@@ -187,11 +189,15 @@ class Docker:
         self._run = runner
         self._binary = binary
         self._environ = os.environ if environ is None else environ
+        # One `docker image inspect` per image a run looks at: forgotten when this run
+        # builds, tags or pulls that reference.
+        self._inspected: dict[str, ImageInfo | None] = {}
 
     # -- commands --------------------------------------------------------------
 
     def build(self, command: Sequence[str]) -> None:
         """Run a ``build_command`` list, streaming docker's progress."""
+        self._inspected.pop(command[command.index("-t") + 1], None)
         result = self._run(command, stream=True)
         if result.returncode != 0:
             self._raise("docker build failed", result)
@@ -213,6 +219,7 @@ class Docker:
         return args
 
     def tag(self, source: str, target: str) -> None:
+        self._inspected.pop(target, None)
         result = self._run([self._binary, "tag", source, target])
         if result.returncode != 0:
             if "no such image" in result.output.lower():
@@ -246,6 +253,11 @@ class Docker:
 
     def inspect(self, reference: str) -> ImageInfo | None:
         """What docker knows of a local image (one ``docker image inspect``), or None."""
+        if reference not in self._inspected:
+            self._inspected[reference] = self._inspect(reference)
+        return self._inspected[reference]
+
+    def _inspect(self, reference: str) -> ImageInfo | None:
         result = self._run([self._binary, "image", "inspect", "--format", _INSPECT, reference])
         if result.returncode != 0:
             self._check_daemon_output(result.output)
@@ -267,6 +279,7 @@ class Docker:
 
     def pull(self, reference: str) -> None:
         """``docker pull``, streaming docker's progress."""
+        self._inspected.pop(reference, None)
         result = self._run([self._binary, "pull", reference], stream=True)
         if result.returncode != 0:
             self._raise(f"docker pull {reference} failed", result)
@@ -288,6 +301,31 @@ class Docker:
     def config(self) -> DockerConfig:
         """Docker's configuration as the CLI reads it now (``DOCKER_CONFIG`` or ``~/.docker``)."""
         return DockerConfig.load(self._environ)
+
+    def stored_credential(self, host: str) -> tuple[str, str] | None:
+        """The (user, password) docker would send to ``host``, read the way docker reads it:
+        from the credential helper the config names, else from ``auths``. None when docker
+        holds none (or its helper fails): the caller logs in instead."""
+        config = self.config()
+        helper = config.helper_for(host)
+        if helper is None:
+            return config.inline_credential(host)
+        try:
+            result = self._run([f"docker-credential-{helper}", "get"], input=host)
+        except DockerError:  # the helper is not installed
+            return None
+        if result.returncode != 0:
+            return None
+        try:
+            data = json.loads(result.output.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        user, secret = data.get("Username"), data.get("Secret")
+        if isinstance(user, str) and isinstance(secret, str) and user and secret:
+            return user, secret
+        return None
 
     def check_daemon(self) -> None:
         """Fail with one line when the CLI is missing or the daemon does not answer."""
@@ -360,15 +398,35 @@ class DockerConfig:
 
     def uses_ecr_helper(self, host: str) -> bool:
         """Docker gets this host's credentials from ``docker-credential-ecr-login``."""
-        helpers = self.data.get("credHelpers")
-        if isinstance(helpers, dict) and helpers.get(host) == "ecr-login":
-            return True
-        return self.data.get("credsStore") == "ecr-login"
+        return self.helper_for(host) == "ecr-login"
 
     def holds_login(self, host: str) -> bool:
         """``auths`` has an entry for the host (bare, as docker keys it, or as a URL)."""
         auths = self.data.get("auths")
         return isinstance(auths, dict) and (host in auths or f"https://{host}" in auths)
+
+    def helper_for(self, host: str) -> str | None:
+        """The credential helper docker asks for this host: ``credHelpers``, else ``credsStore``."""
+        helpers = self.data.get("credHelpers")
+        named = helpers.get(host) if isinstance(helpers, dict) else None
+        store = self.data.get("credsStore")
+        found = named or store
+        return found if isinstance(found, str) and found else None
+
+    def inline_credential(self, host: str) -> tuple[str, str] | None:
+        """``auths[host].auth`` (base64 ``user:password``), as ``docker login`` stores it."""
+        auths = self.data.get("auths")
+        entry = None
+        if isinstance(auths, dict):
+            entry = auths.get(host) or auths.get(f"https://{host}")
+        token = entry.get("auth") if isinstance(entry, dict) else None
+        if not isinstance(token, str):
+            return None
+        try:
+            user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return (user, password) if user and password else None
 
 
 # -- push failures and retries --------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import sys
@@ -701,3 +702,53 @@ def test_a_tag_docker_does_not_know_hints_build_and_tag() -> None:
     kind, message = classify_push_failure(_PREAMBLE + f"tag does not exist: {HOST}/widgets:v9\n")
     assert kind == FATAL
     assert "run `inv build` and `inv tag`" in message
+
+
+# -- docker's stored credential, read the way docker reads it ------------------------------
+
+
+def _configured(tmp_path: Path, data: dict[str, object], runner: FakeRunner) -> Docker:
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    return Docker(runner, environ={"DOCKER_CONFIG": str(tmp_path)})
+
+
+def test_the_stored_credential_from_config_auths(tmp_path: Path) -> None:
+    token = base64.b64encode(f"AWS:{PASSWORD}".encode()).decode()
+    runner = FakeRunner()
+    docker = _configured(tmp_path, {"auths": {HOST: {"auth": token}}}, runner)
+    assert docker.stored_credential(HOST) == ("AWS", PASSWORD)
+    assert docker.stored_credential("other.example") is None
+    assert runner.calls == []  # read from the file: no command
+
+
+def test_the_stored_credential_from_a_helper(tmp_path: Path) -> None:
+    answer = json.dumps({"ServerURL": HOST, "Username": "AWS", "Secret": PASSWORD})
+    runner = FakeRunner(Result(0, answer + "\n"))
+    docker = _configured(tmp_path, {"credHelpers": {HOST: "pass"}, "auths": {HOST: {}}}, runner)
+    assert docker.stored_credential(HOST) == ("AWS", PASSWORD)
+    assert runner.calls == [Call(["docker-credential-pass", "get"], HOST, False)]
+
+
+@pytest.mark.parametrize(
+    "helper_answer",
+    [
+        Result(1, "credentials not found in native keychain\n"),
+        Result(0, "not json\n"),
+        Result(0, '{"Username": "AWS"}\n'),
+    ],
+)
+def test_no_usable_stored_credential_is_none(tmp_path: Path, helper_answer: Result) -> None:
+    docker = _configured(tmp_path, {"credsStore": "desktop"}, FakeRunner(helper_answer))
+    assert docker.stored_credential(HOST) is None
+
+
+def test_a_missing_credential_helper_is_no_credential(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "nonexistent-helper-x"}))
+    docker = Docker(SubprocessRunner(io.StringIO()), environ={"DOCKER_CONFIG": str(tmp_path)})
+    assert docker.stored_credential(HOST) is None
+
+
+def test_an_unreadable_inline_credential_is_none(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    docker = _configured(tmp_path, {"auths": {HOST: {"auth": "%%% not base64"}}}, runner)
+    assert docker.stored_credential(HOST) is None
