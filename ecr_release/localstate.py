@@ -19,6 +19,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +27,8 @@ from typing import TYPE_CHECKING
 from .errors import LockedError, SettingsError
 
 if TYPE_CHECKING:
-    from .docker import DockerConfig
+    from .docker import Docker, DockerConfig
+    from .ecr import Authorization
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,11 @@ def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 class LoginRecords:
-    """Expiry of the logins this suite made, keyed by Docker config directory and host."""
+    """Expiry of the logins this suite made, keyed by Docker config directory and host; and
+    for each AWS identity, the registry host its last token named, until that token expires.
+
+    Never a password or token: a login's expiry, and an identity's registry host.
+    """
 
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self._path = path
@@ -68,14 +74,30 @@ class LoginRecords:
             return None
 
     def record(self, docker_config: Path, host: str, expires_at: datetime | None) -> None:
+        """Remember (or, with None, forget) the expiry of a login this suite made."""
+        self._set(self._key(docker_config, host), _iso(expires_at))
+
+    def remember_registry(self, identity: str, host: str, expires_at: datetime | None) -> None:
+        """The registry host a token named for this AWS identity, until the token expires."""
+        if expires_at is not None:
+            self._set(f"registry|{identity}", f"{host} {_iso(expires_at)}")
+
+    def known_registry(self, identity: str, now: datetime) -> str | None:
+        """The registry host of this AWS identity's last token, while that token is valid."""
+        host, _, expiry = (self._load().get(f"registry|{identity}") or "").partition(" ")
+        try:
+            return host if host and datetime.fromisoformat(expiry) > now else None
+        except ValueError:
+            return None
+
+    def _set(self, key: str, value: str | None) -> None:
         if self._read_only:
             return
         data = self._load()
-        key = self._key(docker_config, host)
-        if expires_at is None:
+        if value is None:
             data.pop(key, None)
         else:
-            data[key] = expires_at.astimezone(UTC).isoformat()
+            data[key] = value
         # A record is an optimisation (it saves a login): failing to keep one is not an error.
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +143,10 @@ class LocalState:
             name,
             on_wait=lambda: log.info("waiting for another release of %s on this machine", name),
         )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
 
 
 def lock_file_name(name: str) -> str:
@@ -176,3 +202,26 @@ def release_lock(
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class StoredLogins:
+    """What this machine knows about the registry of one AWS identity, without asking AWS:
+    the host its last token named (while valid), and the login docker holds for it."""
+
+    records: LoginRecords
+    identity: str
+    docker: Docker
+    now: Callable[[], datetime]
+
+    def host(self) -> str | None:
+        return self.records.known_registry(self.identity, self.now())
+
+    def credential(self, host: str) -> tuple[str, str] | None:
+        return self.docker.stored_credential(host)
+
+    def remember(self, auth: Authorization) -> None:
+        self.records.remember_registry(self.identity, auth.host, auth.expires_at)
+
+    def refused(self, host: str) -> None:
+        self.records.forget(self.docker.config().directory, host)
