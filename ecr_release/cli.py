@@ -18,18 +18,18 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from invoke.exceptions import Exit
 
-from . import ecr, report
-from .docker import Docker, PlanningRunner, Runner, SubprocessRunner
-from .ecr import Authorization, Ecr, EcrAccess, PlanningEcr
 from .errors import ReleaseError
-from .localstate import LocalState, cache_dir
-from .registry import Registry
-from .release import Release, Summary, announce
-from .settings import Settings, load_settings
+
+if TYPE_CHECKING:  # the rest is imported when a task runs: `inv --list` stays fast
+    from .docker import Runner
+    from .ecr import Authorization, Ecr
+    from .registry import Registry
+    from .release import Clock, Release, Summary
+    from .settings import Settings
 
 # Every task's shared flags: flag -> (the setting it overrides, its help).
 COMMON_FLAGS: Mapping[str, tuple[str | None, str]] = {
@@ -95,25 +95,38 @@ def make_release(
     environ: Mapping[str, str] | None = None,
     runner: Runner | None = None,
     out: TextIO | None = None,
-    connect: Callable[[Settings, type[Ecr]], Ecr] = ecr.connect,
+    connect: Callable[[Settings, type[Ecr]], Ecr] | None = None,
     registry_for: Callable[[Authorization], Registry] | None = None,
+    clock: Clock | None = None,
     **options: Any,
 ) -> Release:
     """The one place the collaborators are wired: the real ones unless a test hands in
     fakes for an outside system. A dry run gets a planning runner and a read-only ECR.
     ``out`` is where docker's progress goes (stdout, or stderr when stdout carries JSON)."""
+    from . import ecr
+    from .docker import Docker, PlanningRunner, SubprocessRunner
+    from .localstate import LocalState, StoredLogins, cache_dir
+    from .registry import Registry
+    from .release import Clock, Release, announce
+
     environ = os.environ if environ is None else environ
     runner = runner or SubprocessRunner(out)
-    kind: type[Ecr] = PlanningEcr if dry_run else Ecr
+    clock = clock or Clock()
+    kind = ecr.PlanningEcr if dry_run else ecr.Ecr
+    docker = Docker(PlanningRunner(runner) if dry_run else runner, environ=environ)
+    state = LocalState(cache_dir(environ), read_only=dry_run)
+    known = StoredLogins(state.logins, ecr.aws_identity(settings, environ), docker, clock.now)
     return Release(
         settings,
-        Docker(PlanningRunner(runner) if dry_run else runner, environ=environ),
-        EcrAccess(
-            lambda: connect(settings, kind),
+        docker,
+        ecr.EcrAccess(
+            lambda: (connect or ecr.connect)(settings, kind),
             registry_for or (lambda auth: Registry(auth.host, auth.username, auth.password)),
             account_id=settings.account_id,
+            known=known,
         ),
-        LocalState(cache_dir(environ), read_only=dry_run),
+        state,
+        clock=clock,
         progress=_quiet if dry_run else announce,
         dry_run=dry_run,
         **options,
@@ -164,6 +177,9 @@ def session(
     With ``json``, stdout carries exactly one JSON document, even for an error (the
     error's line still goes to stderr); everything else goes to stderr.
     """
+    from . import report
+    from .settings import load_settings
+
     _setup_logging()
     needs = NEEDS[task]
     plan = _PlanLines()

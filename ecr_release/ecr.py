@@ -15,15 +15,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from .errors import AwsError, SettingsError
+from .errors import AwsError, RegistryAuthError, SettingsError
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr.client import ECRClient
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_ATTEMPTS = 5
 # Every ECR action the suite needs, and what for: its boto3 calls, its own registry
@@ -198,11 +201,30 @@ class PlanningEcr(Ecr):
         return would_be, False
 
 
-class EcrAccess:
-    """One run's ECR: the client made on first use, its login token, a registry client per token.
+class KnownLogin(Protocol):
+    """What this machine knows about the registry without asking AWS (see localstate)."""
 
-    The token is checked against ``AWS_ACCOUNT_ID`` before anything uses it, so no
-    repository of another account is ever touched.
+    def host(self) -> str | None:
+        """The registry host this identity's last token named, while it is valid."""
+
+    def credential(self, host: str) -> tuple[str, str] | None:
+        """The (user, password) docker holds for the host, if any."""
+
+    def remember(self, auth: Authorization) -> None:
+        """A token was fetched: remember its host and expiry (never its password)."""
+
+    def refused(self, host: str) -> None:
+        """The registry refused docker's stored login: do not reuse it."""
+
+
+class EcrAccess:
+    """One run's ECR: the client made on first use, its login token, a registry client.
+
+    The registry is read with docker's own stored login when this machine knows which
+    registry the identity's last token named: then a rerun asks AWS nothing at all, and
+    boto3 is not even imported. A refused login (401/403) falls back to a fresh token
+    without a word. The token, or the recorded host, is checked against
+    ``AWS_ACCOUNT_ID`` before anything uses it.
     """
 
     def __init__(
@@ -211,29 +233,40 @@ class EcrAccess:
         registry_for: Callable[[Authorization], Registry],
         *,
         account_id: str | None = None,
+        known: KnownLogin | None = None,
     ) -> None:
         self._connect = connect
         self._registry_for = registry_for
         self._account_id = account_id
+        self._known = known
         self._token: Authorization | None = None
         self._registry: tuple[Authorization, Registry] | None = None
+        self._stored: Authorization | None = None  # docker's login, while the registry takes it
 
     @functools.cached_property
     def api(self) -> Ecr:
         return self._connect()
 
+    @property
+    def connected(self) -> bool:
+        """Has this run made an ECR client (and so imported boto3)?"""
+        return "api" in self.__dict__
+
     def token(self, *, fresh: bool = False) -> Authorization:
         """The registry login (``GetAuthorizationToken``) for the expected account."""
         if self._token is None or fresh:
             auth = self.api.authorization()
-            if self._account_id and auth.host.split(".", 1)[0] != self._account_id:
-                raise AwsError(
-                    f"the login token is for registry {auth.host}, not account "
-                    f"{self._account_id} (AWS_ACCOUNT_ID): use credentials of that account or "
-                    "fix AWS_ACCOUNT_ID"
-                )
+            self._check_account(auth.host)
             self._token = auth
+            if self._known is not None:
+                self._known.remember(auth)
         return self._token
+
+    def host(self) -> str:
+        """The registry host: the token's, else the one recorded for this identity."""
+        if self._token is None and (known := self._known_host()):
+            return known
+        return self.token().host
 
     def require_account(self) -> None:
         """With AWS_ACCOUNT_ID set, fail before touching a repository in another account."""
@@ -241,11 +274,69 @@ class EcrAccess:
             self.token()
 
     def registry(self) -> Registry:
-        """The registry client for the current token (its TLS context is loaded once)."""
-        auth = self.token()
+        """The registry client: with docker's stored login when usable, else the token's."""
+        if self._token is None and self._stored is None and (host := self._known_host()):
+            assert self._known is not None
+            stored = self._known.credential(host)
+            if stored is not None:
+                self._stored = Authorization(host, *stored)
+        auth = self._stored or self.token()
         if self._registry is None or self._registry[0] is not auth:
             self._registry = (auth, self._registry_for(auth))
         return self._registry[1]
+
+    def read(self, request: Callable[[Registry], T]) -> T:
+        """Ask the registry; if it refuses docker's stored login, fetch a token and ask again."""
+        registry, stored = self.registry(), self._stored
+        try:
+            return request(registry)
+        except RegistryAuthError:
+            if stored is None or self._known is None:
+                raise
+            log.info("docker's stored login to %s was refused: getting a fresh token", stored.host)
+            self._known.refused(stored.host)
+            self._stored = None
+            self._known = None
+            return request(self.registry())
+
+    def _known_host(self) -> str | None:
+        host = self._known.host() if self._known is not None else None
+        if host:
+            self._check_account(host)
+        return host
+
+    def _check_account(self, host: str) -> None:
+        if self._account_id and host.split(".", 1)[0] != self._account_id:
+            raise AwsError(
+                f"the login token is for registry {host}, not account {self._account_id} "
+                "(AWS_ACCOUNT_ID): use credentials of that account or fix AWS_ACCOUNT_ID"
+            )
+
+
+def aws_identity(settings: Settings, environ: Mapping[str, str]) -> str:
+    """A name for "these AWS credentials, in this region, at this endpoint", with no secret
+    in it: what a recorded registry host is filed under. Any change to the AWS config or
+    credentials files makes a new identity, so a profile pointed elsewhere is never
+    mistaken for the old one."""
+    env = {**settings.aws_env, **environ}
+    parts = [
+        settings.region or "",
+        settings.profile or env.get("AWS_PROFILE", ""),
+        env.get("AWS_ACCESS_KEY_ID", ""),  # an identifier, not a secret; hashed anyway
+        env.get("AWS_ROLE_ARN", ""),
+        env.get("AWS_ENDPOINT_URL_ECR") or env.get("AWS_ENDPOINT_URL", ""),
+    ]
+    for key, default in (
+        ("AWS_CONFIG_FILE", "~/.aws/config"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+    ):
+        try:
+            parts.append(
+                hashlib.sha256(Path(env.get(key) or default).expanduser().read_bytes()).hexdigest()
+            )
+        except OSError:
+            parts.append("")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
 def registry_host(endpoint: str) -> str:

@@ -91,7 +91,7 @@ class Release:
         self._revision = revision
         self._clock = clock
         self._progress = progress
-        self._repository: Repository | None = None
+        self._repository_known = False
         self._gathered: dict[str, BuildInputs] = {}
 
     # -- the tasks ------------------------------------------------------------------
@@ -119,19 +119,19 @@ class Release:
         else:
             for line in repository.drift(config):
                 log.warning("warning: repository %s: %s (left unchanged)", name, line)
-        self._repository = repository
+        self._repository_known = True
         return repository
 
     def login(self, *, force: bool = False) -> str:
         """``docker login`` to the registry with a fresh token, unless a valid login exists."""
-        auth = self.ecr.token(fresh=force)
         config = self.docker.config()
-        reason = (
-            None if force else self.state.logins.reuse_reason(config, auth.host, self._clock.now())
-        )
-        if reason:
-            log.info("login skipped: %s", reason)
-            return auth.host
+        if not force:
+            host = self.ecr.host()
+            reason = self.state.logins.reuse_reason(config, host, self._clock.now())
+            if reason:
+                log.info("login skipped: %s", reason)
+                return host
+        auth = self.ecr.token(fresh=force)
         self._progress(f"login {auth.host}")
         self.docker.login(auth.host, auth.username, auth.password)
         self.state.logins.record(config.directory, auth.host, auth.expires_at)
@@ -172,7 +172,10 @@ class Release:
             with timer.step("build"):
                 self.build(version)
             with timer.step("ensure-repo"):
-                self.ensure_repo()
+                if self._repository_known and not self.ecr.connected and not self.dry_run:
+                    log.info("repository %s is in the registry already", self.settings.repository)
+                else:
+                    self.ensure_repo()
             with timer.step("login"):
                 self.login()
             with timer.step("tag"):
@@ -183,21 +186,20 @@ class Release:
 
     # -- facts the tasks share --------------------------------------------------------
 
-    def repository(self) -> Repository:
-        """The existing repository (for tag and push alone); never creates it."""
-        if self._repository is None:
-            self.ecr.require_account()
-            found = self.ecr.api.describe_repository(self.settings.repository)
-            if found is None:
-                raise AwsError(
-                    f"ECR repository {self.settings.repository} does not exist: "
-                    "run `inv ensure-repo` (or `inv release`)"
-                )
-            self._repository = found
-        return self._repository
-
     def remote_ref(self, version: str) -> str:
-        return self.settings.remote_image(self.repository().host, version)
+        """``HOST/REPOSITORY:version``, once the repository is known to exist."""
+        if not self._repository_known:
+            name = self.settings.repository
+            if not self.ecr.read(lambda registry: registry.repository_exists(name)):
+                # A repository nothing was pushed to yet may be unknown to the registry.
+                self.ecr.require_account()
+                if self.ecr.api.describe_repository(name) is None:
+                    raise AwsError(
+                        f"ECR repository {name} does not exist: "
+                        "run `inv ensure-repo` (or `inv release`)"
+                    )
+            self._repository_known = True
+        return self.settings.remote_image(self.ecr.host(), version)
 
     def find_identical_release(
         self, version: str, mine: Fingerprint | None, local: str
@@ -205,12 +207,14 @@ class Release:
         """The released manifest when ``version`` is already released from these inputs
         (``mine``; else the image ID of ``local``); None when ``version`` is new. Raises
         ``VersionExistsError`` when it is released from anything else."""
-        registry, repository = self.ecr.registry(), self.settings.repository
-        manifest = registry.manifest(repository, version)
+        repository = self.settings.repository
+        manifest = self.ecr.read(lambda registry: registry.manifest(repository, version))
         if manifest is None:
             return None
+        self._repository_known = True
+        config = manifest.config_digest
         released = (
-            registry.labels(repository, manifest.config_digest) if manifest.config_digest else {}
+            self.ecr.read(lambda registry: registry.labels(repository, config)) if config else {}
         )
         why = judge(
             repository,
@@ -233,7 +237,8 @@ class Release:
 
     def verify(self, version: str, pushed_digest: str) -> str:
         """Read the tag back: it must name the pushed manifest, whose config is our image."""
-        manifest = self.ecr.registry().manifest(self.settings.repository, version)
+        repository = self.settings.repository
+        manifest = self.ecr.read(lambda registry: registry.manifest(repository, version))
         if manifest is None:
             raise RegistryError(
                 f"verification failed: the registry has no tag {version} after the push"
@@ -260,21 +265,23 @@ class Release:
         self.docker.config()  # a corrupt one stops the run now, not at the login after the build
         self.docker.check_daemon()
         self._inputs(version)
-        problem = reference_name_problem(self.ecr.token().host, self.settings.repository)
+        problem = reference_name_problem(self.ecr.host(), self.settings.repository)
         if problem:
             raise SettingsError(problem)
         mine, local = self._inputs(version).fingerprint, self.settings.image(version)
-        if not self.dry_run:
-            return self.find_identical_release(version, mine, local)
-        where = self.settings.remote_image(self.ecr.token().host, version)
+        where = self.settings.remote_image(self.ecr.host(), version)
         try:
             existing = self.find_identical_release(version, mine, local)
+            if existing is None:  # then whether ensure-repo must ask the ECR API
+                name = self.settings.repository
+                known = self.ecr.read(lambda registry: registry.repository_exists(name))
+                self._repository_known = known
         except RegistryError as exc:
-            log.info(
-                "[dry-run] check: could not ask the registry about %s (%s)", where, exc.message
-            )
+            if not self.dry_run:
+                raise
+            log.info("[dry-run] check: could not ask the registry about %s (%s)", where, exc)
             return None
-        if existing is None:
+        if existing is None and self.dry_run:
             log.info("[dry-run] check: %s is not released yet", where)
         return existing
 
@@ -291,7 +298,7 @@ class Release:
         return self.verify(version, digest)
 
     def _relogin(self) -> None:
-        self.state.logins.forget(self.docker.config().directory, self.repository().host)
+        self.state.logins.forget(self.docker.config().directory, self.ecr.host())
         self.login(force=True)
 
     def _inputs(self, version: str) -> BuildInputs:
@@ -315,7 +322,7 @@ class Release:
         already_released: bool,
         fingerprint: Fingerprint | None,
     ) -> Summary:
-        host = self.ecr.token().host
+        host = self.ecr.host()
         return Summary(
             image_uri=self.settings.remote_image(host, version),
             digest=digest,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ from ecr_release.errors import (
     AwsError,
     DockerError,
     LockedError,
+    RegistryAuthError,
     RegistryError,
     SettingsError,
     VersionExistsError,
@@ -29,7 +31,7 @@ from ecr_release.errors import (
 from ecr_release.gitinfo import Revision
 from ecr_release.localstate import LoginRecords, release_lock
 from ecr_release.registry import Manifest
-from ecr_release.release import Clock, Release
+from ecr_release.release import Clock, Release, Summary
 from ecr_release.settings import Settings
 
 from .plans import RELEASE_PLAN, plan_lines, planned_steps
@@ -54,6 +56,21 @@ class FakeRegistry:
     def labels(self, repository: str, config_digest: str) -> dict[str, str]:
         return self.configs.get(config_digest, {})
 
+    def repository_exists(self, repository: str) -> bool:
+        return any(name == repository for name, _ in self.manifests)
+
+
+class FakeRegistryClient:
+    """The registry as one login sees it: a password the registry no longer takes is a 401."""
+
+    def __init__(self, registry: FakeRegistry, auth: Authorization, accepts: set[str]) -> None:
+        self._registry, self.auth, self._accepts = registry, auth, accepts
+
+    def __getattr__(self, name: str) -> Any:
+        if self.auth.password not in self._accepts:
+            raise RegistryAuthError(f"registry refused the login token (HTTP 401) for {name}")
+        return getattr(self._registry, name)
+
 
 BASE = "local/python-base:bookworm"
 BASE_ID = "sha256:" + "ba5e" * 16
@@ -65,6 +82,7 @@ class FakeDocker:
     into the registry."""
 
     registry: FakeRegistry
+    config_dir: Path | None = None  # where `docker login` stores what it was given
     images: dict[str, str] = field(default_factory=lambda: {BASE: BASE_ID})
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # image ID -> labels
     calls: list[tuple[list[str], str | None]] = field(default_factory=list)
@@ -91,6 +109,13 @@ class FakeDocker:
             self.images[args[args.index("-t") + 1]] = image_id
             pairs = [args[i + 1] for i, arg in enumerate(args) if arg == "--label"]
             self.labels[image_id] = dict(pair.split("=", 1) for pair in pairs)
+        elif verb == "login" and self.config_dir is not None and input is not None:
+            path = self.config_dir / "config.json"
+            data = json.loads(path.read_text()) if path.exists() else {}
+            token = base64.b64encode(f"{args[3]}:{input.strip()}".encode()).decode()
+            data.setdefault("auths", {})[args[-1]] = {"auth": token}
+            self.config_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data))
         elif verb == "tag":
             if args[2] not in self.images:
                 return Result(1, f"Error response from daemon: No such image: {args[2]}")
@@ -151,7 +176,7 @@ def aws() -> Iterator[Any]:
 def make_world(
     aws: Any, tmp_path: Path, make_settings: Callable[..., Settings]
 ) -> Callable[..., World]:
-    def make(*, dry_run: bool = False, **overrides: Any) -> World:
+    def make(*, dry_run: bool = False, now: datetime = NOW, **overrides: Any) -> World:
         context = tmp_path / "ctx"
         context.mkdir(exist_ok=True)
         (context / "Dockerfile").write_text("ARG BASE_IMAGE=python:3.12-slim\nFROM ${BASE_IMAGE}\n")
@@ -162,10 +187,11 @@ def make_world(
             **overrides,
         }
         registry = FakeRegistry()
-        docker = FakeDocker(registry)
+        docker = FakeDocker(registry, config_dir=tmp_path / "docker")
         connects: list[int] = []
         sleeps: list[float] = []
         registries: list[Authorization] = []
+        accepts = {Ecr(aws).authorization().password}  # moto's token; and docker's login
 
         def connect(settings: Settings, kind: type[Ecr]) -> Ecr:
             connects.append(1)
@@ -173,7 +199,7 @@ def make_world(
 
         def registry_for(auth: Authorization) -> Any:
             registries.append(auth)
-            return registry
+            return FakeRegistryClient(registry, auth, accepts)
 
         environ = {
             "DOCKER_CONFIG": str(tmp_path / "docker"),
@@ -188,7 +214,7 @@ def make_world(
                 runner=docker,
                 connect=connect,
                 registry_for=registry_for,
-                clock=Clock(now=lambda: NOW, sleep=sleeps.append),
+                clock=Clock(now=lambda: now, sleep=sleeps.append),
                 revision=lambda path: Revision("0123abc", "https://example.invalid/widget.git"),
             )
 
@@ -503,9 +529,15 @@ def test_login_records_the_expiry(make_world: Callable[..., World], aws: Any) ->
     world = make_world()
     world.release.login()
     data = json.loads((world.tmp / "cache" / "ecr-release" / "logins.json").read_text())
-    [(key, value)] = data.items()
+    auth = Ecr(aws).authorization()
+    [(key, value)] = [(k, v) for k, v in data.items() if not k.startswith("registry|")]
     assert key.endswith(f"|{HOST}")
-    assert datetime.fromisoformat(value) == Ecr(aws).authorization().expires_at
+    assert datetime.fromisoformat(value) == auth.expires_at
+    # And which registry this AWS identity's token named, until it expires: no password.
+    [(key, value)] = [(k, v) for k, v in data.items() if k.startswith("registry|")]
+    host, expiry = value.split()
+    assert host == HOST and datetime.fromisoformat(expiry) == auth.expires_at
+    assert auth.password not in json.dumps(data)
 
 
 def test_dry_run_changes_nothing(
@@ -789,3 +821,78 @@ def test_the_built_image_carries_its_fingerprint_and_base_labels(
     assert labels["org.opencontainers.image.base.name"] == BASE
     assert labels["org.opencontainers.image.base.digest"] == BASE_ID
     assert "BUILD_DATE" not in json.dumps(summary.fingerprint.labels())
+
+
+# -- the fast path: docker's stored login, no AWS call -------------------------------------
+
+# moto's tokens say they expire on 2015-01-01: a clock four hours before keeps them valid.
+BEFORE_EXPIRY = datetime(2014, 12, 31, 20, 0, tzinfo=UTC)
+
+
+def test_a_rerun_with_dockers_login_asks_aws_nothing(make_world: Callable[..., World]) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    first = world.release.release("v1")
+    assert world.connects == [1]
+    again = _fresh_release(world)
+    assert again.already_released and again.digest == first.digest
+    assert world.connects == [1]  # no second boto3 session: no AWS call at all
+    assert world.docker.verbs() == []
+
+
+def test_a_new_version_with_dockers_login_asks_aws_nothing(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    (world.tmp / "ctx" / "app.py").write_text("print('v2')\n")
+    world.docker.calls.clear()
+    summary = world.rerun().release("v2")
+    assert not summary.already_released
+    assert world.connects == [1]  # the registry knew the repository and the login was good
+    assert world.docker.verbs() == ["build", "tag", "push"]  # no docker login either
+    assert world.registry.manifests[("widget-server", "v2")].digest == summary.digest
+
+
+def test_a_stale_stored_login_falls_back_to_a_token_without_a_word(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    _write_docker_login(world, "AWS:rotated-elsewhere")  # the registry no longer takes it
+    (world.tmp / "ctx" / "app.py").write_text("print('v2')\n")
+    world.docker.calls.clear()
+    with caplog.at_level(logging.WARNING, logger="ecr_release"):
+        summary = world.rerun().release("v2")
+    assert not summary.already_released
+    assert world.connects == [1, 1]  # fell back to GetAuthorizationToken
+    assert world.docker.verbs() == ["build", "login", "tag", "push"]  # a fresh docker login
+    assert caplog.records == []  # no warning, no error: the fallback is silent
+
+
+def test_a_recorded_registry_of_another_account_is_refused_without_aws(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    other = make_world(now=BEFORE_EXPIRY, account_id="000000000000")
+    other.release = _same_machine(world, other)
+    with pytest.raises(AwsError, match="not account 000000000000"):
+        other.release.release("v1")
+    assert other.connects == []
+
+
+def _fresh_release(world: World) -> Summary:
+    world.docker.calls.clear()
+    return world.rerun().release("v1")
+
+
+def _write_docker_login(world: World, user_password: str) -> None:
+    path = world.tmp / "docker" / "config.json"
+    token = base64.b64encode(user_password.encode()).decode()
+    path.write_text(json.dumps({"auths": {HOST: {"auth": token}}}))
+
+
+def _same_machine(world: World, other: World) -> Release:
+    """``other``'s settings on ``world``'s machine (its records, docker login and registry)."""
+    other.docker, other.registry = world.docker, world.registry
+    return other.new_run()
