@@ -27,23 +27,33 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=2)"]
 
+# Exec form: python3 is PID 1 and receives `docker stop`'s SIGTERM directly. Declared
+# before the COPY, like every setting that does not change with the code: the classic
+# builder makes a container and a commit for each instruction after a changed layer.
+CMD ["python3", "-m", "widget_server"]
+
 # Everything above is cached across code changes; a change under
 # widget_server/ rebuilds from this layer on. Only the package is copied.
 COPY widget_server/ /app/widget_server/
 
-# Build metadata is declared after the last COPY/RUN on purpose: with the
-# classic builder a build argument whose value changes (BUILD_DATE changes on
-# every build) invalidates the cache of every RUN that follows its ARG line.
-ARG APP_VERSION=dev
-ARG VCS_REF=""
-ARG BUILD_DATE=""
-ARG SOURCE_URL=""
+# Build metadata: declared after the last COPY/RUN, because a build argument whose value
+# changes (BUILD_DATE does on every build) invalidates the cache of every RUN after its
+# ARG; and in three instructions, one ARG, one ENV, one LABEL, because each is a build
+# step. The release suite fills these labels through their build arguments (it finds
+# them here), so it adds no --label, hence no build step, of its own.
+ARG BASE_IMAGE APP_VERSION=dev VCS_REF="" BUILD_DATE="" SOURCE_URL="" BASE_DIGEST="" \
+    RELEASE_FINGERPRINT="" RELEASE_CONTEXT="" RELEASE_DOCKERFILE="" RELEASE_BASE="" \
+    RELEASE_BUILD_ARGS=""
 ENV APP_VERSION=${APP_VERSION}
 LABEL org.opencontainers.image.title="widget-server" \
       org.opencontainers.image.version="${APP_VERSION}" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.created="${BUILD_DATE}" \
-      org.opencontainers.image.source="${SOURCE_URL}"
-
-# Exec form: python3 is PID 1 and receives `docker stop`'s SIGTERM directly.
-CMD ["python3", "-m", "widget_server"]
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}" \
+      org.opencontainers.image.base.digest="${BASE_DIGEST}" \
+      io.ecr-release.fingerprint="${RELEASE_FINGERPRINT}" \
+      io.ecr-release.fingerprint.context="${RELEASE_CONTEXT}" \
+      io.ecr-release.fingerprint.dockerfile="${RELEASE_DOCKERFILE}" \
+      io.ecr-release.fingerprint.base="${RELEASE_BASE}" \
+      io.ecr-release.fingerprint.build-args="${RELEASE_BUILD_ARGS}"

@@ -9,19 +9,17 @@ into every image, so the image ID cannot tell; the inputs can, on any machine.
 The fingerprint travels with the image as labels under ``io.ecr-release``, each part
 apart, so that a refusal can say which part differs. The OCI labels
 ``org.opencontainers.image.base.name`` and ``.base.digest`` name the final stage's base.
-This module reads files; it does not run docker (base images are resolved by a
-callable handed in).
+This module computes; it reads nothing and runs nothing (the context's digest, the
+parsed Dockerfile and a resolver for base images are handed in).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 
-from .errors import SettingsError
+from .dockerfile import Dockerfile
 
 NAMESPACE = "io.ecr-release.fingerprint"
 BASE_NAME = "org.opencontainers.image.base.name"
@@ -104,56 +102,17 @@ def base_digest(bases: Sequence[BaseImage]) -> str:
     return _sha256("".join(f"{b.name}={b.identity}\0" for b in bases))
 
 
-def external_bases(dockerfile: Path, build_args: Mapping[str, str]) -> list[str]:
-    """The images the Dockerfile's FROM lines pull in, with ARG defaults and build arguments
-    substituted, in order; not ``scratch`` and not earlier stages. The last one is what the
-    final stage builds on (or the base of the stage it builds on)."""
-    from dockerfile_parse import DockerfileParser
-
-    try:
-        data = dockerfile.read_bytes()
-        parser = DockerfileParser(fileobj=io.BytesIO(data), build_args=dict(build_args))
-        froms = [item["value"] for item in parser.structure if item["instruction"] == "FROM"]
-        images = list(parser.parent_images)
-    except (OSError, ValueError, KeyError) as exc:
-        raise SettingsError(f"cannot read the base image from {dockerfile}: {exc}") from exc
-    stages: dict[str, str] = {}  # stage name -> the external image it builds on
-    chain: list[str] = []
-    for value, image in zip(froms, images, strict=True):
-        words = value.split()
-        alias = words[-1].lower() if len(words) >= 3 and words[-2].lower() == "as" else None
-        resolved = stages.get(image.lower(), image)
-        if alias:
-            stages[alias] = resolved
-        chain.append(resolved)
-    if any(not name.strip() for name in chain):
-        raise SettingsError(
-            f"a FROM line of {dockerfile} names no image once its ARGs are substituted: "
-            "give the ARG a default or set BASE_IMAGE"
-        )
-    external = [name for name in dict.fromkeys(chain) if name.lower() != "scratch"]
-    final = chain[-1] if chain else None
-    if final in external:  # the final stage's base last: it is what base.name names
-        external.remove(final)
-        external.append(final)
-    return external
-
-
 def fingerprint(
     context_digest: str,
-    dockerfile: Path,
+    dockerfile: Dockerfile,
     build_args: Mapping[str, str],
     resolve: Callable[[str], str],
 ) -> tuple[Fingerprint, list[BaseImage]]:
     """The fingerprint of a build, and its base images (``resolve`` names each one's identity)."""
-    bases = [BaseImage(name, resolve(name)) for name in external_bases(dockerfile, build_args)]
-    try:
-        dockerfile_bytes = dockerfile.read_bytes()
-    except OSError as exc:
-        raise SettingsError(f"cannot read {dockerfile}: {exc.strerror or exc}") from exc
+    bases = [BaseImage(name, resolve(name)) for name in dockerfile.external_bases()]
     found = Fingerprint(
         context=context_digest,
-        dockerfile="sha256:" + hashlib.sha256(dockerfile_bytes).hexdigest(),
+        dockerfile="sha256:" + hashlib.sha256(dockerfile.data).hexdigest(),
         base=base_digest(bases),
         build_args=build_args_digest(build_args),
     )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .buildcontext import raise_on_secrets, scan_context
+from .dockerfile import Dockerfile, split_labels
 from .errors import VersionExistsError
 from .fingerprint import BaseImage, Fingerprint, base_labels, fingerprint
 from .gitinfo import Revision
@@ -25,7 +26,8 @@ REVISION = "org.opencontainers.image.revision"
 
 @dataclass(frozen=True)
 class BuildInputs:
-    """The build arguments and labels of one version's build, and its fingerprint."""
+    """One version's build: its build arguments, the labels to pass with ``--label`` (those
+    the Dockerfile does not set from a build argument), its fingerprint and base images."""
 
     build_args: dict[str, str]
     labels: dict[str, str]
@@ -65,10 +67,12 @@ def gather(
     scan = scan_context(settings.build_context, settings.dockerfile, settings.secret_scan_allow)
     raise_on_secrets(settings.build_context, scan.secrets)
     build_args, labels = build_metadata(version, created, revision, settings.base_image)
-    found, bases = fingerprint(scan.digest, settings.dockerfile, build_args, resolve_base)
-    return BuildInputs(
-        build_args, {**labels, **found.labels(), **base_labels(bases)}, found, tuple(bases)
-    )
+    dockerfile = Dockerfile.read(settings.dockerfile, build_args)
+    found, bases = fingerprint(scan.digest, dockerfile, build_args, resolve_base)
+    wanted = {**labels, **found.labels(), **base_labels(bases)}
+    # What the Dockerfile's LABEL reads from build arguments costs no build step of its own.
+    carried, passed = split_labels(dockerfile, wanted, build_args)
+    return BuildInputs({**build_args, **carried}, passed, found, tuple(bases))
 
 
 def judge(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ecr_release.buildcontext import scan_context
+from ecr_release.dockerfile import Dockerfile
 from ecr_release.errors import SettingsError
 from ecr_release.fingerprint import (
     BASE_DIGEST,
@@ -17,7 +18,6 @@ from ecr_release.fingerprint import (
     Fingerprint,
     base_labels,
     build_args_digest,
-    external_bases,
     fingerprint,
 )
 
@@ -39,8 +39,9 @@ def _print(
     args: dict[str, str] | None = None,
     resolve: Callable[[str], str] = lambda name: BASE_ID,
 ) -> Fingerprint:
+    args = ARGS if args is None else args
     digest = scan_context(root, root / "Dockerfile").digest
-    return fingerprint(digest, root / "Dockerfile", ARGS if args is None else args, resolve)[0]
+    return fingerprint(digest, Dockerfile.read(root / "Dockerfile", args), args, resolve)[0]
 
 
 FILES = {"app/main.py": "print(1)\n", "app/util.py": "x = 2\n", "README.md": "hi\n"}
@@ -187,7 +188,7 @@ def test_external_bases(
     tmp_path: Path, dockerfile: str, args: dict[str, str], bases: list[str]
 ) -> None:
     (tmp_path / "Dockerfile").write_text(dockerfile)
-    assert external_bases(tmp_path / "Dockerfile", args) == bases
+    assert Dockerfile.read(tmp_path / "Dockerfile", args).external_bases() == bases
 
 
 @pytest.mark.parametrize("text", ["ARG BASE\nFROM ${BASE}\n", b"\xff\xfe FROM x"])
@@ -197,7 +198,7 @@ def test_a_dockerfile_whose_base_cannot_be_told_is_one_line(
     path = tmp_path / "Dockerfile"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(SettingsError) as info:
-        external_bases(path, {})
+        Dockerfile.read(path, {}).external_bases()
     assert str(path) in info.value.message and "\n" not in info.value.message
 
 
@@ -207,7 +208,8 @@ def test_oci_base_labels_name_the_final_stage_base(tmp_path: Path) -> None:
         "golang:1.23": "sha256:" + "a" * 64,
         "python:3.12-slim": "python@sha256:" + "b" * 64,
     }
-    _, bases = fingerprint("sha256:x", tmp_path / "Dockerfile", {}, identities.__getitem__)
+    dockerfile = Dockerfile.read(tmp_path / "Dockerfile", {})
+    _, bases = fingerprint("sha256:x", dockerfile, {}, identities.__getitem__)
     assert base_labels(bases) == {BASE_NAME: "python:3.12-slim", BASE_DIGEST: "sha256:" + "b" * 64}
     assert base_labels([]) == {}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,10 @@ from pathlib import Path
 import pytest
 
 from ecr_release.buildcontext import DockerIgnore
+from ecr_release.dockerfile import Dockerfile, split_labels
+from ecr_release.fingerprint import BaseImage, Fingerprint, base_labels
+from ecr_release.gitinfo import Revision
+from ecr_release.inputs import build_metadata
 from widget_server import WidgetServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,11 +63,36 @@ def test_build_metadata_is_declared_after_the_last_filesystem_step() -> None:
     keywords = [kw for kw, _ in _instructions()]
     last_fs_step = max(i for i, kw in enumerate(keywords) if kw in {"COPY", "ADD", "RUN"})
     declared = {
-        args.split("=", 1)[0]: i for i, (kw, args) in enumerate(_instructions()) if kw == "ARG"
+        word.split("=", 1)[0]: i
+        for i, (kw, args) in enumerate(_instructions())
+        if kw == "ARG"
+        for word in shlex.split(args)
     }
     for name in BUILD_METADATA_ARGS:
         assert declared[name] > last_fs_step, name
-    assert "APP_VERSION=dev" in _args("ARG")
+    assert "APP_VERSION=dev" in shlex.split(_args("ARG")[-1])
+
+
+def test_after_the_code_only_one_arg_one_env_one_label() -> None:
+    # The classic builder makes a container and a commit for each instruction after a
+    # changed layer: a code change should cost three, not one per setting or label.
+    keywords = [kw for kw, _ in _instructions()]
+    after_copy = keywords[max(i for i, kw in enumerate(keywords) if kw == "COPY") + 1 :]
+    assert after_copy == ["ARG", "ENV", "LABEL"]
+
+
+def test_the_release_suite_finds_every_label_it_stamps(tmp_path: Path) -> None:
+    # Each label the suite wants must come from a build argument of the Dockerfile's LABEL,
+    # or the suite adds it with --label: one more build step per label.
+    build_args, labels = build_metadata("v1", "2026-11-27T12:00:00Z", Revision("abc", None), None)
+    found = Fingerprint(*(f"sha256:{c * 64}" for c in "abcd"))
+    bases = [BaseImage("python:3.12-slim", "python@sha256:" + "e" * 64)]
+    wanted = {**labels, **found.labels(), **base_labels(bases)}
+    dockerfile = Dockerfile.read(REPO_ROOT / "Dockerfile", build_args)
+    carried, passed = split_labels(dockerfile, wanted, build_args)
+    assert passed == {}
+    assert carried["RELEASE_FINGERPRINT"] == found.digest
+    assert carried["BASE_DIGEST"] == "sha256:" + "e" * 64
 
 
 def test_version_and_oci_labels_come_from_the_build_arguments() -> None:
