@@ -16,6 +16,7 @@ import functools
 import hashlib
 import http.client
 import json
+import logging
 import re
 import ssl
 import urllib.error
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import RegistryAuthError, RegistryError
+
+log = logging.getLogger(__name__)
 
 MANIFEST_TYPES = ", ".join(
     (
@@ -60,9 +63,18 @@ class Manifest:
     media_type: str
 
 
+@dataclass(frozen=True)
+class RawManifest:
+    """A manifest as served: its exact bytes and media type (re-encoding changes the digest)."""
+
+    manifest: Manifest
+    body: bytes = field(repr=False)
+    content_type: str
+
+
 @dataclass
 class Registry:
-    """Read-only access to one registry host with basic auth.
+    """The registry's own API on one host, with basic auth: reads, and a tag put in place.
 
     Every failure, whether the registry cannot be reached, refuses, cuts its answer
     short or answers something that is not a manifest, is one ``RegistryError`` line.
@@ -76,6 +88,11 @@ class Registry:
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         """What ``repository:reference`` points to; None when the tag (or repository) is unknown."""
+        raw = self.raw_manifest(repository, reference)
+        return raw.manifest if raw else None
+
+    def raw_manifest(self, repository: str, reference: str) -> RawManifest | None:
+        """The manifest exactly as the registry serves it (bytes and media type), checked."""
         what = f"{repository}:{reference}"
         answer = self._get(f"/v2/{repository}/manifests/{reference}", MANIFEST_TYPES, what)
         if answer is None:
@@ -84,14 +101,46 @@ class Registry:
         digest = (
             headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
         )
-        return _parse_manifest(body, digest, headers.get("Content-Type", ""), self._bad(what))
+        content_type = headers.get("Content-Type", "")
+        manifest = _parse_manifest(body, digest, content_type, self._bad(what))
+        return RawManifest(manifest, body, content_type or manifest.media_type)
+
+    def put_manifest(self, repository: str, tag: str, raw: RawManifest) -> str:
+        """``PUT`` the exact bytes under another tag (a registry-side tag: nothing is pulled
+        or pushed); return the digest the registry answers, which must be the manifest's."""
+        what = f"{repository}:{tag}"
+        answer = self._send(
+            "PUT", f"/v2/{repository}/manifests/{tag}", "*/*", what, raw.body, raw.content_type
+        )
+        digest = answer[0].get("Docker-Content-Digest") if answer else None
+        if digest != raw.manifest.digest:
+            raise RegistryError(
+                f"registry {self.host} stored {what} as {digest}, not {raw.manifest.digest}: "
+                "look at the tag in the registry before promoting again"
+            )
+        return digest
 
     # -- transport ----------------------------------------------------------------
 
     def _get(self, path: str, accept: str, what: str) -> tuple[Message, bytes] | None:
         """Headers and the whole body of a GET; None for a 404."""
+        return self._send("GET", path, accept, what)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        accept: str,
+        what: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> tuple[Message, bytes] | None:
+        """Headers and the whole body of a request; None for a 404."""
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        request = urllib.request.Request(f"https://{self.host}{path}", headers={"Accept": accept})
+        headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
+        request = urllib.request.Request(
+            f"https://{self.host}{path}", data=body, method=method, headers=headers
+        )
         # Unredirected: the password never follows a redirect to another host.
         request.add_unredirected_header("Authorization", f"Basic {token}")
         try:
@@ -101,10 +150,11 @@ class Registry:
             if exc.code == 404:
                 return None
             if exc.code in (401, 403):
+                needs = "ecr:PutImage" if method == "PUT" else "ecr:BatchGetImage"
                 raise RegistryAuthError(
                     f"registry {self.host} refused the login token (HTTP {exc.code}) for "
                     f"{what.split(':', 1)[0].split('@', 1)[0]}: check the repository policy "
-                    "and the identity's ecr:BatchGetImage permission"
+                    f"and the identity's {needs} permission"
                 ) from exc
             raise RegistryError(
                 f"registry {self.host} answered HTTP {exc.code} for {what}"
@@ -199,6 +249,20 @@ class Registry:
             for ca in sorted(host_dir.glob("*.crt")):
                 context.load_verify_locations(cafile=str(ca))
         return context
+
+
+class PlanningRegistry(Registry):
+    """A dry run's registry: it reads for real and shows the tags it would put."""
+
+    def put_manifest(self, repository: str, tag: str, raw: RawManifest) -> str:
+        log.info(
+            "[dry-run] promote: PUT /v2/%s/manifests/%s (the manifest %s, %s)",
+            repository,
+            tag,
+            raw.manifest.digest,
+            raw.content_type,
+        )
+        return raw.manifest.digest
 
 
 class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
