@@ -16,9 +16,11 @@ import base64
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,12 +51,43 @@ IAM_ACTIONS: Mapping[str, str] = {
     "ecr:InitiateLayerUpload": "docker push",
     "ecr:UploadLayerPart": "docker push",
     "ecr:CompleteLayerUpload": "docker push",
-    "ecr:PutImage": "docker push",
+    "ecr:PutImage": "docker push, and promote (a tag put on the registry side)",
+    "ecr:PutLifecyclePolicy": "expire untagged images (ECR_EXPIRE_UNTAGGED_DAYS), on create",
+    "ecr:GetLifecyclePolicy": "warn when an existing repository's policy differs",
 }
 NO_CREDENTIALS = (
     "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
     "in .env or the environment (or run `aws configure`)"
 )
+
+
+def lifecycle_policy(days: int) -> str:
+    """ECR's lifecycle policy that expires untagged images pushed more than ``days`` ago."""
+    rule = {
+        "rulePriority": 1,
+        "description": f"Expire untagged images pushed more than {days} days ago",
+        "selection": {
+            "tagStatus": "untagged",
+            "countType": "sinceImagePushed",
+            "countUnit": "days",
+            "countNumber": days,
+        },
+        "action": {"type": "expire"},
+    }
+    return json.dumps({"rules": [rule]})
+
+
+def tag_is_mutable(mutability: str, exclusions: Sequence[str], tag: str) -> bool:
+    """May this tag move to another image? ``*_WITH_EXCLUSION`` filters (``*`` wildcards)
+    name the tags that behave the other way."""
+    excluded = any(re.fullmatch(".*".join(map(re.escape, f.split("*"))), tag) for f in exclusions)
+    if mutability == "MUTABLE":
+        return True
+    if mutability == "MUTABLE_WITH_EXCLUSION":
+        return not excluded
+    if mutability == "IMMUTABLE_WITH_EXCLUSION":
+        return excluded
+    return False
 
 
 @dataclass(frozen=True)
@@ -66,6 +99,7 @@ class RepositoryConfig:
     encryption: str
     kms_key: str | None = None
     exclusions: tuple[str, ...] = ()
+    expire_untagged_days: int | None = None
 
     def create_kwargs(self, name: str) -> dict[str, Any]:
         encryption: dict[str, str] = {"encryptionType": self.encryption}
@@ -92,6 +126,10 @@ class Repository:
     tag_mutability: str
     encryption: str
     kms_key: str | None
+    exclusions: tuple[str, ...] = ()
+
+    def tag_is_mutable(self, tag: str) -> bool:
+        return tag_is_mutable(self.tag_mutability, self.exclusions, tag)
 
     @property
     def host(self) -> str:
@@ -105,6 +143,11 @@ class Repository:
         if self.tag_mutability != wanted.tag_mutability:
             found.append(
                 f"imageTagMutability is {self.tag_mutability}, configured {wanted.tag_mutability}"
+            )
+        elif set(self.exclusions) != set(wanted.exclusions):
+            found.append(
+                f"mutability exclusions are {','.join(self.exclusions) or 'none'}, configured "
+                f"{','.join(wanted.exclusions) or 'none'}"
             )
         if self.encryption != wanted.encryption:
             found.append(f"encryption is {self.encryption}, configured {wanted.encryption}")
@@ -154,7 +197,35 @@ class Ecr:
                         f"repository {name} was reported to exist but cannot be described"
                     ) from None
                 return again, False
+        if config.expire_untagged_days is not None:
+            self.put_lifecycle_policy(name, lifecycle_policy(config.expire_untagged_days))
         return _repository(answer["repository"]), True
+
+    def put_lifecycle_policy(self, name: str, text: str) -> None:
+        with aws_errors():
+            self._client.put_lifecycle_policy(repositoryName=name, lifecyclePolicyText=text)
+
+    def lifecycle_policy(self, name: str) -> str | None:
+        """The repository's lifecycle policy text; None when it has none."""
+        with aws_errors():
+            try:
+                answer = self._client.get_lifecycle_policy(repositoryName=name)
+            except self._client.exceptions.LifecyclePolicyNotFoundException:
+                return None
+        return answer.get("lifecyclePolicyText")
+
+    def lifecycle_drift(self, name: str, days: int) -> str | None:
+        """How the repository's lifecycle policy differs from ``days`` (None: it does not)."""
+        found = self.lifecycle_policy(name)
+        if found is None:
+            return f"has no lifecycle policy, configured ECR_EXPIRE_UNTAGGED_DAYS={days}"
+        try:
+            same = json.loads(found).get("rules") == json.loads(lifecycle_policy(days))["rules"]
+        except (ValueError, AttributeError):
+            same = False
+        if same:
+            return None
+        return f"has another lifecycle policy than ECR_EXPIRE_UNTAGGED_DAYS={days}"
 
     def authorization(self) -> Authorization:
         """A fresh registry login. The host comes from ``proxyEndpoint``, never a template."""
@@ -189,6 +260,9 @@ class PlanningEcr(Ecr):
             log.info("[dry-run] ensure-repo: repository exists: %s (nothing to create)", found.uri)
             return found, False
         log.info("[dry-run] ensure-repo: ecr:CreateRepository(%s)", config.create_kwargs(name))
+        if config.expire_untagged_days is not None:
+            text = lifecycle_policy(config.expire_untagged_days)
+            log.info("[dry-run] ensure-repo: ecr:PutLifecyclePolicy(%s, %s)", name, text)
         # What the repository will be: its host is the registry the token names.
         would_be = Repository(
             name=name,
@@ -197,6 +271,7 @@ class PlanningEcr(Ecr):
             tag_mutability=config.tag_mutability,
             encryption=config.encryption,
             kms_key=config.kms_key,
+            exclusions=config.exclusions,
         )
         return would_be, False
 
@@ -351,6 +426,7 @@ def registry_host(endpoint: str) -> str:
 
 def _repository(data: Mapping[str, Any]) -> Repository:
     encryption = data.get("encryptionConfiguration") or {}
+    filters = data.get("imageTagMutabilityExclusionFilters") or []
     return Repository(
         name=data["repositoryName"],
         uri=data["repositoryUri"],
@@ -358,6 +434,7 @@ def _repository(data: Mapping[str, Any]) -> Repository:
         tag_mutability=data.get("imageTagMutability", "MUTABLE"),
         encryption=encryption.get("encryptionType", "AES256"),
         kms_key=encryption.get("kmsKey"),
+        exclusions=tuple(str(f.get("filter", "")) for f in filters if isinstance(f, dict)),
     )
 
 

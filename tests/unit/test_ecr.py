@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -13,7 +15,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from ecr_release.ecr import Ecr, RepositoryConfig, connect, registry_host
+from ecr_release.ecr import Ecr, RepositoryConfig, connect, lifecycle_policy, registry_host
 from ecr_release.errors import AwsError, SettingsError
 from ecr_release.settings import Settings
 
@@ -274,3 +276,70 @@ def test_unreachable_endpoint_is_one_line(make_settings: Callable[..., Settings]
 def test_a_malformed_endpoint_is_a_settings_error(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(SettingsError, match="check AWS_ENDPOINT_URL"):
         connect(make_settings(aws_env={"AWS_ENDPOINT_URL": "localhost:4566"}))
+
+
+# -- lifecycle: expiring untagged images ----------------------------------------------------
+
+
+def test_the_lifecycle_policy_expires_untagged_images_after_n_days() -> None:
+    assert json.loads(lifecycle_policy(14)) == {
+        "rules": [
+            {
+                "rulePriority": 1,
+                "description": "Expire untagged images pushed more than 14 days ago",
+                "selection": {
+                    "tagStatus": "untagged",
+                    "countType": "sinceImagePushed",
+                    "countUnit": "days",
+                    "countNumber": 14,
+                },
+                "action": {"type": "expire"},
+            }
+        ]
+    }
+
+
+def test_a_new_repository_gets_the_lifecycle_policy(client: Any) -> None:
+    config = dataclasses.replace(CONFIG, expire_untagged_days=30)
+    _, created = Ecr(client).ensure_repository("widget-server", config)
+    assert created is True
+    text = client.get_lifecycle_policy(repositoryName="widget-server")["lifecyclePolicyText"]
+    assert json.loads(text) == json.loads(lifecycle_policy(30))
+    assert Ecr(client).lifecycle_drift("widget-server", 30) is None
+
+
+def test_no_policy_without_the_setting(client: Any) -> None:
+    Ecr(client).ensure_repository("widget-server", CONFIG)
+    assert Ecr(client).lifecycle_policy("widget-server") is None
+
+
+@pytest.mark.parametrize(
+    ("existing", "drift"),
+    [
+        (None, "has no lifecycle policy, configured ECR_EXPIRE_UNTAGGED_DAYS=30"),
+        (lifecycle_policy(7), "has another lifecycle policy than ECR_EXPIRE_UNTAGGED_DAYS=30"),
+        (lifecycle_policy(30), None),
+    ],
+)
+def test_an_existing_repositorys_policy_is_compared_never_changed(
+    client: Any, existing: str | None, drift: str | None
+) -> None:
+    client.create_repository(repositoryName="widget-server")
+    if existing is not None:
+        client.put_lifecycle_policy(repositoryName="widget-server", lifecyclePolicyText=existing)
+    config = dataclasses.replace(CONFIG, expire_untagged_days=30)
+    _, created = Ecr(client).ensure_repository("widget-server", config)
+    assert created is False
+    assert Ecr(client).lifecycle_drift("widget-server", 30) == drift
+    assert Ecr(client).lifecycle_policy("widget-server") == existing  # left unchanged
+
+
+def test_exclusion_filters_are_read_back(client: Any) -> None:
+    client.create_repository(
+        repositoryName="widget-server",
+        imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
+        imageTagMutabilityExclusionFilters=[{"filterType": "WILDCARD", "filter": "latest"}],
+    )
+    found = Ecr(client).describe_repository("widget-server")
+    assert found is not None and found.exclusions == ("latest",)
+    assert found.tag_is_mutable("latest") and not found.tag_is_mutable("v1")
