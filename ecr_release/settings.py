@@ -60,6 +60,10 @@ KEYS = (
     "ECR_ENCRYPTION",
     "ECR_KMS_KEY",
     "ECR_TAG_MUTABILITY_EXCLUSIONS",
+    "ECR_EXTRA_TAGS",
+    "ECR_EXPIRE_UNTAGGED_DAYS",
+    "SMOKE_TEST",
+    "SMOKE_TIMEOUT",
     "SECRET_SCAN_ALLOW",
 )
 DEFAULTS: Mapping[str, str] = {
@@ -69,6 +73,8 @@ DEFAULTS: Mapping[str, str] = {
     "ECR_SCAN_ON_PUSH": "true",
     "ECR_TAG_MUTABILITY": "IMMUTABLE",
     "ECR_ENCRYPTION": "AES256",
+    "SMOKE_TEST": "true",
+    "SMOKE_TIMEOUT": "60",
 }
 # The only key that must be set; the AWS configuration chain may supply it.
 REQUIRED = ("AWS_REGION",)
@@ -94,7 +100,12 @@ class Settings:
     kms_key: str | None
     tag_mutability_exclusions: tuple[str, ...] = ()
     secret_scan_allow: tuple[str, ...] = ()
+    extra_tags: tuple[str, ...] = ()
+    expire_untagged_days: int | None = None
+    smoke_test: bool = True
+    smoke_timeout: float = 60.0
     version: str | None = None
+    tags: tuple[str, ...] = ()  # promote's --tag
     # Standard AWS_* variables from .env that the environment does not override:
     # boto3 reads them as if they were set in the environment. May hold keys: no repr.
     aws_env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -212,6 +223,7 @@ def load_settings(
     need_aws: bool = True,
     need_build: bool = False,
     need_version: bool = False,
+    need_tags: bool = False,
     env_file_required: bool = False,
     root: Path | None = None,
 ) -> Settings:
@@ -220,8 +232,9 @@ def load_settings(
     ``root`` is the project's folder (default: the current one): ``env_file``,
     ``DOCKERFILE`` and ``BUILD_CONTEXT`` are taken from it when relative.
     ``need_aws`` asks for a region; ``need_build`` checks the Dockerfile and build
-    context exist; ``need_version`` checks ``flags["version"]``; ``env_file_required``
-    makes a missing ``env_file`` an error (it was named explicitly).
+    context exist; ``need_version`` checks ``flags["version"]`` and ``need_tags``
+    ``flags["tags"]`` (promote's ``--tag``); ``env_file_required`` makes a missing
+    ``env_file`` an error (it was named explicitly).
     """
     src = Sources.read(
         flags or {},
@@ -241,6 +254,11 @@ def load_settings(
         *_mutability_problems(src),
         *_encryption_problems(src),
         *(_build_path_problems(src) if need_build else []),
+        *_tags_problems(src, "ECR_EXTRA_TAGS", "ECR_EXTRA_TAGS (--also-tag)"),
+        *(_tags_problems(src, "tags", "--tag", required=True) if need_tags else []),
+        *_boolean_problems(src, "SMOKE_TEST"),
+        *_number_problems(src, "SMOKE_TIMEOUT", 1, 3600, "seconds"),
+        *_number_problems(src, "ECR_EXPIRE_UNTAGGED_DAYS", 1, 3650, "days"),
     ]
     if problems:
         raise SettingsError("; ".join(problems))
@@ -260,6 +278,11 @@ def load_settings(
         kms_key=src.get("ECR_KMS_KEY"),
         tag_mutability_exclusions=src.items("ECR_TAG_MUTABILITY_EXCLUSIONS"),
         secret_scan_allow=src.items("SECRET_SCAN_ALLOW"),
+        extra_tags=_unique(src.items("ECR_EXTRA_TAGS")),
+        expire_untagged_days=_number(src.get("ECR_EXPIRE_UNTAGGED_DAYS")),
+        smoke_test=_parse_bool(src.get("SMOKE_TEST")) is True,
+        smoke_timeout=float(_number(src.get("SMOKE_TIMEOUT")) or 60),
+        tags=_unique(src.items("tags")) if need_tags else (),
         version=src.version,
         aws_env=src.aws_env,
         env_file=src.env_file if src.env_file.is_file() else None,
@@ -419,6 +442,38 @@ def _build_path_problems(src: Sources) -> list[str]:
     if not src.path("DOCKERFILE").is_file():
         problems.append(f"DOCKERFILE {src.get('DOCKERFILE')!r} does not exist {where}")
     return problems
+
+
+def _tags_problems(src: Sources, key: str, name: str, *, required: bool = False) -> list[str]:
+    tags = src.items(key)
+    if required and not tags:
+        return [f"{name} is required: one or more tags, comma-separated (e.g. latest,prod)"]
+    bad = [tag for tag in tags if not tag.isascii() or not TAG_RE.fullmatch(tag)]
+    if bad:
+        return [
+            f"{name} {bad[0]!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
+            "'_', '.' or '-', not starting with '.' or '-'"
+        ]
+    return []
+
+
+def _number_problems(src: Sources, key: str, low: int, high: int, unit: str) -> list[str]:
+    value = src.get(key)
+    if value is None:
+        return []
+    number = _number(value)
+    if number is None or not low <= number <= high:
+        return [f"{key} {value!r} must be a whole number of {unit} from {low} to {high}"]
+    return []
+
+
+def _number(value: str | None) -> int | None:
+    text = (value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
 
 
 def _parse_bool(value: str | None) -> bool | None:

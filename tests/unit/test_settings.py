@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,61 @@ def test_the_secret_scan_allow_list_is_read(workdir: Path) -> None:
     write_env(workdir, AWS_REGION="eu-west-1", SECRET_SCAN_ALLOW="fixtures/*.pem, certs/ca.key")
     assert load_settings(environ={}).secret_scan_allow == ("fixtures/*.pem", "certs/ca.key")
     assert load_settings(environ={}).warnings == ()
+
+
+# -- release gates and tags -----------------------------------------------------------------
+
+
+def test_gate_and_tag_settings_are_read(workdir: Path) -> None:
+    write_env(
+        workdir,
+        AWS_REGION="eu-west-1",
+        ECR_EXTRA_TAGS="latest, stable,latest",
+        SMOKE_TEST="false",
+        SMOKE_TIMEOUT="90",
+        ECR_EXPIRE_UNTAGGED_DAYS="14",
+    )
+    found = load_settings(environ={})
+    assert found.extra_tags == ("latest", "stable")
+    assert (found.smoke_test, found.smoke_timeout, found.expire_untagged_days) == (False, 90, 14)
+    defaults = load_settings(environ={"AWS_REGION": "eu-west-1"}, root=workdir / "elsewhere")
+    assert (defaults.smoke_test, defaults.smoke_timeout) == (True, 60)
+    assert (defaults.expire_untagged_days, defaults.extra_tags) == (None, ())
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"ECR_EXTRA_TAGS": "latest,-bad"}, "ECR_EXTRA_TAGS (--also-tag) '-bad' is not a valid"),
+        ({"ECR_EXTRA_TAGS": "la test"}, "'la test' is not a valid image tag"),
+        ({"SMOKE_TIMEOUT": "0"}, "SMOKE_TIMEOUT '0' must be a whole number of seconds from 1"),
+        ({"SMOKE_TIMEOUT": "3601"}, "from 1 to 3600"),
+        ({"SMOKE_TIMEOUT": "1.5"}, "must be a whole number"),
+        ({"SMOKE_TEST": "sometimes"}, "SMOKE_TEST 'sometimes' is not a boolean"),
+        ({"ECR_EXPIRE_UNTAGGED_DAYS": "0"}, "ECR_EXPIRE_UNTAGGED_DAYS '0' must be a whole number"),
+        ({"ECR_EXPIRE_UNTAGGED_DAYS": "3651"}, "of days from 1 to 3650"),
+    ],
+)
+def test_bad_gate_and_tag_settings(workdir: Path, values: dict[str, str], expected: str) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", **values)
+    with pytest.raises(SettingsError, match=re.escape(expected)):
+        load_settings(environ={})
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [(None, "--tag is required"), ("", "--tag is required"), ("latest,.x", "--tag '.x'")],
+)
+def test_promote_tags_are_required_and_checked(
+    workdir: Path, tags: str | None, expected: str
+) -> None:
+    with pytest.raises(SettingsError, match=re.escape(expected)):
+        load_settings(
+            {"version": "v1", "tags": tags}, environ={"AWS_REGION": "eu-west-1"}, need_tags=True
+        )
+    found = load_settings(
+        {"version": "v1", "tags": "latest,prod"},
+        environ={"AWS_REGION": "eu-west-1"},
+        need_tags=True,
+    )
+    assert found.tags == ("latest", "prod")
