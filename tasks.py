@@ -43,24 +43,38 @@ def push(c, version=None, json=False, repository=None, region=None, profile=None
         run.report(run.steps.push(version))
 
 
-@task(help=flag_help("version", "dry_run", "json"))
+@task(help=flag_help("version", "dry_run", "json", "also_tag", "no_smoke"))
 def release(
     c,
     version=None,
     dry_run=False,
     json=False,
+    also_tag=None,
+    no_smoke=False,
     repository=None,
     region=None,
     profile=None,
     env_file=None,
 ):
-    """Build, ensure-repo, login, tag and push VERSION, then verify it."""
+    """Build, smoke-test, ensure-repo, login, tag and push VERSION, then verify it."""
     flags = Flags(repository, region, profile, env_file)
-    with session(c, "release", flags, version=version, dry_run=dry_run, json=json) as run:
+    own = {"ECR_EXTRA_TAGS": also_tag, "SMOKE_TEST": "false" if no_smoke else None}
+    options = {"version": version, "dry_run": dry_run, "json": json, "overrides": own}
+    with session(c, "release", flags, **options) as run:
         run.report(run.steps.release(version))
 
 
-ns = Collection(build, ensure_repo, login, tag, push, release)
+@task(help=flag_help("version", "tag"))
+def promote(c, version=None, tag=None, repository=None, region=None, profile=None, env_file=None):
+    """Point moving tags (latest, prod) at a released VERSION, on the registry side."""
+    flags = Flags(repository, region, profile, env_file)
+    with session(c, "promote", flags, version=version, overrides={"tags": tag}) as run:
+        digest = run.steps.promote(version, run.steps.settings.tags)
+        for name in run.steps.settings.tags:
+            print(f"{name} -> {version} ({digest})")
+
+
+ns = Collection(build, ensure_repo, login, tag, push, release, promote)
 # Settings paths (.env, DOCKERFILE, BUILD_CONTEXT) are relative to this folder, wherever
 # inv runs from: invoke finds tasks.py upward, as make finds its Makefile.
 ns.configure({"ecr_release": {"root": str(Path(__file__).resolve().parent)}})

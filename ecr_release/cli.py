@@ -44,6 +44,10 @@ TASK_FLAGS_HELP: Mapping[str, str] = {
     "dry_run": "print every step's command, change nothing",
     "force": "log in even when a valid login exists",
     "json": "print one JSON document on stdout (docker's progress and the log go to stderr)",
+    "also_tag": "after the verified push, also point these tags at it, e.g. latest "
+    "(overrides ECR_EXTRA_TAGS)",
+    "no_smoke": "skip the smoke test of the image before the push (SMOKE_TEST=false)",
+    "tag": "tags to point at the released VERSION, comma-separated, e.g. latest,prod (required)",
 }
 
 
@@ -54,6 +58,7 @@ class Needs:
     version: bool = False
     aws: bool = True
     build: bool = False
+    tags: bool = False
 
 
 NEEDS: Mapping[str, Needs] = {
@@ -63,6 +68,7 @@ NEEDS: Mapping[str, Needs] = {
     "tag": Needs(version=True),
     "push": Needs(version=True),
     "release": Needs(version=True, build=True),
+    "promote": Needs(version=True, tags=True),
 }
 
 
@@ -106,7 +112,7 @@ def make_release(
     from . import ecr
     from .docker import Docker, PlanningRunner, SubprocessRunner
     from .localstate import LocalState, StoredLogins, cache_dir
-    from .registry import Registry
+    from .registry import PlanningRegistry, Registry
     from .release import Clock, Release, announce
 
     environ = os.environ if environ is None else environ
@@ -121,7 +127,8 @@ def make_release(
         docker,
         ecr.EcrAccess(
             lambda: (connect or ecr.connect)(settings, kind),
-            registry_for or (lambda auth: Registry(auth.host, auth.username, auth.password)),
+            registry_for
+            or (lambda auth: (PlanningRegistry if dry_run else Registry)(*_login(auth))),
             account_id=settings.account_id,
             known=known,
         ),
@@ -131,6 +138,10 @@ def make_release(
         dry_run=dry_run,
         **options,
     )
+
+
+def _login(auth: Authorization) -> tuple[str, str, str]:
+    return auth.host, auth.username, auth.password
 
 
 def project_root(c: Any) -> Path:
@@ -171,11 +182,13 @@ def session(
     version: str | None = None,
     dry_run: bool = False,
     json: bool = False,
+    overrides: Mapping[str, str | None] | None = None,
 ) -> Iterator[Run]:
     """Validate everything first, then yield the run; map library errors to ``Exit``.
 
     With ``json``, stdout carries exactly one JSON document, even for an error (the
-    error's line still goes to stderr); everything else goes to stderr.
+    error's line still goes to stderr); everything else goes to stderr. ``overrides``
+    are a task's own flags, as the settings they override.
     """
     from . import report
     from .settings import load_settings
@@ -187,12 +200,13 @@ def session(
     logger.addHandler(plan)
     try:
         settings = load_settings(
-            {"version": version, **flags.settings()},
+            {"version": version, **flags.settings(), **(overrides or {})},
             env_file=flags.env_file or ".env",
             env_file_required=flags.env_file is not None,
             need_aws=needs.aws,
             need_build=needs.build,
             need_version=needs.version,
+            need_tags=needs.tags,
             root=project_root(c),
         )
         for warning in settings.warnings:

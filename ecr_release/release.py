@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +27,9 @@ from .errors import AwsError, DockerError, RegistryError, SettingsError
 from .fingerprint import Fingerprint
 from .inputs import BuildInputs, gather, judge, same_image
 from .localstate import LocalState
-from .registry import Manifest
+from .registry import Manifest, RawManifest
 from .settings import Settings, reference_name_problem
+from .tags import tags_to_put
 
 log = logging.getLogger("ecr_release")
 
@@ -58,9 +59,11 @@ class Summary:
     dry_run: bool = False
     fingerprint: Fingerprint | None = None
 
+    extra_tags: tuple[str, ...] = ()
+
     @property
     def tags(self) -> list[str]:
-        return [self.version]
+        return [self.version, *self.extra_tags]
 
 
 def announce(what: str) -> None:
@@ -117,7 +120,11 @@ class Release:
         if created:
             log.info("created repository %s", repository.uri)
         else:
-            for line in repository.drift(config):
+            drift = repository.drift(config)
+            days = config.expire_untagged_days
+            if days is not None and (lifecycle := self.ecr.api.lifecycle_drift(name, days)):
+                drift.append(lifecycle)
+            for line in drift:
                 log.warning("warning: repository %s: %s (left unchanged)", name, line)
         self._repository_known = True
         return repository
@@ -160,6 +167,19 @@ class Release:
             digest = existing.digest if existing else self._push_verified(version)
         return self._summary(version, digest, timer, existing is not None, mine)
 
+    def promote(self, version: str, tags: Sequence[str]) -> str:
+        """Point each tag at the released version's manifest, on the registry side (nothing
+        is pulled or pushed); return that manifest's digest."""
+        repository = self.settings.repository
+        raw = self.ecr.read(lambda registry: registry.raw_manifest(repository, version))
+        if raw is None:
+            raise SettingsError(
+                f"{repository}:{version} is not released, so there is nothing to promote: "
+                f"release it first (inv release --version {version})"
+            )
+        self._point_tags(version, raw, self._tags_to_put(tags, raw.manifest.digest))
+        return raw.manifest.digest
+
     def release(self, version: str) -> Summary:
         """check, build, ensure-repo, login, tag, push (verified), in that order."""
         timer = StepTimer(self._clock.monotonic)
@@ -182,7 +202,10 @@ class Release:
                 self.tag(version)
             with timer.step("push"):
                 digest = self._push_verified(version)
-        return self._summary(version, digest, timer, False, mine)
+            if self.settings.extra_tags:
+                with timer.step("also-tag"):
+                    self.promote(version, self.settings.extra_tags)
+        return self._summary(version, digest, timer, False, mine, self.settings.extra_tags)
 
     # -- facts the tasks share --------------------------------------------------------
 
@@ -283,6 +306,8 @@ class Release:
             return None
         if existing is None and self.dry_run:
             log.info("[dry-run] check: %s is not released yet", where)
+        if existing is None and self.settings.extra_tags:
+            self._tags_to_put(self.settings.extra_tags, None)  # may they move? before building
         return existing
 
     def _push_verified(self, version: str) -> str:
@@ -296,6 +321,44 @@ class Release:
         if digest is None:
             raise DockerError(f"docker push {reference} reported no digest; check the registry")
         return self.verify(version, digest)
+
+    def _tags_to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
+        """The tags to put to point at ``digest`` (None: a release not pushed yet); refuses,
+        before any change, a tag the repository's mutability does not let move."""
+        name = self.settings.repository
+        self.ecr.require_account()
+        found = self.ecr.api.describe_repository(name)
+        mutability, exclusions = (
+            (found.tag_mutability, found.exclusions)
+            if found
+            else (self.settings.tag_mutability, self.settings.tag_mutability_exclusions)
+        )
+        current = {tag: self._digest_of(tag) for tag in tags}
+        return tags_to_put(name, mutability, exclusions, tags, current, digest)
+
+    def _point_tags(self, version: str, raw: RawManifest, tags: Sequence[str]) -> None:
+        name, digest = self.settings.repository, raw.manifest.digest
+        for tag in tags:
+            self._progress(f"tag {name}:{tag} -> {version} ({digest})")
+            self._put_tag(tag, raw)
+        for tag in tags if not self.dry_run else ():
+            moved = self._digest_of(tag)
+            if moved != digest:
+                raise RegistryError(
+                    f"verification failed: tag {tag} resolves to {moved or 'nothing'}, "
+                    f"not {version} ({digest})"
+                )
+            log.info("verified %s:%s -> %s", name, tag, digest)
+
+    def _put_tag(self, tag: str, raw: RawManifest) -> None:
+        name = self.settings.repository
+        self.ecr.read(lambda registry: registry.put_manifest(name, tag, raw))
+
+    def _digest_of(self, tag: str) -> str | None:
+        """What a tag of the repository points to now (None: no such tag)."""
+        name = self.settings.repository
+        manifest = self.ecr.read(lambda registry: registry.manifest(name, tag))
+        return manifest.digest if manifest else None
 
     def _relogin(self) -> None:
         self.state.logins.forget(self.docker.config().directory, self.ecr.host())
@@ -321,6 +384,7 @@ class Release:
         timer: StepTimer,
         already_released: bool,
         fingerprint: Fingerprint | None,
+        extra_tags: tuple[str, ...] = (),
     ) -> Summary:
         host = self.ecr.host()
         return Summary(
@@ -333,6 +397,7 @@ class Release:
             already_released=already_released,
             dry_run=self.dry_run,
             fingerprint=fingerprint,
+            extra_tags=extra_tags,
         )
 
 
@@ -358,4 +423,5 @@ def repository_config(settings: Settings) -> RepositoryConfig:
         encryption=settings.encryption,
         kms_key=settings.kms_key,
         exclusions=settings.tag_mutability_exclusions,
+        expire_untagged_days=settings.expire_untagged_days,
     )

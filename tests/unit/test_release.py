@@ -30,7 +30,7 @@ from ecr_release.errors import (
 )
 from ecr_release.gitinfo import Revision
 from ecr_release.localstate import LoginRecords, release_lock
-from ecr_release.registry import Manifest
+from ecr_release.registry import Manifest, RawManifest
 from ecr_release.release import Clock, Release, Summary
 from ecr_release.settings import Settings
 
@@ -49,6 +49,7 @@ class FakeRegistry:
         self.manifests: dict[tuple[str, str], Manifest] = {}
         self.configs: dict[str, dict[str, str]] = {}
         self.logins: list[Authorization] = []
+        self.puts: list[tuple[str, str]] = []  # tags put on the registry side
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         return self.manifests.get((repository, reference))
@@ -58,6 +59,15 @@ class FakeRegistry:
 
     def repository_exists(self, repository: str) -> bool:
         return any(name == repository for name, _ in self.manifests)
+
+    def raw_manifest(self, repository: str, reference: str) -> RawManifest | None:
+        found = self.manifests.get((repository, reference))
+        return RawManifest(found, found.digest.encode(), "docker-v2") if found else None
+
+    def put_manifest(self, repository: str, tag: str, raw: RawManifest) -> str:
+        self.puts.append((repository, tag))
+        self.manifests[(repository, tag)] = raw.manifest
+        return raw.manifest.digest
 
 
 class FakeRegistryClient:
@@ -896,3 +906,97 @@ def _same_machine(world: World, other: World) -> Release:
     """``other``'s settings on ``world``'s machine (its records, docker login and registry)."""
     other.docker, other.registry = world.docker, world.registry
     return other.new_run()
+
+
+# -- moving tags: promote, --also-tag, and the repository's lifecycle ----------------------
+
+
+def _repo(aws: Any, mutability: str, *filters: str) -> None:
+    extra = {"imageTagMutabilityExclusionFilters": [{"filterType": "WILDCARD", "filter": f}
+             for f in filters]} if filters else {}  # fmt: skip
+    aws.create_repository(repositoryName="widget-server", imageTagMutability=mutability, **extra)
+
+
+def test_promote_moves_a_tag_between_versions_on_the_registry_side(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest")
+    world = make_world()
+    one = world.release.release("v1")
+    (world.tmp / "ctx" / "app.py").write_text("v2\n")
+    two = world.rerun().release("v2")
+    world.docker.calls.clear()
+    assert world.release.promote("v1", ["latest"]) == one.digest
+    assert world.registry.manifests[("widget-server", "latest")].digest == one.digest
+    assert world.release.promote("v2", ["latest"]) == two.digest
+    assert world.registry.manifests[("widget-server", "latest")].digest == two.digest
+    assert world.registry.puts == [("widget-server", "latest"), ("widget-server", "latest")]
+    assert world.docker.verbs() == []  # nothing pulled, pushed or tagged locally
+    world.release.promote("v2", ["latest"])  # already there: nothing put
+    assert len(world.registry.puts) == 2
+
+
+def test_promote_on_an_immutable_repository_is_refused(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "IMMUTABLE")
+    world = make_world()
+    world.release.release("v1")
+    with pytest.raises(VersionExistsError, match="is IMMUTABLE: tag latest could never move"):
+        world.release.promote("v1", ["latest"])
+    assert world.registry.puts == []
+
+
+def test_promote_of_a_version_never_released_is_refused(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "MUTABLE")
+    world = make_world()
+    with pytest.raises(SettingsError, match="widget-server:v9 is not released"):
+        world.release.promote("v9", ["latest"])
+    assert world.registry.puts == []
+
+
+def test_also_tag_points_the_tags_after_the_verified_push(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest", "stable")
+    world = make_world(extra_tags=("latest", "stable"))
+    summary = world.release.release("v1")
+    assert summary.tags == ["v1", "latest", "stable"]
+    assert [name for name, _ in summary.timings][-2:] == ["push", "also-tag"]
+    for tag in ("latest", "stable"):
+        assert world.registry.manifests[("widget-server", tag)].digest == summary.digest
+
+
+def test_also_tag_that_may_not_move_is_refused_before_building(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest")
+    world = make_world(extra_tags=("prod",))
+    with pytest.raises(VersionExistsError, match="tag prod is immutable"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+    assert world.registry.manifests == {}
+
+
+def test_also_tag_on_a_new_repository_follows_the_configured_mutability(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(extra_tags=("latest",))  # the default: IMMUTABLE
+    with pytest.raises(VersionExistsError, match="is IMMUTABLE"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+
+
+def test_lifecycle_drift_is_warned_about_and_left_alone(
+    make_world: Callable[..., World], aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _repo(aws, "IMMUTABLE")
+    world = make_world(expire_untagged_days=14)
+    with caplog.at_level(logging.WARNING, logger="ecr_release"):
+        world.release.ensure_repo()
+    assert "has no lifecycle policy, configured ECR_EXPIRE_UNTAGGED_DAYS=14 (left unchanged)" in (
+        caplog.text
+    )
+    assert Ecr(aws).lifecycle_policy("widget-server") is None

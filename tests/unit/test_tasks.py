@@ -21,7 +21,7 @@ import pytest
 from .plans import RELEASE_PLAN, plan_lines, planned_steps
 
 ROOT = Path(__file__).resolve().parents[2]
-TASKS = ["build", "ensure-repo", "login", "tag", "push", "release"]
+TASKS = ["build", "ensure-repo", "login", "tag", "push", "release", "promote"]
 
 
 class Listener:
@@ -184,6 +184,9 @@ BAD_ENV = [
     ("AWS_ACCOUNT_ID=42\n", "12 digits"),
     ("DOCKERFILE=missing.Dockerfile\n", "does not exist"),
     ("BUILD_CONTEXT=nowhere\n", "is not a directory"),
+    ("ECR_EXTRA_TAGS=latest,no way\n", "is not a valid image tag"),
+    ("SMOKE_TIMEOUT=3601\n", "SMOKE_TIMEOUT"),
+    ("ECR_EXPIRE_UNTAGGED_DAYS=0\n", "ECR_EXPIRE_UNTAGGED_DAYS"),
 ]
 
 
@@ -360,3 +363,21 @@ def test_json_is_offered_on_release_and_push() -> None:
             check=True,
         )
         assert "--json" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["release", "--version", "v1", "--also-tag", "latest,-x"], "--also-tag) '-x'"),
+        (["promote", "--version", "v1"], "--tag is required"),
+        (["promote", "--version", "v1", "--tag", "lat:est"], "--tag 'lat:est'"),
+        (["promote", "--version", "v 1", "--tag", "latest"], "--version"),
+    ],
+)
+def test_bad_tags_are_refused_before_anything_runs(
+    cli: Cli, listener: Listener, argv: list[str], text: str
+) -> None:
+    done = cli(*argv, env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, text)
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
