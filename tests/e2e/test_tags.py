@@ -1,0 +1,69 @@
+"""Moving tags on the registry side and the lifecycle policy, on the real stack."""
+
+from __future__ import annotations
+
+import json
+
+from ecr_release.ecr import lifecycle_policy
+
+from .project import Project, digest_from_output, docker, one_line_error
+from .stack import Stack
+
+
+def _release(project: Project, version: str, *args: str) -> str:
+    done = project.inv("release", "--version", version, *args)
+    assert done.returncode == 0, done.stderr
+    return digest_from_output(done.stdout)
+
+
+def test_promote_moves_latest_between_versions_without_pulling(
+    project: Project, stack: Stack
+) -> None:
+    project.write_env(
+        ECR_TAG_MUTABILITY="IMMUTABLE_WITH_EXCLUSION", ECR_TAG_MUTABILITY_EXCLUSIONS="latest"
+    )
+    v1 = _release(project, "v1")
+    project.change_code("the second version")
+    v2 = _release(project, "v2")
+    project.remove_images()  # promote needs no local image: nothing is pulled or pushed
+    for version, digest in (("v1", v1), ("v2", v2)):
+        done = project.inv("promote", "--version", version, "--tag", "latest")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"latest -> {version} ({digest})"
+        assert stack.registry_manifest_digest(project.repository, "latest") == digest
+    assert docker("images", "-q", f"{project.remote('latest')}") == ""  # nothing pulled
+    assert stack.registry_tags(project.repository) == ["latest", "v1", "v2"]
+
+
+def test_promote_on_an_immutable_repository_is_refused(project: Project, stack: Stack) -> None:
+    digest = _release(project, "v1")  # the default: IMMUTABLE
+    done = project.inv("promote", "--version", "v1", "--tag", "latest")
+    assert "is IMMUTABLE: tag latest could never move again" in one_line_error(done)
+    assert done.returncode == 6
+    assert stack.registry_tags(project.repository) == ["v1"]
+    assert stack.registry_manifest_digest(project.repository, "v1") == digest
+
+
+def test_also_tag_points_latest_at_the_release(project: Project, stack: Stack) -> None:
+    project.write_env(
+        ECR_TAG_MUTABILITY="IMMUTABLE_WITH_EXCLUSION", ECR_TAG_MUTABILITY_EXCLUSIONS="latest"
+    )
+    done = project.inv("release", "--version", "v1", "--also-tag", "latest", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["tags"] == ["v1", "latest"]
+    assert stack.registry_manifest_digest(project.repository, "latest") == document["digest"]
+
+
+def test_ensure_repo_sets_the_lifecycle_policy(project: Project, stack: Stack) -> None:
+    project.write_env(ECR_EXPIRE_UNTAGGED_DAYS="14")
+    done = project.inv("ensure-repo")
+    assert done.returncode == 0, done.stderr
+    answer = project.ecr().get_lifecycle_policy(repositoryName=project.repository)
+    assert json.loads(answer["lifecyclePolicyText"]) == json.loads(lifecycle_policy(14))
+    project.write_env(ECR_EXPIRE_UNTAGGED_DAYS="30")
+    again = project.inv("ensure-repo")
+    assert again.returncode == 0, again.stderr
+    assert "another lifecycle policy than ECR_EXPIRE_UNTAGGED_DAYS=30 (left unchanged)" in (
+        again.stderr
+    )
