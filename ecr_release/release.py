@@ -1,13 +1,14 @@
 """The release sequence: build, ensure-repo, login, tag, push, each runnable alone.
 
 ``Release`` is a short sequence over collaborators handed in: the Docker CLI,
-the run's ECR access (client, token, registry), this machine's state (login
-records, locks) and the checkout's git revision. It keeps the rules that make a
-rerun safe: a released tag is never overwritten, and what was pushed is read
-back and verified. A dry run is a wiring choice (see ``cli.make_release``): a
-docker runner that shows commands and a read-only ECR; only the registry check
-and the verification after a push, where a plan really says something else,
-branch on it. Output to the person goes through ``logging``.
+the run's ECR access (client, token, registry), what the registry holds of the
+repository (``Published``: identical releases, verification, tags), this machine's
+state (login records, locks) and the checkout's git revision. A released tag is
+never overwritten, and what was pushed is read back and verified. A dry run is a
+wiring choice (see ``cli.make_release``): a docker runner that shows commands, a
+read-only ECR and registry; only the registry check and the verification after a
+push, where a plan really says something else, branch on it. Output to the person
+goes through ``logging``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from pathlib import Path
 from . import gitinfo
 from .docker import Docker, push_with_retries
 from .ecr import EcrAccess, Repository, RepositoryConfig
-from .errors import AwsError, DockerError, RegistryError, SettingsError
+from .errors import DockerError, RegistryError, SettingsError
 from .fingerprint import Fingerprint
-from .inputs import BuildInputs, gather, judge, same_image
+from .inputs import BuildInputs, gather
 from .localstate import LocalState
-from .registry import Manifest, RawManifest
+from .published import Published
+from .registry import Manifest
 from .settings import Settings, reference_name_problem
-from .tags import tags_to_put
 
 log = logging.getLogger("ecr_release")
 
@@ -91,10 +92,10 @@ class Release:
         self.ecr = ecr
         self.state = state
         self.dry_run = dry_run
+        self.published = Published(settings, ecr, docker, progress, dry_run=dry_run)
         self._revision = revision
         self._clock = clock
         self._progress = progress
-        self._repository_known = False
         self._gathered: dict[str, BuildInputs] = {}
 
     # -- the tasks ------------------------------------------------------------------
@@ -126,7 +127,7 @@ class Release:
                 drift.append(lifecycle)
             for line in drift:
                 log.warning("warning: repository %s: %s (left unchanged)", name, line)
-        self._repository_known = True
+        self.published.repository_known = True
         return repository
 
     def login(self, *, force: bool = False) -> str:
@@ -163,22 +164,13 @@ class Release:
         mine = Fingerprint.from_labels(local.labels)
         timer = StepTimer(self._clock.monotonic)
         with self.state.lock(self.settings.lock_name), timer.step("push"):
-            existing = self.find_identical_release(version, mine, reference)
+            existing = self.published.identical_release(version, mine, reference)
             digest = existing.digest if existing else self._push_verified(version)
         return self._summary(version, digest, timer, existing is not None, mine)
 
     def promote(self, version: str, tags: Sequence[str]) -> str:
-        """Point each tag at the released version's manifest, on the registry side (nothing
-        is pulled or pushed); return that manifest's digest."""
-        repository = self.settings.repository
-        raw = self.ecr.read(lambda registry: registry.raw_manifest(repository, version))
-        if raw is None:
-            raise SettingsError(
-                f"{repository}:{version} is not released, so there is nothing to promote: "
-                f"release it first (inv release --version {version})"
-            )
-        self._point_tags(version, raw, self._tags_to_put(tags, raw.manifest.digest))
-        return raw.manifest.digest
+        """Point each tag at the released version, on the registry side; return its digest."""
+        return self.published.promote(version, tags)
 
     def release(self, version: str) -> Summary:
         """check, build, ensure-repo, login, tag, push (verified), in that order."""
@@ -192,7 +184,7 @@ class Release:
             with timer.step("build"):
                 self.build(version)
             with timer.step("ensure-repo"):
-                if self._repository_known and not self.ecr.connected and not self.dry_run:
+                if self.published.repository_known and not self.ecr.connected and not self.dry_run:
                     log.info("repository %s is in the registry already", self.settings.repository)
                 else:
                     self.ensure_repo()
@@ -207,78 +199,10 @@ class Release:
                     self.promote(version, self.settings.extra_tags)
         return self._summary(version, digest, timer, False, mine, self.settings.extra_tags)
 
-    # -- facts the tasks share --------------------------------------------------------
-
     def remote_ref(self, version: str) -> str:
         """``HOST/REPOSITORY:version``, once the repository is known to exist."""
-        if not self._repository_known:
-            name = self.settings.repository
-            if not self.ecr.read(lambda registry: registry.repository_exists(name)):
-                # A repository nothing was pushed to yet may be unknown to the registry.
-                self.ecr.require_account()
-                if self.ecr.api.describe_repository(name) is None:
-                    raise AwsError(
-                        f"ECR repository {name} does not exist: "
-                        "run `inv ensure-repo` (or `inv release`)"
-                    )
-            self._repository_known = True
+        self.published.require_repository()
         return self.settings.remote_image(self.ecr.host(), version)
-
-    def find_identical_release(
-        self, version: str, mine: Fingerprint | None, local: str
-    ) -> Manifest | None:
-        """The released manifest when ``version`` is already released from these inputs
-        (``mine``; else the image ID of ``local``); None when ``version`` is new. Raises
-        ``VersionExistsError`` when it is released from anything else."""
-        repository = self.settings.repository
-        manifest = self.ecr.read(lambda registry: registry.manifest(repository, version))
-        if manifest is None:
-            return None
-        self._repository_known = True
-        config = manifest.config_digest
-        released = (
-            self.ecr.read(lambda registry: registry.labels(repository, config)) if config else {}
-        )
-        why = judge(
-            repository,
-            version,
-            manifest,
-            released,
-            mine,
-            lambda: self.docker.image_id(local),
-            local,
-        )
-        log.info(
-            "%s:%s is already released as %s, %s: nothing to do (to ship newer changes, release "
-            "a new --version)",
-            repository,
-            version,
-            manifest.digest,
-            why,
-        )
-        return manifest
-
-    def verify(self, version: str, pushed_digest: str) -> str:
-        """Read the tag back: it must name the pushed manifest, whose config is our image."""
-        repository = self.settings.repository
-        manifest = self.ecr.read(lambda registry: registry.manifest(repository, version))
-        if manifest is None:
-            raise RegistryError(
-                f"verification failed: the registry has no tag {version} after the push"
-            )
-        if manifest.digest != pushed_digest:
-            raise RegistryError(
-                f"verification failed: tag {version} resolves to {manifest.digest}, but docker "
-                f"pushed {pushed_digest}; another push may have raced this one"
-            )
-        local_id = self.docker.image_id(self.remote_ref(version))
-        if not same_image(local_id, manifest):
-            raise RegistryError(
-                f"verification failed: the pushed manifest's config is {manifest.config_digest}, "
-                f"the local image is {local_id}"
-            )
-        log.info("verified %s@%s", self.remote_ref(version), manifest.digest)
-        return manifest.digest
 
     # -- steps inside release and push ----------------------------------------------
 
@@ -287,18 +211,15 @@ class Release:
         version's state in the registry. In a dry run an unreachable registry is a plan line."""
         self.docker.config()  # a corrupt one stops the run now, not at the login after the build
         self.docker.check_daemon()
-        self._inputs(version)
+        mine, local = self._inputs(version).fingerprint, self.settings.image(version)
         problem = reference_name_problem(self.ecr.host(), self.settings.repository)
         if problem:
             raise SettingsError(problem)
-        mine, local = self._inputs(version).fingerprint, self.settings.image(version)
         where = self.settings.remote_image(self.ecr.host(), version)
         try:
-            existing = self.find_identical_release(version, mine, local)
-            if existing is None:  # then whether ensure-repo must ask the ECR API
-                name = self.settings.repository
-                known = self.ecr.read(lambda registry: registry.repository_exists(name))
-                self._repository_known = known
+            existing = self.published.identical_release(version, mine, local)
+            if existing is None:
+                self.published.knows_repository()  # then ensure-repo need not ask the ECR API
         except RegistryError as exc:
             if not self.dry_run:
                 raise
@@ -307,7 +228,7 @@ class Release:
         if existing is None and self.dry_run:
             log.info("[dry-run] check: %s is not released yet", where)
         if existing is None and self.settings.extra_tags:
-            self._tags_to_put(self.settings.extra_tags, None)  # may they move? before building
+            self.published.tags_to_put(self.settings.extra_tags, None)  # may they move?
         return existing
 
     def _push_verified(self, version: str) -> str:
@@ -320,45 +241,7 @@ class Release:
             return DRY_RUN_DIGEST  # nothing was pushed: nothing to verify
         if digest is None:
             raise DockerError(f"docker push {reference} reported no digest; check the registry")
-        return self.verify(version, digest)
-
-    def _tags_to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
-        """The tags to put to point at ``digest`` (None: a release not pushed yet); refuses,
-        before any change, a tag the repository's mutability does not let move."""
-        name = self.settings.repository
-        self.ecr.require_account()
-        found = self.ecr.api.describe_repository(name)
-        mutability, exclusions = (
-            (found.tag_mutability, found.exclusions)
-            if found
-            else (self.settings.tag_mutability, self.settings.tag_mutability_exclusions)
-        )
-        current = {tag: self._digest_of(tag) for tag in tags}
-        return tags_to_put(name, mutability, exclusions, tags, current, digest)
-
-    def _point_tags(self, version: str, raw: RawManifest, tags: Sequence[str]) -> None:
-        name, digest = self.settings.repository, raw.manifest.digest
-        for tag in tags:
-            self._progress(f"tag {name}:{tag} -> {version} ({digest})")
-            self._put_tag(tag, raw)
-        for tag in tags if not self.dry_run else ():
-            moved = self._digest_of(tag)
-            if moved != digest:
-                raise RegistryError(
-                    f"verification failed: tag {tag} resolves to {moved or 'nothing'}, "
-                    f"not {version} ({digest})"
-                )
-            log.info("verified %s:%s -> %s", name, tag, digest)
-
-    def _put_tag(self, tag: str, raw: RawManifest) -> None:
-        name = self.settings.repository
-        self.ecr.read(lambda registry: registry.put_manifest(name, tag, raw))
-
-    def _digest_of(self, tag: str) -> str | None:
-        """What a tag of the repository points to now (None: no such tag)."""
-        name = self.settings.repository
-        manifest = self.ecr.read(lambda registry: registry.manifest(name, tag))
-        return manifest.digest if manifest else None
+        return self.published.verify(version, digest, reference)
 
     def _relogin(self) -> None:
         self.state.logins.forget(self.docker.config().directory, self.ecr.host())

@@ -371,7 +371,7 @@ def test_verification_catches_a_foreign_config(make_world: Callable[..., World])
         manifest.digest, "sha256:else", "x"
     )
     with pytest.raises(RegistryError, match="config is sha256:else"):
-        world.release.verify("v1", manifest.digest)
+        world.release.published.verify("v1", manifest.digest, f"{HOST}/widget-server:v1")
 
 
 @pytest.mark.parametrize(
