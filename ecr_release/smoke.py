@@ -273,10 +273,14 @@ class _SmokeTest:
             if not state.running:
                 raise self._failure(f"{state.describe()} before its health check passed")
             if self._clock() >= deadline:
-                last = _clip(last_error_line(result.output))
+                said = (
+                    f": {_clip(last_error_line(result.output))}"
+                    if result.output.strip()
+                    else ", no output"
+                )
                 raise self._failure(
                     f"health check still failing after {self.timeout:g} s "
-                    f"(exit {result.returncode}): {last}"
+                    f"(exit {result.returncode}{said})"
                 )
             self._sleep(self.poll)
 

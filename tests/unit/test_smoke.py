@@ -245,8 +245,9 @@ def test_a_healthcheck_that_never_passes_fails_at_the_timeout_with_its_last_outp
     engine = Engine(healthcheck=HTTP_CHECK, healthy_after=None, logs="starting\nstuck on db\n")
     error = failure(engine, timeout=8)
     assert error.message == (
-        f"smoke test of {IMAGE} failed: health check still failing after 8 s (exit 1): "
-        "urllib.error.URLError: <urlopen error [Errno 111] Connection refused>; nothing was pushed"
+        f"smoke test of {IMAGE} failed: health check still failing after 8 s (exit 1: "
+        "urllib.error.URLError: <urlopen error [Errno 111] Connection refused>); "
+        "nothing was pushed"
     )
     assert error.exit_code == 8
     assert isinstance(error, ReleaseError)
@@ -687,3 +688,24 @@ def test_a_long_multiline_probe_output_becomes_one_short_line() -> None:
     assert "first" not in message
     assert "error: xxx" in message
     assert len(message) < 320
+
+
+def test_a_silent_failing_probe_says_so() -> None:
+    engine = Engine(healthcheck=HTTP_CHECK, healthy_after=None)
+    original = engine.__call__
+
+    def silent(args: Sequence[str], *, input: str | None = None, stream: bool = False) -> Result:
+        result = original(args, input=input, stream=stream)
+        return Result(3, "") if args[1] == "exec" else result
+
+    with pytest.raises(SmokeTestError) as info:
+        smoke_test(
+            silent,
+            IMAGE,
+            timeout=2,
+            clock=engine.clock,
+            sleep=engine.clock.sleep,
+            name=NAME,
+            watchdog=Watchdog(),
+        )
+    assert "health check still failing after 2 s (exit 3, no output);" in info.value.message
