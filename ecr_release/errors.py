@@ -66,3 +66,15 @@ class OutputError(ReleaseError):
     """A result file (GITHUB_OUTPUT, GITHUB_STEP_SUMMARY) could not be written after a release."""
 
     exit_code = 9
+
+
+class SmokeTestError(ReleaseError):
+    """The built image failed its smoke test (it exited, or never became healthy): nothing
+    was pushed. ``log_tail`` holds the container's last log lines, for the task layer to
+    print under the one-line message."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, log_tail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.log_tail: list[str] = list(log_tail or [])

@@ -1,0 +1,199 @@
+"""The smoke test against the real engine: tiny images that pass and fail each way, the
+shipped image, and no container left behind, whatever happens (a signal included)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ecr_release.docker import SubprocessRunner
+from ecr_release.errors import SmokeTestError
+from ecr_release.smoke import HEALTHY, ONE_SHOT, SMOKE_LABEL, SmokeResult, smoke_test
+
+from .project import ROOT, docker
+from .stack import Stack
+
+LEFT = ("ps", "-a", "--filter", f"label={SMOKE_LABEL}=1", "-q")
+
+# Loopback only: with --network none the container keeps 127.0.0.1, and nothing else.
+SERVE = 'CMD ["python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/tmp"]'
+PROBE = (
+    'HEALTHCHECK --interval=10s --timeout=3s CMD ["python3", "-c", '
+    "\"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/', timeout=2)\"]"
+)
+SLEEP = 'CMD ["python3", "-c", "import time; time.sleep(600)"]'
+CRASH = 'CMD ["python3", "-c", "import sys; print(\'boom: no config\', flush=True); sys.exit(1)"]'
+
+Build = Callable[..., str]
+
+
+@pytest.fixture
+def build(stack: Stack, tmp_path: Path) -> Iterator[Build]:
+    """``build(*instructions)``: an image FROM the stack's base, removed after the test."""
+    tags: list[str] = []
+
+    def make(*instructions: str) -> str:
+        context = tmp_path / f"image-{len(tags)}"
+        context.mkdir()
+        body = "\n".join((f"FROM {stack.info.base_image}", *instructions))
+        (context / "Dockerfile").write_text(body + "\n")
+        tag = f"smoke-e2e-{uuid.uuid4().hex[:10]}:latest"
+        tags.append(tag)
+        docker("build", "-q", "-t", tag, str(context))
+        return tag
+
+    yield make
+    for tag in tags:
+        docker("rmi", "-f", tag, check=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_smoke_container_survives() -> Iterator[None]:
+    yield
+    # Clean up after a failed test (each test asserts there is nothing to clean).
+    left = docker(*LEFT, check=False).split()
+    if left:
+        docker("rm", "-f", *left, check=False)
+
+
+def smoke(image: str, timeout: float = 8) -> SmokeResult:
+    return smoke_test(SubprocessRunner(), image, timeout=timeout)
+
+
+def failed(image: str, timeout: float = 8) -> tuple[SmokeTestError, float]:
+    start = time.monotonic()
+    with pytest.raises(SmokeTestError) as info:
+        smoke(image, timeout)
+    return info.value, time.monotonic() - start
+
+
+def assert_nothing_left() -> None:
+    assert docker(*LEFT) == ""
+
+
+def test_a_healthy_image_passes_long_before_dockers_first_check(build: Build) -> None:
+    image = build(SERVE, PROBE)
+    result = smoke(image)
+    print(f"\nhealthy image (HEALTHCHECK --interval=10s): passed in {result.seconds:.2f} s")
+    assert result.outcome == HEALTHY
+    assert result.seconds < 5
+    assert_nothing_left()
+
+
+def test_a_healthcheck_that_always_fails_fails_at_the_timeout(build: Build) -> None:
+    image = build(SLEEP, 'HEALTHCHECK --interval=10s CMD ["python3", "-c", "raise SystemExit(3)"]')
+    error, took = failed(image, timeout=4)
+    assert error.message == (
+        f"smoke test of {image} failed: health check still failing after 4 s "
+        "(exit 3, no output); nothing was pushed"
+    )
+    assert 4 <= took < 8
+    assert_nothing_left()
+
+
+@pytest.mark.parametrize("healthcheck", [(), (PROBE,)], ids=["no-healthcheck", "healthcheck"])
+def test_a_process_that_exits_1_at_start_fails_with_its_log(
+    build: Build, healthcheck: tuple[str, ...]
+) -> None:
+    image = build(CRASH, *healthcheck)
+    error, took = failed(image, timeout=30)
+    assert "exited with code 1" in error.message
+    assert error.exit_code == 8
+    assert error.log_tail == ["boom: no config"]
+    assert took < 5  # seen when it happened, not at the timeout
+    assert_nothing_left()
+
+
+def test_an_image_without_healthcheck_that_keeps_running_passes_after_3_s(build: Build) -> None:
+    result = smoke(build(SLEEP))
+    assert result.outcome == "running after 3 s"
+    assert 3 <= result.seconds < 5
+    assert_nothing_left()
+
+
+def test_a_one_shot_image_that_exits_0_passes(build: Build) -> None:
+    result = smoke(build('CMD ["python3", "-c", "print(\'done\')"]'))
+    assert result.outcome == ONE_SHOT
+    assert result.seconds < 3
+    assert_nothing_left()
+
+
+def test_a_health_command_that_never_returns_is_stopped_after_the_timeout(build: Build) -> None:
+    hang = 'HEALTHCHECK --interval=10s CMD ["python3", "-c", "import time; time.sleep(600)"]'
+    error, took = failed(build(SLEEP, hang), timeout=3)
+    assert "its health check command did not return within 3 s" in error.message
+    assert took < 9  # the timeout, the watchdog's 2 s and the removal
+    assert_nothing_left()
+
+
+def test_the_shipped_image_passes_in_about_a_second(stack: Stack, tmp_path: Path) -> None:
+    context = tmp_path / "shipped"
+    context.mkdir()
+    for name in ("Dockerfile", ".dockerignore"):
+        shutil.copy2(ROOT / name, context / name)
+    shutil.copytree(
+        ROOT / "widget_server",
+        context / "widget_server",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    tag = f"smoke-e2e-widget-{uuid.uuid4().hex[:10]}:v1"
+    docker(
+        "build", "-q", "--build-arg", f"BASE_IMAGE={stack.info.base_image}", "-t", tag, str(context)
+    )
+    try:
+        runs = [smoke(tag, timeout=60) for _ in range(3)]
+    finally:
+        docker("rmi", "-f", tag, check=False)
+    seconds = [round(run.seconds, 2) for run in runs]
+    print(f"\nshipped image: smoke test took {seconds} s")
+    assert {run.outcome for run in runs} == {HEALTHY}
+    assert min(seconds) < 2
+    assert_nothing_left()
+
+
+SCRIPT = """
+import sys
+from ecr_release.docker import SubprocessRunner
+from ecr_release.smoke import smoke_test
+smoke_test(SubprocessRunner(), sys.argv[1], timeout=60)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_test_stops_it_and_removes_the_container(
+    build: Build, signum: signal.Signals
+) -> None:
+    image = build(SLEEP, 'HEALTHCHECK --interval=10s CMD ["python3", "-c", "raise SystemExit(1)"]')
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, image],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not docker(*LEFT) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert docker(*LEFT), "the smoke-test container never appeared"
+        time.sleep(0.5)  # inside the health check loop
+        proc.send_signal(signum)
+        sent = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+        stopped_in = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in stderr
+    assert stopped_in < 5
+    assert_nothing_left()
