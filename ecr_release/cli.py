@@ -226,6 +226,8 @@ def session(
 
         yield Run(steps, report_summary)
     except ReleaseError as exc:
+        for line in getattr(exc, "log_tail", ()):  # a failed smoke test's container log
+            logger.error("  | %s", line)
         if json:
             _print_json(report.error_json(exc.message, exc.exit_code))
         raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc

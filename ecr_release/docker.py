@@ -23,9 +23,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .errors import DockerError, SettingsError, VersionExistsError
+
+if TYPE_CHECKING:
+    from .smoke import SmokeResult
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +329,12 @@ class Docker:
         if isinstance(user, str) and isinstance(secret, str) and user and secret:
             return user, secret
         return None
+
+    def smoke_test(self, image: str, **options: Any) -> SmokeResult:
+        """Run the image once and judge it (see ``smoke``); its container is always removed."""
+        from .smoke import smoke_test  # smoke builds on this module: imported when used
+
+        return smoke_test(self._run, image, binary=self._binary, **options)
 
     def check_daemon(self) -> None:
         """Fail with one line when the CLI is missing or the daemon does not answer."""

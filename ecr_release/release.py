@@ -173,7 +173,7 @@ class Release:
         return self.published.promote(version, tags)
 
     def release(self, version: str) -> Summary:
-        """check, build, ensure-repo, login, tag, push (verified), in that order."""
+        """check, build, smoke-test, ensure-repo, login, tag, push (verified), in that order."""
         timer = StepTimer(self._clock.monotonic)
         with self.state.lock(self.settings.lock_name):
             with timer.step("check"):
@@ -183,6 +183,9 @@ class Release:
                 return self._summary(version, existing.digest, timer, True, mine)
             with timer.step("build"):
                 self.build(version)
+            if self.settings.smoke_test:
+                with timer.step("smoke-test"):
+                    self._smoke_test(version)
             with timer.step("ensure-repo"):
                 if self.published.repository_known and not self.ecr.connected and not self.dry_run:
                     log.info("repository %s is in the registry already", self.settings.repository)
@@ -230,6 +233,23 @@ class Release:
         if existing is None and self.settings.extra_tags:
             self.published.tags_to_put(self.settings.extra_tags, None)  # may they move?
         return existing
+
+    def _smoke_test(self, version: str) -> None:
+        """Run the built image once before it is pushed (a released version is final)."""
+        image = self.settings.image(version)
+        if self.dry_run:  # the planning runner would only show `docker run`: say what it does
+            log.info(
+                "[dry-run] smoke-test: docker run -d --network none %s until its HEALTHCHECK "
+                "passes (or it keeps running 3 s), within %.0f s; then remove it",
+                *(image, self.settings.smoke_timeout),
+            )
+            return
+        self.docker.smoke_test(
+            image,
+            timeout=self.settings.smoke_timeout,
+            clock=self._clock.monotonic,
+            sleep=self._clock.sleep,
+        )
 
     def _push_verified(self, version: str) -> str:
         reference = self.remote_ref(version)

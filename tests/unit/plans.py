@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-RELEASE_PLAN = ["check", "build", "ensure-repo", "login", "tag", "push"]
+RELEASE_PLAN = ["check", "build", "smoke-test", "ensure-repo", "login", "tag", "push"]
 
 
 def plan_lines(lines: Iterable[str]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from ecr_release.errors import (
     RegistryAuthError,
     RegistryError,
     SettingsError,
+    SmokeTestError,
     VersionExistsError,
 )
 from ecr_release.gitinfo import Revision
@@ -82,6 +84,7 @@ class FakeRegistryClient:
         return getattr(self._registry, name)
 
 
+SMOKE_VERBS = ("run", "exec", "inspect", "logs", "rm")
 BASE = "local/python-base:bookworm"
 BASE_ID = "sha256:" + "ba5e" * 16
 
@@ -102,6 +105,12 @@ class FakeDocker:
     builds: int = 0
     # Docker's containerd image store: once pushed, an image's ID is its manifest digest.
     containerd: bool = False
+    # The smoke test: the image's HEALTHCHECK, whether it passes, the containers run.
+    healthcheck: dict[str, Any] | None = field(
+        default_factory=lambda: {"Test": ["CMD", "python3", "-c", "health"]}
+    )
+    healthy: bool = True
+    containers: list[str] = field(default_factory=list)
 
     def __call__(
         self, args: Sequence[str], *, input: str | None = None, stream: bool = False
@@ -130,6 +139,11 @@ class FakeDocker:
             if args[2] not in self.images:
                 return Result(1, f"Error response from daemon: No such image: {args[2]}")
             self.images[args[3]] = self.images[args[2]]
+        elif verb in SMOKE_VERBS:
+            return self._smoke(verb, args)
+        elif verb == "image" and "healthcheck" in args[4]:
+            image_config = {"healthcheck": self.healthcheck, "shell": None}
+            return Result(0, json.dumps(image_config) + "\n")
         elif verb == "image":
             found = self.images.get(args[-1])
             if not found:
@@ -154,8 +168,27 @@ class FakeDocker:
             return Result(0, f"{tag}: digest: {digest} size: 528\n")
         return Result(0, "")
 
+    def _smoke(self, verb: str, args: list[str]) -> Result:
+        if verb == "run":
+            self.containers.append(args[args.index("--name") + 1])
+        elif verb == "rm":
+            self.containers.remove(args[-1])
+        elif verb == "exec":
+            return Result(0 if self.healthy else 1, "" if self.healthy else "refused\n")
+        elif verb == "inspect":
+            state = {"Status": "running", "Running": True, "ExitCode": 0, "OOMKilled": False}
+            return Result(0, json.dumps(state) + "\n")
+        elif verb == "logs":
+            return Result(0, "starting\nTraceback: boom\n")
+        return Result(0, "")
+
     def verbs(self) -> list[str]:
-        return [args[1] for args, _ in self.calls if args[1] not in ("image", "version")]
+        """The commands that change something (not reads, not the smoke test's own)."""
+        skip = {"image", "version", *SMOKE_VERBS}
+        return [args[1] for args, _ in self.calls if args[1] not in skip]
+
+    def smoke_verbs(self) -> list[str]:
+        return [args[1] for args, _ in self.calls if args[1] in SMOKE_VERBS]
 
 
 @dataclass
@@ -201,6 +234,7 @@ def make_world(
         connects: list[int] = []
         sleeps: list[float] = []
         registries: list[Authorization] = []
+        ticks = itertools.count(0.0, 0.25)  # a monotonic clock that moves a quarter second a read
         accepts = {Ecr(aws).authorization().password}  # moto's token; and docker's login
 
         def connect(settings: Settings, kind: type[Ecr]) -> Ecr:
@@ -224,7 +258,7 @@ def make_world(
                 runner=docker,
                 connect=connect,
                 registry_for=registry_for,
-                clock=Clock(now=lambda: now, sleep=sleeps.append),
+                clock=Clock(now=lambda: now, monotonic=ticks.__next__, sleep=sleeps.append),
                 revision=lambda path: Revision("0123abc", "https://example.invalid/widget.git"),
             )
 
@@ -247,6 +281,7 @@ def test_release_runs_the_steps_in_order_and_verifies(make_world: Callable[..., 
     assert [name for name, _ in summary.timings] == [
         "check",
         "build",
+        "smoke-test",
         "ensure-repo",
         "login",
         "tag",
@@ -564,9 +599,10 @@ def test_dry_run_changes_nothing(
     assert planned_steps(plan) == RELEASE_PLAN
     assert plan[0] == f"[dry-run] check: {HOST}/widget-server:v1 is not released yet"
     assert "docker build -t widget-server:v1" in plan[1]
-    assert "ecr:CreateRepository(" in plan[2] and "'scanOnPush': True" in plan[2]
-    assert f"--password-stdin {HOST}" in plan[3] and "***" in plan[3]
-    assert plan[5] == f"[dry-run] push: docker push {HOST}/widget-server:v1"
+    assert "docker run -d --network none widget-server:v1" in plan[2]
+    assert "ecr:CreateRepository(" in plan[3] and "'scanOnPush': True" in plan[3]
+    assert f"--password-stdin {HOST}" in plan[4] and "***" in plan[4]
+    assert plan[6] == f"[dry-run] push: docker push {HOST}/widget-server:v1"
     assert Ecr(aws).authorization().password not in caplog.text
 
 
@@ -1000,3 +1036,48 @@ def test_lifecycle_drift_is_warned_about_and_left_alone(
         caplog.text
     )
     assert Ecr(aws).lifecycle_policy("widget-server") is None
+
+
+# -- the smoke test, between build and push --------------------------------------------------
+
+
+def test_the_smoke_test_runs_between_build_and_push(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    summary = world.release.release("v1")
+    steps = [name for name, _ in summary.timings]
+    assert steps.index("build") < steps.index("smoke-test") < steps.index("push")
+    run = next(args for args, _ in world.docker.calls if args[1] == "run")
+    assert run[2:5] == ["-d", "--network", "none"] and run[-1] == "widget-server:v1"
+    assert world.docker.containers == []  # removed
+
+
+def test_a_failing_smoke_test_pushes_nothing(make_world: Callable[..., World], aws: Any) -> None:
+    world = make_world(smoke_timeout=5.0)
+    world.docker.healthy = False
+    with pytest.raises(SmokeTestError) as err:
+        world.release.release("v1")
+    assert err.value.exit_code == 8
+    assert "health check still failing after 5 s" in err.value.message
+    assert err.value.log_tail == ["starting", "Traceback: boom"]
+    assert world.docker.verbs() == ["build"]  # no ensure-repo, no login, no tag, no push
+    assert repo_names(world.client) == [] and world.registry.manifests == {}
+    assert world.docker.containers == []
+
+
+def test_smoke_test_false_skips_it(make_world: Callable[..., World]) -> None:
+    world = make_world(smoke_test=False)
+    summary = world.release.release("v1")
+    assert "smoke-test" not in [name for name, _ in summary.timings]
+    assert world.docker.smoke_verbs() == []
+
+
+def test_a_dry_run_shows_the_smoke_test_as_a_plan_line(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world(dry_run=True)
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        world.release.release("v1")
+    plan = plan_lines(r.getMessage() for r in caplog.records)
+    assert planned_steps(plan) == RELEASE_PLAN
+    assert "docker run -d --network none widget-server:v1" in plan[2]
+    assert world.docker.smoke_verbs() == []  # nothing run

@@ -283,7 +283,7 @@ def test_dry_run_changes_nothing_anywhere(
     plan = plan_lines(done.stderr.splitlines())
     assert planned_steps(plan) == RELEASE_PLAN
     assert (
-        f"docker login --username AWS --password-stdin {host}  (password on stdin: ***)" in plan[3]
+        f"docker login --username AWS --password-stdin {host}  (password on stdin: ***)" in plan[4]
     )
     assert plan[0].startswith(f"[dry-run] check: could not ask the registry about {host}/")
     assert listener.connections >= 1  # it did try, through the proxy, and nowhere else
