@@ -3,6 +3,7 @@ shipped image, and no container left behind, whatever happens (a signal included
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from ecr_release.docker import SubprocessRunner
 from ecr_release.errors import SmokeTestError
 from ecr_release.smoke import HEALTHY, ONE_SHOT, SMOKE_LABEL, SmokeResult, smoke_test
 
-from .project import ROOT, docker
+from .project import ROOT, Project, docker, one_line_error
 from .stack import Stack
 
 LEFT = ("ps", "-a", "--filter", f"label={SMOKE_LABEL}=1", "-q")
@@ -197,3 +198,59 @@ def test_a_signal_mid_test_stops_it_and_removes_the_container(
     assert "KeyboardInterrupt" in stderr
     assert stopped_in < 5
     assert_nothing_left()
+
+
+# -- the gate in `inv release` ------------------------------------------------------------
+
+
+def _no_smoke_container_left() -> None:
+    assert docker(*LEFT) == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "state", "logged"),
+    [
+        (
+            ("HEALTHCHECK --interval=10s", "HEALTHCHECK --interval=10s CMD false\n# was: "),
+            "health check still failing after 5 s",
+            "widget_server listening",
+        ),
+        (
+            (
+                'CMD ["python3", "-m", "widget_server"]',
+                'CMD ["python3", "-c", "import sys; sys.exit(\'config file missing\')"]',
+            ),
+            "exited with code 1",
+            "config file missing",
+        ),
+    ],
+    ids=["health-check-fails", "process-exits"],
+)
+def test_a_release_that_fails_its_smoke_test_pushes_nothing(
+    project: Project, stack: Stack, change: tuple[str, str], state: str, logged: str
+) -> None:
+    dockerfile = project.root / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(*change, 1))
+    project.write_env(SMOKE_TIMEOUT="5")
+    done = project.inv("release", "--version", "v1")
+    line = one_line_error(done)
+    assert done.returncode == 8
+    assert state in line and "nothing was pushed" in line
+    # The container's last log lines, above the error.
+    assert any(line.startswith("  | ") and logged in line for line in done.stderr.splitlines())
+    assert stack.registry_tags(project.repository) == []
+    names = [r["repositoryName"] for r in project.ecr().describe_repositories()["repositories"]]
+    assert project.repository not in names  # stopped before ensure-repo
+    _no_smoke_container_left()
+
+
+def test_the_shipped_image_passes_its_smoke_test_in_a_release(
+    project: Project, stack: Stack
+) -> None:
+    done = project.inv("release", "--version", "v1", "--json")
+    assert done.returncode == 0, done.stderr
+    steps = json.loads(done.stdout)["steps"]
+    assert list(steps)[:3] == ["check", "build", "smoke-test"]
+    print(f"smoke-test step: {steps['smoke-test']:.2f} s")
+    assert "smoke-test passed: health check passed" in done.stderr
+    _no_smoke_container_left()
