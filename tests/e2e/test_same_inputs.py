@@ -80,7 +80,9 @@ def test_json_result_and_github_files(project: Project, stack: Stack, tmp_path: 
     assert (document["image"], document["digest"], document["tags"]) == (image, digest, ["v6"])
     assert document["registry"] == project.registry_host
     assert document["already_released"] is False and document["dry_run"] is False
-    assert set(document["steps"]) == {"check", "build", "ensure-repo", "login", "tag", "push"}
+    assert set(document["steps"]) == {
+        *("check", "build", "smoke-test", "ensure-repo", "login", "tag", "push")
+    }
     assert document["fingerprint"]["digest"].startswith("sha256:")
     assert "The push refers to repository" in done.stderr  # docker's progress: stderr
     assert output.read_text().splitlines() == [
