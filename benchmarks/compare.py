@@ -25,7 +25,9 @@ so that a machine getting busier or calmer weighs on both alike. Cases and goals
 - list:  ``inv --list`` in the project vs. in a one-task tasks.py (<= 1.1x).
 
 The suite runs with ``SMOKE_TEST=false`` (the manual flow has no smoke test) and
-``--json``; its per-step times come from the ``steps`` of that JSON document.
+``--json``; its per-step times come from the ``steps`` of that JSON document. After
+the ``new`` case, as many more suite releases run with the smoke test on: its own
+cost is printed apart, outside the ratios.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class Result:
     case: str
     suite: Series = field(default_factory=Series)
     manual: Series = field(default_factory=Series)  # in `list`: the one-task tasks.py
+    smoked: Series = field(default_factory=Series)  # in `new`: the suite with its smoke test
 
 
 def timed(pairs: int) -> Iterator[tuple[int, str]]:
@@ -121,10 +124,11 @@ class Suite:
     def __init__(self, project: Project) -> None:
         self.project = project
 
-    def release(self, version: str) -> tuple[float, dict[str, float], bool]:
+    def release(self, version: str, *, smoke: bool = False) -> tuple[float, dict[str, float], bool]:
         """Wall time, seconds per step (plus the time outside them), already released?"""
         start = time.perf_counter()
-        done = self.project.inv("release", "--version", version, "--json", env=SUITE_ENV)
+        env = {} if smoke else SUITE_ENV
+        done = self.project.inv("release", "--version", version, "--json", env=env)
         elapsed = time.perf_counter() - start
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -329,6 +333,13 @@ def case_new(bench: Bench, runs: int) -> Result:
             total, steps = bench.manual.release(version)
             result.manual.add(total, steps)
         progress(f"new    {i + 1}/{runs} {tool:<6} {version:<5} {total:6.2f}s")
+    # The smoke test's own cost, apart: the same kind of release with it on.
+    for i in range(runs):
+        version = f"v{200 + i}"
+        bench.suite.project.change_code(f"benchmark smoke {version} {uuid.uuid4().hex}")
+        total, steps, _ = bench.suite.release(version, smoke=True)
+        result.smoked.add(total, steps)
+        progress(f"smoke  {i + 1}/{runs} suite  {version:<5} {total:6.2f}s")
     return result
 
 
@@ -402,6 +413,13 @@ def report(results: Sequence[Result]) -> None:
             continue
         print(f"  {r.case:<6} suite   {r.suite.breakdown()}")
         print(f"  {'':<6} manual  {r.manual.breakdown()}")
+    for r in results:
+        if r.smoked.totals:
+            smoke = statistics.median(r.smoked.steps.get("smoke-test", [0.0]))
+            print(
+                f"\nsmoke test (not in the ratios): {smoke:.2f}s median; a new version with it: "
+                f"{r.smoked.median:.2f}s ({len(r.smoked.totals)} runs)"
+            )
 
 
 # -- main --------------------------------------------------------------------------------------
