@@ -4,7 +4,7 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from ecr_release.cli import Flags, flag_help, session
+from ecr_release.cli import Flags, flag_help, session, show_config
 
 
 @task(help=flag_help("version"))
@@ -74,7 +74,13 @@ def promote(c, version=None, tag=None, repository=None, region=None, profile=Non
             print(f"{name} -> {version} ({digest})")
 
 
-ns = Collection(build, ensure_repo, login, tag, push, release, promote)
+@task(help=flag_help("json"))
+def config(c, json=False, repository=None, region=None, profile=None, env_file=None):
+    """Show every setting, its value and where it comes from (secrets masked)."""
+    show_config(c, Flags(repository, region, profile, env_file), json=json)
+
+
+ns = Collection(build, ensure_repo, login, tag, push, release, promote, config)
 # Settings paths (.env, DOCKERFILE, BUILD_CONTEXT) are relative to this folder, wherever
 # inv runs from: invoke finds tasks.py upward, as make finds its Makefile.
 ns.configure({"ecr_release": {"root": str(Path(__file__).resolve().parent)}})

@@ -72,6 +72,32 @@ NEEDS: Mapping[str, Needs] = {
 }
 
 
+def show_config(c: Any, flags: Flags, *, json: bool = False) -> None:
+    """``inv config``: every setting, its value and its source; exit 2 when not usable."""
+    from .configview import view
+
+    try:
+        found = view(
+            flags.settings(),
+            environ=os.environ,
+            env_file=flags.env_file or ".env",
+            env_file_required=flags.env_file is not None,
+            root=project_root(c),
+        )
+    except ReleaseError as exc:
+        if json:
+            from . import report
+
+            _print_json(report.error_json(exc.message, exc.exit_code))
+        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
+    if json:
+        _print_json(found.as_json())
+    else:
+        print(found.as_text())
+    if found.problems is not None:
+        raise Exit(code=2)
+
+
 @dataclass(frozen=True)
 class Flags:
     """The values of the shared flags, as a task received them."""

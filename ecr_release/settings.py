@@ -174,14 +174,20 @@ class Sources:
 
     def get(self, key: str) -> str | None:
         """The value that wins; empty values mean unset."""
+        return self.lookup(key)[0]
+
+    def lookup(self, key: str) -> tuple[str | None, str | None]:
+        """The value that wins and where it comes from: "flag", "environment", ".env",
+        "default", or None when the key is unset."""
         flag = self.flags.get(key)
         if flag is not None and flag != "":
-            return str(flag)
-        for source in (self.environ, self.dotenv):
+            return str(flag), "flag"
+        for source, origin in ((self.environ, "environment"), (self.dotenv, ".env")):
             value = source.get(key)
             if value is not None and value.strip() != "":
-                return value.strip()
-        return DEFAULTS.get(key)
+                return value.strip(), origin
+        default = DEFAULTS.get(key)
+        return default, "default" if default is not None else None
 
     def upper(self, key: str) -> str:
         return (self.get(key) or "").upper()

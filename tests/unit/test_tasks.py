@@ -381,3 +381,27 @@ def test_bad_tags_are_refused_before_anything_runs(
     assert_one_line_error(done, 2, text)
     assert not cli.docker_log.exists()
     assert listener.connections == 0
+
+
+def test_config_shows_flags_and_masks_secrets(cli: Cli, listener: Listener) -> None:
+    done = cli(
+        "config",
+        "--region",
+        "eu-north-1",
+        env_file="AWS_REGION=eu-west-1\nAWS_SESSION_TOKEN=sup3rsecret\n",
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    assert rows["AWS_REGION"].split()[1:] == ["eu-north-1", "(flag)"]
+    assert rows["AWS_SESSION_TOKEN"].split()[1:] == ["***", "(.env)"]
+    assert rows["AWS_SECRET_ACCESS_KEY"].split()[1:] == ["***", "(environment)"]
+    assert "sup3rsecret" not in done.stdout + done.stderr
+    assert listener.connections == 0 and not cli.docker_log.exists()  # it only reads
+
+
+def test_config_json_and_invalid_settings_exit_2(cli: Cli) -> None:
+    done = cli("config", "--json", env_file="AWS_REGION=nowhere#x\n")
+    assert done.returncode == 2
+    document = json.loads(done.stdout)
+    assert document["valid"] is False and "AWS_REGION" in document["problems"]
+    assert document["settings"]["AWS_REGION"] == {"value": "nowhere#x", "source": ".env"}
