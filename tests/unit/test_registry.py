@@ -208,13 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Type"] = "application/vnd.docker.distribution.manifest.v2+json"
             if repo != "nohead":
                 headers["Docker-Content-Digest"] = HEADER_DIGEST
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command == "GET":
-            self.wfile.write(body)
+        self._reply(status, headers, body)
 
     def _blob(self, repo: str, digest: str) -> None:
         s3 = cast(_Server, self.server).s3
