@@ -719,6 +719,14 @@ def test_everything_broken_still_gives_every_line(
     assert exit_code(checks.values()) == 3
 
 
+def test_an_unexpected_exception_is_a_bug_and_propagates(setup: Setup) -> None:
+    def broken(args: Sequence[str], *, input: str | None = None, stream: bool = False) -> Result:
+        raise RuntimeError("a bug in a runner")
+
+    with pytest.raises(RuntimeError, match="a bug in a runner"):
+        run_checks({}, environ=setup.environ, root=setup.root, runner=broken)
+
+
 def test_exit_code_is_the_first_failing_area() -> None:
     def check(area: str, ok: bool) -> Check:
         return Check(area, f"{area} check", ok, "detail", None if ok else "fix")
