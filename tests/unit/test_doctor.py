@@ -616,7 +616,7 @@ def test_a_signature_refused_for_the_clock_is_measured_from_the_error(setup: Set
 def test_a_secret_quoted_in_a_message_is_never_shown(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    secret = "doctor-test-secret-marker-0123456789"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     environ = {**setup.environ, "AWS_SECRET_ACCESS_KEY": secret}
     connect = _stubbed_probe(
