@@ -50,6 +50,15 @@ _INSPECT = (
 )
 
 
+# `docker info`, reduced to what `inv doctor` shows, as one line of JSON.
+_INFO = (
+    '{"server": {{json .ServerVersion}}, "driver": {{json .Driver}}, '
+    '"status": {{json .DriverStatus}}}'
+)
+# `docker --version`: "Docker version 28.2.2, build e6534b4".
+_VERSION_RE = re.compile(r"version ([0-9]+\.[0-9][^,\s]*)", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """A local image: its ID, the repo digests docker knows for it, and its labels."""
@@ -70,6 +79,16 @@ class ImageInfo:
             if digest.split("@", 1)[0] in candidates:
                 return digest
         return self.id
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    """The daemon's version and storage, from ``docker info``."""
+
+    server_version: str
+    storage_driver: str
+    # The containerd image store: DriverStatus names a containerd snapshotter.
+    containerd_store: bool
 
 
 @dataclass(frozen=True)
@@ -335,6 +354,44 @@ class Docker:
         from .smoke import smoke_test  # smoke builds on this module: imported when used
 
         return smoke_test(self._run, image, binary=self._binary, **options)
+
+    def client_version(self) -> str:
+        """The docker CLI's own version (``docker --version``: the daemon is not asked, so a
+        dead or hung DOCKER_HOST cannot hold it up). ``DockerError`` when the CLI is missing
+        or prints no version."""
+        result = self._run([self._binary, "--version"])
+        found = _VERSION_RE.search(result.output)
+        if result.returncode != 0 or found is None:
+            raise DockerError(
+                f"docker --version printed no version (exit {result.returncode}): "
+                f"{last_error_line(result.output)}"
+            )
+        return found.group(1)
+
+    def daemon_info(self) -> DaemonInfo:
+        """What the daemon says of itself (``docker info``): version and storage. One
+        ``DockerError`` line naming DOCKER_HOST when it does not answer."""
+        result = self._run([self._binary, "info", "--format", _INFO])
+        if result.returncode != 0:
+            self._raise("docker info failed", result)
+        lines = [line for line in result.output.splitlines() if line.startswith("{")]
+        try:
+            data = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("server"), str):
+            raise DockerError(
+                f"docker info answered no server version: {last_error_line(result.output)}"
+            )
+        status = data.get("status") if isinstance(data.get("status"), list) else []
+        pairs = [tuple(map(str, item)) for item in status or () if isinstance(item, list)]
+        return DaemonInfo(
+            server_version=data["server"],
+            storage_driver=str(data.get("driver") or ""),
+            containerd_store=any(
+                "io.containerd.snapshotter" in value for pair in pairs for value in pair
+            ),
+        )
 
     def check_daemon(self) -> None:
         """Fail with one line when the CLI is missing or the daemon does not answer."""

@@ -531,3 +531,48 @@ def connect(settings: Settings, kind: type[Ecr] = Ecr) -> Ecr:
         if session.get_credentials() is None:
             raise AwsError(NO_CREDENTIALS)
     return kind(client)
+
+
+@dataclass(frozen=True)
+class AwsProbe:
+    """A read-only look at AWS, for ``inv doctor``: the credentials botocore found (None
+    when it found none; ``.method`` says where), the ECR calls, and an STS client."""
+
+    credentials: Any | None  # botocore.credentials.Credentials
+    ecr: Ecr
+    sts: Any  # an STS client: GetCallerIdentity only
+
+
+def connect_probe(
+    region: str,
+    profile: str | None,
+    aws_env: Mapping[str, str],
+    *,
+    timeout: float = 5.0,
+    attempts: int = 2,
+) -> AwsProbe:
+    """Make a session and its ECR and STS clients as :func:`connect` does (``.env``'s AWS_*
+    variables visible), with every call bounded by ``timeout`` seconds and ``attempts``.
+
+    The credentials are resolved here (an SSO login or ``credential_process`` may fail
+    now); finding none is not an error: the probe says so with ``credentials=None``.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": attempts},
+        connect_timeout=timeout,
+        read_timeout=timeout,
+    )
+    with _overlay_environ(aws_env), aws_errors():
+        session = boto3.Session(profile_name=profile, region_name=region)
+        try:
+            ecr_client = session.client("ecr", config=config)
+            sts_client = session.client("sts", config=config)
+        except ValueError as exc:  # botocore's word for a malformed endpoint URL
+            raise SettingsError(f"{exc}: check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECR") from exc
+        credentials = session.get_credentials()
+        if credentials is not None:
+            credentials.get_frozen_credentials()
+    return AwsProbe(credentials, Ecr(ecr_client), sts_client)

@@ -182,6 +182,24 @@ class Registry:
             )
         return response.headers, body
 
+    def api_status(self, *, login: bool = True) -> int:
+        """The HTTP status of ``GET /v2/``, the API's base: 200 when the registry takes the
+        login, 401 when it wants one (without ``login`` no credential is sent). Any status
+        means it answers over trusted TLS; ``RegistryError`` when it cannot be reached."""
+        request = urllib.request.Request(f"https://{self.host}/v2/", method="GET")
+        if login:
+            token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            request.add_unredirected_header("Authorization", f"Basic {token}")
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return exc.code
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryError(f"cannot reach registry {self.host}: {reason}") from exc
+
     def repository_exists(self, repository: str) -> bool:
         """Does the registry know the repository? (``GET /v2/<name>/tags/list``: a missing
         one is a 404 ``NAME_UNKNOWN``, on ECR and on CNCF distribution alike.)"""
