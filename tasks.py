@@ -4,7 +4,7 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from ecr_release.cli import Flags, flag_help, session, show_config
+from ecr_release.cli import Flags, flag_help, run_doctor, session, show_config
 
 
 @task(help=flag_help("version"))
@@ -80,7 +80,13 @@ def config(c, json=False, repository=None, region=None, profile=None, env_file=N
     show_config(c, Flags(repository, region, profile, env_file), json=json)
 
 
-ns = Collection(build, ensure_repo, login, tag, push, release, promote, config)
+@task(help=flag_help())
+def doctor(c, repository=None, region=None, profile=None, env_file=None):
+    """Check Docker, the settings, AWS and the registry, one line each; change nothing."""
+    run_doctor(c, Flags(repository, region, profile, env_file))
+
+
+ns = Collection(build, ensure_repo, login, tag, push, release, promote, config, doctor)
 # Settings paths (.env, DOCKERFILE, BUILD_CONTEXT) are relative to this folder, wherever
 # inv runs from: invoke finds tasks.py upward, as make finds its Makefile.
 ns.configure({"ecr_release": {"root": str(Path(__file__).resolve().parent)}})

@@ -72,6 +72,23 @@ NEEDS: Mapping[str, Needs] = {
 }
 
 
+def run_doctor(c: Any, flags: Flags) -> None:
+    """``inv doctor``: every check, one line each; exit with the first failing area's code."""
+    from .doctor import exit_code, render, run_checks
+
+    checks = run_checks(
+        flags.settings(),
+        environ=os.environ,
+        root=project_root(c),
+        env_file=flags.env_file or ".env",
+        env_file_required=flags.env_file is not None,
+    )
+    print(render(checks, tty=sys.stdout.isatty()))
+    code = exit_code(checks)
+    if code:
+        raise Exit(code=code)
+
+
 def show_config(c: Any, flags: Flags, *, json: bool = False) -> None:
     """``inv config``: every setting, its value and its source; exit 2 when not usable."""
     from .configview import view

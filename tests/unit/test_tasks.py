@@ -21,7 +21,7 @@ import pytest
 from .plans import RELEASE_PLAN, plan_lines, planned_steps
 
 ROOT = Path(__file__).resolve().parents[2]
-TASKS = ["build", "ensure-repo", "login", "tag", "push", "release", "promote"]
+TASKS = ["build", "ensure-repo", "login", "tag", "push", "release", "promote", "config", "doctor"]
 
 
 class Listener:
