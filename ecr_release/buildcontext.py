@@ -212,6 +212,11 @@ def walk_context(context: Path, ignore: DockerIgnore) -> Iterator[ContextEntry]:
                 mode = path.lstat().st_mode
             except FileNotFoundError:
                 continue  # gone since the listing: the CLI would not send it either
+            except OSError as exc:
+                raise SettingsError(
+                    f"cannot read {relpath} in the build context: {exc.strerror or exc}; "
+                    "fix its permissions or add it to .dockerignore"
+                ) from exc
             if not ignore.excludes(relpath):
                 yield ContextEntry(relpath, path, mode)
             elif not (stat.S_ISDIR(mode) and ignore.may_reinclude_below(relpath)):
@@ -271,6 +276,8 @@ class Finding:
 def _secret_by_name(relpath: str, name: str) -> bool:
     if name == ".env" or (name.startswith(".env.") and name != ".env.example"):
         return True
+    if name.endswith(".env") and name != "example.env":  # prod.env, release.env
+        return True
     return (
         name in _SECRET_FILES
         or name.endswith(_SECRET_SUFFIXES)
@@ -300,7 +307,10 @@ class ContextScan:
 
 
 def scan_context(
-    context: Path, dockerfile: Path | None = None, allow: Sequence[str] = ()
+    context: Path,
+    dockerfile: Path | None = None,
+    allow: Sequence[str] = (),
+    also: Sequence[Path] = (),
 ) -> ContextScan:
     """Walk the context once, as the CLI sends it: find secrets (except paths matching
     ``allow``) and digest every entry except the Dockerfile, which is an input of its own.
@@ -311,6 +321,7 @@ def scan_context(
     ignore = DockerIgnore.for_build(context, dockerfile)
     allowed = DockerIgnore("\n".join(allow), source="SECRET_SCAN_ALLOW")
     skip = dockerfile.resolve() if dockerfile is not None else None
+    secret_files = {path.resolve() for path in also}  # e.g. the settings file in use
     found: list[Finding] = []
     reported_dirs: list[str] = []
     total = hashlib.sha256()
@@ -334,7 +345,8 @@ def scan_context(
                 reported_dirs.append(relpath + "/")
             continue
         in_secret_dir = not _SECRET_DIRS.isdisjoint(relpath.split("/")[:-1])
-        if entry.is_file and (in_secret_dir or _secret_by_name(relpath, name)):
+        named = _secret_by_name(relpath, name) or entry.path.resolve() in secret_files
+        if entry.is_file and (in_secret_dir or named):
             found.append(Finding(relpath, ""))
         elif entry.is_file and data is not None and (why := _secret_in(data, name)):
             found.append(Finding(relpath, why))

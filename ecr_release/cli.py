@@ -261,11 +261,12 @@ def session(
         )
 
         def report_summary(summary: Summary) -> None:
+            # The files first: if they fail, stdout's one document is the error's.
+            report.write_github_files(summary, os.environ)
             if json:
                 _print_json(report.as_json(summary, plan.lines))
             else:  # push alone prints just the digest, for scripts
                 print(summary.digest if task == "push" else report.as_text(summary))
-            report.write_github_files(summary, os.environ)
 
         yield Run(steps, report_summary)
     except ReleaseError as exc:

@@ -65,8 +65,13 @@ class ConfigView:
         return "\n".join(rows)
 
 
+# Keys whose name says SECRET but whose value is not one.
+_NOT_SECRET = {"SECRET_SCAN_ALLOW"}
+_USERINFO = re.compile(r"(://)[^/@\s]+@")
+
+
 def is_secret(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key))
+    return key not in _NOT_SECRET and bool(_SECRET_KEY.search(key))
 
 
 def view(
@@ -111,4 +116,10 @@ def view(
 
 
 def _shown(key: str, value: str | None) -> str | None:
-    return MASK if value is not None and is_secret(key) else value
+    if value is None:
+        return None
+    if is_secret(key):
+        return MASK
+    if key == "AWS_ACCESS_KEY_ID":  # an identifier, but not one to show in full
+        return MASK + value[-4:]
+    return _USERINFO.sub(r"\1***@", value)  # a URL's user:password

@@ -48,6 +48,8 @@ class Dockerfile:
         """The images the FROM lines pull in, in order, not ``scratch`` and not earlier
         stages; the last one is what the final stage builds on."""
         froms = [item["value"] for item in self.structure if item["instruction"] == "FROM"]
+        if len(froms) != len(self.parent_images) or any(not v.strip() for v in froms):
+            raise SettingsError(f"{self.path} has a FROM line that names no image: fix it")
         stages: dict[str, str] = {}  # stage name -> the external image it builds on
         chain: list[str] = []
         for value, image in zip(froms, self.parent_images, strict=True):

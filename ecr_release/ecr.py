@@ -47,6 +47,7 @@ IAM_ACTIONS: Mapping[str, str] = {
     "ecr:CreateRepository": "create the repository when missing",
     "ecr:BatchGetImage": "read a tag's manifest from the registry",
     "ecr:GetDownloadUrlForLayer": "read a released image's config (its fingerprint)",
+    "ecr:ListImages": "ask the registry whether the repository exists (saves DescribeRepositories)",
     "ecr:BatchCheckLayerAvailability": "docker push",
     "ecr:InitiateLayerUpload": "docker push",
     "ecr:UploadLayerPart": "docker push",
@@ -291,6 +292,9 @@ class KnownLogin(Protocol):
     def refused(self, host: str) -> None:
         """The registry refused docker's stored login: do not reuse it."""
 
+    def forget_registry(self) -> None:
+        """The recorded host is not this identity's registry (any more): forget it."""
+
 
 class EcrAccess:
     """One run's ECR: the client made on first use, its login token, a registry client.
@@ -317,6 +321,7 @@ class EcrAccess:
         self._token: Authorization | None = None
         self._registry: tuple[Authorization, Registry] | None = None
         self._stored: Authorization | None = None  # docker's login, while the registry takes it
+        self._used_host: str | None = None  # the recorded host this run has relied on
 
     @functools.cached_property
     def api(self) -> Ecr:
@@ -332,7 +337,19 @@ class EcrAccess:
         if self._token is None or fresh:
             auth = self.api.authorization()
             self._check_account(auth.host)
+            if self._used_host is not None and auth.host != self._used_host:
+                # The recorded registry was not these credentials' one: stop before anything
+                # is pushed to a registry whose version tag this run never checked.
+                if self._known is not None:
+                    self._known.refused(self._used_host)
+                    self._known.forget_registry()
+                raise AwsError(
+                    f"this run checked registry {self._used_host}, but the credentials' token "
+                    f"is for {auth.host}: the AWS credentials changed since the last release "
+                    "recorded it; run the release again"
+                )
             self._token = auth
+            self._stored = None  # a fresh token replaces docker's stored login from here on
             if self._known is not None:
                 self._known.remember(auth)
         return self._token
@@ -340,6 +357,7 @@ class EcrAccess:
     def host(self) -> str:
         """The registry host: the token's, else the one recorded for this identity."""
         if self._token is None and (known := self._known_host()):
+            self._used_host = known
             return known
         return self.token().host
 
@@ -355,6 +373,7 @@ class EcrAccess:
             stored = self._known.credential(host)
             if stored is not None:
                 self._stored = Authorization(host, *stored)
+                self._used_host = host
         auth = self._stored or self.token()
         if self._registry is None or self._registry[0] is not auth:
             self._registry = (auth, self._registry_for(auth))
@@ -396,10 +415,13 @@ def aws_identity(settings: Settings, environ: Mapping[str, str]) -> str:
     env = {**settings.aws_env, **environ}
     parts = [
         settings.region or "",
-        settings.profile or env.get("AWS_PROFILE", ""),
+        settings.profile or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE", ""),
         env.get("AWS_ACCESS_KEY_ID", ""),  # an identifier, not a secret; hashed anyway
         env.get("AWS_ROLE_ARN", ""),
         env.get("AWS_ENDPOINT_URL_ECR") or env.get("AWS_ENDPOINT_URL", ""),
+        # Container (ECS) and pod credentials name their endpoint here.
+        env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI", ""),
+        env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", ""),
     ]
     for key, default in (
         ("AWS_CONFIG_FILE", "~/.aws/config"),

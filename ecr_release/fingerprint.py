@@ -24,8 +24,9 @@ from .dockerfile import Dockerfile
 NAMESPACE = "io.ecr-release.fingerprint"
 BASE_NAME = "org.opencontainers.image.base.name"
 BASE_DIGEST = "org.opencontainers.image.base.digest"
-# Time is not an input: it changes on every build.
-NOT_INPUTS = frozenset({"BUILD_DATE"})
+# Not inputs: time changes on every build, and SOURCE_URL is how this checkout names its
+# remote (ssh on a laptop, https on a CI runner), not what the image is made of.
+NOT_INPUTS = frozenset({"BUILD_DATE", "SOURCE_URL"})
 
 
 def _sha256(text: str) -> str:

@@ -46,6 +46,10 @@ def public_url(url: str | None) -> str | None:
     if parts.scheme == "file":
         return None
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # ssh://git@host:org/repo: not a port, and nothing to show
+        return None
+    if port:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -64,7 +64,10 @@ def gather(
     resolve_base: Callable[[str], str],
 ) -> BuildInputs:
     """Scan the context (secrets refused here, before anything runs) and fingerprint the build."""
-    scan = scan_context(settings.build_context, settings.dockerfile, settings.secret_scan_allow)
+    also = [settings.env_file] if settings.env_file else []  # the settings file itself
+    scan = scan_context(
+        settings.build_context, settings.dockerfile, settings.secret_scan_allow, also
+    )
     raise_on_secrets(settings.build_context, scan.secrets)
     build_args, labels = build_metadata(version, created, revision, settings.base_image)
     dockerfile = Dockerfile.read(settings.dockerfile, build_args)

@@ -82,6 +82,9 @@ class LoginRecords:
         if expires_at is not None:
             self._set(f"registry|{identity}", f"{host} {_iso(expires_at)}")
 
+    def forget_registry(self, identity: str) -> None:
+        self._set(f"registry|{identity}", None)
+
     def known_registry(self, identity: str, now: datetime) -> str | None:
         """The registry host of this AWS identity's last token, while that token is valid."""
         host, _, expiry = (self._load().get(f"registry|{identity}") or "").partition(" ")
@@ -225,3 +228,6 @@ class StoredLogins:
 
     def refused(self, host: str) -> None:
         self.records.forget(self.docker.config().directory, host)
+
+    def forget_registry(self) -> None:
+        self.records.forget_registry(self.identity)

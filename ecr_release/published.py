@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from .docker import Docker
 from .ecr import EcrAccess
-from .errors import AwsError, RegistryError, SettingsError
+from .errors import AwsError, RegistryAuthError, RegistryError, SettingsError
 from .fingerprint import Fingerprint
 from .inputs import judge, same_image
 from .registry import Manifest, RawManifest
@@ -59,8 +59,7 @@ class Published:
         if manifest is None:
             return None
         self.repository_known = True
-        config = manifest.config_digest
-        released = self.ecr.read(lambda registry: registry.labels(name, config)) if config else {}
+        released = self._labels(manifest)
         why = judge(
             name, version, manifest, released, mine, lambda: self.docker.image_id(local), local
         )
@@ -71,11 +70,31 @@ class Published:
         )
         return manifest
 
-    def knows_repository(self) -> bool:
-        """Does the registry know the repository? (Remembered: then ensure-repo need not ask.)"""
+    def _labels(self, manifest: Manifest) -> dict[str, str]:
+        """The released image's labels; for an index, its (first) image manifest's."""
         name = self.name
-        self.repository_known = self.ecr.read(lambda registry: registry.repository_exists(name))
-        return self.repository_known
+        if manifest.config_digest is None and manifest.images:
+            child = manifest.images[0]
+            found = self.ecr.read(lambda registry: registry.manifest(name, child))
+            if found is None:
+                return {}
+            manifest = found
+        config = manifest.config_digest
+        return self.ecr.read(lambda registry: registry.labels(name, config)) if config else {}
+
+    def knows_repository(self) -> bool:
+        """Does the registry know the repository? (Remembered: then ensure-repo need not ask.)
+
+        Listing tags takes ``ecr:ListImages``: a refusal means "unknown here" (the ECR API
+        decides), never a stale login, so it neither falls back nor forgets the login.
+        """
+        name = self.name
+        try:
+            known = self.ecr.registry().repository_exists(name)
+        except RegistryAuthError:
+            known = False
+        self.repository_known = known
+        return known
 
     def require_repository(self) -> None:
         """For tag and push alone: the repository must exist (the registry first, then the

@@ -61,6 +61,9 @@ class Manifest:
     digest: str
     config_digest: str | None
     media_type: str
+    # For an index: its image manifests' digests (attestations, platform unknown/unknown, left
+    # out), in the index's order.
+    images: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,21 @@ class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+def _index_images(data: dict[str, Any]) -> tuple[str, ...]:
+    """The digests of an index's image manifests, without BuildKit's attestations."""
+    found = []
+    for entry in data.get("manifests") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+            continue
+        platform = entry.get("platform")
+        platform = platform if isinstance(platform, dict) else {}
+        if platform.get("os") == "unknown" and platform.get("architecture") == "unknown":
+            continue
+        if DIGEST_RE.fullmatch(entry["digest"]):
+            found.append(entry["digest"])
+    return tuple(found)
+
+
 def _parse_manifest(
     body: bytes, digest: str, content_type: str, bad: Callable[[str], RegistryError]
 ) -> Manifest:
@@ -320,8 +338,8 @@ def _parse_manifest(
     if not isinstance(media_type, str):
         raise bad("has a mediaType that is not a string")
     config = data.get("config")
-    if config is None:  # an index (multi-platform) has no config of its own
-        return Manifest(digest, None, media_type or content_type)
+    if config is None:  # an index (multi-platform, or with attestations) has no config
+        return Manifest(digest, None, media_type or content_type, _index_images(data))
     if not isinstance(config, dict):
         raise bad("has a config that is not an object")
     config_digest = config.get("digest")

@@ -178,9 +178,12 @@ class Release:
         with self.state.lock(self.settings.lock_name):
             with timer.step("check"):
                 existing = self._preflight(version)
-            mine = self._inputs(version).fingerprint
+            mine, extra = self._inputs(version).fingerprint, self.settings.extra_tags
             if existing is not None:
-                return self._summary(version, existing.digest, timer, True, mine)
+                if extra:  # a rerun finishes the job: tags already in place are skipped
+                    with timer.step("also-tag"):
+                        self.promote(version, extra)
+                return self._summary(version, existing.digest, timer, True, mine, extra)
             with timer.step("build"):
                 self.build(version)
             if self.settings.smoke_test:

@@ -500,9 +500,13 @@ def _region_from_aws_config(env: Mapping[str, str], profile: str | None) -> str 
         return None
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read(config_file)
+        parser.read(config_file, encoding="utf-8")
     except configparser.Error:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"cannot read the AWS config file {config_file}: {exc}; save it as UTF-8 text"
+        ) from exc
     name = profile or env.get("AWS_PROFILE") or "default"
     section = "default" if name == "default" else f"profile {name}"
     return parser.get(section, "region", fallback=None) or None

@@ -104,10 +104,12 @@ def test_json_result_and_github_files(project: Project, stack: Stack, tmp_path: 
     assert json.loads(rerun.stdout)["already_released"] is True
 
     unwritable = {"GITHUB_OUTPUT": str(tmp_path / "no-such-dir" / "output")}
-    late = project.inv("push", "--version", "v6", env=unwritable)
+    late = project.inv("push", "--version", "v6", "--json", env=unwritable)
     line = one_line_error(late)
     assert late.returncode == 9
     assert f"the image was released as {image}@{digest} (nothing was undone)" in line
+    document = json.loads(late.stdout)  # still exactly one JSON document: the error's
+    assert document["ok"] is False and document["exit_code"] == 9
     assert stack.registry_manifest_digest(project.repository, "v6") == digest
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import IO, Any
 
@@ -13,6 +14,7 @@ from ecr_release.buildcontext import (
     DockerIgnore,
     check_no_secrets,
     find_secrets,
+    scan_context,
     unignored_secrets,
     walk_context,
 )
@@ -436,3 +438,33 @@ def test_the_shipped_dockerignore_keeps_every_known_credential_file_out(path: st
 
 def test_the_shipped_context_passes_the_secret_check() -> None:
     assert find_secrets(SHIPPED, SHIPPED / "Dockerfile") == []
+
+
+@pytest.mark.parametrize("name", ["prod.env", "config/release.env"])
+def test_any_dot_env_file_is_a_secret(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_text("GITHUB_TOKEN=x\n")
+    assert [f.relpath for f in find_secrets(tmp_path)] == [name]
+
+
+def test_the_settings_file_in_use_is_a_secret_whatever_its_name(tmp_path: Path) -> None:
+    (tmp_path / "deploy-settings").write_text("DB=x\n")
+    assert scan_context(tmp_path).secrets == []
+    found = scan_context(tmp_path, also=[tmp_path / "deploy-settings"]).secrets
+    assert [f.relpath for f in found] == ["deploy-settings"]
+
+
+def test_an_unreadable_directory_entry_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "locked").write_text("x")
+    real = Path.lstat
+
+    def lstat(path: Path) -> os.stat_result:
+        if path.name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(Path, "lstat", lstat)
+    with pytest.raises(SettingsError, match="cannot read locked in the build context"):
+        find_secrets(tmp_path)

@@ -104,3 +104,18 @@ def test_the_json_document(project: Path) -> None:
 def test_a_named_env_file_must_exist(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"--env-file 'prod\.env' does not exist"):
         view({}, environ={}, env_file="prod.env", env_file_required=True, root=tmp_path)
+
+
+def test_ids_and_url_passwords_are_not_shown_whole(project: Path) -> None:
+    sources = _sources(
+        _view(
+            project,
+            AWS_REGION="eu-west-1",
+            AWS_ACCESS_KEY_ID="AKIDEXAMPLEWXYZ",
+            AWS_ENDPOINT_URL="https://ci:s3cr3t@proxy.example:8443/ecr",
+            SECRET_SCAN_ALLOW="fixtures/*.pem",
+        )
+    )
+    assert sources["AWS_ACCESS_KEY_ID"] == ("***WXYZ", "environment")
+    assert sources["AWS_ENDPOINT_URL"] == ("https://***@proxy.example:8443/ecr", "environment")
+    assert sources["SECRET_SCAN_ALLOW"] == ("fixtures/*.pem", "environment")  # not a secret

@@ -15,7 +15,14 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from ecr_release.ecr import Ecr, RepositoryConfig, connect, lifecycle_policy, registry_host
+from ecr_release.ecr import (
+    Ecr,
+    RepositoryConfig,
+    aws_identity,
+    connect,
+    lifecycle_policy,
+    registry_host,
+)
 from ecr_release.errors import AwsError, SettingsError
 from ecr_release.settings import Settings
 
@@ -343,3 +350,21 @@ def test_exclusion_filters_are_read_back(client: Any) -> None:
     found = Ecr(client).describe_repository("widget-server")
     assert found is not None and found.exclusions == ("latest",)
     assert found.tag_is_mutable("latest") and not found.tag_is_mutable("v1")
+
+
+def test_the_aws_identity_tells_default_profiles_and_container_roles_apart(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    base = {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    identities = {
+        aws_identity(settings, {**base, **extra})
+        for extra in (
+            {},
+            {"AWS_DEFAULT_PROFILE": "prod"},
+            {"AWS_DEFAULT_PROFILE": "staging"},
+            {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/abc"},
+            {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials"},
+        )
+    }
+    assert len(identities) == 5

@@ -219,3 +219,16 @@ def test_a_fifo_in_the_context_is_not_read(tmp_path: Path) -> None:
     before = _print(root)
     os.mkfifo(root / "app" / "pipe")  # reading it would block forever
     assert _print(root) == before
+
+
+def test_how_the_checkout_names_its_remote_is_not_an_input(tmp_path: Path) -> None:
+    root = _project(tmp_path, FILES)
+    laptop = _print(root, {**ARGS, "SOURCE_URL": "git@github.com:org/widget.git"})
+    runner = _print(root, {**ARGS, "SOURCE_URL": "https://github.com/org/widget"})
+    assert laptop == runner
+
+
+def test_a_from_line_without_an_image_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM\nRUN true\n")
+    with pytest.raises(SettingsError, match="has a FROM line that names no image"):
+        Dockerfile.read(tmp_path / "Dockerfile", {}).external_bases()

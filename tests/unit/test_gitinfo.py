@@ -53,6 +53,7 @@ def test_revision_without_git_on_path_is_unknown(
         ("ssh://git@host.example:2222/org/r.git", "ssh://host.example:2222/org/r.git"),
         ("git@github.com:org/r.git", "git@github.com:org/r.git"),
         ("file:///srv/git/r.git", None),
+        ("ssh://git@github.com:org/repo.git", None),  # scp syntax in a URL: no port
         ("/srv/git/r.git", None),
         ("../r", None),
         (None, None),

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ecr_release.errors import RegistryError
-from ecr_release.registry import Registry
+from ecr_release.registry import Registry, _parse_manifest
 
 PASSWORD = "eyJwYXlsb2FkIjoiczNjcjN0LXJlZ2lzdHJ5LXBhc3N3b3JkIn0="
 CONFIG_DIGEST = "sha256:" + "c0" * 32
@@ -518,3 +518,20 @@ def test_a_bad_config_is_one_line(registry: Registry, repo: str, problem: str) -
     with pytest.raises(RegistryError, match=problem) as info:
         registry.labels(repo, digest)
     assert info.value.exit_code == 5
+
+
+def test_an_index_lists_its_image_manifests_without_attestations() -> None:
+    image, attestation = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"digest": image, "platform": {"os": "linux", "architecture": "amd64"}},
+                {"digest": attestation, "platform": {"os": "unknown", "architecture": "unknown"}},
+                {"digest": "not a digest"},
+            ],
+        }
+    ).encode()
+    manifest = _parse_manifest(body, MANIFEST_SHA, "", lambda problem: RegistryError(problem))
+    assert manifest.config_digest is None and manifest.images == (image,)

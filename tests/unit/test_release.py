@@ -52,6 +52,8 @@ class FakeRegistry:
         self.configs: dict[str, dict[str, str]] = {}
         self.logins: list[Authorization] = []
         self.puts: list[tuple[str, str]] = []  # tags put on the registry side
+        self.list_denied = False
+        self.put_fails = False
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         return self.manifests.get((repository, reference))
@@ -60,6 +62,8 @@ class FakeRegistry:
         return self.configs.get(config_digest, {})
 
     def repository_exists(self, repository: str) -> bool:
+        if self.list_denied:  # an identity without ecr:ListImages
+            raise RegistryAuthError("registry refused the login token (HTTP 403)")
         return any(name == repository for name, _ in self.manifests)
 
     def raw_manifest(self, repository: str, reference: str) -> RawManifest | None:
@@ -67,6 +71,8 @@ class FakeRegistry:
         return RawManifest(found, found.digest.encode(), "docker-v2") if found else None
 
     def put_manifest(self, repository: str, tag: str, raw: RawManifest) -> str:
+        if self.put_fails:
+            raise RegistryError("registry answered HTTP 500 for the tag")
         self.puts.append((repository, tag))
         self.manifests[(repository, tag)] = raw.manifest
         return raw.manifest.digest
@@ -1081,3 +1087,65 @@ def test_a_dry_run_shows_the_smoke_test_as_a_plan_line(
     assert planned_steps(plan) == RELEASE_PLAN
     assert "docker run -d --network none widget-server:v1" in plan[2]
     assert world.docker.smoke_verbs() == []  # nothing run
+
+
+# -- review fixes ---------------------------------------------------------------------------
+
+
+def test_a_registry_that_refuses_to_list_tags_falls_back_to_the_ecr_api(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    world.registry.list_denied = True  # no ecr:ListImages
+    (world.tmp / "ctx" / "app.py").write_text("v2\n")
+    summary = world.rerun().release("v2")
+    assert not summary.already_released
+    assert world.connects == [1, 1]  # DescribeRepositories decided instead
+    records = json.loads((world.tmp / "cache" / "ecr-release" / "logins.json").read_text())
+    assert any(key.endswith(f"|{HOST}") for key in records)  # the good login is kept
+
+
+def test_a_token_for_another_registry_than_the_one_checked_stops_the_run(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    records = world.tmp / "cache" / "ecr-release" / "logins.json"
+    data = json.loads(records.read_text())
+    other = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
+    for key, value in list(data.items()):
+        if key.startswith("registry|"):
+            data[key] = value.replace(HOST, other)  # recorded for other credentials
+    records.write_text(json.dumps(data))
+    _write_docker_login(world, "AWS:whatever")
+    world.docker.calls.clear()
+    with pytest.raises(AwsError, match=f"checked registry {other}, but .* is for {HOST}"):
+        world.rerun().release("v2")
+    assert world.docker.verbs() == []
+    assert not any(k.startswith("registry|") for k in json.loads(records.read_text()))
+
+
+def test_an_index_is_judged_by_its_image_manifest(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    first = world.release.release("v1")
+    image = world.registry.manifests[("widget-server", "v1")]
+    index = Manifest("sha256:" + "1d" * 32, None, "application/vnd.oci.image.index.v1+json",
+                     images=(image.digest,))  # fmt: skip
+    world.registry.manifests[("widget-server", "v1")] = index  # as BuildKit pushes it
+    world.registry.manifests[("widget-server", image.digest)] = image
+    again = _fresh_machine(world).release("v1")
+    assert again.already_released and again.digest == index.digest
+    assert first.fingerprint == again.fingerprint
+
+
+def test_also_tag_is_finished_by_a_rerun(make_world: Callable[..., World], aws: Any) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest")
+    world = make_world(extra_tags=("latest",))
+    world.registry.put_fails = True
+    with pytest.raises(RegistryError):
+        world.release.release("v1")  # pushed and verified, then the tag failed
+    world.registry.put_fails = False
+    again = world.rerun().release("v1")
+    assert again.already_released and again.tags == ["v1", "latest"]
+    assert world.registry.manifests[("widget-server", "latest")].digest == again.digest

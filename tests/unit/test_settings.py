@@ -399,3 +399,10 @@ def test_promote_tags_are_required_and_checked(
         need_tags=True,
     )
     assert found.tags == ("latest", "prod")
+
+
+def test_an_aws_config_that_is_not_utf8_is_one_line(workdir: Path) -> None:
+    config = workdir / "aws-config"
+    config.write_bytes(b"[default]\nregion = eu-west-1\n# caf\xe9\n")
+    with pytest.raises(SettingsError, match=r"cannot read the AWS config file .*UTF-8"):
+        load_settings(environ={"AWS_CONFIG_FILE": str(config)})
