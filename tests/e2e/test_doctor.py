@@ -13,25 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from ..unit.test_doctor import NAMES  # the checks, in the order the doctor runs them
 from .project import Project
 from .stack import Stack
 
-NAMES = [
-    "docker CLI",
-    "docker daemon",
-    "docker config",
-    "credential helpers",
-    "settings",
-    "build context",
-    "AWS credentials",
-    "AWS identity",
-    "AWS account",
-    "clock",
-    "repository",
-    "ECR login token",
-    "registry",
-    "registry login",
-]
 AWS_NAMES = NAMES[6:12]
 
 
