@@ -4,7 +4,7 @@ from pathlib import Path
 
 from invoke import Collection, task
 
-from ecr_release.cli import Flags, flag_help, run_doctor, session, show_config
+from ecr_release.cli.session import Flags, flag_help, run_doctor, session, show_config
 
 
 @task(help=flag_help("version"))

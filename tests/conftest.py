@@ -28,7 +28,7 @@ def _fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
 @pytest.fixture
 def make_settings() -> Callable[..., Any]:
     """Valid settings for library tests; keyword arguments override single fields."""
-    from ecr_release.settings import Settings
+    from ecr_release.model.settings import Settings
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..unit.test_doctor import NAMES  # the checks, in the order the doctor runs them
+from ..unit.flows.test_doctor import NAMES  # the checks, in the order the doctor runs them
 from .project import Project
 from .stack import Stack
 

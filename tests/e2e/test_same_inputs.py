@@ -7,7 +7,7 @@ import json
 import uuid
 from pathlib import Path
 
-from ecr_release.buildcontext import DockerIgnore, walk_context
+from ecr_release.model.buildcontext import DockerIgnore, walk_context
 
 from .project import Project, digest_from_output, docker, one_line_error
 from .stack import Stack

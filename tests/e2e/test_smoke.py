@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ecr_release.docker import SubprocessRunner
 from ecr_release.errors import SmokeTestError
-from ecr_release.smoke import HEALTHY, ONE_SHOT, SMOKE_LABEL, SmokeResult, smoke_test
+from ecr_release.flows.smoke import HEALTHY, ONE_SHOT, SMOKE_LABEL, SmokeResult, smoke_test
+from ecr_release.outside.docker import SubprocessRunner
 
 from .project import ROOT, Project, docker, one_line_error
 from .stack import Stack
@@ -162,8 +162,8 @@ def test_the_shipped_image_passes_in_about_a_second(stack: Stack, tmp_path: Path
 
 SCRIPT = """
 import sys
-from ecr_release.docker import SubprocessRunner
-from ecr_release.smoke import smoke_test
+from ecr_release.outside.docker import SubprocessRunner
+from ecr_release.flows.smoke import smoke_test
 smoke_test(SubprocessRunner(), sys.argv[1], timeout=60)
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ecr_release.ecr import lifecycle_policy
+from ecr_release.outside.ecr import lifecycle_policy
 
 from .project import Project, digest_from_output, docker, one_line_error
 from .stack import Stack

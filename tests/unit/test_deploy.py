@@ -20,8 +20,8 @@ import pytest
 import yaml
 from moto import mock_aws
 
-from ecr_release.ecr import IAM_ACTIONS
-from ecr_release.settings import KEYS
+from ecr_release.model.settings import KEYS
+from ecr_release.outside.ecr import IAM_ACTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -17,11 +17,11 @@ from docker.utils.build import PatternMatcher  # type: ignore[import-untyped]
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ecr_release.buildcontext import DockerIgnore
-from ecr_release.docker import PushFailure, classify_push_failure, last_error_line
 from ecr_release.errors import RegistryError, SettingsError
-from ecr_release.registry import _parse_manifest
-from ecr_release.settings import REGION_RE, REPOSITORY_RE, TAG_RE, load_settings
+from ecr_release.model.buildcontext import DockerIgnore
+from ecr_release.model.settings import REGION_RE, REPOSITORY_RE, TAG_RE, load_settings
+from ecr_release.outside.docker import PushFailure, classify_push_failure, last_error_line
+from ecr_release.outside.registry import _parse_manifest
 
 PROPERTY = settings(
     deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from ecr_release.buildcontext import DockerIgnore
-from ecr_release.dockerfile import Dockerfile, split_labels
-from ecr_release.fingerprint import BaseImage, Fingerprint, base_labels
-from ecr_release.gitinfo import Revision
-from ecr_release.inputs import build_metadata
+from ecr_release.model.buildcontext import DockerIgnore
+from ecr_release.model.dockerfile import Dockerfile, split_labels
+from ecr_release.model.fingerprint import BaseImage, Fingerprint, base_labels
+from ecr_release.model.inputs import build_metadata
+from ecr_release.outside.git import Revision
 from widget_server import WidgetServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,107 @@
+"""How a release is reported: a summary for people, one JSON document for machines, and
+GitHub Actions' output files (``GITHUB_OUTPUT``, ``GITHUB_STEP_SUMMARY``).
+
+Everything here is made from a ``Summary``, which never holds a secret: no token, no
+key, no password can reach stdout or either file. A file that cannot be written is
+an ``OutputError`` raised after the release, saying that the image was released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import OutputError
+from ..flows.release import Summary
+
+
+def as_text(summary: Summary) -> str:
+    """The summary a person reads at the end of a release."""
+    if summary.dry_run:
+        title = "dry run: nothing was built, created, logged in to or pushed"
+    elif summary.already_released:
+        title = "already released: the same image is in the registry, nothing to do"
+    else:
+        title = "released and verified"
+    return "\n".join(
+        [
+            title,
+            f"  image:  {summary.image_uri}",
+            f"  digest: {summary.digest}",
+            f"  steps:  {_steps(summary)}",
+        ]
+    )
+
+
+def as_json(summary: Summary, plan: Sequence[str] = ()) -> dict[str, Any]:
+    """The summary as one JSON document: what a pipeline needs, and no secret."""
+    document: dict[str, Any] = {
+        "ok": True,
+        "image": summary.image_uri,
+        "repository": summary.repository,
+        "version": summary.version,
+        "digest": summary.digest,
+        "tags": summary.tags,
+        "registry": summary.registry,
+        "already_released": summary.already_released,
+        "dry_run": summary.dry_run,
+        "fingerprint": _fingerprint(summary),
+        "steps": {name: round(seconds, 3) for name, seconds in summary.timings},
+        "total_seconds": round(sum(seconds for _, seconds in summary.timings), 3),
+    }
+    if summary.dry_run:
+        document["plan"] = list(plan)
+    return document
+
+
+def error_json(message: str, exit_code: int) -> dict[str, Any]:
+    return {"ok": False, "error": message, "exit_code": exit_code}
+
+
+def write_github_files(summary: Summary, environ: Mapping[str, str]) -> None:
+    """Append the step outputs and a Markdown table when GitHub Actions names the files."""
+    if summary.dry_run:
+        return  # nothing was released: a dry run has no outputs to give later steps
+    outputs = {
+        "image": summary.image_uri,
+        "digest": summary.digest,
+        "registry": summary.registry,
+        "tags": ",".join(summary.tags),
+    }
+    if environ.get("GITHUB_OUTPUT"):
+        lines = "".join(f"{key}={value}\n" for key, value in outputs.items())
+        _append(summary, "GITHUB_OUTPUT", Path(environ["GITHUB_OUTPUT"]), lines)
+    if environ.get("GITHUB_STEP_SUMMARY"):
+        what = "Already released" if summary.already_released else "Released"
+        table = (
+            f"### {what} {summary.repository}:{summary.version}\n\n"
+            "| image | digest | steps |\n| --- | --- | --- |\n"
+            f"| `{summary.image_uri}` | `{summary.digest}` | {_steps(summary)} |\n"
+        )
+        _append(summary, "GITHUB_STEP_SUMMARY", Path(environ["GITHUB_STEP_SUMMARY"]), table)
+
+
+def _append(summary: Summary, key: str, path: Path, text: str) -> None:
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise OutputError(
+            f"the image was released as {summary.image_uri}@{summary.digest} (nothing was undone), "
+            f"but {key} {path} cannot be written: {exc.strerror or exc}"
+        ) from exc
+
+
+def _steps(summary: Summary) -> str:
+    total = sum(seconds for _, seconds in summary.timings)
+    steps = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in summary.timings)
+    return f"{steps} (total {total:.1f}s)"
+
+
+def _fingerprint(summary: Summary) -> dict[str, str] | None:
+    found = summary.fingerprint
+    if found is None:
+        return None
+    return {"digest": found.digest, **{f.name: getattr(found, f.name) for f in fields(found)}}

@@ -1,0 +1,304 @@
+"""Glue between invoke and the library: settings, wiring, output and error mapping.
+
+``tasks.py`` stays a list of commands; this module holds the shared flags (their
+names, help and the settings they override, in one table), loads the settings
+once, wires the run's ``Release`` (the only place that picks the docker binary,
+hands ``ecr.connect`` in and makes a dry run a planner), shows the library's
+log to the person, and turns a ``ReleaseError`` into ``invoke.Exit``: one line,
+a non-zero code, no traceback. Importing it imports neither boto3 nor botocore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json as json_module
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
+
+from invoke.exceptions import Exit
+
+from ..errors import ReleaseError
+
+if TYPE_CHECKING:  # the rest is imported when a task runs: `inv --list` stays fast
+    from ..flows.release import Clock, Release, Summary
+    from ..model.settings import Settings
+    from ..outside.docker import Runner
+    from ..outside.ecr import Authorization, Ecr
+    from ..outside.registry import Registry
+
+# Every task's shared flags: flag -> (the setting it overrides, its help).
+COMMON_FLAGS: Mapping[str, tuple[str | None, str]] = {
+    "repository": ("ECR_REPOSITORY", "ECR repository name (overrides ECR_REPOSITORY)"),
+    "region": ("AWS_REGION", "AWS region (overrides AWS_REGION)"),
+    "profile": ("AWS_PROFILE", "AWS profile (overrides AWS_PROFILE)"),
+    "env_file": (None, "settings file to read (default: .env)"),
+}
+# The flags some tasks add.
+TASK_FLAGS_HELP: Mapping[str, str] = {
+    "version": "image tag to release, e.g. v1 or 1.4.2 (required)",
+    "dry_run": "print every step's command, change nothing",
+    "force": "log in even when a valid login exists",
+    "json": "print one JSON document on stdout (docker's progress and the log go to stderr)",
+    "also_tag": "after the verified push, also point these tags at it, e.g. latest "
+    "(overrides ECR_EXTRA_TAGS)",
+    "no_smoke": "skip the smoke test of the image before the push (SMOKE_TEST=false)",
+    "tag": "tags to point at the released VERSION, comma-separated, e.g. latest,prod (required)",
+}
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a task needs validated before it runs."""
+
+    version: bool = False
+    aws: bool = True
+    build: bool = False
+    tags: bool = False
+
+
+NEEDS: Mapping[str, Needs] = {
+    "build": Needs(version=True, aws=False, build=True),
+    "ensure-repo": Needs(),
+    "login": Needs(),
+    "tag": Needs(version=True),
+    "push": Needs(version=True),
+    "release": Needs(version=True, build=True),
+    "promote": Needs(version=True, tags=True),
+}
+
+
+def run_doctor(c: Any, flags: Flags) -> None:
+    """``inv doctor``: every check, one line each; exit with the first failing area's code."""
+    from ..flows.doctor import exit_code, render, run_checks
+
+    checks = run_checks(
+        flags.settings(),
+        environ=os.environ,
+        root=project_root(c),
+        env_file=flags.env_file or ".env",
+        env_file_required=flags.env_file is not None,
+    )
+    print(render(checks, tty=sys.stdout.isatty()))
+    code = exit_code(checks)
+    if code:
+        raise Exit(code=code)
+
+
+def show_config(c: Any, flags: Flags, *, json: bool = False) -> None:
+    """``inv config``: every setting, its value and its source; exit 2 when not usable."""
+    from .configview import view
+
+    try:
+        found = view(
+            flags.settings(),
+            environ=os.environ,
+            env_file=flags.env_file or ".env",
+            env_file_required=flags.env_file is not None,
+            root=project_root(c),
+        )
+    except ReleaseError as exc:
+        if json:
+            from . import report
+
+            _print_json(report.error_json(exc.message, exc.exit_code))
+        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
+    if json:
+        _print_json(found.as_json())
+    else:
+        print(found.as_text())
+    if found.problems is not None:
+        raise Exit(code=2)
+
+
+@dataclass(frozen=True)
+class Flags:
+    """The values of the shared flags, as a task received them."""
+
+    repository: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    env_file: str | None = None
+
+    def settings(self) -> dict[str, str | None]:
+        """The settings these flags override, keyed by setting name."""
+        return {
+            key: getattr(self, flag) for flag, (key, _) in COMMON_FLAGS.items() if key is not None
+        }
+
+
+def flag_help(*own: str) -> dict[str, str]:
+    """invoke's ``help=`` for a task: its own flags, then the shared ones."""
+    names = {name: TASK_FLAGS_HELP[name] for name in own}
+    return {**names, **{name: text for name, (_, text) in COMMON_FLAGS.items()}}
+
+
+def make_release(
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
+    runner: Runner | None = None,
+    out: TextIO | None = None,
+    connect: Callable[[Settings, type[Ecr]], Ecr] | None = None,
+    registry_for: Callable[[Authorization], Registry] | None = None,
+    clock: Clock | None = None,
+    **options: Any,
+) -> Release:
+    """The one place the collaborators are wired: the real ones unless a test hands in
+    fakes for an outside system. A dry run gets a planning runner and a read-only ECR.
+    ``out`` is where docker's progress goes (stdout, or stderr when stdout carries JSON)."""
+    from ..flows.release import Clock, Release, announce
+    from ..outside import ecr
+    from ..outside.docker import Docker, PlanningRunner, SubprocessRunner
+    from ..outside.localstate import LocalState, StoredLogins, cache_dir
+    from ..outside.registry import PlanningRegistry, Registry
+
+    environ = os.environ if environ is None else environ
+    runner = runner or SubprocessRunner(out)
+    clock = clock or Clock()
+    kind = ecr.PlanningEcr if dry_run else ecr.Ecr
+    docker = Docker(PlanningRunner(runner) if dry_run else runner, environ=environ)
+    state = LocalState(cache_dir(environ), read_only=dry_run)
+    known = StoredLogins(state.logins, ecr.aws_identity(settings, environ), docker, clock.now)
+    return Release(
+        settings,
+        docker,
+        ecr.EcrAccess(
+            lambda: (connect or ecr.connect)(settings, kind),
+            registry_for
+            or (lambda auth: (PlanningRegistry if dry_run else Registry)(*_login(auth))),
+            account_id=settings.account_id,
+            known=known,
+        ),
+        state,
+        clock=clock,
+        progress=_quiet if dry_run else announce,
+        dry_run=dry_run,
+        **options,
+    )
+
+
+def _login(auth: Authorization) -> tuple[str, str, str]:
+    return auth.host, auth.username, auth.password
+
+
+def project_root(c: Any) -> Path:
+    """The folder of the tasks.py that invoke loaded (it says so in its config), else the
+    current one: settings paths are relative to it, wherever inv runs from."""
+    root = (c.config.get("ecr_release") or {}).get("root")
+    return Path(root) if root else Path.cwd()
+
+
+def _quiet(what: str) -> None:
+    """A dry run's progress: its plan lines already say what each step would do."""
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("ecr_release")
+    if not any(getattr(h, "_ecr_release", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._ecr_release = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+class Run(NamedTuple):
+    """What a task body gets: the steps to run, and how to report a summary."""
+
+    steps: Release
+    report: Callable[[Summary], None]
+
+
+@contextlib.contextmanager
+def session(
+    c: Any,
+    task: str,
+    flags: Flags,
+    *,
+    version: str | None = None,
+    dry_run: bool = False,
+    json: bool = False,
+    overrides: Mapping[str, str | None] | None = None,
+) -> Iterator[Run]:
+    """Validate everything first, then yield the run; map library errors to ``Exit``.
+
+    With ``json``, stdout carries exactly one JSON document, even for an error (the
+    error's line still goes to stderr); everything else goes to stderr. ``overrides``
+    are a task's own flags, as the settings they override.
+    """
+    from ..model.settings import load_settings
+    from . import report
+
+    _setup_logging()
+    needs = NEEDS[task]
+    plan = _PlanLines()
+    logger = logging.getLogger("ecr_release")
+    logger.addHandler(plan)
+    try:
+        settings = load_settings(
+            {"version": version, **flags.settings(), **(overrides or {})},
+            env_file=flags.env_file or ".env",
+            env_file_required=flags.env_file is not None,
+            need_aws=needs.aws,
+            need_build=needs.build,
+            need_version=needs.version,
+            need_tags=needs.tags,
+            root=project_root(c),
+        )
+        for warning in settings.warnings:
+            logger.warning("warning: %s", warning)
+        steps = make_release(
+            settings,
+            dry_run=bool(dry_run or c.config.run.dry),
+            out=sys.stderr if json else None,
+        )
+
+        def report_summary(summary: Summary) -> None:
+            # The files first: if they fail, stdout's one document is the error's.
+            report.write_github_files(summary, os.environ)
+            if json:
+                _print_json(report.as_json(summary, plan.lines))
+            else:  # push alone prints just the digest, for scripts
+                print(summary.digest if task == "push" else report.as_text(summary))
+
+        yield Run(steps, report_summary)
+    except ReleaseError as exc:
+        for line in getattr(exc, "log_tail", ()):  # a failed smoke test's container log
+            logger.error("  | %s", line)
+        if json:
+            _print_json(report.error_json(exc.message, exc.exit_code))
+        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
+    except KeyboardInterrupt:
+        if json:
+            _print_json(report.error_json("interrupted", 130))
+        raise Exit(
+            "interrupted: nothing was half-published (a tag appears only once its "
+            "manifest is written)",
+            code=130,
+        ) from None
+    finally:
+        logger.removeHandler(plan)
+
+
+class _PlanLines(logging.Handler):
+    """Keeps a dry run's plan lines, for the JSON document."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("[dry-run] "):
+            self.lines.append(message.removeprefix("[dry-run] "))
+
+
+def _print_json(document: dict[str, Any]) -> None:
+    print(json_module.dumps(document, indent=2))

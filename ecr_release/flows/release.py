@@ -1,0 +1,333 @@
+"""The release sequence: build, ensure-repo, login, tag, push, each runnable alone.
+
+``Release`` is a short sequence over collaborators handed in: the Docker CLI,
+the run's ECR access (client, token, registry), what the registry holds of the
+repository (``Published``: identical releases, verification, tags), this machine's
+state (login records, locks) and the checkout's git revision. A released tag is
+never overwritten, and what was pushed is read back and verified. A dry run is a
+wiring choice (see ``cli.make_release``): a docker runner that shows commands, a
+read-only ECR and registry; only the registry check and the verification after a
+push, where a plan really says something else, branch on it. Output to the person
+goes through ``logging``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import DockerError, RegistryError, SettingsError
+from ..model.fingerprint import Fingerprint
+from ..model.inputs import BuildInputs, gather
+from ..model.settings import Settings, reference_name_problem
+from ..outside import git as gitinfo
+from ..outside.docker import Docker, push_with_retries
+from ..outside.ecr import EcrAccess, Repository, RepositoryConfig
+from ..outside.localstate import LocalState
+from ..outside.registry import Manifest
+from .published import Published
+
+log = logging.getLogger("ecr_release")
+
+DRY_RUN_DIGEST = "(dry-run)"
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Time as the release sees it; tests hand in their own."""
+
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class Summary:
+    """What a release (or a push) did: the image, its verified digest, time per step."""
+
+    image_uri: str
+    digest: str
+    repository: str
+    version: str
+    registry: str
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    already_released: bool = False
+    dry_run: bool = False
+    fingerprint: Fingerprint | None = None
+
+    extra_tags: tuple[str, ...] = ()
+
+    @property
+    def tags(self) -> list[str]:
+        return [self.version, *self.extra_tags]
+
+
+def announce(what: str) -> None:
+    """A step starting, as the person sees it (a dry run shows its plan lines instead)."""
+    log.info("==> %s", what)
+
+
+class Release:
+    """One run of the suite. Each public method is one task; ``release`` chains them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        docker: Docker,
+        ecr: EcrAccess,
+        state: LocalState,
+        *,
+        revision: Callable[[Path], gitinfo.Revision] = gitinfo.revision,
+        clock: Clock = Clock(),
+        progress: Callable[[str], None] = announce,
+        dry_run: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.docker = docker
+        self.ecr = ecr
+        self.state = state
+        self.dry_run = dry_run
+        self.published = Published(settings, ecr, docker, progress, dry_run=dry_run)
+        self._revision = revision
+        self._clock = clock
+        self._progress = progress
+        self._gathered: dict[str, BuildInputs] = {}
+
+    # -- the tasks ------------------------------------------------------------------
+
+    def build(self, version: str) -> str:
+        """``docker build`` the image ``IMAGE_NAME:version`` with its labels; return its name."""
+        settings, inputs = self.settings, self._inputs(version)
+        image = settings.image(version)
+        self._progress(f"build {image}")
+        self.docker.build(
+            self.docker.build_command(
+                image, settings.dockerfile, settings.build_context, inputs.build_args, inputs.labels
+            )
+        )
+        return image
+
+    def ensure_repo(self) -> Repository:
+        """Describe the repository, creating it with the configured settings when missing."""
+        name, config = self.settings.repository, repository_config(self.settings)
+        self.ecr.require_account()
+        self._progress(f"ensure-repo {name}")
+        repository, created = self.ecr.api.ensure_repository(name, config)
+        if created:
+            log.info("created repository %s", repository.uri)
+        else:
+            drift = repository.drift(config)
+            days = config.expire_untagged_days
+            if days is not None and (lifecycle := self.ecr.api.lifecycle_drift(name, days)):
+                drift.append(lifecycle)
+            for line in drift:
+                log.warning("warning: repository %s: %s (left unchanged)", name, line)
+        self.published.repository_known = True
+        return repository
+
+    def login(self, *, force: bool = False) -> str:
+        """``docker login`` to the registry with a fresh token, unless a valid login exists."""
+        config = self.docker.config()
+        if not force:
+            host = self.ecr.host()
+            reason = self.state.logins.reuse_reason(config, host, self._clock.now())
+            if reason:
+                log.info("login skipped: %s", reason)
+                return host
+        auth = self.ecr.token(fresh=force)
+        self._progress(f"login {auth.host}")
+        self.docker.login(auth.host, auth.username, auth.password)
+        self.state.logins.record(config.directory, auth.host, auth.expires_at)
+        return auth.host
+
+    def tag(self, version: str) -> str:
+        """``docker tag IMAGE_NAME:version HOST/REPOSITORY:version``; return the target."""
+        source, target = self.settings.image(version), self.remote_ref(version)
+        self._progress(f"tag {target}")
+        self.docker.tag(source, target)
+        return target
+
+    def push(self, version: str) -> Summary:
+        """Refuse to overwrite, push, verify: the summary of the pushed (or identical) release."""
+        reference = self.remote_ref(version)
+        local = self.docker.inspect(reference)
+        if local is None:
+            raise DockerError(
+                f"there is no local image {reference} to push: run `inv build --version "
+                f"{version}` and `inv tag --version {version}` first"
+            )
+        mine = Fingerprint.from_labels(local.labels)
+        timer = StepTimer(self._clock.monotonic)
+        with self.state.lock(self.settings.lock_name), timer.step("push"):
+            existing = self.published.identical_release(version, mine, reference)
+            digest = existing.digest if existing else self._push_verified(version)
+        return self._summary(version, digest, timer, existing is not None, mine)
+
+    def promote(self, version: str, tags: Sequence[str]) -> str:
+        """Point each tag at the released version, on the registry side; return its digest."""
+        return self.published.promote(version, tags)
+
+    def release(self, version: str) -> Summary:
+        """check, build, smoke-test, ensure-repo, login, tag, push (verified), in that order."""
+        timer = StepTimer(self._clock.monotonic)
+        with self.state.lock(self.settings.lock_name):
+            with timer.step("check"):
+                existing = self._preflight(version)
+            mine, extra = self._inputs(version).fingerprint, self.settings.extra_tags
+            if existing is not None:
+                if extra:  # a rerun finishes the job: tags already in place are skipped
+                    with timer.step("also-tag"):
+                        self.promote(version, extra)
+                return self._summary(version, existing.digest, timer, True, mine, extra)
+            with timer.step("build"):
+                self.build(version)
+            if self.settings.smoke_test:
+                with timer.step("smoke-test"):
+                    self._smoke_test(version)
+            with timer.step("ensure-repo"):
+                if self.published.repository_known and not self.ecr.connected and not self.dry_run:
+                    log.info("repository %s is in the registry already", self.settings.repository)
+                else:
+                    self.ensure_repo()
+            with timer.step("login"):
+                self.login()
+            with timer.step("tag"):
+                self.tag(version)
+            with timer.step("push"):
+                digest = self._push_verified(version)
+            if self.settings.extra_tags:
+                with timer.step("also-tag"):
+                    self.promote(version, self.settings.extra_tags)
+        return self._summary(version, digest, timer, False, mine, self.settings.extra_tags)
+
+    def remote_ref(self, version: str) -> str:
+        """``HOST/REPOSITORY:version``, once the repository is known to exist."""
+        self.published.require_repository()
+        return self.settings.remote_image(self.ecr.host(), version)
+
+    # -- steps inside release and push ----------------------------------------------
+
+    def _preflight(self, version: str) -> Manifest | None:
+        """Before anything changes: docker answers, the inputs (no secret in the context), the
+        version's state in the registry. In a dry run an unreachable registry is a plan line."""
+        self.docker.config()  # a corrupt one stops the run now, not at the login after the build
+        self.docker.check_daemon()
+        mine, local = self._inputs(version).fingerprint, self.settings.image(version)
+        problem = reference_name_problem(self.ecr.host(), self.settings.repository)
+        if problem:
+            raise SettingsError(problem)
+        where = self.settings.remote_image(self.ecr.host(), version)
+        try:
+            existing = self.published.identical_release(version, mine, local)
+            if existing is None:
+                self.published.knows_repository()  # then ensure-repo need not ask the ECR API
+        except RegistryError as exc:
+            if not self.dry_run:
+                raise
+            log.info("[dry-run] check: could not ask the registry about %s (%s)", where, exc)
+            return None
+        if existing is None and self.dry_run:
+            log.info("[dry-run] check: %s is not released yet", where)
+        if existing is None and self.settings.extra_tags:
+            self.published.tags_to_put(self.settings.extra_tags, None)  # may they move?
+        return existing
+
+    def _smoke_test(self, version: str) -> None:
+        """Run the built image once before it is pushed (a released version is final)."""
+        image = self.settings.image(version)
+        if self.dry_run:  # the planning runner would only show `docker run`: say what it does
+            log.info(
+                "[dry-run] smoke-test: docker run -d --network none %s until its HEALTHCHECK "
+                "passes (or it keeps running 3 s), within %.0f s; then remove it",
+                *(image, self.settings.smoke_timeout),
+            )
+            return
+        self.docker.smoke_test(
+            image,
+            timeout=self.settings.smoke_timeout,
+            clock=self._clock.monotonic,
+            sleep=self._clock.sleep,
+        )
+
+    def _push_verified(self, version: str) -> str:
+        reference = self.remote_ref(version)
+        self._progress(f"push {reference}")
+        digest = push_with_retries(
+            self.docker, reference, relogin=self._relogin, sleep=self._clock.sleep
+        )
+        if self.dry_run:
+            return DRY_RUN_DIGEST  # nothing was pushed: nothing to verify
+        if digest is None:
+            raise DockerError(f"docker push {reference} reported no digest; check the registry")
+        return self.published.verify(version, digest, reference)
+
+    def _relogin(self) -> None:
+        self.state.logins.forget(self.docker.config().directory, self.ecr.host())
+        self.login(force=True)
+
+    def _inputs(self, version: str) -> BuildInputs:
+        """What this version's build is made of, gathered once per run."""
+        if version not in self._gathered:
+            settings = self.settings
+            self._gathered[version] = gather(
+                settings,
+                version,
+                revision=self._revision(settings.build_context),
+                created=self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                resolve_base=self.docker.image_identity,
+            )
+        return self._gathered[version]
+
+    def _summary(
+        self,
+        version: str,
+        digest: str,
+        timer: StepTimer,
+        already_released: bool,
+        fingerprint: Fingerprint | None,
+        extra_tags: tuple[str, ...] = (),
+    ) -> Summary:
+        host = self.ecr.host()
+        return Summary(
+            image_uri=self.settings.remote_image(host, version),
+            digest=digest,
+            repository=self.settings.repository,
+            version=version,
+            registry=host,
+            timings=timer.timings,
+            already_released=already_released,
+            dry_run=self.dry_run,
+            fingerprint=fingerprint,
+            extra_tags=extra_tags,
+        )
+
+
+class StepTimer:
+    """Seconds per named step, in the order the steps ran."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.timings: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = self._clock()
+        yield
+        self.timings.append((name, self._clock() - start))
+
+
+def repository_config(settings: Settings) -> RepositoryConfig:
+    """The settings a new repository is created with."""
+    return RepositoryConfig(
+        scan_on_push=settings.scan_on_push,
+        tag_mutability=settings.tag_mutability,
+        encryption=settings.encryption,
+        kms_key=settings.kms_key,
+        exclusions=settings.tag_mutability_exclusions,
+        expire_untagged_days=settings.expire_untagged_days,
+    )

@@ -1,0 +1,406 @@
+"""The build context as the Docker CLI sends it, and the secret check before a build.
+
+:class:`DockerIgnore` follows Docker's own rules (moby's ``patternmatcher`` and
+``ignorefile``): comments only where ``#`` starts the line, patterns cleaned like
+``filepath.Clean``, ``*``/``?`` never cross ``/``, ``**`` spans directories, ``\\``
+escapes, a pattern that matches a directory also excludes everything below it,
+``!`` re-includes, and the last matching pattern wins. :func:`walk_context`
+walks the context the way the CLI does: an excluded directory is skipped unless
+an exception pattern lies inside it, symlinks are not followed, and the
+Dockerfile and ``.dockerignore`` are always sent.
+
+Before a build, :func:`check_no_secrets` refuses a context that would send
+credentials to the daemon (where any ``COPY . .`` bakes them into a layer): by
+name (``.env``, ``.aws/``, ``.ssh/``, SSH keys, ``.netrc``, ``.pypirc``, ...) and
+by content (PEM/OpenSSH private keys, AWS keys). Paths are named, content never.
+Binary files and files over ``MAX_SCAN_BYTES`` are not read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SettingsError
+
+MAX_SCAN_BYTES = 1024 * 1024
+SHOWN_FINDINGS = 8
+_BINARY_SNIFF = 8192
+
+# Regexp metacharacters with no meaning in a Docker pattern (moby's shouldEscape).
+_ESCAPE = set(".+()|{}$")
+
+
+def _translate(pattern: str) -> str:
+    """A cleaned Docker pattern as a regular expression (moby's ``Pattern.compile``)."""
+    out = ["^"]
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            if i < n and pattern[i] == "*":
+                i += 1
+                if i < n and pattern[i] == "/":
+                    i += 1  # "**/" is "**"
+                out.append(".*" if i >= n else "(.*/)?")
+            else:
+                out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch in _ESCAPE:
+            out.append("\\" + ch)
+        elif ch == "\\":
+            if i < n:
+                out.append(re.escape(pattern[i]))
+                i += 1
+            else:
+                out.append("\\\\")
+        else:
+            out.append(ch)  # '[' and ']' keep their regexp meaning, as in moby
+    out.append("$")
+    return "".join(out)
+
+
+def _clean(path: str) -> str:
+    """``filepath.Clean``: no empty, ``.`` or resolvable ``..`` parts; "." when nothing is left."""
+    rooted = path.startswith("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append(part)
+            continue
+        parts.append(part)
+    cleaned = "/".join(parts)
+    return ("/" + cleaned) if rooted else (cleaned or ".")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    exclusion: bool
+    pattern: str
+    regex: re.Pattern[str]
+
+
+class DockerIgnore:
+    """The patterns of one ``.dockerignore``, with Docker's matching rules."""
+
+    def __init__(self, text: str, *, source: str = ".dockerignore") -> None:
+        self._rules: list[_Rule] = []
+        for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+            if raw.startswith("#"):
+                continue
+            line = raw.strip()
+            if not line:
+                continue
+            exclusion = line.startswith("!")
+            if exclusion:
+                line = line[1:].strip()
+            if line:
+                line = _clean(line)
+                if len(line) > 1 and line.startswith("/"):
+                    line = line[1:]
+            elif exclusion:
+                raise SettingsError(f'{source} line {number}: "!" alone is not a pattern')
+            self.add(line, exclusion=exclusion, where=f"{source} line {number}")
+
+    def add(self, pattern: str, *, exclusion: bool, where: str = ".dockerignore") -> None:
+        """Append a cleaned pattern (the CLI appends ``!Dockerfile`` and ``!.dockerignore``)."""
+        try:
+            regex = re.compile(_translate(pattern))
+        except re.error as exc:
+            raise SettingsError(
+                f"{where}: {pattern!r} is not a valid pattern ({exc.msg}); docker build would "
+                "refuse it too: fix the line"
+            ) from exc
+        self._rules.append(_Rule(exclusion, pattern, regex))
+
+    @classmethod
+    def for_build(cls, context: Path, dockerfile: Path | None = None) -> DockerIgnore:
+        """The context's ``.dockerignore``, and, like the CLI, never excluding the Dockerfile
+        or ``.dockerignore`` itself (the daemon needs both)."""
+        path = context / ".dockerignore"
+        try:
+            text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"cannot read {path}: {exc}") from exc
+        ignore = cls(text, source=str(path))
+        keep = [".dockerignore"]
+        # A Dockerfile outside the context is sent apart from it.
+        if dockerfile is not None and dockerfile.resolve().is_relative_to(context.resolve()):
+            keep.append(dockerfile.resolve().relative_to(context.resolve()).as_posix())
+        for name in keep:
+            if ignore.excludes(name):
+                ignore.add(name, exclusion=True)
+        return ignore
+
+    @property
+    def has_exceptions(self) -> bool:
+        return any(rule.exclusion for rule in self._rules)
+
+    def excludes(self, relpath: str) -> bool:
+        """Is this path (relative, '/'-separated) left out of the context?
+
+        A pattern counts when it matches the path or any directory above it
+        (moby's ``MatchesOrParentMatches``); the last such pattern decides.
+        """
+        parents = relpath.split("/")[:-1]
+        prefixes = ["/".join(parents[: i + 1]) for i in range(len(parents))]
+        excluded = False
+        for rule in self._rules:
+            if rule.exclusion != excluded:
+                continue  # it could not change the verdict
+            if rule.regex.match(relpath) or any(rule.regex.match(p) for p in prefixes):
+                excluded = not rule.exclusion
+        return excluded
+
+    def may_reinclude_below(self, reldir: str) -> bool:
+        """Does an exception pattern lie inside this excluded directory (so the CLI walks it)?"""
+        prefix = reldir + "/"
+        return any(
+            rule.exclusion and (rule.pattern + "/").startswith(prefix) for rule in self._rules
+        )
+
+
+@dataclass(frozen=True)
+class ContextEntry:
+    """One path the CLI sends to the daemon."""
+
+    relpath: str  # relative to the context, '/'-separated
+    path: Path
+    mode: int  # from lstat: the type bits tell file, directory and symlink apart
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+
+def walk_context(context: Path, ignore: DockerIgnore) -> Iterator[ContextEntry]:
+    """Every path the CLI would send, in a stable (sorted) order. Unreadable directories
+    raise ``SettingsError`` naming them: docker build would fail on them too."""
+
+    def walk(directory: Path, prefix: str) -> Iterator[ContextEntry]:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot read {directory} in the build context: {exc.strerror or exc}; "
+                "fix its permissions or add it to .dockerignore"
+            ) from exc
+        for name in names:
+            path = directory / name
+            relpath = prefix + name
+            try:
+                mode = path.lstat().st_mode
+            except FileNotFoundError:
+                continue  # gone since the listing: the CLI would not send it either
+            except OSError as exc:
+                raise SettingsError(
+                    f"cannot read {relpath} in the build context: {exc.strerror or exc}; "
+                    "fix its permissions or add it to .dockerignore"
+                ) from exc
+            if not ignore.excludes(relpath):
+                yield ContextEntry(relpath, path, mode)
+            elif not (stat.S_ISDIR(mode) and ignore.may_reinclude_below(relpath)):
+                continue
+            if stat.S_ISDIR(mode):
+                yield from walk(path, relpath + "/")
+
+    yield from walk(context, "")
+
+
+# -- secrets -----------------------------------------------------------------------------
+
+# Directories whose every file is a credential store.
+_SECRET_DIRS = {".aws", ".ssh", ".gnupg"}
+# Files that hold credentials by their very name.
+_SECRET_FILES = {
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    "id_ecdsa_sk",
+    "id_ed25519_sk",
+    ".netrc",
+    "_netrc",
+    ".git-credentials",
+    ".pypirc",
+    ".pgpass",
+}
+_SECRET_SUFFIXES = (".p12", ".pfx")
+_CONTENT_RULES = (
+    (
+        re.compile(
+            rb"-----BEGIN (?:RSA |DSA |EC |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----"
+        ),
+        "a private key",
+    ),
+    (
+        re.compile(
+            rb"(?i)aws_?secret_?access_?key[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])"
+        ),
+        "an AWS secret access key",
+    ),
+    (re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"), "an AWS access key id"),
+)
+_NPM_TOKEN = re.compile(rb"(?m)^\s*(?:[^=\s]*:)?_(?:authToken|auth|password)\s*=")
+
+
+@dataclass(frozen=True)
+class Finding:
+    relpath: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.relpath} ({self.why})" if self.why else self.relpath
+
+
+def _secret_by_name(relpath: str, name: str) -> bool:
+    if name == ".env" or (name.startswith(".env.") and name != ".env.example"):
+        return True
+    if name.endswith(".env") and name != "example.env":  # prod.env, release.env
+        return True
+    return (
+        name in _SECRET_FILES
+        or name.endswith(_SECRET_SUFFIXES)
+        or relpath == ".docker/config.json"
+        or relpath.endswith("/.docker/config.json")
+    )
+
+
+def _secret_in(data: bytes, name: str) -> str | None:
+    """What secret a file's content holds, if any (binary content is not looked at)."""
+    if b"\0" in data[:_BINARY_SNIFF]:
+        return None
+    for pattern, what in _CONTENT_RULES:
+        if pattern.search(data):
+            return what
+    if name == ".npmrc" and _NPM_TOKEN.search(data):
+        return "an npm auth token"
+    return None
+
+
+@dataclass(frozen=True)
+class ContextScan:
+    """One walk of the context: the secrets it would send, and a digest of what it sends."""
+
+    secrets: list[Finding]
+    digest: str
+
+
+def scan_context(
+    context: Path,
+    dockerfile: Path | None = None,
+    allow: Sequence[str] = (),
+    also: Sequence[Path] = (),
+) -> ContextScan:
+    """Walk the context once, as the CLI sends it: find secrets (except paths matching
+    ``allow``) and digest every entry except the Dockerfile, which is an input of its own.
+
+    The digest covers relative paths, entry types, the executable bit, file contents and
+    symlink targets, in a stable order: it changes exactly when what Docker sends changes.
+    """
+    ignore = DockerIgnore.for_build(context, dockerfile)
+    allowed = DockerIgnore("\n".join(allow), source="SECRET_SCAN_ALLOW")
+    skip = dockerfile.resolve() if dockerfile is not None else None
+    secret_files = {path.resolve() for path in also}  # e.g. the settings file in use
+    found: list[Finding] = []
+    reported_dirs: list[str] = []
+    total = hashlib.sha256()
+    for entry in walk_context(context, ignore):
+        relpath, name = entry.relpath, entry.path.name
+        data: bytes | None = None
+        if entry.is_dir:
+            total.update(f"d {relpath}\0".encode())
+        elif entry.is_symlink:
+            total.update(f"l {relpath}\0{os.readlink(entry.path)}\0".encode())
+        elif entry.is_file:
+            data, content = _read(entry)
+            if entry.path.resolve() != skip:
+                executable = "x" if entry.mode & 0o111 else "-"
+                total.update(f"f {relpath}\0{executable}\0{content}\0".encode())
+        if any(relpath.startswith(d) for d in reported_dirs) or allowed.excludes(relpath):
+            continue
+        if entry.is_dir:
+            if name in _SECRET_DIRS:
+                found.append(Finding(relpath + "/", ""))
+                reported_dirs.append(relpath + "/")
+            continue
+        in_secret_dir = not _SECRET_DIRS.isdisjoint(relpath.split("/")[:-1])
+        named = _secret_by_name(relpath, name) or entry.path.resolve() in secret_files
+        if entry.is_file and (in_secret_dir or named):
+            found.append(Finding(relpath, ""))
+        elif entry.is_file and data is not None and (why := _secret_in(data, name)):
+            found.append(Finding(relpath, why))
+    return ContextScan(
+        sorted(found, key=lambda finding: finding.relpath), f"sha256:{total.hexdigest()}"
+    )
+
+
+def _read(entry: ContextEntry) -> tuple[bytes | None, str]:
+    """(the content when small enough to scan, else None; the sha256 of the whole file)."""
+    digest = hashlib.sha256()
+    head = b""
+    try:
+        with open(entry.path, "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                if len(head) <= MAX_SCAN_BYTES:
+                    head += chunk
+                digest.update(chunk)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot read {entry.relpath} in the build context: {exc.strerror or exc}; "
+            "fix its permissions or add it to .dockerignore"
+        ) from exc
+    return (head if len(head) <= MAX_SCAN_BYTES else None), digest.hexdigest()
+
+
+def find_secrets(
+    context: Path, dockerfile: Path | None = None, allow: Sequence[str] = ()
+) -> list[Finding]:
+    """Secrets the build would send to the daemon, except paths matching ``allow``
+    (``.dockerignore``-style patterns: files the user means to ship)."""
+    return scan_context(context, dockerfile, allow).secrets
+
+
+def check_no_secrets(
+    context: Path, dockerfile: Path | None = None, allow: Sequence[str] = ()
+) -> None:
+    """Refuse a build whose context would carry credentials into the image."""
+    raise_on_secrets(context, find_secrets(context, dockerfile, allow))
+
+
+def raise_on_secrets(context: Path, found: Sequence[Finding]) -> None:
+    """The one-line refusal for secrets found in the context (nothing when there are none)."""
+    if found:
+        shown = ", ".join(map(str, found[:SHOWN_FINDINGS]))
+        if len(found) > SHOWN_FINDINGS:
+            shown += f" and {len(found) - SHOWN_FINDINGS} more"
+        raise SettingsError(
+            f"the build context {str(context)!r} holds {shown} and "
+            ".dockerignore does not exclude it: add it to .dockerignore (or move it out) so no "
+            "secret can reach an image layer; a file you mean to ship goes in SECRET_SCAN_ALLOW"
+        )
+
+
+def unignored_secrets(context: Path) -> list[str]:
+    """The paths :func:`find_secrets` reports, without the reasons."""
+    return [finding.relpath for finding in find_secrets(context)]

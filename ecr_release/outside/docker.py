@@ -1,0 +1,613 @@
+"""The Docker CLI: build, tag, push, login and image inspection, over one private runner.
+
+Every command is an argument list, never a shell string, so no value can reach a
+shell. The registry password travels on stdin only. Docker's own progress is
+streamed through to the user. A push is retried here when docker's failure is
+transient. A dry run swaps the runner for :class:`PlanningRunner`, which shows
+each command that would change something instead of running it. This module
+knows nothing of AWS.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from ..errors import DockerError, SettingsError, VersionExistsError
+
+if TYPE_CHECKING:
+    from ..flows.smoke import SmokeResult
+
+log = logging.getLogger(__name__)
+
+PUSH_ATTEMPTS = 4
+BACKOFF_SECONDS = 2.0
+
+_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+_DAEMON_DOWN = (
+    "cannot connect to the docker daemon",
+    "is the docker daemon running",
+    "error during connect",
+    "docker daemon is not running",
+)
+
+
+# One line of JSON per image: the ID, the repo digests and the labels.
+_INSPECT = (
+    '{"id": {{json .Id}}, "digests": {{json .RepoDigests}}, "labels": {{json .Config.Labels}}}'
+)
+
+
+# `docker info`, reduced to what `inv doctor` shows, as one line of JSON.
+_INFO = (
+    '{"server": {{json .ServerVersion}}, "driver": {{json .Driver}}, '
+    '"status": {{json .DriverStatus}}}'
+)
+# `docker --version`: "Docker version 28.2.2, build e6534b4".
+_VERSION_RE = re.compile(r"version ([0-9]+\.[0-9][^,\s]*)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """A local image: its ID, the repo digests docker knows for it, and its labels."""
+
+    id: str
+    repo_digests: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def identity_for(self, reference: str) -> str:
+        """``NAME@sha256:...`` for the reference's repository when docker has it, else the ID."""
+        if "@" in reference:
+            return reference
+        name = reference
+        if ":" in name.rsplit("/", 1)[-1]:
+            name = name.rsplit(":", 1)[0]
+        candidates = {name, f"docker.io/{name}", f"docker.io/library/{name}"}
+        for digest in self.repo_digests:
+            if digest.split("@", 1)[0] in candidates:
+                return digest
+        return self.id
+
+
+@dataclass(frozen=True)
+class DaemonInfo:
+    """The daemon's version and storage, from ``docker info``."""
+
+    server_version: str
+    storage_driver: str
+    # The containerd image store: DriverStatus names a containerd snapshotter.
+    containerd_store: bool
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished command returned. ``output`` is stdout and stderr together."""
+
+    returncode: int
+    output: str
+
+
+class Runner(Protocol):
+    """Runs one argument list; ``stream`` echoes output to the user as it comes."""
+
+    def __call__(
+        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+    ) -> Result: ...
+
+
+class SubprocessRunner:
+    """The real runner: ``subprocess`` with argument lists, output captured (and streamed)."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out
+
+    def __call__(
+        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+    ) -> Result:
+        out = self._out or sys.stdout
+        try:
+            proc = subprocess.Popen(
+                list(args),
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+        except FileNotFoundError as exc:
+            raise DockerError(
+                f"the {args[0]!r} command was not found: install Docker (the docker CLI) "
+                "and make sure it is on PATH"
+            ) from exc
+        if input is not None:
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(input)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        chunks: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            chunks.append(line)
+            if stream:
+                out.write(line)
+                out.flush()
+        return Result(proc.wait(), "".join(chunks))
+
+
+# Commands a dry run runs for real, so its plan is exact: they read (`docker-credential-*
+# get` reads a stored login), or (pull) only fill the local image cache with the base
+# image whose digest the check needs.
+_READ_ONLY = (("version",), ("image", "inspect"), ("pull",), ("get",))  # get: a cred helper
+
+
+@dataclass
+class PlanningRunner:
+    """The dry run's runner: read-only commands run for real; any other is shown, not run.
+
+    A shown command "succeeds" with no output. Its standard input (the registry
+    password, for ``docker login``) is never shown.
+    """
+
+    real: Runner
+
+    def __call__(
+        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+    ) -> Result:
+        if any(tuple(args[1 : 1 + len(verb)]) == verb for verb in _READ_ONLY):
+            return self.real(args, input=input, stream=stream)
+        stdin = "  (password on stdin: ***)" if input is not None else ""
+        log.info("[dry-run] %s: %s%s", args[1], shlex.join(args), stdin)
+        return Result(0, "")
+
+
+# Lines that are docker's narration, not its verdict: the push header and per-layer
+# progress ("5f70bf18a086: Pushed"). A repository named "timeout-svc" must not make
+# every failure look transient.
+_NARRATION_RE = re.compile(
+    r"^(The push refers to repository .*|[0-9a-f]{12}: (Preparing|Waiting|Pushing.*|Pushed|"
+    r"Layer already exists|Mounted from .*|Retrying in .*))$"
+)
+
+
+def _verdict_lines(output: str) -> list[str]:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return [line for line in lines if not _NARRATION_RE.match(line)]
+
+
+def last_error_line(output: str) -> str:
+    """Docker's most telling line: the last one that reads like an error, else the last."""
+    lines = _verdict_lines(output)
+    for line in reversed(lines):
+        low = line.lower()
+        if "error" in low or "denied" in low or "unknown" in low or "unauthorized" in low:
+            return line
+    return lines[-1] if lines else "(no output)"
+
+
+class Docker:
+    """The docker commands the release needs, and nothing else.
+
+    ``environ`` is the environment the docker CLI runs with; it is read only to
+    name ``DOCKER_HOST`` when the daemon does not answer.
+    """
+
+    def __init__(
+        self, runner: Runner, binary: str = "docker", environ: Mapping[str, str] | None = None
+    ) -> None:
+        self._run = runner
+        self._binary = binary
+        self._environ = os.environ if environ is None else environ
+        # One `docker image inspect` per image a run looks at: forgotten when this run
+        # builds, tags or pulls that reference.
+        self._inspected: dict[str, ImageInfo | None] = {}
+
+    # -- commands --------------------------------------------------------------
+
+    def build(self, command: Sequence[str]) -> None:
+        """Run a ``build_command`` list, streaming docker's progress."""
+        self._inspected.pop(command[command.index("-t") + 1], None)
+        result = self._run(command, stream=True)
+        if result.returncode != 0:
+            self._raise("docker build failed", result)
+
+    def build_command(
+        self,
+        image: str,
+        dockerfile: Path,
+        context: Path,
+        build_args: Mapping[str, str],
+        labels: Mapping[str, str],
+    ) -> list[str]:
+        args = [self._binary, "build", "-t", image, "-f", str(dockerfile)]
+        for key, value in build_args.items():
+            args += ["--build-arg", f"{key}={value}"]
+        for key, value in labels.items():
+            args += ["--label", f"{key}={value}"]
+        args.append(str(context))
+        return args
+
+    def tag(self, source: str, target: str) -> None:
+        self._inspected.pop(target, None)
+        result = self._run([self._binary, "tag", source, target])
+        if result.returncode != 0:
+            if "no such image" in result.output.lower():
+                raise DockerError(
+                    f"docker tag: there is no local image {source}: run `inv build` first"
+                )
+            self._raise("docker tag failed", result)
+
+    def push(self, reference: str) -> Result:
+        """Run ``docker push``; return the result whatever it is (the caller classifies)."""
+        return self._run([self._binary, "push", reference], stream=True)
+
+    def login(self, host: str, username: str, password: str) -> None:
+        """``docker login``; the password is never an argument: it goes on stdin."""
+        result = self._run(
+            [self._binary, "login", "--username", username, "--password-stdin", host],
+            input=password + "\n",
+        )
+        if result.returncode != 0:
+            self._check_daemon_output(result.output)
+            # Docker's message may quote what it was sent: never let the password through.
+            message = last_error_line(result.output)
+            if password:
+                message = message.replace(password, "***")
+            raise DockerError(f"docker login to {host} was refused: {message}")
+
+    def image_id(self, reference: str) -> str | None:
+        """The local image ID of a reference, or None when there is no such image."""
+        found = self.inspect(reference)
+        return found.id if found else None
+
+    def inspect(self, reference: str) -> ImageInfo | None:
+        """What docker knows of a local image (one ``docker image inspect``), or None."""
+        if reference not in self._inspected:
+            self._inspected[reference] = self._inspect(reference)
+        return self._inspected[reference]
+
+    def _inspect(self, reference: str) -> ImageInfo | None:
+        result = self._run([self._binary, "image", "inspect", "--format", _INSPECT, reference])
+        if result.returncode != 0:
+            self._check_daemon_output(result.output)
+            return None
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        try:
+            data = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+            return None
+        digests = data.get("digests") if isinstance(data.get("digests"), list) else []
+        labels = data.get("labels") if isinstance(data.get("labels"), dict) else {}
+        return ImageInfo(
+            data["id"],
+            tuple(str(d) for d in digests or ()),
+            {str(k): str(v) for k, v in (labels or {}).items()},
+        )
+
+    def pull(self, reference: str) -> None:
+        """``docker pull``, streaming docker's progress."""
+        self._inspected.pop(reference, None)
+        result = self._run([self._binary, "pull", reference], stream=True)
+        if result.returncode != 0:
+            self._raise(f"docker pull {reference} failed", result)
+
+    def image_identity(self, reference: str) -> str:
+        """What a base image reference resolves to here: its repo digest (the same on every
+        machine) when docker knows one, else its local image ID. Pulled when not local."""
+        found = self.inspect(reference)
+        if found is None:
+            self.pull(reference)
+            found = self.inspect(reference)
+        if found is None:
+            raise DockerError(
+                f"the base image {reference} is not on this machine and could not be pulled: "
+                "check the name (BASE_IMAGE or the Dockerfile's FROM) and your registry login"
+            )
+        return found.identity_for(reference)
+
+    def config(self) -> DockerConfig:
+        """Docker's configuration as the CLI reads it now (``DOCKER_CONFIG`` or ``~/.docker``)."""
+        return DockerConfig.load(self._environ)
+
+    def stored_credential(self, host: str) -> tuple[str, str] | None:
+        """The (user, password) docker would send to ``host``, read the way docker reads it:
+        from the credential helper the config names, else from ``auths``. None when docker
+        holds none (or its helper fails): the caller logs in instead."""
+        config = self.config()
+        helper = config.helper_for(host)
+        if helper is None:
+            return config.inline_credential(host)
+        try:
+            result = self._run([f"docker-credential-{helper}", "get"], input=host)
+        except DockerError:  # the helper is not installed
+            return None
+        if result.returncode != 0:
+            return None
+        try:
+            data = json.loads(result.output.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        user, secret = data.get("Username"), data.get("Secret")
+        if isinstance(user, str) and isinstance(secret, str) and user and secret:
+            return user, secret
+        return None
+
+    def smoke_test(self, image: str, **options: Any) -> SmokeResult:
+        """Run the image once and judge it (see ``smoke``); its container is always removed."""
+        from ..flows.smoke import smoke_test  # smoke builds on this module: imported when used
+
+        return smoke_test(self._run, image, binary=self._binary, **options)
+
+    def client_version(self) -> str:
+        """The docker CLI's own version (``docker --version``: the daemon is not asked, so a
+        dead or hung DOCKER_HOST cannot hold it up). ``DockerError`` when the CLI is missing
+        or prints no version."""
+        result = self._run([self._binary, "--version"])
+        found = _VERSION_RE.search(result.output)
+        if result.returncode != 0 or found is None:
+            raise DockerError(
+                f"docker --version printed no version (exit {result.returncode}): "
+                f"{last_error_line(result.output)}"
+            )
+        return found.group(1)
+
+    def daemon_info(self) -> DaemonInfo:
+        """What the daemon says of itself (``docker info``): version and storage. One
+        ``DockerError`` line naming DOCKER_HOST when it does not answer."""
+        result = self._run([self._binary, "info", "--format", _INFO])
+        if result.returncode != 0:
+            self._raise("docker info failed", result)
+        lines = [line for line in result.output.splitlines() if line.startswith("{")]
+        try:
+            data = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("server"), str):
+            raise DockerError(
+                f"docker info answered no server version: {last_error_line(result.output)}"
+            )
+        status = data.get("status") if isinstance(data.get("status"), list) else []
+        pairs = [tuple(map(str, item)) for item in status or () if isinstance(item, list)]
+        return DaemonInfo(
+            server_version=data["server"],
+            storage_driver=str(data.get("driver") or ""),
+            containerd_store=any(
+                "io.containerd.snapshotter" in value for pair in pairs for value in pair
+            ),
+        )
+
+    def check_daemon(self) -> None:
+        """Fail with one line when the CLI is missing or the daemon does not answer."""
+        result = self._run([self._binary, "version", "--format", "{{.Server.Version}}"])
+        if result.returncode != 0:
+            self._check_daemon_output(result.output)
+            self._raise("docker is not usable", result)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _check_daemon_output(self, output: str) -> None:
+        low = output.lower()
+        if any(marker in low for marker in _DAEMON_DOWN):
+            where = self._environ.get("DOCKER_HOST") or "the default socket"
+            raise DockerError(
+                f"the Docker daemon is not answering at {where}: start Docker (or fix DOCKER_HOST) "
+                "and try again"
+            )
+
+    def _raise(self, what: str, result: Result) -> None:
+        self._check_daemon_output(result.output)
+        raise DockerError(f"{what} (exit {result.returncode}): {last_error_line(result.output)}")
+
+
+def parse_push_digest(output: str) -> str | None:
+    """The manifest digest from ``docker push`` output (``v1: digest: sha256:... size: N``)."""
+    found = _DIGEST_RE.findall(output)
+    return found[-1] if found else None
+
+
+# -- docker's configuration -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DockerConfig:
+    """Docker's configuration directory and what its ``config.json`` says about logins."""
+
+    directory: Path
+    data: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> DockerConfig:
+        """``$DOCKER_CONFIG`` (or ``~/.docker``) and its ``config.json``; {} when absent.
+
+        A ``config.json`` that is not a JSON object stops the run: docker would warn,
+        and ``docker login`` would then rewrite the file and lose every other login in it.
+        """
+        environ = os.environ if environ is None else environ
+        directory = Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+        path = directory / "config.json"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls(directory, {})
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"cannot read Docker's config {path}: {exc}") from exc
+        try:
+            data = json.loads(text) if text.strip() else {}
+        except ValueError as exc:
+            data = exc
+        if not isinstance(data, dict):
+            why = (
+                f"not valid JSON ({data})" if isinstance(data, ValueError) else "not a JSON object"
+            )
+            raise SettingsError(
+                f"Docker's config {path} is {why}: fix or move it before logging in, or "
+                "`docker login` would rewrite it and lose the other registries' logins in it"
+            )
+        return cls(directory, data)
+
+    def uses_ecr_helper(self, host: str) -> bool:
+        """Docker gets this host's credentials from ``docker-credential-ecr-login``."""
+        return self.helper_for(host) == "ecr-login"
+
+    def holds_login(self, host: str) -> bool:
+        """``auths`` has an entry for the host (bare, as docker keys it, or as a URL)."""
+        auths = self.data.get("auths")
+        return isinstance(auths, dict) and (host in auths or f"https://{host}" in auths)
+
+    def helper_for(self, host: str) -> str | None:
+        """The credential helper docker asks for this host: ``credHelpers``, else ``credsStore``."""
+        helpers = self.data.get("credHelpers")
+        named = helpers.get(host) if isinstance(helpers, dict) else None
+        store = self.data.get("credsStore")
+        found = named or store
+        return found if isinstance(found, str) and found else None
+
+    def inline_credential(self, host: str) -> tuple[str, str] | None:
+        """``auths[host].auth`` (base64 ``user:password``), as ``docker login`` stores it."""
+        auths = self.data.get("auths")
+        entry = None
+        if isinstance(auths, dict):
+            entry = auths.get(host) or auths.get(f"https://{host}")
+        token = entry.get("auth") if isinstance(entry, dict) else None
+        if not isinstance(token, str):
+            return None
+        try:
+            user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return (user, password) if user and password else None
+
+
+# -- push failures and retries --------------------------------------------------
+
+
+class PushFailure(enum.Enum):
+    """What a failed ``docker push`` means for the next move."""
+
+    TRANSIENT = "transient"  # worth a bounded retry
+    AUTH = "auth"  # worth one fresh login
+    IMMUTABLE_TAG = "immutable-tag"  # the version exists: never overwritten
+    FATAL = "fatal"  # final, with a hint
+
+
+_TRANSIENT_MARKERS = (
+    "connection reset",
+    "connection refused",
+    "broken pipe",
+    "toomanyrequests",
+    "too many requests",
+    "500 internal server error",
+    "502 bad gateway",
+    "503 service unavailable",
+    "504 gateway",
+    "received unexpected http status: 5",
+    "server misbehaving",
+    "tls handshake",
+)
+# Whole words only: a bare "EOF" or "i/o timeout" is transient, "thereof" is not.
+_TRANSIENT_RE = re.compile(
+    "|".join([re.escape(marker) for marker in _TRANSIENT_MARKERS] + [r"\beof\b", r"\btimeout\b"]),
+    re.IGNORECASE,
+)
+
+
+def classify_push_failure(output: str) -> tuple[PushFailure, str]:
+    """Sort a failed push into (kind, one-line message with a hint).
+
+    Docker already retries each layer upload by itself; what reaches us is either
+    transient (worth a bounded retry), an authentication problem (worth one fresh
+    login), or final.
+    """
+    line = last_error_line(output)
+    low = "\n".join(_verdict_lines(output)).lower()
+    if "does not exist locally" in low or "no such image" in low or "tag does not exist" in low:
+        return PushFailure.FATAL, f"{line}: tag the image first: run `inv build` and `inv tag`"
+    if "tag invalid" in low and "immutable" in low:
+        return PushFailure.IMMUTABLE_TAG, line
+    if "authorization token has expired" in low or "unauthorized" in low:
+        return (
+            PushFailure.AUTH,
+            f"{line}: the registry login has expired or was revoked; run `inv login --force`",
+        )
+    if "no basic auth credentials" in low:
+        return PushFailure.AUTH, f"{line}: docker holds no login for this registry; run `inv login`"
+    if "name unknown" in low or "does not exist in the registry" in low:
+        return PushFailure.FATAL, (
+            f"{line}: the repository does not exist (ECR does not create it on push); "
+            "run `inv ensure-repo`"
+        )
+    if "denied" in low:
+        return PushFailure.FATAL, (
+            f"{line}: the AWS identity may not push here; it needs ecr:InitiateLayerUpload, "
+            "ecr:UploadLayerPart, ecr:CompleteLayerUpload, ecr:BatchCheckLayerAvailability "
+            "and ecr:PutImage on the repository"
+        )
+    if "tag invalid" in low:
+        return PushFailure.FATAL, line
+    if _TRANSIENT_RE.search(low):
+        return PushFailure.TRANSIENT, line
+    return PushFailure.FATAL, line
+
+
+def push_with_retries(
+    docker: Docker,
+    reference: str,
+    *,
+    relogin: Callable[[], None],
+    sleep: Callable[[float], None] = time.sleep,
+    attempts: int = PUSH_ATTEMPTS,
+    backoff: float = BACKOFF_SECONDS,
+) -> str | None:
+    """``docker push`` until it succeeds; return the digest docker reports (None if none).
+
+    Transient failures are retried up to ``attempts`` times with exponential
+    backoff; an authentication failure calls ``relogin`` once and tries again;
+    anything else, and an immutable tag, is final.
+    """
+    relogged = False
+    attempt = 1
+    while True:
+        result = docker.push(reference)
+        if result.returncode == 0:
+            return parse_push_digest(result.output)
+        kind, message = classify_push_failure(result.output)
+        if kind is PushFailure.IMMUTABLE_TAG:
+            raise VersionExistsError(
+                f"{reference} is already released in the immutable repository: released "
+                "versions are never overwritten; choose a new --version"
+            )
+        if kind is PushFailure.AUTH and not relogged:
+            log.warning("push refused (%s): logging in again and retrying once", message)
+            relogin()
+            relogged = True
+            continue
+        if kind is PushFailure.TRANSIENT and attempt < attempts:
+            delay = backoff * 2 ** (attempt - 1)
+            log.warning(
+                "push attempt %d/%d failed (%s): retrying in %.0fs",
+                attempt,
+                attempts,
+                message,
+                delay,
+            )
+            sleep(delay)
+            attempt += 1
+            continue
+        raise DockerError(f"docker push {reference} failed: {message}")

@@ -1,0 +1,600 @@
+"""The ECR API: only the calls the release needs, over an injected boto3 client.
+
+``connect`` is the one place that makes a boto3 session and client (with explicit
+retry settings); ``Ecr`` receives the client, so tests hand it a moto or Stubber
+client. ``EcrAccess`` is one run's use of it: the client made on first use, one
+login token (checked against ``AWS_ACCOUNT_ID``) and one registry client per
+token. A dry run wraps the client in ``PlanningEcr``, which shows what it would
+create. Errors from botocore become one-line ``AwsError``/``SettingsError``.
+This module never talks to Docker, and never logs or returns the token except
+as the ``Authorization.password`` field (hidden from ``repr``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from ..errors import AwsError, RegistryAuthError, SettingsError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr.client import ECRClient
+
+    from ..model.settings import Settings
+    from .registry import Registry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 5
+# Every ECR action the suite needs, and what for: its boto3 calls, its own registry
+# reads, and what `docker push` does. deploy/iam-policy.json and the README list these.
+IAM_ACTIONS: Mapping[str, str] = {
+    "ecr:GetAuthorizationToken": "the registry login token (on any resource)",
+    "ecr:DescribeRepositories": "does the repository exist, with which settings",
+    "ecr:CreateRepository": "create the repository when missing",
+    "ecr:BatchGetImage": "read a tag's manifest from the registry",
+    "ecr:GetDownloadUrlForLayer": "read a released image's config (its fingerprint)",
+    "ecr:ListImages": "ask the registry whether the repository exists (saves DescribeRepositories)",
+    "ecr:BatchCheckLayerAvailability": "docker push",
+    "ecr:InitiateLayerUpload": "docker push",
+    "ecr:UploadLayerPart": "docker push",
+    "ecr:CompleteLayerUpload": "docker push",
+    "ecr:PutImage": "docker push, and promote (a tag put on the registry side)",
+    "ecr:PutLifecyclePolicy": "expire untagged images (ECR_EXPIRE_UNTAGGED_DAYS), on create",
+    "ecr:GetLifecyclePolicy": "warn when an existing repository's policy differs",
+}
+NO_CREDENTIALS = (
+    "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+    "in .env or the environment (or run `aws configure`)"
+)
+
+
+def lifecycle_policy(days: int) -> str:
+    """ECR's lifecycle policy that expires untagged images pushed more than ``days`` ago."""
+    rule = {
+        "rulePriority": 1,
+        "description": f"Expire untagged images pushed more than {days} days ago",
+        "selection": {
+            "tagStatus": "untagged",
+            "countType": "sinceImagePushed",
+            "countUnit": "days",
+            "countNumber": days,
+        },
+        "action": {"type": "expire"},
+    }
+    return json.dumps({"rules": [rule]})
+
+
+def tag_is_mutable(mutability: str, exclusions: Sequence[str], tag: str) -> bool:
+    """May this tag move to another image? ``*_WITH_EXCLUSION`` filters (``*`` wildcards)
+    name the tags that behave the other way."""
+    excluded = any(re.fullmatch(".*".join(map(re.escape, f.split("*"))), tag) for f in exclusions)
+    if mutability == "MUTABLE":
+        return True
+    if mutability == "MUTABLE_WITH_EXCLUSION":
+        return not excluded
+    if mutability == "IMMUTABLE_WITH_EXCLUSION":
+        return excluded
+    return False
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    """The settings a new repository is created with."""
+
+    scan_on_push: bool
+    tag_mutability: str
+    encryption: str
+    kms_key: str | None = None
+    exclusions: tuple[str, ...] = ()
+    expire_untagged_days: int | None = None
+
+    def create_kwargs(self, name: str) -> dict[str, Any]:
+        encryption: dict[str, str] = {"encryptionType": self.encryption}
+        if self.kms_key:
+            encryption["kmsKey"] = self.kms_key
+        kwargs: dict[str, Any] = {
+            "repositoryName": name,
+            "imageScanningConfiguration": {"scanOnPush": self.scan_on_push},
+            "imageTagMutability": self.tag_mutability,
+            "encryptionConfiguration": encryption,
+        }
+        if self.exclusions:
+            kwargs["imageTagMutabilityExclusionFilters"] = [
+                {"filterType": "WILDCARD", "filter": tag} for tag in self.exclusions
+            ]
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Repository:
+    name: str
+    uri: str
+    scan_on_push: bool
+    tag_mutability: str
+    encryption: str
+    kms_key: str | None
+    exclusions: tuple[str, ...] = ()
+
+    def tag_is_mutable(self, tag: str) -> bool:
+        return tag_is_mutable(self.tag_mutability, self.exclusions, tag)
+
+    @property
+    def host(self) -> str:
+        return self.uri.split("/", 1)[0]
+
+    def drift(self, wanted: RepositoryConfig) -> list[str]:
+        """Human lines for each setting that differs from the configured one."""
+        found = []
+        if self.scan_on_push != wanted.scan_on_push:
+            found.append(f"scanOnPush is {self.scan_on_push}, configured {wanted.scan_on_push}")
+        if self.tag_mutability != wanted.tag_mutability:
+            found.append(
+                f"imageTagMutability is {self.tag_mutability}, configured {wanted.tag_mutability}"
+            )
+        elif set(self.exclusions) != set(wanted.exclusions):
+            found.append(
+                f"mutability exclusions are {','.join(self.exclusions) or 'none'}, configured "
+                f"{','.join(wanted.exclusions) or 'none'}"
+            )
+        if self.encryption != wanted.encryption:
+            found.append(f"encryption is {self.encryption}, configured {wanted.encryption}")
+        elif wanted.kms_key and self.kms_key and not self.kms_key.endswith(wanted.kms_key):
+            found.append(f"KMS key is {self.kms_key}, configured {wanted.kms_key}")
+        return found
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """A registry login from ``GetAuthorizationToken``. The password never shows in repr."""
+
+    host: str
+    username: str
+    password: str = field(repr=False)
+    expires_at: datetime | None = None
+
+
+class Ecr:
+    """The ECR calls the release makes."""
+
+    def __init__(self, client: ECRClient) -> None:
+        self._client = client
+
+    def describe_repository(self, name: str) -> Repository | None:
+        with aws_errors():
+            try:
+                answer = self._client.describe_repositories(repositoryNames=[name])
+            except self._client.exceptions.RepositoryNotFoundException:
+                return None
+        return _repository(answer["repositories"][0])
+
+    def ensure_repository(self, name: str, config: RepositoryConfig) -> tuple[Repository, bool]:
+        """Describe the repository, creating it when missing. Returns (repository, created)."""
+        found = self.describe_repository(name)
+        if found is not None:
+            return found, False
+        with aws_errors():
+            try:
+                answer = self._client.create_repository(**config.create_kwargs(name))
+            except self._client.exceptions.RepositoryAlreadyExistsException:
+                # Created by someone else since we looked: theirs is the one that counts.
+                log.info("repository %s appeared meanwhile; using it", name)
+                again = self.describe_repository(name)
+                if again is None:
+                    raise AwsError(
+                        f"repository {name} was reported to exist but cannot be described"
+                    ) from None
+                return again, False
+        if config.expire_untagged_days is not None:
+            self.put_lifecycle_policy(name, lifecycle_policy(config.expire_untagged_days))
+        return _repository(answer["repository"]), True
+
+    def put_lifecycle_policy(self, name: str, text: str) -> None:
+        with aws_errors():
+            self._client.put_lifecycle_policy(repositoryName=name, lifecyclePolicyText=text)
+
+    def lifecycle_policy(self, name: str) -> str | None:
+        """The repository's lifecycle policy text; None when it has none."""
+        with aws_errors():
+            try:
+                answer = self._client.get_lifecycle_policy(repositoryName=name)
+            except self._client.exceptions.LifecyclePolicyNotFoundException:
+                return None
+        return answer.get("lifecyclePolicyText")
+
+    def lifecycle_drift(self, name: str, days: int) -> str | None:
+        """How the repository's lifecycle policy differs from ``days`` (None: it does not)."""
+        found = self.lifecycle_policy(name)
+        if found is None:
+            return f"has no lifecycle policy, configured ECR_EXPIRE_UNTAGGED_DAYS={days}"
+        try:
+            same = json.loads(found).get("rules") == json.loads(lifecycle_policy(days))["rules"]
+        except (ValueError, AttributeError):
+            same = False
+        if same:
+            return None
+        return f"has another lifecycle policy than ECR_EXPIRE_UNTAGGED_DAYS={days}"
+
+    def authorization(self) -> Authorization:
+        """A fresh registry login. The host comes from ``proxyEndpoint``, never a template."""
+        with aws_errors():
+            answer = self._client.get_authorization_token()
+        data = answer["authorizationData"][0]
+        try:
+            decoded = base64.b64decode(data["authorizationToken"]).decode()
+            username, password = decoded.split(":", 1)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AwsError("ECR returned an authorization token that is not user:password") from exc
+        host = registry_host(data["proxyEndpoint"])
+        return Authorization(host, username, password, data.get("expiresAt"))
+
+
+class PlanningEcr(Ecr):
+    """A dry run's ECR: it reads for real and shows the repository it would create."""
+
+    def __init__(self, client: ECRClient) -> None:
+        super().__init__(client)
+        self._token: Authorization | None = None
+
+    def authorization(self) -> Authorization:
+        """One token per dry run: the plan's repository URI and its login share it."""
+        if self._token is None:
+            self._token = super().authorization()
+        return self._token
+
+    def ensure_repository(self, name: str, config: RepositoryConfig) -> tuple[Repository, bool]:
+        found = self.describe_repository(name)
+        if found is not None:
+            log.info("[dry-run] ensure-repo: repository exists: %s (nothing to create)", found.uri)
+            return found, False
+        log.info("[dry-run] ensure-repo: ecr:CreateRepository(%s)", config.create_kwargs(name))
+        if config.expire_untagged_days is not None:
+            text = lifecycle_policy(config.expire_untagged_days)
+            log.info("[dry-run] ensure-repo: ecr:PutLifecyclePolicy(%s, %s)", name, text)
+        # What the repository will be: its host is the registry the token names.
+        would_be = Repository(
+            name=name,
+            uri=f"{self.authorization().host}/{name}",
+            scan_on_push=config.scan_on_push,
+            tag_mutability=config.tag_mutability,
+            encryption=config.encryption,
+            kms_key=config.kms_key,
+            exclusions=config.exclusions,
+        )
+        return would_be, False
+
+
+class KnownLogin(Protocol):
+    """What this machine knows about the registry without asking AWS (see localstate)."""
+
+    def host(self) -> str | None:
+        """The registry host this identity's last token named, while it is valid."""
+
+    def credential(self, host: str) -> tuple[str, str] | None:
+        """The (user, password) docker holds for the host, if any."""
+
+    def remember(self, auth: Authorization) -> None:
+        """A token was fetched: remember its host and expiry (never its password)."""
+
+    def refused(self, host: str) -> None:
+        """The registry refused docker's stored login: do not reuse it."""
+
+    def forget_registry(self) -> None:
+        """The recorded host is not this identity's registry (any more): forget it."""
+
+
+class EcrAccess:
+    """One run's ECR: the client made on first use, its login token, a registry client.
+
+    The registry is read with docker's own stored login when this machine knows which
+    registry the identity's last token named: then a rerun asks AWS nothing at all, and
+    boto3 is not even imported. A refused login (401/403) falls back to a fresh token
+    without a word. The token, or the recorded host, is checked against
+    ``AWS_ACCOUNT_ID`` before anything uses it.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Ecr],
+        registry_for: Callable[[Authorization], Registry],
+        *,
+        account_id: str | None = None,
+        known: KnownLogin | None = None,
+    ) -> None:
+        self._connect = connect
+        self._registry_for = registry_for
+        self._account_id = account_id
+        self._known = known
+        self._token: Authorization | None = None
+        self._registry: tuple[Authorization, Registry] | None = None
+        self._stored: Authorization | None = None  # docker's login, while the registry takes it
+        self._used_host: str | None = None  # the recorded host this run has relied on
+
+    @functools.cached_property
+    def api(self) -> Ecr:
+        return self._connect()
+
+    @property
+    def connected(self) -> bool:
+        """Has this run made an ECR client (and so imported boto3)?"""
+        return "api" in self.__dict__
+
+    def token(self, *, fresh: bool = False) -> Authorization:
+        """The registry login (``GetAuthorizationToken``) for the expected account."""
+        if self._token is None or fresh:
+            auth = self.api.authorization()
+            self._check_account(auth.host)
+            if self._used_host is not None and auth.host != self._used_host:
+                # The recorded registry was not these credentials' one: stop before anything
+                # is pushed to a registry whose version tag this run never checked.
+                if self._known is not None:
+                    self._known.refused(self._used_host)
+                    self._known.forget_registry()
+                raise AwsError(
+                    f"this run checked registry {self._used_host}, but the credentials' token "
+                    f"is for {auth.host}: the AWS credentials changed since the last release "
+                    "recorded it; run the release again"
+                )
+            self._token = auth
+            self._stored = None  # a fresh token replaces docker's stored login from here on
+            if self._known is not None:
+                self._known.remember(auth)
+        return self._token
+
+    def host(self) -> str:
+        """The registry host: the token's, else the one recorded for this identity."""
+        if self._token is None and (known := self._known_host()):
+            self._used_host = known
+            return known
+        return self.token().host
+
+    def require_account(self) -> None:
+        """With AWS_ACCOUNT_ID set, fail before touching a repository in another account."""
+        if self._account_id:
+            self.token()
+
+    def registry(self) -> Registry:
+        """The registry client: with docker's stored login when usable, else the token's."""
+        if self._token is None and self._stored is None and (host := self._known_host()):
+            assert self._known is not None
+            stored = self._known.credential(host)
+            if stored is not None:
+                self._stored = Authorization(host, *stored)
+                self._used_host = host
+        auth = self._stored or self.token()
+        if self._registry is None or self._registry[0] is not auth:
+            self._registry = (auth, self._registry_for(auth))
+        return self._registry[1]
+
+    def read(self, request: Callable[[Registry], T]) -> T:
+        """Ask the registry; if it refuses docker's stored login, fetch a token and ask again."""
+        registry, stored = self.registry(), self._stored
+        try:
+            return request(registry)
+        except RegistryAuthError:
+            if stored is None or self._known is None:
+                raise
+            log.info("docker's stored login to %s was refused: getting a fresh token", stored.host)
+            self._known.refused(stored.host)
+            self._stored = None
+            self._known = None
+            return request(self.registry())
+
+    def _known_host(self) -> str | None:
+        host = self._known.host() if self._known is not None else None
+        if host:
+            self._check_account(host)
+        return host
+
+    def _check_account(self, host: str) -> None:
+        if self._account_id and host.split(".", 1)[0] != self._account_id:
+            raise AwsError(
+                f"the login token is for registry {host}, not account {self._account_id} "
+                "(AWS_ACCOUNT_ID): use credentials of that account or fix AWS_ACCOUNT_ID"
+            )
+
+
+def aws_identity(settings: Settings, environ: Mapping[str, str]) -> str:
+    """A name for "these AWS credentials, in this region, at this endpoint", with no secret
+    in it: what a recorded registry host is filed under. Any change to the AWS config or
+    credentials files makes a new identity, so a profile pointed elsewhere is never
+    mistaken for the old one."""
+    env = {**settings.aws_env, **environ}
+    parts = [
+        settings.region or "",
+        settings.profile or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE", ""),
+        env.get("AWS_ACCESS_KEY_ID", ""),  # an identifier, not a secret; hashed anyway
+        env.get("AWS_ROLE_ARN", ""),
+        env.get("AWS_ENDPOINT_URL_ECR") or env.get("AWS_ENDPOINT_URL", ""),
+        # Container (ECS) and pod credentials name their endpoint here.
+        env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI", ""),
+        env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", ""),
+    ]
+    for key, default in (
+        ("AWS_CONFIG_FILE", "~/.aws/config"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+    ):
+        try:
+            parts.append(
+                hashlib.sha256(Path(env.get(key) or default).expanduser().read_bytes()).hexdigest()
+            )
+        except OSError:
+            parts.append("")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def registry_host(endpoint: str) -> str:
+    """``https://123.dkr.ecr.r.amazonaws.com`` -> ``123.dkr.ecr.r.amazonaws.com``.
+
+    Docker keys credentials by bare host: logging in to the URL and pushing to
+    the host is a classic cause of ``no basic auth credentials``.
+    """
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    return parts.netloc.rstrip("/")
+
+
+def _repository(data: Mapping[str, Any]) -> Repository:
+    encryption = data.get("encryptionConfiguration") or {}
+    filters = data.get("imageTagMutabilityExclusionFilters") or []
+    return Repository(
+        name=data["repositoryName"],
+        uri=data["repositoryUri"],
+        scan_on_push=bool((data.get("imageScanningConfiguration") or {}).get("scanOnPush", False)),
+        tag_mutability=data.get("imageTagMutability", "MUTABLE"),
+        encryption=encryption.get("encryptionType", "AES256"),
+        kms_key=encryption.get("kmsKey"),
+        exclusions=tuple(str(f.get("filter", "")) for f in filters if isinstance(f, dict)),
+    )
+
+
+@contextlib.contextmanager
+def aws_errors() -> Iterator[None]:
+    """Turn botocore's failures into one actionable line."""
+    from botocore import exceptions as bx
+
+    try:
+        yield
+    except bx.NoCredentialsError as exc:
+        raise AwsError(NO_CREDENTIALS) from exc
+    except bx.NoRegionError as exc:
+        raise SettingsError(
+            "no AWS region: set AWS_REGION in .env (e.g. AWS_REGION=eu-west-1)"
+        ) from exc
+    except bx.ProfileNotFound as exc:
+        raise SettingsError(f"{exc}: fix AWS_PROFILE or the AWS config file") from exc
+    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:
+        raise AwsError(
+            f"cannot reach the ECR API: {exc}; check the network and AWS_ENDPOINT_URL"
+        ) from exc
+    except bx.ClientError as exc:
+        raise _client_error(exc) from exc
+    except bx.BotoCoreError as exc:
+        raise AwsError(f"AWS call failed: {exc}") from exc
+
+
+def _client_error(exc: Any) -> AwsError:
+    error = exc.response.get("Error", {})
+    code = error.get("Code", "")
+    message = error.get("Message", "") or str(exc)
+    action = f"ecr:{exc.operation_name}"
+    if code in ("AccessDeniedException", "AccessDenied", "UnauthorizedOperation"):
+        return AwsError(
+            f"AWS denied {action}: {message}; "
+            f"grant {action} to this identity or use another profile"
+        )
+    if code in (
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+    ):
+        return AwsError(
+            f"AWS rejected the credentials for {action} ({code}): {message}; "
+            "refresh or fix the AWS credentials"
+        )
+    if code == "KmsException":
+        return AwsError(f"{action} failed: {message}; check ECR_KMS_KEY and its key policy")
+    return AwsError(f"{action} failed ({code}): {message}")
+
+
+# -- wiring: the one place a boto3 client is made -------------------------------
+
+
+@contextlib.contextmanager
+def _overlay_environ(extra: Mapping[str, str]) -> Iterator[None]:
+    """Let botocore read .env's AWS_* variables as it reads the environment, then restore.
+
+    botocore resolves endpoint, credentials and config-file variables from
+    ``os.environ`` while the session and client are made; overlaying just for
+    that keeps every variable's meaning exactly boto3's own.
+    """
+    added = [key for key in extra if key not in os.environ]
+    os.environ.update({key: extra[key] for key in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def connect(settings: Settings, kind: type[Ecr] = Ecr) -> Ecr:
+    """Make the run's one boto3 session and ECR client, with explicit retry settings.
+
+    ``kind`` is ``Ecr``, or ``PlanningEcr`` for a dry run.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    with _overlay_environ(settings.aws_env), aws_errors():
+        session = boto3.Session(profile_name=settings.profile, region_name=settings.region)
+        try:
+            client = session.client("ecr", config=config)
+        except ValueError as exc:  # botocore's word for a malformed endpoint URL
+            raise SettingsError(f"{exc}: check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECR") from exc
+        # Resolve credentials now, while .env's variables are visible, so a missing
+        # credential is reported before anything runs.
+        if session.get_credentials() is None:
+            raise AwsError(NO_CREDENTIALS)
+    return kind(client)
+
+
+@dataclass(frozen=True)
+class AwsProbe:
+    """A read-only look at AWS, for ``inv doctor``: the credentials botocore found (None
+    when it found none; ``.method`` says where), the ECR calls, and an STS client."""
+
+    credentials: Any | None  # botocore.credentials.Credentials
+    ecr: Ecr
+    sts: Any  # an STS client: GetCallerIdentity only
+
+
+def connect_probe(
+    region: str,
+    profile: str | None,
+    aws_env: Mapping[str, str],
+    *,
+    timeout: float = 5.0,
+    attempts: int = 2,
+) -> AwsProbe:
+    """Make a session and its ECR and STS clients as :func:`connect` does (``.env``'s AWS_*
+    variables visible), with every call bounded by ``timeout`` seconds and ``attempts``.
+
+    The credentials are resolved here (an SSO login or ``credential_process`` may fail
+    now); finding none is not an error: the probe says so with ``credentials=None``.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": attempts},
+        connect_timeout=timeout,
+        read_timeout=timeout,
+    )
+    with _overlay_environ(aws_env), aws_errors():
+        session = boto3.Session(profile_name=profile, region_name=region)
+        try:
+            ecr_client = session.client("ecr", config=config)
+            sts_client = session.client("sts", config=config)
+        except ValueError as exc:  # botocore's word for a malformed endpoint URL
+            raise SettingsError(f"{exc}: check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECR") from exc
+        credentials = session.get_credentials()
+        if credentials is not None:
+            credentials.get_frozen_credentials()
+    return AwsProbe(credentials, Ecr(ecr_client), sts_client)

@@ -1,0 +1,348 @@
+"""The registry's own v2 HTTP API: what a tag points to, read straight from the registry.
+
+ECR and every OCI registry answer ``GET /v2/<repository>/manifests/<tag>`` with
+the manifest (whose ``config.digest`` is the image ID) and its digest in
+``Docker-Content-Digest``; basic auth ``AWS:<password>`` works on ECR. One GET
+answers both questions a release asks (does the tag exist, which image is it), so
+no separate HEAD is made. The ECR API cannot stand in for this (moto, for one,
+does not know what was pushed). TLS trust is the system's plus Docker's own
+per-registry CAs (``/etc/docker/certs.d/<host>/*.crt``): what docker trusts.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import http.client
+import json
+import logging
+import re
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import RegistryAuthError, RegistryError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    )
+)
+CONFIG_TYPES = ", ".join(
+    (
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+        "application/octet-stream",
+    )
+)
+DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
+# Manifests and configs are small; anything this big is not one.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+# OCI's digest grammar: algorithm ":" encoded.
+DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str
+    config_digest: str | None
+    media_type: str
+    # For an index: its image manifests' digests (attestations, platform unknown/unknown, left
+    # out), in the index's order.
+    images: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RawManifest:
+    """A manifest as served: its exact bytes and media type (re-encoding changes the digest)."""
+
+    manifest: Manifest
+    body: bytes = field(repr=False)
+    content_type: str
+
+
+@dataclass
+class Registry:
+    """The registry's own API on one host, with basic auth: reads, and a tag put in place.
+
+    Every failure, whether the registry cannot be reached, refuses, cuts its answer
+    short or answers something that is not a manifest, is one ``RegistryError`` line.
+    """
+
+    host: str
+    username: str
+    password: str = field(repr=False)
+    timeout: float = 30.0
+    certs_dir: Path = DOCKER_CERTS_DIR
+
+    def manifest(self, repository: str, reference: str) -> Manifest | None:
+        """What ``repository:reference`` points to; None when the tag (or repository) is unknown."""
+        raw = self.raw_manifest(repository, reference)
+        return raw.manifest if raw else None
+
+    def raw_manifest(self, repository: str, reference: str) -> RawManifest | None:
+        """The manifest exactly as the registry serves it (bytes and media type), checked."""
+        what = f"{repository}:{reference}"
+        answer = self._get(f"/v2/{repository}/manifests/{reference}", MANIFEST_TYPES, what)
+        if answer is None:
+            return None
+        headers, body = answer
+        digest = (
+            headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+        )
+        content_type = headers.get("Content-Type", "")
+        manifest = _parse_manifest(body, digest, content_type, self._bad(what))
+        return RawManifest(manifest, body, content_type or manifest.media_type)
+
+    def put_manifest(self, repository: str, tag: str, raw: RawManifest) -> str:
+        """``PUT`` the exact bytes under another tag (a registry-side tag: nothing is pulled
+        or pushed); return the digest the registry answers, which must be the manifest's."""
+        what = f"{repository}:{tag}"
+        answer = self._send(
+            "PUT", f"/v2/{repository}/manifests/{tag}", "*/*", what, raw.body, raw.content_type
+        )
+        digest = answer[0].get("Docker-Content-Digest") if answer else None
+        if digest != raw.manifest.digest:
+            raise RegistryError(
+                f"registry {self.host} stored {what} as {digest}, not {raw.manifest.digest}: "
+                "look at the tag in the registry before promoting again"
+            )
+        return digest
+
+    # -- transport ----------------------------------------------------------------
+
+    def _get(self, path: str, accept: str, what: str) -> tuple[Message, bytes] | None:
+        """Headers and the whole body of a GET; None for a 404."""
+        return self._send("GET", path, accept, what)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        accept: str,
+        what: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> tuple[Message, bytes] | None:
+        """Headers and the whole body of a request; None for a 404."""
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
+        request = urllib.request.Request(
+            f"https://{self.host}{path}", data=body, method=method, headers=headers
+        )
+        # Unredirected: the password never follows a redirect to another host.
+        request.add_unredirected_header("Authorization", f"Basic {token}")
+        try:
+            response = self._opener.open(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 404:
+                return None
+            if exc.code in (401, 403):
+                needs = "ecr:PutImage" if method == "PUT" else "ecr:BatchGetImage"
+                raise RegistryAuthError(
+                    f"registry {self.host} refused the login token (HTTP {exc.code}) for "
+                    f"{what.split(':', 1)[0].split('@', 1)[0]}: check the repository policy "
+                    f"and the identity's {needs} permission"
+                ) from exc
+            raise RegistryError(
+                f"registry {self.host} answered HTTP {exc.code} for {what}"
+            ) from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryError(
+                f"cannot reach registry {self.host}: {reason}; check the network and try again"
+            ) from exc
+        with response:
+            try:
+                body = response.read(MAX_BODY_BYTES + 1)
+                # read(n) returns short when the peer hangs up; what Content-Length still
+                # promises is left in .length.
+                if getattr(response, "length", None):
+                    raise http.client.IncompleteRead(body, response.length)
+            except (OSError, http.client.HTTPException) as exc:
+                raise RegistryError(
+                    f"registry {self.host} broke off its answer for {what} "
+                    f"({type(exc).__name__}: {exc}); check the network and try again"
+                ) from exc
+        if len(body) > MAX_BODY_BYTES:
+            raise RegistryError(
+                f"registry {self.host} answered more than {MAX_BODY_BYTES} bytes for {what}"
+            )
+        return response.headers, body
+
+    def api_status(self, *, login: bool = True) -> int:
+        """The HTTP status of ``GET /v2/``, the API's base: 200 when the registry takes the
+        login, 401 when it wants one (without ``login`` no credential is sent). Any status
+        means it answers over trusted TLS; ``RegistryError`` when it cannot be reached."""
+        request = urllib.request.Request(f"https://{self.host}/v2/", method="GET")
+        if login:
+            token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            request.add_unredirected_header("Authorization", f"Basic {token}")
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return exc.code
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryError(f"cannot reach registry {self.host}: {reason}") from exc
+
+    def repository_exists(self, repository: str) -> bool:
+        """Does the registry know the repository? (``GET /v2/<name>/tags/list``: a missing
+        one is a 404 ``NAME_UNKNOWN``, on ECR and on CNCF distribution alike.)"""
+        return self._get(f"/v2/{repository}/tags/list", "application/json", repository) is not None
+
+    def image_config(self, repository: str, digest: str) -> dict[str, Any]:
+        """The image config blob (``GET /v2/<name>/blobs/<digest>``), checked against its digest.
+
+        ECR answers with a redirect to a pre-signed S3 URL: it is followed (https only)
+        without the Authorization header, which never leaves the registry's host.
+        """
+        what = f"{repository}@{digest}"
+        answer = self._get(f"/v2/{repository}/blobs/{digest}", CONFIG_TYPES, what)
+        if answer is None:
+            raise RegistryError(
+                f"registry {self.host} has no config blob {digest} for {repository}, which a "
+                "manifest names: the repository is damaged or still being written; try again"
+            )
+        body = answer[1]
+        algorithm, _, expected = digest.partition(":")
+        if algorithm != "sha256" or hashlib.sha256(body).hexdigest() != expected:
+            raise RegistryError(
+                f"registry {self.host} answered a config for {what} that does not match its digest"
+            )
+        try:
+            config = json.loads(body)
+        except (ValueError, RecursionError):
+            config = None
+        if not isinstance(config, dict):
+            raise RegistryError(
+                f"registry {self.host} answered a config for {what} that is not a JSON object"
+            )
+        return config
+
+    def labels(self, repository: str, config_digest: str) -> dict[str, str]:
+        """The labels of the image whose config has this digest ({} when it has none)."""
+        inner = self.image_config(repository, config_digest).get("config")
+        labels = inner.get("Labels") if isinstance(inner, dict) else None
+        if not isinstance(labels, dict):
+            return {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    @functools.cached_property
+    def _opener(self) -> urllib.request.OpenerDirector:
+        return urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=self._ssl_context), _HttpsOnlyRedirects()
+        )
+
+    def _bad(self, what: str) -> Callable[[str], RegistryError]:
+        def error(problem: str) -> RegistryError:
+            return RegistryError(
+                f"registry {self.host} returned a manifest for {what} that {problem}: it is not "
+                "an image manifest this suite can check; look at the repository with the AWS "
+                "console or `aws ecr batch-get-image`"
+            )
+
+        return error
+
+    @functools.cached_property
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        # Docker trusts every *.crt in certs.d/<host>/ as a CA for that registry.
+        host_dir = self.certs_dir / self.host
+        if host_dir.is_dir():
+            for ca in sorted(host_dir.glob("*.crt")):
+                context.load_verify_locations(cafile=str(ca))
+        return context
+
+
+class PlanningRegistry(Registry):
+    """A dry run's registry: it reads for real and shows the tags it would put."""
+
+    def put_manifest(self, repository: str, tag: str, raw: RawManifest) -> str:
+        log.info(
+            "[dry-run] promote: PUT /v2/%s/manifests/%s (the manifest %s, %s)",
+            repository,
+            tag,
+            raw.manifest.digest,
+            raw.content_type,
+        )
+        return raw.manifest.digest
+
+
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to https: a pre-signed URL is a credential of its own.
+
+    urllib already drops the unredirected Authorization header on every redirect.
+    """
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if urllib.parse.urlsplit(newurl).scheme != "https":
+            # Not named: a pre-signed URL is a credential.
+            raise urllib.error.URLError("it redirected to a URL that is not https; refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _index_images(data: dict[str, Any]) -> tuple[str, ...]:
+    """The digests of an index's image manifests, without BuildKit's attestations."""
+    found = []
+    for entry in data.get("manifests") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+            continue
+        platform = entry.get("platform")
+        platform = platform if isinstance(platform, dict) else {}
+        if platform.get("os") == "unknown" and platform.get("architecture") == "unknown":
+            continue
+        if DIGEST_RE.fullmatch(entry["digest"]):
+            found.append(entry["digest"])
+    return tuple(found)
+
+
+def _parse_manifest(
+    body: bytes, digest: str, content_type: str, bad: Callable[[str], RegistryError]
+) -> Manifest:
+    """The manifest's digest, config digest and media type, once its shape is checked."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise bad("is not a JSON object")
+    if not DIGEST_RE.fullmatch(digest):
+        raise bad(f"has the digest {digest[:80]!r}")
+    media_type = data.get("mediaType", content_type)
+    if not isinstance(media_type, str):
+        raise bad("has a mediaType that is not a string")
+    config = data.get("config")
+    if config is None:  # an index (multi-platform, or with attestations) has no config
+        return Manifest(digest, None, media_type or content_type, _index_images(data))
+    if not isinstance(config, dict):
+        raise bad("has a config that is not an object")
+    config_digest = config.get("digest")
+    if not isinstance(config_digest, str) or not DIGEST_RE.fullmatch(config_digest):
+        raise bad("has a config without a valid digest")
+    return Manifest(digest, config_digest, media_type or content_type)

@@ -1,0 +1,407 @@
+"""The command line as users run it: `inv ...` in a subprocess, with a fake docker on PATH.
+
+Bad input must end in one line and a non-zero exit before any docker command
+or AWS call: the fake docker logs every call, and AWS_ENDPOINT_URL points at a
+listener that counts connections.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..plans import RELEASE_PLAN, plan_lines, planned_steps
+
+ROOT = Path(__file__).resolve().parents[3]
+TASKS = ["build", "ensure-repo", "login", "tag", "push", "release", "promote", "config", "doctor"]
+
+
+class Listener:
+    """A TCP port that counts connections: any AWS call would land here."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    lst = Listener()
+    yield lst
+    lst.sock.close()
+
+
+class Cli:
+    """``inv`` in a subprocess, in a work dir with a Dockerfile, a fake docker that logs
+    its arguments to ``docker_log``, and AWS pointed at the listener."""
+
+    def __init__(self, tmp_path: Path, listener: Listener) -> None:
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        self.docker_log = tmp_path / "docker.log"
+        fake = bindir / "docker"
+        fake.write_text(f'#!/bin/sh\necho "$@" >> {self.docker_log}\nexit 0\n')
+        fake.chmod(0o755)
+        self.work = tmp_path / "work"
+        self.work.mkdir()
+        (self.work / "Dockerfile").write_text("FROM scratch\n")
+        # The project's own tasks.py, as a user's project holds it; inv finds it upward.
+        shutil.copy(ROOT / "tasks.py", self.work / "tasks.py")
+        self.cwd = self.work
+        self.env = {
+            "PATH": f"{bindir}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_CONFIG_FILE": str(tmp_path / "absent"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "absent"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def __call__(
+        self, *args: str, env_file: str | None = None, **extra_env: str
+    ) -> subprocess.CompletedProcess[str]:
+        if env_file is not None:
+            (self.work / ".env").write_text(env_file)
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=self.cwd,
+            env={**self.env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+
+@pytest.fixture
+def cli(tmp_path: Path, listener: Listener) -> Cli:
+    return Cli(tmp_path, listener)
+
+
+def assert_one_line_error(
+    done: subprocess.CompletedProcess[str], code: int, text: str, *, progress: bool = False
+) -> None:
+    """The error is one line, the last one; only progress lines may come before it."""
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.strip().splitlines()
+    if not progress:
+        assert len(lines) == 1, done.stderr
+    assert all(line.startswith("==> ") for line in lines[:-1]), done.stderr
+    assert lines[-1].startswith("error: ")
+    assert text in lines[-1]
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_list_shows_the_six_tasks_with_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "--list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    listed = {line.split()[0]: line for line in done.stdout.splitlines()[2:] if line.strip()}
+    for task in TASKS:
+        assert task in listed and len(listed[task].split()) > 1
+    for task in TASKS:
+        helped = subprocess.run(
+            [sys.executable, "-m", "invoke", "--help", task],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert helped.returncode == 0
+        assert "--region" in helped.stdout and "--env-file" in helped.stdout
+
+
+@pytest.mark.parametrize("argv", [["--list"], ["--help", "release"]])
+def test_start_up_imports_no_boto(argv: list[str]) -> None:
+    code = (
+        "import sys\n"
+        "from invoke.main import program\n"
+        f"sys.argv = ['inv', *{argv!r}]\n"
+        "try:\n"
+        "    program.run()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore'))\n"
+        "print('LOADED', loaded)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert "LOADED []" in done.stdout, done.stdout + done.stderr
+
+
+BAD_VERSIONS = ["v1;rm -rf ~", "$(id)", "`id`", "v1 v2", "-v1", ".v1", "", "a" * 129, "v\u00e91"]
+
+
+@pytest.mark.parametrize(
+    ("task", "version"),
+    [("release", version) for version in BAD_VERSIONS]
+    + [(task, "v1;rm -rf ~") for task in ("build", "tag", "push")]
+    + [(task, None) for task in ("build", "tag", "push", "release")],
+)
+def test_bad_version_is_refused_before_anything_runs(
+    cli: Cli, listener: Listener, task: str, version: str | None
+) -> None:
+    args = [task] if version is None else [task, f"--version={version}"]
+    done = cli(*args, env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, "--version")
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+BAD_ENV = [
+    ("ECR_REPOSITORY=Widget\n", "must be lowercase"),
+    (
+        "ECR_REPOSITORY=123456789012.dkr.ecr.eu-west-1.amazonaws.com/widget\n",
+        "looks like an image URI",
+    ),
+    ("ECR_TAG_MUTABILITY=SOMETIMES\n", "ECR_TAG_MUTABILITY"),
+    ("ECR_ENCRYPTION=KMS\n", "needs ECR_KMS_KEY"),
+    ("ECR_SCAN_ON_PUSH=perhaps\n", "not a boolean"),
+    ("AWS_ACCOUNT_ID=42\n", "12 digits"),
+    ("DOCKERFILE=missing.Dockerfile\n", "does not exist"),
+    ("BUILD_CONTEXT=nowhere\n", "is not a directory"),
+    ("ECR_EXTRA_TAGS=latest,no way\n", "is not a valid image tag"),
+    ("SMOKE_TIMEOUT=3601\n", "SMOKE_TIMEOUT"),
+    ("ECR_EXPIRE_UNTAGGED_DAYS=0\n", "ECR_EXPIRE_UNTAGGED_DAYS"),
+]
+
+
+@pytest.mark.parametrize(("line", "text"), BAD_ENV)
+def test_bad_settings_are_refused_before_anything_runs(
+    cli: Cli, listener: Listener, line: str, text: str
+) -> None:
+    done = cli("release", "--version", "v1", env_file="AWS_REGION=eu-west-1\n" + line)
+    assert_one_line_error(done, 2, text)
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+def test_no_dotenv_names_the_missing_key(cli: Cli, listener: Listener) -> None:
+    done = cli("release", "--version", "v1")
+    assert_one_line_error(done, 2, "AWS_REGION is not set")
+    assert "copy .env.example" in done.stderr
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+def test_flag_overrides_dotenv(cli: Cli) -> None:
+    done = cli(
+        "release", "--version", "v1", "--repository", "BAD", env_file="AWS_REGION=eu-west-1\n"
+    )
+    assert_one_line_error(done, 2, "ECR_REPOSITORY 'BAD' must be lowercase")
+
+
+def test_missing_docker_cli_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = cli("build", "--version", "v1", PATH=str(empty))
+    assert_one_line_error(done, 3, "install Docker", progress=True)
+
+
+def test_build_runs_docker_with_an_argument_list(cli: Cli) -> None:
+    done = cli("build", "--version", "v1")
+    assert done.returncode == 0, done.stderr
+    logged = cli.docker_log.read_text().splitlines()
+    assert logged[0].startswith(f"build -t widget-server:v1 -f {cli.work}/Dockerfile ")
+    assert logged[0].endswith(f" {cli.work}")
+    assert "--label org.opencontainers.image.version=v1" in logged[0]
+    assert "built widget-server:v1" in done.stdout
+
+
+def test_secret_in_context_is_refused(cli: Cli) -> None:
+    (cli.work / ".env.production").write_text("AWS_SECRET_ACCESS_KEY=nope\n")
+    done = cli("build", "--version", "v1")
+    assert_one_line_error(done, 2, ".env.production")
+    assert not cli.docker_log.exists()
+
+
+def test_no_credentials_is_one_line(cli: Cli, listener: Listener) -> None:
+    done = cli(
+        "ensure-repo",
+        env_file="AWS_REGION=eu-west-1\n",
+        AWS_ACCESS_KEY_ID="",
+        AWS_SECRET_ACCESS_KEY="",
+    )
+    assert_one_line_error(done, 4, "no AWS credentials found", progress=True)
+    assert listener.connections == 0
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "argv", [["release", "--version", "v1", "--dry-run"], ["--dry", "release", "--version", "v1"]]
+)
+def test_dry_run_changes_nothing_anywhere(
+    cli: Cli, moto_server: str, listener: Listener, argv: list[str]
+) -> None:
+    import boto3
+
+    (cli.work / ".dockerignore").write_text(".env\n")
+    # The registry host moto names is a real AWS host: route it to the dead listener.
+    done = cli(
+        *argv,
+        env_file="AWS_REGION=eu-west-1\n",
+        AWS_ENDPOINT_URL=moto_server,
+        HTTPS_PROXY=f"http://127.0.0.1:{listener.port}",
+        NO_PROXY="127.0.0.1",
+    )
+    assert done.returncode == 0, done.stderr
+    host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    plan = plan_lines(done.stderr.splitlines())
+    assert planned_steps(plan) == RELEASE_PLAN
+    assert (
+        f"docker login --username AWS --password-stdin {host}  (password on stdin: ***)" in plan[4]
+    )
+    assert plan[0].startswith(f"[dry-run] check: could not ask the registry about {host}/")
+    assert listener.connections >= 1  # it did try, through the proxy, and nowhere else
+    assert "auth-token" not in done.stdout + done.stderr  # moto's password
+    assert "nothing was built, created, logged in to or pushed" in done.stdout
+    # Only read-only docker commands ran; no repository was created.
+    verbs = [line.split()[0] for line in cli.docker_log.read_text().splitlines()]
+    assert set(verbs) <= {"version", "image"}
+    client = boto3.client("ecr", region_name="eu-west-1", endpoint_url=moto_server)
+    assert client.describe_repositories()["repositories"] == []
+
+
+def test_a_named_env_file_that_does_not_exist_is_refused(cli: Cli, listener: Listener) -> None:
+    done = cli("release", "--version", "v1", "--env-file", "prod.env", AWS_REGION="eu-west-1")
+    assert_one_line_error(done, 2, "--env-file 'prod.env' does not exist")
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+def test_run_from_a_subdirectory_reads_the_project_folder(cli: Cli) -> None:
+    (cli.work / ".env").write_text("AWS_REGION=eu-west-1\nIMAGE_NAME=from-root-env\n")
+    (cli.work / ".dockerignore").write_text("*.env\n.env\n")
+    (cli.work / "widget_server").mkdir()
+    cli.cwd = cli.work / "widget_server"
+    done = cli("build", "--version", "v1")
+    assert done.returncode == 0, done.stderr
+    logged = cli.docker_log.read_text().splitlines()
+    assert logged[0].startswith(f"build -t from-root-env:v1 -f {cli.work}/Dockerfile ")
+    assert logged[0].endswith(f" {cli.work}")
+    # --env-file too is taken from the project folder.
+    (cli.work / "prod.env").write_text("AWS_REGION=eu-west-1\nIMAGE_NAME=from-prod-env\n")
+    done = cli("build", "--version", "v2", "--env-file", "prod.env")
+    assert done.returncode == 0, done.stderr
+    assert "build -t from-prod-env:v2" in cli.docker_log.read_text()
+
+
+def test_json_dry_run_prints_one_document_with_the_plan(
+    cli: Cli, moto_server: str, listener: Listener
+) -> None:
+    (cli.work / ".dockerignore").write_text(".env\n")
+    done = cli(
+        "release",
+        "--version",
+        "v1",
+        "--dry-run",
+        "--json",
+        env_file="AWS_REGION=eu-west-1\n",
+        AWS_ENDPOINT_URL=moto_server,
+        HTTPS_PROXY=f"http://127.0.0.1:{listener.port}",
+        NO_PROXY="127.0.0.1",
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)  # the whole of stdout is one JSON document
+    assert document["ok"] is True and document["dry_run"] is True
+    assert document["version"] == "v1" and document["repository"] == "widget-server"
+    assert planned_steps(f"[dry-run] {line}" for line in document["plan"]) == RELEASE_PLAN
+    assert planned_steps(plan_lines(done.stderr.splitlines())) == RELEASE_PLAN
+    assert "auth-token" not in done.stdout + done.stderr
+
+
+def test_json_errors_are_one_document_too(cli: Cli, listener: Listener) -> None:
+    done = cli("release", "--version", "-bad", "--json", env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, "--version")
+    document = json.loads(done.stdout)
+    assert document["ok"] is False and document["exit_code"] == 2
+    assert "--version" in document["error"]
+    assert listener.connections == 0
+
+
+def test_json_is_offered_on_release_and_push() -> None:
+    for task in ("release", "push"):
+        helped = subprocess.run(
+            [sys.executable, "-m", "invoke", "--help", task],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "--json" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["release", "--version", "v1", "--also-tag", "latest,-x"], "--also-tag) '-x'"),
+        (["promote", "--version", "v1"], "--tag is required"),
+        (["promote", "--version", "v1", "--tag", "lat:est"], "--tag 'lat:est'"),
+        (["promote", "--version", "v 1", "--tag", "latest"], "--version"),
+    ],
+)
+def test_bad_tags_are_refused_before_anything_runs(
+    cli: Cli, listener: Listener, argv: list[str], text: str
+) -> None:
+    done = cli(*argv, env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, text)
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+def test_config_shows_flags_and_masks_secrets(cli: Cli, listener: Listener) -> None:
+    done = cli(
+        "config",
+        "--region",
+        "eu-north-1",
+        env_file="AWS_REGION=eu-west-1\nAWS_SESSION_TOKEN=sup3rsecret\n",
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    assert rows["AWS_REGION"].split()[1:] == ["eu-north-1", "(flag)"]
+    assert rows["AWS_SESSION_TOKEN"].split()[1:] == ["***", "(.env)"]
+    assert rows["AWS_SECRET_ACCESS_KEY"].split()[1:] == ["***", "(environment)"]
+    assert "sup3rsecret" not in done.stdout + done.stderr
+    assert listener.connections == 0 and not cli.docker_log.exists()  # it only reads
+
+
+def test_config_json_and_invalid_settings_exit_2(cli: Cli) -> None:
+    done = cli("config", "--json", env_file="AWS_REGION=nowhere#x\n")
+    assert done.returncode == 2
+    document = json.loads(done.stdout)
+    assert document["valid"] is False and "AWS_REGION" in document["problems"]
+    assert document["settings"]["AWS_REGION"] == {"value": "nowhere#x", "source": ".env"}

@@ -1,0 +1,1151 @@
+"""The release sequence with a fake docker runner, moto for ECR and a fake registry."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from ecr_release.cli.session import make_release
+from ecr_release.errors import (
+    AwsError,
+    DockerError,
+    LockedError,
+    RegistryAuthError,
+    RegistryError,
+    SettingsError,
+    SmokeTestError,
+    VersionExistsError,
+)
+from ecr_release.flows.release import Clock, Release, Summary
+from ecr_release.model.settings import Settings
+from ecr_release.outside.docker import Docker, Result
+from ecr_release.outside.ecr import Authorization, Ecr
+from ecr_release.outside.git import Revision
+from ecr_release.outside.localstate import LoginRecords, release_lock
+from ecr_release.outside.registry import Manifest, RawManifest
+
+from ..plans import RELEASE_PLAN, plan_lines, planned_steps
+
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+class FakeRegistry:
+    """What the registry holds: (repository, tag) -> Manifest, and each config's labels."""
+
+    def __init__(self) -> None:
+        self.manifests: dict[tuple[str, str], Manifest] = {}
+        self.configs: dict[str, dict[str, str]] = {}
+        self.logins: list[Authorization] = []
+        self.puts: list[tuple[str, str]] = []  # tags put on the registry side
+        self.list_denied = False
+        self.put_fails = False
+
+    def manifest(self, repository: str, reference: str) -> Manifest | None:
+        return self.manifests.get((repository, reference))
+
+    def labels(self, repository: str, config_digest: str) -> dict[str, str]:
+        return self.configs.get(config_digest, {})
+
+    def repository_exists(self, repository: str) -> bool:
+        if self.list_denied:  # an identity without ecr:ListImages
+            raise RegistryAuthError("registry refused the login token (HTTP 403)")
+        return any(name == repository for name, _ in self.manifests)
+
+    def raw_manifest(self, repository: str, reference: str) -> RawManifest | None:
+        found = self.manifests.get((repository, reference))
+        return RawManifest(found, found.digest.encode(), "docker-v2") if found else None
+
+    def put_manifest(self, repository: str, tag: str, raw: RawManifest) -> str:
+        if self.put_fails:
+            raise RegistryError("registry answered HTTP 500 for the tag")
+        self.puts.append((repository, tag))
+        self.manifests[(repository, tag)] = raw.manifest
+        return raw.manifest.digest
+
+
+class FakeRegistryClient:
+    """The registry as one login sees it: a password the registry no longer takes is a 401."""
+
+    def __init__(self, registry: FakeRegistry, auth: Authorization, accepts: set[str]) -> None:
+        self._registry, self.auth, self._accepts = registry, auth, accepts
+
+    def __getattr__(self, name: str) -> Any:
+        if self.auth.password not in self._accepts:
+            raise RegistryAuthError(f"registry refused the login token (HTTP 401) for {name}")
+        return getattr(self._registry, name)
+
+
+SMOKE_VERBS = ("run", "exec", "inspect", "logs", "rm")
+BASE = "local/python-base:bookworm"
+BASE_ID = "sha256:" + "ba5e" * 16
+
+
+@dataclass
+class FakeDocker:
+    """A docker CLI stand-in: records argument lists, keeps images (ID and labels), pushes
+    into the registry."""
+
+    registry: FakeRegistry
+    config_dir: Path | None = None  # where `docker login` stores what it was given
+    images: dict[str, str] = field(default_factory=lambda: {BASE: BASE_ID})
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # image ID -> labels
+    calls: list[tuple[list[str], str | None]] = field(default_factory=list)
+    push_outcomes: list[str] = field(default_factory=list)
+    fail: dict[str, Result] = field(default_factory=dict)
+    on_build: Callable[[], None] | None = None
+    builds: int = 0
+    # Docker's containerd image store: once pushed, an image's ID is its manifest digest.
+    containerd: bool = False
+    # The smoke test: the image's HEALTHCHECK, whether it passes, the containers run.
+    healthcheck: dict[str, Any] | None = field(
+        default_factory=lambda: {"Test": ["CMD", "python3", "-c", "health"]}
+    )
+    healthy: bool = True
+    containers: list[str] = field(default_factory=list)
+
+    def __call__(
+        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+    ) -> Result:
+        args = list(args)
+        self.calls.append((args, input))
+        verb = args[1]
+        if verb in self.fail:
+            return self.fail[verb]
+        if verb == "build":
+            if self.on_build:
+                self.on_build()
+            self.builds += 1
+            image_id = "sha256:" + hashlib.sha256(f"image-{self.builds}".encode()).hexdigest()
+            self.images[args[args.index("-t") + 1]] = image_id
+            pairs = [args[i + 1] for i, arg in enumerate(args) if arg == "--label"]
+            self.labels[image_id] = dict(pair.split("=", 1) for pair in pairs)
+        elif verb == "login" and self.config_dir is not None and input is not None:
+            path = self.config_dir / "config.json"
+            data = json.loads(path.read_text()) if path.exists() else {}
+            token = base64.b64encode(f"{args[3]}:{input.strip()}".encode()).decode()
+            data.setdefault("auths", {})[args[-1]] = {"auth": token}
+            self.config_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data))
+        elif verb == "tag":
+            if args[2] not in self.images:
+                return Result(1, f"Error response from daemon: No such image: {args[2]}")
+            self.images[args[3]] = self.images[args[2]]
+        elif verb in SMOKE_VERBS:
+            return self._smoke(verb, args)
+        elif verb == "image" and "healthcheck" in args[4]:
+            image_config = {"healthcheck": self.healthcheck, "shell": None}
+            return Result(0, json.dumps(image_config) + "\n")
+        elif verb == "image":
+            found = self.images.get(args[-1])
+            if not found:
+                return Result(1, "Error: No such image")
+            labels = self.labels.get(found) or None
+            return Result(0, json.dumps({"id": found, "digests": [], "labels": labels}) + "\n")
+        elif verb == "push":
+            outcome = self.push_outcomes.pop(0) if self.push_outcomes else "ok"
+            if outcome != "ok":
+                return Result(1, f"The push refers to repository\n{outcome}\n")
+            reference = args[2]
+            repository, tag = reference.split("/", 1)[1].rsplit(":", 1)
+            config = self.images[reference]
+            digest = "sha256:" + hashlib.sha256(config.encode()).hexdigest()
+            self.registry.manifests[(repository, tag)] = Manifest(digest, config, "docker-v2")
+            self.registry.configs[config] = self.labels.get(config, {})
+            if self.containerd:
+                for ref, image_id in list(self.images.items()):
+                    if image_id == config:
+                        self.images[ref] = digest
+                        self.labels[digest] = self.labels.get(config, {})
+            return Result(0, f"{tag}: digest: {digest} size: 528\n")
+        return Result(0, "")
+
+    def _smoke(self, verb: str, args: list[str]) -> Result:
+        if verb == "run":
+            self.containers.append(args[args.index("--name") + 1])
+        elif verb == "rm":
+            self.containers.remove(args[-1])
+        elif verb == "exec":
+            return Result(0 if self.healthy else 1, "" if self.healthy else "refused\n")
+        elif verb == "inspect":
+            state = {"Status": "running", "Running": True, "ExitCode": 0, "OOMKilled": False}
+            return Result(0, json.dumps(state) + "\n")
+        elif verb == "logs":
+            return Result(0, "starting\nTraceback: boom\n")
+        return Result(0, "")
+
+    def verbs(self) -> list[str]:
+        """The commands that change something (not reads, not the smoke test's own)."""
+        skip = {"image", "version", *SMOKE_VERBS}
+        return [args[1] for args, _ in self.calls if args[1] not in skip]
+
+    def smoke_verbs(self) -> list[str]:
+        return [args[1] for args, _ in self.calls if args[1] in SMOKE_VERBS]
+
+
+@dataclass
+class World:
+    release: Release
+    docker: FakeDocker
+    registry: FakeRegistry
+    client: Any
+    tmp: Path
+    connects: list[int]
+    sleeps: list[float]
+    registries: list[Authorization]  # one registry client made per token
+    new_run: Callable[[], Release]  # another `inv` run, on the same machine and registry
+
+    def rerun(self) -> Release:
+        """A new run against the same docker, registry and AWS: it gathers its inputs anew."""
+        self.release = self.new_run()
+        return self.release
+
+
+@pytest.fixture
+def aws() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("ecr", region_name=REGION)
+
+
+@pytest.fixture
+def make_world(
+    aws: Any, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> Callable[..., World]:
+    def make(*, dry_run: bool = False, now: datetime = NOW, **overrides: Any) -> World:
+        context = tmp_path / "ctx"
+        context.mkdir(exist_ok=True)
+        (context / "Dockerfile").write_text("ARG BASE_IMAGE=python:3.12-slim\nFROM ${BASE_IMAGE}\n")
+        fields: dict[str, Any] = {
+            "dockerfile": context / "Dockerfile",
+            "build_context": context,
+            "base_image": BASE,
+            **overrides,
+        }
+        registry = FakeRegistry()
+        docker = FakeDocker(registry, config_dir=tmp_path / "docker")
+        connects: list[int] = []
+        sleeps: list[float] = []
+        registries: list[Authorization] = []
+        ticks = itertools.count(0.0, 0.25)  # a monotonic clock that moves a quarter second a read
+        accepts = {Ecr(aws).authorization().password}  # moto's token; and docker's login
+
+        def connect(settings: Settings, kind: type[Ecr]) -> Ecr:
+            connects.append(1)
+            return kind(aws)
+
+        def registry_for(auth: Authorization) -> Any:
+            registries.append(auth)
+            return FakeRegistryClient(registry, auth, accepts)
+
+        environ = {
+            "DOCKER_CONFIG": str(tmp_path / "docker"),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        }
+
+        def new_run() -> Release:
+            return make_release(
+                make_settings(**fields),
+                dry_run=dry_run,
+                environ=environ,
+                runner=docker,
+                connect=connect,
+                registry_for=registry_for,
+                clock=Clock(now=lambda: now, monotonic=ticks.__next__, sleep=sleeps.append),
+                revision=lambda path: Revision("0123abc", "https://example.invalid/widget.git"),
+            )
+
+        return World(
+            new_run(), docker, registry, aws, tmp_path, connects, sleeps, registries, new_run
+        )
+
+    return make
+
+
+def repo_names(client: Any) -> list[str]:
+    return [r["repositoryName"] for r in client.describe_repositories()["repositories"]]
+
+
+def test_release_runs_the_steps_in_order_and_verifies(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    summary = world.release.release("v1")
+
+    assert world.docker.verbs() == ["build", "login", "tag", "push"]
+    assert [name for name, _ in summary.timings] == [
+        "check",
+        "build",
+        "smoke-test",
+        "ensure-repo",
+        "login",
+        "tag",
+        "push",
+    ]
+    assert repo_names(world.client) == ["widget-server"]
+    assert summary.image_uri == f"{HOST}/widget-server:v1"
+    assert summary.digest == world.registry.manifests[("widget-server", "v1")].digest
+    assert world.connects == [1]  # one boto3 session for the whole run
+    tag_args = next(args for args, _ in world.docker.calls if args[1] == "tag")
+    assert tag_args == ["docker", "tag", "widget-server:v1", f"{HOST}/widget-server:v1"]
+
+
+def test_build_arguments_labels_and_base_image(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.build("v7")
+    args = next(args for args, _ in world.docker.calls if args[1] == "build")
+    context = str(world.tmp / "ctx")
+    assert args[:6] == ["docker", "build", "-t", "widget-server:v7", "-f", f"{context}/Dockerfile"]
+    assert args[-1] == context
+    pairs = {args[i + 1] for i, a in enumerate(args) if a in ("--label", "--build-arg")}
+    assert {
+        "org.opencontainers.image.version=v7",
+        "org.opencontainers.image.revision=0123abc",
+        "org.opencontainers.image.created=2026-11-27T12:00:00Z",
+        "org.opencontainers.image.source=https://example.invalid/widget.git",
+        "BASE_IMAGE=local/python-base:bookworm",
+        "APP_VERSION=v7",
+        "VCS_REF=0123abc",
+    } <= pairs
+
+
+def test_a_failing_step_stops_the_release(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.fail["build"] = Result(
+        1, "Step 2/5 : RUN false\nThe command returned a non-zero code: 1"
+    )
+    with pytest.raises(DockerError, match="docker build failed"):
+        world.release.release("v1")
+    assert world.docker.verbs() == ["build"]
+    assert repo_names(world.client) == []  # ensure-repo never ran
+
+
+def test_login_failure_stops_before_tag_and_push(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.fail["login"] = Result(1, "Error response from daemon: login attempt failed")
+    with pytest.raises(DockerError, match=r"docker login to .* was refused: Error response"):
+        world.release.release("v1")
+    assert world.docker.verbs() == ["build", "login"]
+
+
+def test_rerun_of_a_released_version_is_a_no_op(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    first = world.release.release("v1")
+    world.docker.calls.clear()
+    second = world.release.release("v1")
+    assert second.already_released is True
+    assert second.digest == first.digest
+    assert world.docker.verbs() == []  # no build, no login, no push
+
+
+def test_existing_version_with_another_image_is_refused_before_building(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    world.registry.manifests[("widget-server", "v1")] = Manifest(
+        "sha256:" + "a" * 64, "sha256:other", "x"
+    )
+    with pytest.raises(VersionExistsError) as err:
+        world.release.release("v1")
+    assert "sha256:" + "a" * 64 in err.value.message
+    assert "choose a new --version" in err.value.message
+    assert world.docker.verbs() == []
+    assert world.registry.manifests[("widget-server", "v1")].config_digest == "sha256:other"
+
+
+def test_push_alone_refuses_to_overwrite(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.release("v1")
+    (world.tmp / "ctx" / "app.py").write_text("changed\n")
+    world.rerun().build("v1")  # another image, from other inputs, under the same local tag
+    world.release.tag("v1")
+    with pytest.raises(VersionExistsError, match="the build context differs"):
+        world.release.push("v1")
+    assert world.docker.verbs()[-1] == "tag"
+
+
+def test_push_alone_of_a_rebuild_from_identical_inputs_is_a_no_op(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    first = world.release.release("v1")
+    world.rerun().build("v1")  # a new image ID (a new created time), the same inputs
+    world.release.tag("v1")
+    again = world.release.push("v1")
+    assert again.already_released and again.digest == first.digest
+    assert world.docker.verbs()[-2:] == ["build", "tag"]  # no push
+
+
+def test_verification_catches_a_digest_mismatch(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    real_call = world.docker.__call__
+
+    def racing(args: Sequence[str], **kwargs: Any) -> Result:
+        result = real_call(args, **kwargs)
+        if args[1] == "push":  # someone else's push lands right after ours
+            world.registry.manifests[("widget-server", "v1")] = Manifest(
+                "sha256:" + "b" * 64, "x", "y"
+            )
+        return result
+
+    world.release.docker = Docker(racing)
+    with pytest.raises(RegistryError, match="verification failed: tag v1 resolves to sha256:b"):
+        world.release.release("v1")
+
+
+def test_verification_catches_a_foreign_config(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.release("v1")
+    manifest = world.registry.manifests[("widget-server", "v1")]
+    world.registry.manifests[("widget-server", "v1")] = Manifest(
+        manifest.digest, "sha256:else", "x"
+    )
+    with pytest.raises(RegistryError, match="config is sha256:else"):
+        world.release.published.verify("v1", manifest.digest, f"{HOST}/widget-server:v1")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "read: connection reset by peer",
+        "EOF",
+        "received unexpected HTTP status: 503 Service Unavailable",
+        "toomanyrequests: Rate exceeded",
+    ],
+)
+def test_transient_push_failures_are_retried_with_backoff(
+    make_world: Callable[..., World], failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world()
+    world.docker.push_outcomes = [failure, failure]
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        summary = world.release.release("v1")
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "push", "push"]
+    assert world.sleeps == [2.0, 4.0]
+    assert "push attempt 1/4 failed" in caplog.text
+    assert "push attempt 2/4 failed" in caplog.text
+    assert summary.digest == world.registry.manifests[("widget-server", "v1")].digest
+
+
+def test_transient_retries_are_bounded(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.push_outcomes = ["EOF"] * 10
+    with pytest.raises(DockerError, match="failed: EOF"):
+        world.release.release("v1")
+    assert world.docker.verbs().count("push") == 4
+    assert world.sleeps == [2.0, 4.0, 8.0]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "denied: Your authorization token has expired. Reauthenticate and try again.",
+        "unauthorized: authentication required",
+    ],
+)
+def test_expired_login_triggers_one_fresh_login(
+    make_world: Callable[..., World], failure: str
+) -> None:
+    world = make_world()
+    world.docker.push_outcomes = [failure]
+    world.release.release("v1")
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "login", "push"]
+    assert world.sleeps == []
+
+
+def test_second_auth_failure_is_final(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.push_outcomes = ["unauthorized: authentication required"] * 2
+    with pytest.raises(DockerError, match="unauthorized"):
+        world.release.release("v1")
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "login", "push"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "hint"),
+    [
+        (
+            "name unknown: The repository with name 'widget-server' does not exist",
+            "inv ensure-repo",
+        ),
+        ("denied: User: arn:aws:iam::1:user/ci is not authorized", "ecr:InitiateLayerUpload"),
+    ],
+)
+def test_final_push_failures_fail_at_once_with_a_hint(
+    make_world: Callable[..., World], failure: str, hint: str
+) -> None:
+    world = make_world()
+    world.docker.push_outcomes = [failure]
+    with pytest.raises(DockerError) as err:
+        world.release.release("v1")
+    assert hint in err.value.message
+    assert world.docker.verbs().count("push") == 1
+    assert world.sleeps == []
+
+
+def test_immutable_tag_becomes_version_already_released(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.push_outcomes = [
+        "tag invalid: The image tag 'v1' already exists in the 'widget-server' repository and "
+        "cannot be overwritten because the repository is immutable."
+    ]
+    with pytest.raises(VersionExistsError, match="already released in the immutable repository"):
+        world.release.release("v1")
+
+
+def test_password_never_reaches_arguments_or_logs(
+    make_world: Callable[..., World], aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world()
+    password = Ecr(aws).authorization().password
+    with caplog.at_level(logging.DEBUG):
+        world.release.release("v1")
+    logins = [(args, stdin) for args, stdin in world.docker.calls if args[1] == "login"]
+    assert logins == [
+        (["docker", "login", "--username", "AWS", "--password-stdin", HOST], password + "\n")
+    ]
+    for args, _ in world.docker.calls:
+        assert all(password not in arg for arg in args)
+    assert password not in caplog.text
+    records = (world.tmp / "cache" / "ecr-release" / "logins.json").read_text()
+    assert password not in records
+
+
+def write_docker_config(world: World, config: dict[str, Any]) -> None:
+    path = world.tmp / "docker" / "config.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "config", [{"credHelpers": {HOST: "ecr-login"}}, {"credsStore": "ecr-login"}]
+)
+def test_login_is_skipped_with_the_ecr_credential_helper(
+    make_world: Callable[..., World], config: dict[str, Any]
+) -> None:
+    world = make_world()
+    write_docker_config(world, config)
+    assert world.release.login() == HOST
+    assert world.docker.verbs() == []
+    world.release.login(force=True)
+    assert world.docker.verbs() == ["login"]
+
+
+def _record(world: World, expires: datetime) -> None:
+    LoginRecords(world.tmp / "cache" / "ecr-release" / "logins.json").record(
+        world.tmp / "docker", HOST, expires
+    )
+
+
+def test_a_recent_login_is_reused(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    write_docker_config(world, {"auths": {HOST: {"auth": "x"}}})
+    _record(world, NOW + timedelta(hours=2))
+    world.release.login()
+    assert world.docker.verbs() == []
+    world.release.login(force=True)
+    assert world.docker.verbs() == ["login"]
+
+
+@pytest.mark.parametrize(
+    ("expires", "auths"),
+    [
+        (NOW + timedelta(minutes=29), {HOST: {}}),  # expires too soon
+        (NOW + timedelta(hours=2), {}),  # docker no longer holds credentials
+        (NOW + timedelta(hours=2), {"other.example": {}}),
+    ],
+)
+def test_login_happens_when_the_old_one_is_not_good_enough(
+    make_world: Callable[..., World], expires: datetime, auths: dict[str, Any]
+) -> None:
+    world = make_world()
+    write_docker_config(world, {"auths": auths})
+    _record(world, expires)
+    world.release.login()
+    assert world.docker.verbs() == ["login"]
+
+
+def test_login_records_the_expiry(make_world: Callable[..., World], aws: Any) -> None:
+    world = make_world()
+    world.release.login()
+    data = json.loads((world.tmp / "cache" / "ecr-release" / "logins.json").read_text())
+    auth = Ecr(aws).authorization()
+    [(key, value)] = [(k, v) for k, v in data.items() if not k.startswith("registry|")]
+    assert key.endswith(f"|{HOST}")
+    assert datetime.fromisoformat(value) == auth.expires_at
+    # And which registry this AWS identity's token named, until it expires: no password.
+    [(key, value)] = [(k, v) for k, v in data.items() if k.startswith("registry|")]
+    host, expiry = value.split()
+    assert host == HOST and datetime.fromisoformat(expiry) == auth.expires_at
+    assert auth.password not in json.dumps(data)
+
+
+def test_dry_run_changes_nothing(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture, aws: Any
+) -> None:
+    world = make_world(dry_run=True)
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        summary = world.release.release("v1")
+    assert summary.dry_run is True
+    assert world.docker.verbs() == []
+    assert repo_names(world.client) == []
+    assert world.registry.manifests == {}
+    plan = plan_lines(r.getMessage() for r in caplog.records)
+    assert planned_steps(plan) == RELEASE_PLAN
+    assert plan[0] == f"[dry-run] check: {HOST}/widget-server:v1 is not released yet"
+    assert "docker build -t widget-server:v1" in plan[1]
+    assert "docker run -d --network none widget-server:v1" in plan[2]
+    assert "ecr:CreateRepository(" in plan[3] and "'scanOnPush': True" in plan[3]
+    assert f"--password-stdin {HOST}" in plan[4] and "***" in plan[4]
+    assert plan[6] == f"[dry-run] push: docker push {HOST}/widget-server:v1"
+    assert Ecr(aws).authorization().password not in caplog.text
+
+
+def test_dry_run_with_existing_repository(make_world: Callable[..., World], aws: Any) -> None:
+    aws.create_repository(repositoryName="widget-server", imageTagMutability="IMMUTABLE")
+    world = make_world(dry_run=True)
+    world.release.release("v1")
+    assert world.docker.verbs() == []
+
+
+def test_secrets_in_the_build_context_stop_the_build(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    (world.tmp / "ctx" / ".env").write_text("AWS_SECRET_ACCESS_KEY=x\n")
+    with pytest.raises(SettingsError, match=r"holds \.env and \.dockerignore does not exclude it"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+    (world.tmp / "ctx" / ".dockerignore").write_text(".env\n")
+    world.release.build("v1")
+    assert world.docker.verbs() == ["build"]
+
+
+def test_wrong_account_stops_before_building(make_world: Callable[..., World]) -> None:
+    world = make_world(account_id="000000000000")
+    with pytest.raises(AwsError, match="not account 000000000000"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+
+
+def test_tag_and_push_alone_need_the_repository(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    with pytest.raises(AwsError, match="does not exist: run `inv ensure-repo`"):
+        world.release.tag("v1")
+    assert world.docker.verbs() == []
+
+
+def test_steps_one_by_one_reach_the_same_result(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.build("v2")
+    assert world.release.ensure_repo().uri == f"{HOST}/widget-server"
+    world.release.login()
+    world.release.tag("v2")
+    digest = world.release.push("v2").digest
+    assert world.docker.verbs() == ["build", "login", "tag", "push"]
+    assert world.registry.manifests[("widget-server", "v2")].digest == digest
+
+
+def test_release_holds_the_machine_lock(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    seen: list[str] = []
+
+    def try_lock() -> None:
+        try:
+            with release_lock(
+                world.tmp / "cache" / "ecr-release" / "locks", f"{REGION}-widget-server", timeout=0
+            ):
+                seen.append("acquired")
+        except LockedError as exc:
+            seen.append(exc.message)
+
+    world.docker.on_build = try_lock
+    world.release.release("v1")
+    assert len(seen) == 1 and seen[0].startswith("another release of")
+
+
+def test_daemon_down_fails_before_anything(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.fail["version"] = Result(
+        1,
+        "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+        "Is the docker daemon running?",
+    )
+    with pytest.raises(DockerError, match="Docker daemon is not answering"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+    assert world.connects == []
+
+
+def test_containerd_image_store_ids_verify_and_rerun(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.docker.containerd = True
+    first = world.release.release("v1")
+    assert first.digest == world.registry.manifests[("widget-server", "v1")].digest
+    again = world.release.release("v1")
+    assert again.already_released is True
+
+
+def test_ensure_repo_alone_checks_the_account_first(make_world: Callable[..., World]) -> None:
+    world = make_world(account_id="000000000000")
+    with pytest.raises(AwsError, match="not account 000000000000"):
+        world.release.ensure_repo()
+    assert repo_names(world.client) == []
+
+
+def test_released_version_without_a_local_image_says_so(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.registry.manifests[("widget-server", "v1")] = Manifest("sha256:" + "c" * 64, "x", "y")
+    with pytest.raises(VersionExistsError, match="there is no local image widget-server:v1"):
+        world.release.release("v1")
+
+
+def test_an_unwritable_cache_is_one_line_before_anything(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    (world.tmp / "cache").write_text("a file where the cache directory should be")
+    with pytest.raises(SettingsError, match="set XDG_CACHE_HOME to a writable directory"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+
+
+def test_a_login_record_that_cannot_be_written_is_a_warning(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world()
+    records = world.tmp / "cache" / "ecr-release" / "logins.json"
+    records.mkdir(parents=True)  # a directory where the file should be
+    with caplog.at_level(logging.WARNING, logger="ecr_release"):
+        assert world.release.login() == HOST
+    assert world.docker.verbs() == ["login"]
+    assert "could not record the login" in caplog.text
+
+
+def test_one_registry_client_per_token(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.release("v1")  # the check before building, the verification after pushing
+    assert len(world.registries) == 1
+    world.docker.push_outcomes = ["unauthorized: authentication required"]
+    world.release.build("v2")
+    world.release.tag("v2")
+    world.release.push("v2")
+    assert len(world.registries) == 2  # the fresh login brought a new token, hence a new client
+
+
+# -- hardening --------------------------------------------------------------------------
+
+
+def test_push_of_a_version_never_tagged_says_build_and_tag(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    world.release.ensure_repo()
+    with pytest.raises(DockerError) as err:
+        world.release.push("v9")
+    assert err.value.message == (
+        f"there is no local image {HOST}/widget-server:v9 to push: run `inv build --version v9` "
+        "and `inv tag --version v9` first"
+    )
+    assert world.docker.verbs() == []
+
+
+@pytest.mark.parametrize("step", ["release", "login"])
+def test_a_corrupt_docker_config_stops_before_any_login(
+    make_world: Callable[..., World], step: str
+) -> None:
+    world = make_world()
+    config = world.tmp / "docker" / "config.json"
+    config.parent.mkdir()
+    config.write_text('{"auths": {"other.example": {"auth": "eA=="}}')  # cut short
+    with pytest.raises(SettingsError, match="fix or move it"):
+        world.release.release("v1") if step == "release" else world.release.login()
+    assert world.docker.verbs() == []  # no build, and above all no docker login
+    assert config.read_text() == '{"auths": {"other.example": {"auth": "eA=="}}'
+
+
+def test_a_repository_too_long_for_the_real_host_is_refused_before_anything(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(repository="a" * 211)
+    with pytest.raises(SettingsError, match=f"registry host {HOST} .* use at most 210"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+    assert repo_names(world.client) == []
+
+
+# -- same inputs, same release, on any machine --------------------------------------------
+
+
+def _fresh_machine(world: World) -> Release:
+    """Another runner: the same checkout and registry, no image but the base."""
+    world.docker.images = {BASE: BASE_ID}
+    world.docker.calls.clear()
+    return world.rerun()
+
+
+def test_a_rerun_on_a_fresh_machine_with_the_same_inputs_is_a_no_op(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world()
+    first = world.release.release("v1")
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        again = _fresh_machine(world).release("v1")
+    assert again.already_released and again.digest == first.digest
+    assert world.docker.verbs() == []  # no build, no login, no push
+    assert "released from identical inputs (commit 0123abc)" in caplog.text
+    assert again.fingerprint == first.fingerprint is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "part"),
+    [
+        ("context", "the build context differs"),
+        ("dockerfile", "the Dockerfile differs"),
+        ("base", "the base image differs"),
+    ],
+)
+def test_a_rerun_with_changed_inputs_is_refused_before_building(
+    make_world: Callable[..., World], change: str, part: str
+) -> None:
+    world = make_world()
+    first = world.release.release("v1")
+    if change == "context":
+        (world.tmp / "ctx" / "app.py").write_text("print('changed')\n")
+    elif change == "dockerfile":
+        (world.tmp / "ctx" / "Dockerfile").write_text(f"FROM {BASE}\nUSER 10001\n")
+    release = _fresh_machine(world)
+    if change == "base":
+        world.docker.images[BASE] = "sha256:" + "4e3" * 21 + "0"  # the tag moved
+    with pytest.raises(VersionExistsError) as err:
+        release.release("v1")
+    assert err.value.message == (
+        f"widget-server:v1 is already released as {first.digest} and {part} from the one "
+        "released as v1 (commit 0123abc): released versions are never overwritten; choose a "
+        "new --version"
+    )
+    assert world.docker.verbs() == []
+    assert world.registry.manifests[("widget-server", "v1")].digest == first.digest
+
+
+def test_the_same_machine_with_changed_code_is_refused(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    world.release.release("v1")
+    (world.tmp / "ctx" / "app.py").write_text("print('changed')\n")
+    world.docker.calls.clear()
+    with pytest.raises(VersionExistsError, match="the build context differs"):
+        world.rerun().release("v1")  # the old image is still here under the same tag
+    assert world.docker.verbs() == []
+
+
+def test_a_release_without_a_fingerprint_falls_back_to_the_image_id(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    # Pushed by another tool: no fingerprint labels, but the same image as the local one.
+    world.docker.images["widget-server:v1"] = "sha256:" + "0ff" * 21 + "0"
+    world.registry.manifests[("widget-server", "v1")] = Manifest(
+        "sha256:" + "d" * 64, "sha256:" + "0ff" * 21 + "0", "x"
+    )
+    assert world.release.release("v1").already_released
+    world.docker.images["widget-server:v1"] = "sha256:" + "1" * 64
+    with pytest.raises(VersionExistsError, match="with a different image than the local"):
+        world.rerun().release("v1")
+
+
+def test_the_built_image_carries_its_fingerprint_and_base_labels(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    summary = world.release.release("v1")
+    labels = world.docker.labels[world.docker.images["widget-server:v1"]]
+    assert summary.fingerprint is not None
+    assert labels["io.ecr-release.fingerprint"] == summary.fingerprint.digest
+    assert labels["org.opencontainers.image.base.name"] == BASE
+    assert labels["org.opencontainers.image.base.digest"] == BASE_ID
+    assert "BUILD_DATE" not in json.dumps(summary.fingerprint.labels())
+
+
+# -- the fast path: docker's stored login, no AWS call -------------------------------------
+
+# moto's tokens say they expire on 2015-01-01: a clock four hours before keeps them valid.
+BEFORE_EXPIRY = datetime(2014, 12, 31, 20, 0, tzinfo=UTC)
+
+
+def test_a_rerun_with_dockers_login_asks_aws_nothing(make_world: Callable[..., World]) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    first = world.release.release("v1")
+    assert world.connects == [1]
+    again = _fresh_release(world)
+    assert again.already_released and again.digest == first.digest
+    assert world.connects == [1]  # no second boto3 session: no AWS call at all
+    assert world.docker.verbs() == []
+
+
+def test_a_new_version_with_dockers_login_asks_aws_nothing(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    (world.tmp / "ctx" / "app.py").write_text("print('v2')\n")
+    world.docker.calls.clear()
+    summary = world.rerun().release("v2")
+    assert not summary.already_released
+    assert world.connects == [1]  # the registry knew the repository and the login was good
+    assert world.docker.verbs() == ["build", "tag", "push"]  # no docker login either
+    assert world.registry.manifests[("widget-server", "v2")].digest == summary.digest
+
+
+def test_a_stale_stored_login_falls_back_to_a_token_without_a_word(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    _write_docker_login(world, "AWS:rotated-elsewhere")  # the registry no longer takes it
+    (world.tmp / "ctx" / "app.py").write_text("print('v2')\n")
+    world.docker.calls.clear()
+    with caplog.at_level(logging.WARNING, logger="ecr_release"):
+        summary = world.rerun().release("v2")
+    assert not summary.already_released
+    assert world.connects == [1, 1]  # fell back to GetAuthorizationToken
+    assert world.docker.verbs() == ["build", "login", "tag", "push"]  # a fresh docker login
+    assert caplog.records == []  # no warning, no error: the fallback is silent
+
+
+def test_a_recorded_registry_of_another_account_is_refused_without_aws(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    other = make_world(now=BEFORE_EXPIRY, account_id="000000000000")
+    other.release = _same_machine(world, other)
+    with pytest.raises(AwsError, match="not account 000000000000"):
+        other.release.release("v1")
+    assert other.connects == []
+
+
+def _fresh_release(world: World) -> Summary:
+    world.docker.calls.clear()
+    return world.rerun().release("v1")
+
+
+def _write_docker_login(world: World, user_password: str) -> None:
+    path = world.tmp / "docker" / "config.json"
+    token = base64.b64encode(user_password.encode()).decode()
+    path.write_text(json.dumps({"auths": {HOST: {"auth": token}}}))
+
+
+def _same_machine(world: World, other: World) -> Release:
+    """``other``'s settings on ``world``'s machine (its records, docker login and registry)."""
+    other.docker, other.registry = world.docker, world.registry
+    return other.new_run()
+
+
+# -- moving tags: promote, --also-tag, and the repository's lifecycle ----------------------
+
+
+def _repo(aws: Any, mutability: str, *filters: str) -> None:
+    extra = {"imageTagMutabilityExclusionFilters": [{"filterType": "WILDCARD", "filter": f}
+             for f in filters]} if filters else {}  # fmt: skip
+    aws.create_repository(repositoryName="widget-server", imageTagMutability=mutability, **extra)
+
+
+def test_promote_moves_a_tag_between_versions_on_the_registry_side(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest")
+    world = make_world()
+    one = world.release.release("v1")
+    (world.tmp / "ctx" / "app.py").write_text("v2\n")
+    two = world.rerun().release("v2")
+    world.docker.calls.clear()
+    assert world.release.promote("v1", ["latest"]) == one.digest
+    assert world.registry.manifests[("widget-server", "latest")].digest == one.digest
+    assert world.release.promote("v2", ["latest"]) == two.digest
+    assert world.registry.manifests[("widget-server", "latest")].digest == two.digest
+    assert world.registry.puts == [("widget-server", "latest"), ("widget-server", "latest")]
+    assert world.docker.verbs() == []  # nothing pulled, pushed or tagged locally
+    world.release.promote("v2", ["latest"])  # already there: nothing put
+    assert len(world.registry.puts) == 2
+
+
+def test_promote_on_an_immutable_repository_is_refused(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "IMMUTABLE")
+    world = make_world()
+    world.release.release("v1")
+    with pytest.raises(VersionExistsError, match="is IMMUTABLE: tag latest could never move"):
+        world.release.promote("v1", ["latest"])
+    assert world.registry.puts == []
+
+
+def test_promote_of_a_version_never_released_is_refused(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "MUTABLE")
+    world = make_world()
+    with pytest.raises(SettingsError, match="widget-server:v9 is not released"):
+        world.release.promote("v9", ["latest"])
+    assert world.registry.puts == []
+
+
+def test_also_tag_points_the_tags_after_the_verified_push(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest", "stable")
+    world = make_world(extra_tags=("latest", "stable"))
+    summary = world.release.release("v1")
+    assert summary.tags == ["v1", "latest", "stable"]
+    assert [name for name, _ in summary.timings][-2:] == ["push", "also-tag"]
+    for tag in ("latest", "stable"):
+        assert world.registry.manifests[("widget-server", tag)].digest == summary.digest
+
+
+def test_also_tag_that_may_not_move_is_refused_before_building(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest")
+    world = make_world(extra_tags=("prod",))
+    with pytest.raises(VersionExistsError, match="tag prod is immutable"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+    assert world.registry.manifests == {}
+
+
+def test_also_tag_on_a_new_repository_follows_the_configured_mutability(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(extra_tags=("latest",))  # the default: IMMUTABLE
+    with pytest.raises(VersionExistsError, match="is IMMUTABLE"):
+        world.release.release("v1")
+    assert world.docker.verbs() == []
+
+
+def test_lifecycle_drift_is_warned_about_and_left_alone(
+    make_world: Callable[..., World], aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _repo(aws, "IMMUTABLE")
+    world = make_world(expire_untagged_days=14)
+    with caplog.at_level(logging.WARNING, logger="ecr_release"):
+        world.release.ensure_repo()
+    assert "has no lifecycle policy, configured ECR_EXPIRE_UNTAGGED_DAYS=14 (left unchanged)" in (
+        caplog.text
+    )
+    assert Ecr(aws).lifecycle_policy("widget-server") is None
+
+
+# -- the smoke test, between build and push --------------------------------------------------
+
+
+def test_the_smoke_test_runs_between_build_and_push(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    summary = world.release.release("v1")
+    steps = [name for name, _ in summary.timings]
+    assert steps.index("build") < steps.index("smoke-test") < steps.index("push")
+    run = next(args for args, _ in world.docker.calls if args[1] == "run")
+    assert run[2:5] == ["-d", "--network", "none"] and run[-1] == "widget-server:v1"
+    assert world.docker.containers == []  # removed
+
+
+def test_a_failing_smoke_test_pushes_nothing(make_world: Callable[..., World], aws: Any) -> None:
+    world = make_world(smoke_timeout=5.0)
+    world.docker.healthy = False
+    with pytest.raises(SmokeTestError) as err:
+        world.release.release("v1")
+    assert err.value.exit_code == 8
+    assert "health check still failing after 5 s" in err.value.message
+    assert err.value.log_tail == ["starting", "Traceback: boom"]
+    assert world.docker.verbs() == ["build"]  # no ensure-repo, no login, no tag, no push
+    assert repo_names(world.client) == [] and world.registry.manifests == {}
+    assert world.docker.containers == []
+
+
+def test_smoke_test_false_skips_it(make_world: Callable[..., World]) -> None:
+    world = make_world(smoke_test=False)
+    summary = world.release.release("v1")
+    assert "smoke-test" not in [name for name, _ in summary.timings]
+    assert world.docker.smoke_verbs() == []
+
+
+def test_a_dry_run_shows_the_smoke_test_as_a_plan_line(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world(dry_run=True)
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        world.release.release("v1")
+    plan = plan_lines(r.getMessage() for r in caplog.records)
+    assert planned_steps(plan) == RELEASE_PLAN
+    assert "docker run -d --network none widget-server:v1" in plan[2]
+    assert world.docker.smoke_verbs() == []  # nothing run
+
+
+# -- review fixes ---------------------------------------------------------------------------
+
+
+def test_a_registry_that_refuses_to_list_tags_falls_back_to_the_ecr_api(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    world.registry.list_denied = True  # no ecr:ListImages
+    (world.tmp / "ctx" / "app.py").write_text("v2\n")
+    summary = world.rerun().release("v2")
+    assert not summary.already_released
+    assert world.connects == [1, 1]  # DescribeRepositories decided instead
+    records = json.loads((world.tmp / "cache" / "ecr-release" / "logins.json").read_text())
+    assert any(key.endswith(f"|{HOST}") for key in records)  # the good login is kept
+
+
+def test_a_token_for_another_registry_than_the_one_checked_stops_the_run(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    records = world.tmp / "cache" / "ecr-release" / "logins.json"
+    data = json.loads(records.read_text())
+    other = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
+    for key, value in list(data.items()):
+        if key.startswith("registry|"):
+            data[key] = value.replace(HOST, other)  # recorded for other credentials
+    records.write_text(json.dumps(data))
+    _write_docker_login(world, "AWS:whatever")
+    world.docker.calls.clear()
+    with pytest.raises(AwsError, match=f"checked registry {other}, but .* is for {HOST}"):
+        world.rerun().release("v2")
+    assert world.docker.verbs() == []
+    assert not any(k.startswith("registry|") for k in json.loads(records.read_text()))
+
+
+def test_an_index_is_judged_by_its_image_manifest(make_world: Callable[..., World]) -> None:
+    world = make_world()
+    first = world.release.release("v1")
+    image = world.registry.manifests[("widget-server", "v1")]
+    index = Manifest("sha256:" + "1d" * 32, None, "application/vnd.oci.image.index.v1+json",
+                     images=(image.digest,))  # fmt: skip
+    world.registry.manifests[("widget-server", "v1")] = index  # as BuildKit pushes it
+    world.registry.manifests[("widget-server", image.digest)] = image
+    again = _fresh_machine(world).release("v1")
+    assert again.already_released and again.digest == index.digest
+    assert first.fingerprint == again.fingerprint
+
+
+def test_also_tag_is_finished_by_a_rerun(make_world: Callable[..., World], aws: Any) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest")
+    world = make_world(extra_tags=("latest",))
+    world.registry.put_fails = True
+    with pytest.raises(RegistryError):
+        world.release.release("v1")  # pushed and verified, then the tag failed
+    world.registry.put_fails = False
+    again = world.rerun().release("v1")
+    assert again.already_released and again.tags == ["v1", "latest"]
+    assert world.registry.manifests[("widget-server", "latest")].digest == again.digest

@@ -1,0 +1,408 @@
+"""Settings: precedence, the AWS variables from .env, and every bad input refused in one line."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from ecr_release.errors import SettingsError
+from ecr_release.model.settings import load_settings
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    return tmp_path
+
+
+def write_env(path: Path, **values: str) -> Path:
+    env = path / ".env"
+    env.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    return env
+
+
+def test_precedence_flag_over_environment_over_dotenv_over_default(workdir: Path) -> None:
+    write_env(
+        workdir, AWS_REGION="eu-west-1", ECR_REPOSITORY="from-dotenv", IMAGE_NAME="img-dotenv"
+    )
+    environ = {"ECR_REPOSITORY": "from-environ"}
+
+    assert load_settings(environ={}).repository == "from-dotenv"
+    assert load_settings(environ=environ).repository == "from-environ"
+    flagged = load_settings({"ECR_REPOSITORY": "from-flag"}, environ=environ)
+    assert flagged.repository == "from-flag"
+    # IMAGE_NAME comes from .env; DOCKERFILE keeps its default.
+    assert flagged.image_name == "img-dotenv"
+    assert flagged.dockerfile == workdir / "Dockerfile"
+    assert flagged.region == "eu-west-1"
+
+
+def test_defaults(workdir: Path) -> None:
+    settings = load_settings(environ={"AWS_REGION": "us-east-1"})
+    assert settings.repository == "widget-server"
+    assert settings.image_name == "widget-server"
+    assert settings.build_context == workdir
+    assert settings.scan_on_push is True
+    assert settings.tag_mutability == "IMMUTABLE"
+    assert settings.encryption == "AES256"
+    assert settings.kms_key is None
+    assert settings.base_image is None
+
+
+def test_empty_values_in_dotenv_mean_unset(workdir: Path) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", IMAGE_NAME="", BASE_IMAGE="", ECR_KMS_KEY="")
+    settings = load_settings(environ={})
+    assert settings.image_name == "widget-server"
+    assert settings.base_image is None
+
+
+def test_dotenv_does_not_touch_os_environ_and_aws_keys_are_kept_for_boto3(workdir: Path) -> None:
+    write_env(
+        workdir,
+        AWS_REGION="eu-west-1",
+        AWS_ENDPOINT_URL="http://127.0.0.1:5999",
+        AWS_SECRET_ACCESS_KEY="from-dotenv-secret",
+        AWS_ACCOUNT_ID="123456789012",
+    )
+    before = dict(os.environ)
+    settings = load_settings(environ={"AWS_SECRET_ACCESS_KEY": "from-environ"})
+    assert dict(os.environ) == before
+    # The environment wins, so only what it lacks is handed to boto3.
+    assert settings.aws_env == {
+        "AWS_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:5999",
+    }
+    assert "from-dotenv-secret" not in repr(settings)
+
+
+def test_no_dotenv_and_no_region_names_the_key_and_says_copy_example(workdir: Path) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(environ={})
+    assert "AWS_REGION" in err.value.message
+    assert "copy .env.example" in err.value.message
+    assert "\n" not in err.value.message
+
+
+def test_dotenv_without_region_says_add_it(workdir: Path) -> None:
+    write_env(workdir, ECR_REPOSITORY="x1")
+    with pytest.raises(SettingsError, match=r"AWS_REGION is not set .*add it to \.env"):
+        load_settings(environ={})
+
+
+def test_region_from_aws_configuration_chain(workdir: Path) -> None:
+    assert load_settings(environ={"AWS_DEFAULT_REGION": "ap-south-1"}).region == "ap-south-1"
+    config = workdir / "aws-config"
+    config.write_text("[default]\nregion = eu-north-1\n[profile ci]\nregion = sa-east-1\n")
+    environ = {"AWS_CONFIG_FILE": str(config)}
+    assert load_settings(environ=environ).region == "eu-north-1"
+    assert load_settings({"AWS_PROFILE": "ci"}, environ=environ).region == "sa-east-1"
+
+
+def test_build_does_not_need_a_region(workdir: Path) -> None:
+    assert load_settings(environ={}, need_aws=False, need_build=True).region is None
+
+
+def test_unknown_dotenv_key_is_a_warning(workdir: Path) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", ECR_REPOSITRY="typo")
+    assert load_settings(environ={}).warnings == (".env: unknown key ECR_REPOSITRY is ignored",)
+
+
+BAD_VERSIONS = [
+    "v1;rm -rf ~",
+    "$(id)",
+    "`id`",
+    "v1 v2",
+    "-v1",
+    ".v1",
+    "",
+    "a" * 129,
+    "vé1",
+    "v1\n",
+]
+
+
+@pytest.mark.parametrize("version", BAD_VERSIONS)
+def test_bad_versions_are_refused(workdir: Path, version: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings({"version": version}, environ={"AWS_REGION": "eu-west-1"}, need_version=True)
+    message = err.value.message
+    assert "--version" in message
+    assert "\n" not in message
+    if version:
+        assert "not a valid image tag" in message
+    else:
+        assert "required" in message
+
+
+@pytest.mark.parametrize("version", ["v1", "1.4.2", "_x", "A" * 128, "v1.0-rc_1"])
+def test_good_versions(workdir: Path, version: str) -> None:
+    settings = load_settings(
+        {"version": version}, environ={"AWS_REGION": "eu-west-1"}, need_version=True
+    )
+    assert settings.version == version
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"ECR_REPOSITORY": "Widget-Server"}, "must be lowercase"),
+        ({"ECR_REPOSITORY": "a"}, "2 to 256 characters"),
+        ({"ECR_REPOSITORY": "a" * 257}, "2 to 256 characters"),
+        ({"ECR_REPOSITORY": "widget..server"}, "not a valid ECR repository name"),
+        ({"ECR_REPOSITORY": "-widget"}, "not a valid ECR repository name"),
+        (
+            {"ECR_REPOSITORY": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/widget-server"},
+            "looks like an image URI: give only the repository name (e.g. 'widget-server')",
+        ),
+        ({"ECR_REPOSITORY": "widget-server:v1"}, "looks like an image URI"),
+        ({"IMAGE_NAME": "Bad Name"}, "IMAGE_NAME 'Bad Name' is not a valid local image name"),
+        ({"ECR_TAG_MUTABILITY": "SOMETIMES"}, "ECR_TAG_MUTABILITY 'SOMETIMES' is not one of"),
+        ({"ECR_ENCRYPTION": "ROT13"}, "ECR_ENCRYPTION 'ROT13' is not one of AES256, KMS, KMS_DSSE"),
+        ({"ECR_ENCRYPTION": "KMS"}, "ECR_ENCRYPTION=KMS needs ECR_KMS_KEY"),
+        ({"ECR_ENCRYPTION": "KMS_DSSE"}, "ECR_ENCRYPTION=KMS_DSSE needs ECR_KMS_KEY"),
+        ({"ECR_KMS_KEY": "alias/x"}, "ECR_KMS_KEY is set but ECR_ENCRYPTION is AES256"),
+        ({"ECR_SCAN_ON_PUSH": "maybe"}, "ECR_SCAN_ON_PUSH 'maybe' is not a boolean"),
+        ({"AWS_ACCOUNT_ID": "12345"}, "AWS_ACCOUNT_ID '12345' must be exactly 12 digits"),
+        ({"AWS_ACCOUNT_ID": "1234567890123"}, "must be exactly 12 digits"),
+        ({"AWS_ACCOUNT_ID": "12345678901a"}, "must be exactly 12 digits"),
+        ({"DOCKERFILE": "nope/Dockerfile"}, "DOCKERFILE 'nope/Dockerfile' does not exist"),
+        ({"BUILD_CONTEXT": "nope"}, "BUILD_CONTEXT 'nope' is not a directory"),
+    ],
+)
+def test_bad_settings_are_refused_with_one_line(
+    workdir: Path, overrides: dict[str, str], expected: str
+) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", **overrides)
+    with pytest.raises(SettingsError) as err:
+        load_settings(environ={}, need_build=True)
+    assert expected in err.value.message
+    assert "\n" not in err.value.message
+
+
+def test_every_problem_is_named_at_once(workdir: Path) -> None:
+    write_env(workdir, ECR_REPOSITORY="UPPER", ECR_TAG_MUTABILITY="x", AWS_ACCOUNT_ID="1")
+    with pytest.raises(SettingsError) as err:
+        load_settings({"version": "-bad"}, environ={}, need_version=True)
+    message = err.value.message
+    for part in (
+        "--version",
+        "AWS_REGION",
+        "ECR_REPOSITORY",
+        "ECR_TAG_MUTABILITY",
+        "AWS_ACCOUNT_ID",
+    ):
+        assert part in message
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("true", True), ("FALSE", False), ("1", True), ("off", False)]
+)
+def test_booleans(workdir: Path, text: str, value: bool) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", ECR_SCAN_ON_PUSH=text)
+    assert load_settings(environ={}).scan_on_push is value
+
+
+def test_settings_are_frozen(workdir: Path) -> None:
+    settings = load_settings(environ={"AWS_REGION": "eu-west-1"})
+    with pytest.raises(AttributeError):
+        settings.repository = "other"  # type: ignore[misc]
+
+
+def test_lowercase_enum_values_are_accepted(workdir: Path) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", ECR_TAG_MUTABILITY="mutable")
+    assert load_settings(environ={}).tag_mutability == "MUTABLE"
+
+
+def test_the_shipped_env_example_works_as_is(workdir: Path) -> None:
+    """`cp .env.example .env` leaves optional keys empty: empty means unset, for boto3 too."""
+    root = Path(__file__).resolve().parents[3]
+    (workdir / ".env").write_text((root / ".env.example").read_text())
+    settings = load_settings(environ={}, need_build=True)
+    assert settings.profile is None
+    assert settings.account_id is None
+    assert "AWS_PROFILE" not in settings.aws_env
+    assert all(value.strip() for value in settings.aws_env.values())
+
+    from ecr_release.outside.ecr import connect
+
+    connect(settings)  # no "The config profile () could not be found"
+
+
+def test_an_explicit_env_file_must_exist(workdir: Path) -> None:
+    with pytest.raises(SettingsError, match=r"--env-file 'missing\.env' does not exist"):
+        load_settings(
+            environ={"AWS_REGION": "eu-west-1"}, env_file="missing.env", env_file_required=True
+        )
+
+
+def test_a_dotenv_that_is_not_utf8_is_one_line(workdir: Path) -> None:
+    (workdir / ".env").write_bytes("AWS_REGION=eu-west-1\n".encode("utf-16"))
+    with pytest.raises(SettingsError, match=r"cannot read \.env: .*save it as UTF-8"):
+        load_settings(environ={})
+
+
+@pytest.mark.parametrize(
+    ("mutability", "exclusions", "expected"),
+    [
+        ("IMMUTABLE_WITH_EXCLUSION", "", "needs ECR_TAG_MUTABILITY_EXCLUSIONS"),
+        ("MUTABLE_WITH_EXCLUSION", "bad tag!", "needs ECR_TAG_MUTABILITY_EXCLUSIONS"),
+        ("IMMUTABLE_WITH_EXCLUSION", "a,b,c,d,e,f", "needs ECR_TAG_MUTABILITY_EXCLUSIONS"),
+        ("IMMUTABLE", "latest", "use IMMUTABLE_WITH_EXCLUSION"),
+    ],
+)
+def test_mutability_exclusions_are_checked(
+    workdir: Path, mutability: str, exclusions: str, expected: str
+) -> None:
+    write_env(
+        workdir,
+        AWS_REGION="eu-west-1",
+        ECR_TAG_MUTABILITY=mutability,
+        ECR_TAG_MUTABILITY_EXCLUSIONS=exclusions,
+    )
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(environ={})
+
+
+def test_mutability_exclusions_are_kept(workdir: Path) -> None:
+    write_env(
+        workdir,
+        AWS_REGION="eu-west-1",
+        ECR_TAG_MUTABILITY="IMMUTABLE_WITH_EXCLUSION",
+        ECR_TAG_MUTABILITY_EXCLUSIONS="latest, dev-*",
+    )
+    assert load_settings(environ={}).tag_mutability_exclusions == ("latest", "dev-*")
+
+
+# -- hardening: regions, Docker's name limit, the secret scan's allow list ----------------
+
+
+@pytest.mark.parametrize(
+    "region",
+    [
+        "eu-west-1",
+        "us-gov-west-1",
+        "us-isob-east-1",
+        "ap-southeast-4",
+        "cn-north-1",
+        "il-central-1",
+    ],
+)
+def test_real_region_names_are_accepted(workdir: Path, region: str) -> None:
+    write_env(workdir, AWS_REGION=region)
+    assert load_settings(environ={}).region == region
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "AWS_REGION=sa-east-1#prod",
+            "AWS_REGION 'sa-east-1#prod' is not an AWS region name such as eu-west-1: a '#' "
+            "with no space before it stays in the value",
+        ),
+        ("AWS_REGION=eu west 1", "AWS_REGION 'eu west 1' is not an AWS region name"),
+        ("AWS_REGION=https://ecr.eu-west-1.amazonaws.com", "is not an AWS region name"),
+    ],
+)
+def test_a_malformed_region_is_named_with_its_value(
+    workdir: Path, line: str, expected: str
+) -> None:
+    (workdir / ".env").write_text(line + "\n")
+    with pytest.raises(SettingsError) as err:
+        load_settings(environ={})
+    assert expected in err.value.message
+    assert "AWS_ENDPOINT_URL" not in err.value.message
+
+
+def test_a_malformed_region_from_the_aws_config_says_where_it_came_from(workdir: Path) -> None:
+    with pytest.raises(SettingsError, match="the region from the AWS config 'moon-1'"):
+        load_settings(environ={"AWS_DEFAULT_REGION": "moon-1"})
+
+
+def test_a_repository_docker_cannot_name_is_refused(workdir: Path) -> None:
+    # eu-west-1's host is 44 characters: 210 are left for the repository.
+    write_env(workdir, AWS_REGION="eu-west-1", ECR_REPOSITORY="a" * 210)
+    assert load_settings(environ={}).repository == "a" * 210
+    write_env(workdir, AWS_REGION="eu-west-1", ECR_REPOSITORY="a" * 211)
+    with pytest.raises(SettingsError) as err:
+        load_settings(environ={})
+    assert err.value.message == (
+        "ECR_REPOSITORY is 211 characters: with the registry host "
+        "000000000000.dkr.ecr.eu-west-1.amazonaws.com that makes an image name of 256, and "
+        "Docker allows 255: use at most 210 characters"
+    )
+
+
+def test_the_secret_scan_allow_list_is_read(workdir: Path) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", SECRET_SCAN_ALLOW="fixtures/*.pem, certs/ca.key")
+    assert load_settings(environ={}).secret_scan_allow == ("fixtures/*.pem", "certs/ca.key")
+    assert load_settings(environ={}).warnings == ()
+
+
+# -- release gates and tags -----------------------------------------------------------------
+
+
+def test_gate_and_tag_settings_are_read(workdir: Path) -> None:
+    write_env(
+        workdir,
+        AWS_REGION="eu-west-1",
+        ECR_EXTRA_TAGS="latest, stable,latest",
+        SMOKE_TEST="false",
+        SMOKE_TIMEOUT="90",
+        ECR_EXPIRE_UNTAGGED_DAYS="14",
+    )
+    found = load_settings(environ={})
+    assert found.extra_tags == ("latest", "stable")
+    assert (found.smoke_test, found.smoke_timeout, found.expire_untagged_days) == (False, 90, 14)
+    defaults = load_settings(environ={"AWS_REGION": "eu-west-1"}, root=workdir / "elsewhere")
+    assert (defaults.smoke_test, defaults.smoke_timeout) == (True, 60)
+    assert (defaults.expire_untagged_days, defaults.extra_tags) == (None, ())
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"ECR_EXTRA_TAGS": "latest,-bad"}, "ECR_EXTRA_TAGS (--also-tag) '-bad' is not a valid"),
+        ({"ECR_EXTRA_TAGS": "la test"}, "'la test' is not a valid image tag"),
+        ({"SMOKE_TIMEOUT": "0"}, "SMOKE_TIMEOUT '0' must be a whole number of seconds from 1"),
+        ({"SMOKE_TIMEOUT": "3601"}, "from 1 to 3600"),
+        ({"SMOKE_TIMEOUT": "1.5"}, "must be a whole number"),
+        ({"SMOKE_TEST": "sometimes"}, "SMOKE_TEST 'sometimes' is not a boolean"),
+        ({"ECR_EXPIRE_UNTAGGED_DAYS": "0"}, "ECR_EXPIRE_UNTAGGED_DAYS '0' must be a whole number"),
+        ({"ECR_EXPIRE_UNTAGGED_DAYS": "3651"}, "of days from 1 to 3650"),
+    ],
+)
+def test_bad_gate_and_tag_settings(workdir: Path, values: dict[str, str], expected: str) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", **values)
+    with pytest.raises(SettingsError, match=re.escape(expected)):
+        load_settings(environ={})
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [(None, "--tag is required"), ("", "--tag is required"), ("latest,.x", "--tag '.x'")],
+)
+def test_promote_tags_are_required_and_checked(
+    workdir: Path, tags: str | None, expected: str
+) -> None:
+    with pytest.raises(SettingsError, match=re.escape(expected)):
+        load_settings(
+            {"version": "v1", "tags": tags}, environ={"AWS_REGION": "eu-west-1"}, need_tags=True
+        )
+    found = load_settings(
+        {"version": "v1", "tags": "latest,prod"},
+        environ={"AWS_REGION": "eu-west-1"},
+        need_tags=True,
+    )
+    assert found.tags == ("latest", "prod")
+
+
+def test_an_aws_config_that_is_not_utf8_is_one_line(workdir: Path) -> None:
+    config = workdir / "aws-config"
+    config.write_bytes(b"[default]\nregion = eu-west-1\n# caf\xe9\n")
+    with pytest.raises(SettingsError, match=r"cannot read the AWS config file .*UTF-8"):
+        load_settings(environ={"AWS_CONFIG_FILE": str(config)})

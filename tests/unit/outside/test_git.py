@@ -1,0 +1,64 @@
+"""Git metadata for the labels: a real git checkout in a temp dir, and URL cleaning."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ecr_release.outside.git import Revision, public_url, revision
+
+
+def git(path: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def test_revision_of_a_checkout_names_its_commit_and_a_clean_remote(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "f").write_text("x")
+    git(tmp_path, "add", "f")
+    git(tmp_path, "commit", "-qm", "one")
+    git(tmp_path, "remote", "add", "origin", "https://ci:s3cret@git.example.com/org/widget.git")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    found = revision(sub)
+    assert found == Revision(
+        git(tmp_path, "rev-parse", "HEAD"), "https://git.example.com/org/widget.git"
+    )
+    assert "s3cret" not in repr(found)
+
+
+def test_revision_outside_git_is_unknown(tmp_path: Path) -> None:
+    assert revision(tmp_path) == Revision(None, None)
+
+
+def test_revision_without_git_on_path_is_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert revision(tmp_path) == Revision(None, None)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://x-access-token:ghp_abc@github.com/org/r.git", "https://github.com/org/r.git"),
+        ("https://github.com/org/r.git?token=abc#frag", "https://github.com/org/r.git"),
+        ("ssh://git@host.example:2222/org/r.git", "ssh://host.example:2222/org/r.git"),
+        ("git@github.com:org/r.git", "git@github.com:org/r.git"),
+        ("file:///srv/git/r.git", None),
+        ("ssh://git@github.com:org/repo.git", None),  # scp syntax in a URL: no port
+        ("/srv/git/r.git", None),
+        ("../r", None),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_public_url_never_carries_credentials(url: str | None, shown: str | None) -> None:
+    assert public_url(url) == shown
