@@ -11,6 +11,7 @@ a non-zero code, no traceback. Importing it imports neither boto3 nor botocore.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json as json_module
 import logging
 import os
@@ -150,9 +151,14 @@ def make_release(
     **options: Any,
 ) -> Release:
     """The one place the collaborators are wired: the real ones unless a test hands in
-    fakes for an outside system. A dry run gets a planning runner and a read-only ECR.
-    ``out`` is where docker's progress goes (stdout, or stderr when stdout carries JSON)."""
+    fakes for an outside system. The dry run is chosen here, once (as chalice's
+    ``create_plan_only_deployer`` does): a planning docker runner, a read-only ECR, registry
+    and local state, a ``PlanningPublished`` and a smoke test that is a plan line. The
+    steps never ask which kind of run it is. ``out`` is where docker's progress goes
+    (stdout, or stderr when stdout carries JSON)."""
+    from ..flows.published import PlanningPublished, Published
     from ..flows.release import Clock, Release, announce
+    from ..flows.smoke import plan_smoke_test
     from ..outside import ecr
     from ..outside.docker import Docker, PlanningRunner, SubprocessRunner
     from ..outside.localstate import LocalState, StoredLogins, cache_dir
@@ -165,21 +171,27 @@ def make_release(
     docker = Docker(PlanningRunner(runner) if dry_run else runner, environ=environ)
     state = LocalState(cache_dir(environ), read_only=dry_run)
     known = StoredLogins(state.logins, ecr.aws_identity(settings, environ), docker, clock.now)
+    access = ecr.EcrAccess(
+        lambda: (connect or ecr.connect)(settings, kind),
+        registry_for or (lambda auth: (PlanningRegistry if dry_run else Registry)(*_login(auth))),
+        account_id=settings.account_id,
+        known=known,
+    )
+    progress = _quiet if dry_run else announce
+    published = (PlanningPublished if dry_run else Published)(settings, access, docker, progress)
+    smoke: Callable[[str], object] = (
+        functools.partial(plan_smoke_test, timeout=settings.smoke_timeout)
+        if dry_run
+        else functools.partial(
+            docker.smoke_test,
+            timeout=settings.smoke_timeout,
+            clock=clock.monotonic,
+            sleep=clock.sleep,
+        )
+    )
+
     return Release(
-        settings,
-        docker,
-        ecr.EcrAccess(
-            lambda: (connect or ecr.connect)(settings, kind),
-            registry_for
-            or (lambda auth: (PlanningRegistry if dry_run else Registry)(*_login(auth))),
-            account_id=settings.account_id,
-            known=known,
-        ),
-        state,
-        clock=clock,
-        progress=_quiet if dry_run else announce,
-        dry_run=dry_run,
-        **options,
+        settings, docker, access, state, published, smoke, clock=clock, progress=progress, **options
     )
 
 

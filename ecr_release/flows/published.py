@@ -5,7 +5,10 @@ beside a version.
 Every question goes to the registry through ``EcrAccess.read`` (docker's stored login
 when it still works, a token otherwise). The ECR API is asked only what the registry
 cannot tell: whether a repository nothing was pushed to exists, and its tag mutability.
-In a dry run the registry is a ``PlanningRegistry``: it shows the tags it would put.
+A dry run is wired with :class:`PlanningPublished` (and a ``PlanningRegistry``, which
+shows the tags it would put): it reads like the real one, says in plan lines what it
+cannot know, and verifies nothing, since nothing was pushed. Nothing here asks which
+kind of run this is.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from ..errors import AwsError, RegistryAuthError, RegistryError, SettingsError
+from ..errors import AwsError, DockerError, RegistryAuthError, RegistryError, SettingsError
 from ..model.fingerprint import Fingerprint
 from ..model.inputs import judge, same_image
 from ..model.settings import Settings
@@ -23,6 +26,9 @@ from ..outside.ecr import EcrAccess
 from ..outside.registry import Manifest, RawManifest
 
 log = logging.getLogger("ecr_release")
+
+# What a dry run reports as the digest: nothing was pushed.
+DRY_RUN_DIGEST = "(dry-run)"
 
 
 class Published:
@@ -34,15 +40,16 @@ class Published:
         ecr: EcrAccess,
         docker: Docker,
         progress: Callable[[str], None],
-        *,
-        dry_run: bool = False,
     ) -> None:
         self.settings = settings
         self.ecr = ecr
         self.docker = docker
         self._progress = progress
-        self._dry_run = dry_run
         self.repository_known = False  # the registry (or the ECR API) said it exists
+        self._tags: list[str] | None = None  # its tags, when the registry listed them
+
+    # What the summary says of the run: this one changes things.
+    plan_only = False
 
     @property
     def name(self) -> str:
@@ -90,11 +97,19 @@ class Published:
         """
         name = self.name
         try:
-            known = self.ecr.registry().repository_exists(name)
+            self._tags = self.ecr.registry().tags(name)
         except RegistryAuthError:
-            known = False
-        self.repository_known = known
-        return known
+            self._tags = None
+        self.repository_known = self._tags is not None
+        return self.repository_known
+
+    def is_empty(self) -> bool:
+        """Does the repository hold no tag? (Asked of the registry: the ECR API's view may
+        lag behind it, and moto's knows nothing of pushes.)"""
+        if self._tags is None:
+            name = self.name
+            self._tags = self.ecr.read(lambda registry: registry.tags(name)) or []
+        return not self._tags
 
     def require_repository(self) -> None:
         """For tag and push alone: the repository must exist (the registry first, then the
@@ -109,9 +124,19 @@ class Published:
             )
         self.repository_known = True
 
-    def verify(self, version: str, pushed_digest: str, local: str) -> str:
+    def may_skip_describe(self) -> bool:
+        """May ensure-repo skip ``DescribeRepositories``? Yes when the registry already said
+        the repository exists and no ECR client was made yet (so boto3 is never imported).
+        Not when a lifecycle policy is configured and the repository holds nothing yet:
+        ensure-repo then puts a policy that its creation may have failed to put."""
+        lifecycle_pending = self.settings.expire_untagged_days is not None and not self._tags
+        return self.repository_known and not self.ecr.connected and not lifecycle_pending
+
+    def verify(self, version: str, pushed_digest: str | None, local: str) -> str:
         """Read the tag back: it must name the pushed manifest, whose config is our image."""
         name = self.name
+        if pushed_digest is None:
+            raise DockerError(f"docker push {local} reported no digest; check the registry")
         manifest = self.ecr.read(lambda registry: registry.manifest(name, version))
         if manifest is None:
             raise RegistryError(
@@ -145,15 +170,18 @@ class Published:
         for tag in self.tags_to_put(tags, digest):
             self._progress(f"tag {name}:{tag} -> {version} ({digest})")
             self._put(tag, raw)
-        for tag in tags if not self._dry_run else ():
+        self._verify_tags(version, tags, digest)
+        return digest
+
+    def _verify_tags(self, version: str, tags: Sequence[str], digest: str) -> None:
+        for tag in tags:
             now = self._digest_of(tag)
             if now != digest:
                 raise RegistryError(
                     f"verification failed: tag {tag} resolves to {now or 'nothing'}, "
                     f"not {version} ({digest})"
                 )
-            log.info("verified %s:%s -> %s", name, tag, digest)
-        return digest
+            log.info("verified %s:%s -> %s", self.name, tag, digest)
 
     def tags_to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
         """The tags to put to point at ``digest`` (None: a release not pushed yet); refuses,
@@ -178,3 +206,44 @@ class Published:
         name = self.name
         manifest = self.ecr.read(lambda registry: registry.manifest(name, tag))
         return manifest.digest if manifest else None
+
+
+class PlanningPublished(Published):
+    """A dry run's view of the repository: the same reads, plan lines where the real run
+    would act or where the registry cannot be asked, and no verification (nothing was
+    pushed, no tag was put)."""
+
+    plan_only = True
+
+    def identical_release(
+        self, version: str, mine: Fingerprint | None, local: str
+    ) -> Manifest | None:
+        where = self.settings.remote_image(self.ecr.host(), version)
+        try:
+            existing = super().identical_release(version, mine, local)
+        except RegistryError as exc:
+            log.info("[dry-run] check: could not ask the registry about %s (%s)", where, exc)
+            self._unreachable = True
+            return None
+        if existing is None:
+            log.info("[dry-run] check: %s is not released yet", where)
+        return existing
+
+    _unreachable = False
+
+    def knows_repository(self) -> bool:
+        return False if self._unreachable else super().knows_repository()
+
+    def may_skip_describe(self) -> bool:
+        return False  # the plan shows what ensure-repo would do
+
+    def tags_to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
+        if self._unreachable:
+            return list(tags)  # the plan cannot tell which are in place already
+        return super().tags_to_put(tags, digest)
+
+    def verify(self, version: str, pushed_digest: str | None, local: str) -> str:
+        return DRY_RUN_DIGEST
+
+    def _verify_tags(self, version: str, tags: Sequence[str], digest: str) -> None:
+        """Nothing was put: nothing to read back."""

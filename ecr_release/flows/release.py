@@ -1,14 +1,26 @@
-"""The release sequence: build, ensure-repo, login, tag, push, each runnable alone.
+"""The release pipeline. ``inv release --version V`` runs these stages, in order, under
+the machine's lock for the repository, and stops at the first failure:
 
-``Release`` is a short sequence over collaborators handed in: the Docker CLI,
-the run's ECR access (client, token, registry), what the registry holds of the
-repository (``Published``: identical releases, verification, tags), this machine's
-state (login records, locks) and the checkout's git revision. A released tag is
-never overwritten, and what was pushed is read back and verified. A dry run is a
-wiring choice (see ``cli.make_release``): a docker runner that shows commands, a
-read-only ECR and registry; only the registry check and the verification after a
-push, where a plan really says something else, branch on it. Output to the person
-goes through ``logging``.
+1. **check**: docker answers; the inputs are gathered (the build context is scanned
+   for secrets and digested, the base images resolved) into a fingerprint; the
+   registry is asked whether V exists. Released from the same inputs: done, nothing
+   else runs (a rerun only finishes ``--also-tag``). From other inputs: refused.
+2. **build**: ``docker build`` with the labels that carry the fingerprint.
+3. **smoke-test**: the image runs once on this machine (``flows.smoke``).
+4. **ensure-repo**: the repository is described, and created when missing.
+5. **login**: ``docker login`` with a fresh token, unless a valid login exists.
+6. **tag**: ``docker tag`` to ``HOST/REPOSITORY:V``.
+7. **push**: ``docker push`` (transient failures retried), then the tag is read back
+   from the registry and verified against the local image.
+8. **also-tag**: the ``--also-tag`` tags are put on the registry side (``promote``).
+
+Each stage is also a task of its own (``build``, ``ensure-repo``, ...). ``Release``
+is a short sequence over collaborators handed in by ``cli.session.make_release``: the
+Docker CLI, the run's ECR access (client, token, registry), what the registry holds of
+the repository (``Published``), the smoke test, this machine's state (login records,
+locks) and the checkout's git revision. A dry run is chosen there, once: its
+collaborators plan instead of acting, and no stage asks which kind of run it is.
+Output to the person goes through ``logging``.
 """
 
 from __future__ import annotations
@@ -21,20 +33,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import DockerError, RegistryError, SettingsError
+from ..errors import DockerError, SettingsError
 from ..model.fingerprint import Fingerprint
 from ..model.inputs import BuildInputs, gather
 from ..model.settings import Settings, reference_name_problem
 from ..outside import git as gitinfo
 from ..outside.docker import Docker, push_with_retries
-from ..outside.ecr import EcrAccess, Repository, RepositoryConfig
+from ..outside.ecr import (
+    EcrAccess,
+    Repository,
+    RepositoryConfig,
+    lifecycle_drift,
+    lifecycle_policy,
+)
 from ..outside.localstate import LocalState
 from ..outside.registry import Manifest
 from .published import Published
 
 log = logging.getLogger("ecr_release")
-
-DRY_RUN_DIGEST = "(dry-run)"
 
 
 @dataclass(frozen=True)
@@ -81,18 +97,19 @@ class Release:
         docker: Docker,
         ecr: EcrAccess,
         state: LocalState,
+        published: Published,
+        smoke: Callable[[str], object],
         *,
         revision: Callable[[Path], gitinfo.Revision] = gitinfo.revision,
         clock: Clock = Clock(),
         progress: Callable[[str], None] = announce,
-        dry_run: bool = False,
     ) -> None:
         self.settings = settings
         self.docker = docker
         self.ecr = ecr
         self.state = state
-        self.dry_run = dry_run
-        self.published = Published(settings, ecr, docker, progress, dry_run=dry_run)
+        self.published = published
+        self._smoke = smoke
         self._revision = revision
         self._clock = clock
         self._progress = progress
@@ -123,7 +140,7 @@ class Release:
         else:
             drift = repository.drift(config)
             days = config.expire_untagged_days
-            if days is not None and (lifecycle := self.ecr.api.lifecycle_drift(name, days)):
+            if days is not None and (lifecycle := self._lifecycle(name, days)):
                 drift.append(lifecycle)
             for line in drift:
                 log.warning("warning: repository %s: %s (left unchanged)", name, line)
@@ -144,6 +161,19 @@ class Release:
         self.docker.login(auth.host, auth.username, auth.password)
         self.state.logins.record(config.directory, auth.host, auth.expires_at)
         return auth.host
+
+    def _lifecycle(self, name: str, days: int) -> str | None:
+        """An existing repository's lifecycle drift, to warn about. An empty repository with
+        no policy gets the configured one: that is a creation whose ``PutLifecyclePolicy``
+        failed (the run stopped there), finished now, and nothing is in it to expire."""
+        found = self.ecr.api.lifecycle_policy(name)
+        if found is None and self.published.is_empty():
+            self.ecr.api.put_lifecycle_policy(name, lifecycle_policy(days))
+            log.info(
+                "put the lifecycle policy of %s (untagged images expire after %d days)", name, days
+            )
+            return None
+        return lifecycle_drift(found, days)
 
     def tag(self, version: str) -> str:
         """``docker tag IMAGE_NAME:version HOST/REPOSITORY:version``; return the target."""
@@ -188,9 +218,9 @@ class Release:
                 self.build(version)
             if self.settings.smoke_test:
                 with timer.step("smoke-test"):
-                    self._smoke_test(version)
+                    self._smoke(self.settings.image(version))
             with timer.step("ensure-repo"):
-                if self.published.repository_known and not self.ecr.connected and not self.dry_run:
+                if self.published.may_skip_describe():
                     log.info("repository %s is in the registry already", self.settings.repository)
                 else:
                     self.ensure_repo()
@@ -221,38 +251,12 @@ class Release:
         problem = reference_name_problem(self.ecr.host(), self.settings.repository)
         if problem:
             raise SettingsError(problem)
-        where = self.settings.remote_image(self.ecr.host(), version)
-        try:
-            existing = self.published.identical_release(version, mine, local)
-            if existing is None:
-                self.published.knows_repository()  # then ensure-repo need not ask the ECR API
-        except RegistryError as exc:
-            if not self.dry_run:
-                raise
-            log.info("[dry-run] check: could not ask the registry about %s (%s)", where, exc)
-            return None
-        if existing is None and self.dry_run:
-            log.info("[dry-run] check: %s is not released yet", where)
+        existing = self.published.identical_release(version, mine, local)
+        if existing is None:
+            self.published.knows_repository()  # then ensure-repo need not ask the ECR API
         if existing is None and self.settings.extra_tags:
             self.published.tags_to_put(self.settings.extra_tags, None)  # may they move?
         return existing
-
-    def _smoke_test(self, version: str) -> None:
-        """Run the built image once before it is pushed (a released version is final)."""
-        image = self.settings.image(version)
-        if self.dry_run:  # the planning runner would only show `docker run`: say what it does
-            log.info(
-                "[dry-run] smoke-test: docker run -d --network none %s until its HEALTHCHECK "
-                "passes (or it keeps running 3 s), within %.0f s; then remove it",
-                *(image, self.settings.smoke_timeout),
-            )
-            return
-        self.docker.smoke_test(
-            image,
-            timeout=self.settings.smoke_timeout,
-            clock=self._clock.monotonic,
-            sleep=self._clock.sleep,
-        )
 
     def _push_verified(self, version: str) -> str:
         reference = self.remote_ref(version)
@@ -260,10 +264,6 @@ class Release:
         digest = push_with_retries(
             self.docker, reference, relogin=self._relogin, sleep=self._clock.sleep
         )
-        if self.dry_run:
-            return DRY_RUN_DIGEST  # nothing was pushed: nothing to verify
-        if digest is None:
-            raise DockerError(f"docker push {reference} reported no digest; check the registry")
         return self.published.verify(version, digest, reference)
 
     def _relogin(self) -> None:
@@ -301,7 +301,7 @@ class Release:
             registry=host,
             timings=timer.timings,
             already_released=already_released,
-            dry_run=self.dry_run,
+            dry_run=self.published.plan_only,
             fingerprint=fingerprint,
             extra_tags=extra_tags,
         )

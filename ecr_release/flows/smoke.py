@@ -431,3 +431,13 @@ def _last_json(output: str) -> object:
 def _clip(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 3] + "..."
+
+
+def plan_smoke_test(image: str, *, timeout: float) -> None:
+    """A dry run's smoke test: what it would do, as a plan line (nothing is run)."""
+    log.info(
+        "[dry-run] smoke-test: docker run -d --network none %s until its HEALTHCHECK "
+        "passes (or it keeps running 3 s), within %.0f s; then remove it",
+        image,
+        timeout,
+    )

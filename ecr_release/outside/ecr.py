@@ -78,6 +78,20 @@ def lifecycle_policy(days: int) -> str:
     return json.dumps({"rules": [rule]})
 
 
+def lifecycle_drift(found: str | None, days: int) -> str | None:
+    """How a lifecycle policy's text (None: the repository has none) differs from
+    ``days``; None when it does not."""
+    if found is None:
+        return f"has no lifecycle policy, configured ECR_EXPIRE_UNTAGGED_DAYS={days}"
+    try:
+        same = json.loads(found).get("rules") == json.loads(lifecycle_policy(days))["rules"]
+    except (ValueError, AttributeError):
+        same = False
+    if same:
+        return None
+    return f"has another lifecycle policy than ECR_EXPIRE_UNTAGGED_DAYS={days}"
+
+
 def tag_is_mutable(mutability: str, exclusions: Sequence[str], tag: str) -> bool:
     """May this tag move to another image? ``*_WITH_EXCLUSION`` filters (``*`` wildcards)
     name the tags that behave the other way."""
@@ -217,16 +231,7 @@ class Ecr:
 
     def lifecycle_drift(self, name: str, days: int) -> str | None:
         """How the repository's lifecycle policy differs from ``days`` (None: it does not)."""
-        found = self.lifecycle_policy(name)
-        if found is None:
-            return f"has no lifecycle policy, configured ECR_EXPIRE_UNTAGGED_DAYS={days}"
-        try:
-            same = json.loads(found).get("rules") == json.loads(lifecycle_policy(days))["rules"]
-        except (ValueError, AttributeError):
-            same = False
-        if same:
-            return None
-        return f"has another lifecycle policy than ECR_EXPIRE_UNTAGGED_DAYS={days}"
+        return lifecycle_drift(self.lifecycle_policy(name), days)
 
     def authorization(self) -> Authorization:
         """A fresh registry login. The host comes from ``proxyEndpoint``, never a template."""
@@ -243,7 +248,11 @@ class Ecr:
 
 
 class PlanningEcr(Ecr):
-    """A dry run's ECR: it reads for real and shows the repository it would create."""
+    """A dry run's ECR: it reads for real and shows the repository (and policy) it would
+    create."""
+
+    def put_lifecycle_policy(self, name: str, text: str) -> None:
+        log.info("[dry-run] ensure-repo: ecr:PutLifecyclePolicy(%s, %s)", name, text)
 
     def __init__(self, client: ECRClient) -> None:
         super().__init__(client)
@@ -262,8 +271,7 @@ class PlanningEcr(Ecr):
             return found, False
         log.info("[dry-run] ensure-repo: ecr:CreateRepository(%s)", config.create_kwargs(name))
         if config.expire_untagged_days is not None:
-            text = lifecycle_policy(config.expire_untagged_days)
-            log.info("[dry-run] ensure-repo: ecr:PutLifecyclePolicy(%s, %s)", name, text)
+            self.put_lifecycle_policy(name, lifecycle_policy(config.expire_untagged_days))
         # What the repository will be: its host is the registry the token names.
         would_be = Repository(
             name=name,

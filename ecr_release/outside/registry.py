@@ -203,10 +203,27 @@ class Registry:
             reason = getattr(exc, "reason", exc)
             raise RegistryError(f"cannot reach registry {self.host}: {reason}") from exc
 
+    def tags(self, repository: str) -> list[str] | None:
+        """The repository's tags (``GET /v2/<name>/tags/list``); None when the registry does
+        not know the repository (a 404 ``NAME_UNKNOWN``, on ECR and on CNCF distribution
+        alike; distribution also says so of a repository nothing was pushed to)."""
+        answer = self._get(f"/v2/{repository}/tags/list", "application/json", repository)
+        if answer is None:
+            return None
+        try:
+            data = json.loads(answer[1])
+        except (ValueError, RecursionError):
+            data = None
+        found = data.get("tags") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(found, list | None):
+            raise RegistryError(
+                f"registry {self.host} answered a tag list for {repository} that is not one"
+            )
+        return [str(tag) for tag in found or ()]
+
     def repository_exists(self, repository: str) -> bool:
-        """Does the registry know the repository? (``GET /v2/<name>/tags/list``: a missing
-        one is a 404 ``NAME_UNKNOWN``, on ECR and on CNCF distribution alike.)"""
-        return self._get(f"/v2/{repository}/tags/list", "application/json", repository) is not None
+        """Does the registry know the repository? (See :meth:`tags`.)"""
+        return self.tags(repository) is not None
 
     def image_config(self, repository: str, digest: str) -> dict[str, Any]:
         """The image config blob (``GET /v2/<name>/blobs/<digest>``), checked against its digest.

@@ -54,6 +54,7 @@ class FakeRegistry:
         self.puts: list[tuple[str, str]] = []  # tags put on the registry side
         self.list_denied = False
         self.put_fails = False
+        self.empty: set[str] = set()  # repositories that ECR knows with no tag in them
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         return self.manifests.get((repository, reference))
@@ -61,10 +62,11 @@ class FakeRegistry:
     def labels(self, repository: str, config_digest: str) -> dict[str, str]:
         return self.configs.get(config_digest, {})
 
-    def repository_exists(self, repository: str) -> bool:
+    def tags(self, repository: str) -> list[str] | None:
         if self.list_denied:  # an identity without ecr:ListImages
             raise RegistryAuthError("registry refused the login token (HTTP 403)")
-        return any(name == repository for name, _ in self.manifests)
+        found = [tag for name, tag in self.manifests if name == repository]
+        return found or (None if repository not in self.empty else [])
 
     def raw_manifest(self, repository: str, reference: str) -> RawManifest | None:
         found = self.manifests.get((repository, reference))
@@ -1036,11 +1038,55 @@ def test_lifecycle_drift_is_warned_about_and_left_alone(
 ) -> None:
     _repo(aws, "IMMUTABLE")
     world = make_world(expire_untagged_days=14)
+    # The repository holds a release: it is in use, and its policy is its owner's choice.
+    world.registry.manifests[("widget-server", "v0")] = Manifest("sha256:" + "0" * 64, None, "")
     with caplog.at_level(logging.WARNING, logger="ecr_release"):
         world.release.ensure_repo()
     assert "has no lifecycle policy, configured ECR_EXPIRE_UNTAGGED_DAYS=14 (left unchanged)" in (
         caplog.text
     )
+    assert Ecr(aws).lifecycle_policy("widget-server") is None
+
+
+@pytest.mark.parametrize("registry_knows_it", [True, False])
+def test_a_lifecycle_policy_that_failed_at_creation_is_put_by_the_next_run(
+    make_world: Callable[..., World],
+    aws: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    registry_knows_it: bool,
+) -> None:
+    def refused(self: Ecr, name: str, text: str) -> None:
+        raise AwsError("AWS denied ecr:PutLifecyclePolicy: not allowed")
+
+    world = make_world(expire_untagged_days=14)
+    with monkeypatch.context() as patch:
+        patch.setattr(Ecr, "put_lifecycle_policy", refused)
+        with pytest.raises(AwsError, match="PutLifecyclePolicy"):
+            world.release.release("v1")
+    assert repo_names(aws) == ["widget-server"]
+    assert Ecr(aws).lifecycle_policy("widget-server") is None
+    assert world.docker.verbs() == ["build"]  # stopped at ensure-repo: nothing pushed
+    if registry_knows_it:  # ECR lists an empty repository; distribution does not
+        world.registry.empty.add("widget-server")
+
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        world.rerun().release("v1")
+    policy = Ecr(aws).lifecycle_policy("widget-server")
+    assert policy is not None and json.loads(policy)["rules"][0]["selection"]["countNumber"] == 14
+    assert "put the lifecycle policy of widget-server" in caplog.text
+    assert "left unchanged" not in caplog.text
+    assert ("widget-server", "v1") in world.registry.manifests
+
+
+def test_a_dry_run_shows_the_lifecycle_policy_it_would_finish(
+    make_world: Callable[..., World], aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _repo(aws, "IMMUTABLE")
+    world = make_world(dry_run=True, expire_untagged_days=14)
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        world.release.release("v1")
+    assert "[dry-run] ensure-repo: ecr:PutLifecyclePolicy(widget-server" in caplog.text
     assert Ecr(aws).lifecycle_policy("widget-server") is None
 
 
@@ -1149,3 +1195,19 @@ def test_also_tag_is_finished_by_a_rerun(make_world: Callable[..., World], aws: 
     again = world.rerun().release("v1")
     assert again.already_released and again.tags == ["v1", "latest"]
     assert world.registry.manifests[("widget-server", "latest")].digest == again.digest
+
+
+def test_no_stage_asks_whether_this_is_a_dry_run() -> None:
+    """The dry run is a wiring choice (cli.session.make_release): the stages and the
+    repository's view never branch on it; only the summary says which kind of run it was."""
+    import inspect
+
+    from ecr_release.flows.published import Published
+
+    assert "dry_run" not in inspect.getsource(Published)
+    stages = [
+        inspect.getsource(member)
+        for name, member in vars(Release).items()
+        if inspect.isfunction(member) and name != "_summary"
+    ]
+    assert stages and not any("dry_run" in source or "dry-run" in source for source in stages)

@@ -182,6 +182,14 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[1] == "s3":  # a pre-signed S3 URL: anyone holding it may read
             self._reply(200, {}, CONFIG)
             return
+        if parts[-2:] == ["tags", "list"]:  # /v2/<repo>/tags/list
+            repo = "/".join(parts[2:-2])
+            bodies = {"app": b'{"name": "app", "tags": ["v1"]}', "emptyrepo": b'{"tags": null}'}
+            bodies["notobject"] = b"[1, 2]"
+            found = bodies.get(repo)
+            code = b'{"errors":[{"code":"NAME_UNKNOWN"}]}'
+            self._reply(200 if found else 404, {}, found or code)
+            return
         if parts[-2] == "blobs":  # /v2/<repo>/blobs/<digest>
             self._blob("/".join(parts[2:-2]), parts[-1])
             return
@@ -535,3 +543,12 @@ def test_an_index_lists_its_image_manifests_without_attestations() -> None:
     ).encode()
     manifest = _parse_manifest(body, MANIFEST_SHA, "", lambda problem: RegistryError(problem))
     assert manifest.config_digest is None and manifest.images == (image,)
+
+
+def test_tags_lists_a_repository_and_none_is_unknown(registry: Registry) -> None:
+    assert registry.tags("app") == ["v1"]
+    assert registry.tags("emptyrepo") == []
+    assert registry.tags("missing") is None
+    assert registry.repository_exists("app") and not registry.repository_exists("missing")
+    with pytest.raises(RegistryError, match="tag list for notobject that is not one"):
+        registry.tags("notobject")
