@@ -6,40 +6,53 @@ from invoke import Collection, task
 
 from ecr_release.cli.session import Flags, flag_help, run_doctor, session, show_config
 
+# Every task takes the shared flags (repository, region, profile: the settings declared
+# with a shared flag in ecr_release/model/settings.py) and env_file.
+
 
 @task(help=flag_help("version"))
 def build(c, version=None, repository=None, region=None, profile=None, env_file=None):
     """Build IMAGE_NAME:VERSION from the Dockerfile, with OCI labels."""
-    with session(c, "build", Flags(repository, region, profile, env_file), version=version) as run:
+    flags = Flags(
+        version=version, repository=repository, region=region, profile=profile, env_file=env_file
+    )
+    with session(c, "build", flags) as run:
         print(f"built {run.steps.build(version)}")
 
 
 @task(help=flag_help())
 def ensure_repo(c, repository=None, region=None, profile=None, env_file=None):
     """Create the ECR repository if it is missing; print its URI."""
-    with session(c, "ensure-repo", Flags(repository, region, profile, env_file)) as run:
+    flags = Flags(repository=repository, region=region, profile=profile, env_file=env_file)
+    with session(c, "ensure-repo", flags) as run:
         print(run.steps.ensure_repo().uri)
 
 
 @task(help=flag_help("force"))
 def login(c, force=False, repository=None, region=None, profile=None, env_file=None):
     """Log docker in to the ECR registry with a fresh token (password on stdin)."""
-    with session(c, "login", Flags(repository, region, profile, env_file)) as run:
+    flags = Flags(repository=repository, region=region, profile=profile, env_file=env_file)
+    with session(c, "login", flags) as run:
         print(f"logged in to {run.steps.login(force=force)}")
 
 
 @task(help=flag_help("version"))
 def tag(c, version=None, repository=None, region=None, profile=None, env_file=None):
     """Tag IMAGE_NAME:VERSION as REGISTRY/ECR_REPOSITORY:VERSION."""
-    with session(c, "tag", Flags(repository, region, profile, env_file), version=version) as run:
+    flags = Flags(
+        version=version, repository=repository, region=region, profile=profile, env_file=env_file
+    )
+    with session(c, "tag", flags) as run:
         print(run.steps.tag(version))
 
 
 @task(help=flag_help("version", "json"))
 def push(c, version=None, json=False, repository=None, region=None, profile=None, env_file=None):
     """Push REGISTRY/ECR_REPOSITORY:VERSION, verify it and print its digest."""
-    flags = Flags(repository, region, profile, env_file)
-    with session(c, "push", flags, version=version, json=json) as run:
+    flags = Flags(
+        version=version, repository=repository, region=region, profile=profile, env_file=env_file
+    )
+    with session(c, "push", flags, json=json) as run:
         run.report(run.steps.push(version))
 
 
@@ -57,18 +70,31 @@ def release(
     env_file=None,
 ):
     """Build, smoke-test, ensure-repo, login, tag and push VERSION, then verify it."""
-    flags = Flags(repository, region, profile, env_file)
-    own = {"ECR_EXTRA_TAGS": also_tag, "SMOKE_TEST": "false" if no_smoke else None}
-    options = {"version": version, "dry_run": dry_run, "json": json, "overrides": own}
-    with session(c, "release", flags, **options) as run:
+    flags = Flags(
+        version=version,
+        also_tag=also_tag,
+        no_smoke=no_smoke,
+        repository=repository,
+        region=region,
+        profile=profile,
+        env_file=env_file,
+    )
+    with session(c, "release", flags, dry_run=dry_run, json=json) as run:
         run.report(run.steps.release(version))
 
 
 @task(help=flag_help("version", "tag"))
 def promote(c, version=None, tag=None, repository=None, region=None, profile=None, env_file=None):
     """Point moving tags (latest, prod) at a released VERSION, on the registry side."""
-    flags = Flags(repository, region, profile, env_file)
-    with session(c, "promote", flags, version=version, overrides={"tags": tag}) as run:
+    flags = Flags(
+        version=version,
+        tag=tag,
+        repository=repository,
+        region=region,
+        profile=profile,
+        env_file=env_file,
+    )
+    with session(c, "promote", flags) as run:
         digest = run.steps.promote(version, run.steps.settings.tags)
         for name in run.steps.settings.tags:
             print(f"{name} -> {version} ({digest})")
@@ -77,13 +103,15 @@ def promote(c, version=None, tag=None, repository=None, region=None, profile=Non
 @task(help=flag_help("json"))
 def config(c, json=False, repository=None, region=None, profile=None, env_file=None):
     """Show every setting, its value and where it comes from (secrets masked)."""
-    show_config(c, Flags(repository, region, profile, env_file), json=json)
+    flags = Flags(repository=repository, region=region, profile=profile, env_file=env_file)
+    show_config(c, flags, json=json)
 
 
 @task(help=flag_help())
 def doctor(c, repository=None, region=None, profile=None, env_file=None):
     """Check Docker, the settings, AWS and the registry, one line each; change nothing."""
-    run_doctor(c, Flags(repository, region, profile, env_file))
+    flags = Flags(repository=repository, region=region, profile=profile, env_file=env_file)
+    run_doctor(c, flags)
 
 
 ns = Collection(build, ensure_repo, login, tag, push, release, promote, config, doctor)

@@ -4,8 +4,8 @@ Prints figures; asserts nothing (timing asserts flake on a busy machine). Run:
 
     uv run python -m benchmarks.startup [--runs N]
 
-`inv --list` and `inv --help release` must not import boto3/botocore: the
-figures show the modules loaded and the median wall time of each command.
+`inv --list` and `inv --help release` must not import boto3, botocore or dotenv:
+the figures show the modules loaded and the median wall time of each command.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ try:
 except SystemExit:
     pass
 elapsed = time.perf_counter() - start
-heavy = sorted({{m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("boto3", "botocore")}})
+top = {{m.split(".")[0] for m in sys.modules}}
+heavy = sorted(top & {{"boto3", "botocore", "dotenv"}})
 print("PROBE", len(sys.modules), elapsed, ",".join(heavy) or "-", file=sys.stderr)
 """
 
@@ -57,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     runs = parser.parse_args().runs
-    print(f"{'command':<28} {'median':>8} {'min':>8} {'modules':>8}  boto loaded")
+    print(f"{'command':<28} {'median':>8} {'min':>8} {'modules':>8}  heavy loaded")
     for argv in (["--list"], ["--help", "release"]):
         times = wall(argv, runs)
         modules, _, heavy = probe(argv)

@@ -1,26 +1,25 @@
 """``inv config``: every setting the suite reads, its value and where it came from.
 
-Sources, in precedence order: a task ``flag``, the ``environment``, ``.env``, the
-suite's ``default``, or, for the region only, the ``AWS config`` (``AWS_DEFAULT_REGION``
-or the profile's ``region``). The standard AWS variables that are set are listed too,
-since boto3 reads them. Values of secret-looking keys are shown as ``***``; keys in
-``.env`` that the suite does not know are listed; then the same validation as
-``release`` says whether the settings are usable. It reads; it changes nothing.
+The settings are the declared ones (``model/settings.py``), in their order. Sources,
+in precedence order: a task ``flag``, the ``environment``, ``.env``, the suite's
+``default``, or, for the region only, the ``AWS config`` (``AWS_DEFAULT_REGION`` or the
+profile's ``region``). The standard AWS variables that are set are listed too, since
+boto3 reads them. Values are shown as ``model/masking.py`` allows (secrets as
+``***``); keys in ``.env`` that the suite does not know are listed; then the same
+validation as ``release`` says whether the settings are usable. It reads; it changes
+nothing.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError
-from ..model.settings import _OWN_AWS_KEYS, KEYS, Sources, _region_from_aws_config, load_settings
-
-MASK = "***"
-_SECRET_KEY = re.compile(r"SECRET|TOKEN|PASSWORD", re.IGNORECASE)
+from ..model.masking import shown
+from ..model.settings import KEYS, Sources, is_boto3_variable, load_settings
 
 
 @dataclass(frozen=True)
@@ -65,15 +64,6 @@ class ConfigView:
         return "\n".join(rows)
 
 
-# Keys whose name says SECRET but whose value is not one.
-_NOT_SECRET = {"SECRET_SCAN_ALLOW"}
-_USERINFO = re.compile(r"(://)[^/@\s]+@")
-
-
-def is_secret(key: str) -> bool:
-    return key not in _NOT_SECRET and bool(_SECRET_KEY.search(key))
-
-
 def view(
     flags: Mapping[str, str | None],
     *,
@@ -87,39 +77,23 @@ def view(
     src = Sources.read(flags, environ, Path(env_file), root, env_file_required=env_file_required)
     lines: list[Line] = []
     for key in KEYS:
-        value, source = src.lookup(key)
-        if key == "AWS_REGION" and value is None:
-            value = _region_from_aws_config({**src.aws_env, **environ}, src.get("AWS_PROFILE"))
-            source = "AWS config" if value else None
-        elif key == "IMAGE_NAME" and value is None:
-            value, source = src.get("ECR_REPOSITORY"), "default: ECR_REPOSITORY"
-        lines.append(Line(key, _shown(key, value), source))
+        value, source = src.found(key)
+        lines.append(Line(key, shown(key, value), source))
     for key in sorted({*environ, *src.dotenv}):
-        if key.startswith("AWS_") and key not in KEYS and key not in _OWN_AWS_KEYS:
+        if is_boto3_variable(key) and key not in KEYS:
             value, source = src.lookup(key)
             if value is not None:
-                lines.append(Line(key, _shown(key, value), source))
-    unknown = sorted(key for key in src.dotenv if key not in KEYS and not key.startswith("AWS_"))
+                lines.append(Line(key, shown(key, value), source))
     try:
         load_settings(
             flags,
+            task="config",
             environ=environ,
             env_file=env_file,
             env_file_required=env_file_required,
-            need_build=True,
             root=root,
         )
         problems = None
     except SettingsError as exc:
         problems = exc.message
-    return ConfigView(lines, unknown, str(src.env_path), problems)
-
-
-def _shown(key: str, value: str | None) -> str | None:
-    if value is None:
-        return None
-    if is_secret(key):
-        return MASK
-    if key == "AWS_ACCESS_KEY_ID":  # an identifier, but not one to show in full
-        return MASK + value[-4:]
-    return _USERINFO.sub(r"\1***@", value)  # a URL's user:password
+    return ConfigView(lines, src.unknown_keys, str(src.env_path), problems)

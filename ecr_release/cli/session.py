@@ -1,11 +1,12 @@
 """Glue between invoke and the library: settings, wiring, output and error mapping.
 
-``tasks.py`` stays a list of commands; this module holds the shared flags (their
-names, help and the settings they override, in one table), loads the settings
-once, wires the run's ``Release`` (the only place that picks the docker binary,
-hands ``ecr.connect`` in and makes a dry run a planner), shows the library's
-log to the person, and turns a ``ReleaseError`` into ``invoke.Exit``: one line,
-a non-zero code, no traceback. Importing it imports neither boto3 nor botocore.
+``tasks.py`` stays a list of commands; this module turns the flags a task received
+into settings and their help into invoke's (both made from the settings' declaration
+in ``model/settings.py``), loads the settings once, wires the run's ``Release`` (the
+only place that picks the docker binary, hands ``ecr.connect`` in and makes a dry run
+a planner), shows the library's log to the person, and turns a ``ReleaseError`` into
+``invoke.Exit``: one line, a non-zero code, no traceback. Importing it imports neither
+boto3, botocore nor python-dotenv: ``inv --list`` stays fast.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from invoke.exceptions import Exit
 
 from ..errors import ReleaseError
+from ..model.settings import FLAGS, Setting
 
 if TYPE_CHECKING:  # the rest is imported when a task runs: `inv --list` stays fast
     from ..flows.release import Clock, Release, Summary
@@ -32,44 +33,17 @@ if TYPE_CHECKING:  # the rest is imported when a task runs: `inv --list` stays f
     from ..outside.ecr import Authorization, Ecr
     from ..outside.registry import Registry
 
-# Every task's shared flags: flag -> (the setting it overrides, its help).
-COMMON_FLAGS: Mapping[str, tuple[str | None, str]] = {
-    "repository": ("ECR_REPOSITORY", "ECR repository name (overrides ECR_REPOSITORY)"),
-    "region": ("AWS_REGION", "AWS region (overrides AWS_REGION)"),
-    "profile": ("AWS_PROFILE", "AWS profile (overrides AWS_PROFILE)"),
-    "env_file": (None, "settings file to read (default: .env)"),
-}
-# The flags some tasks add.
+# --env-file: every task has it; it says where the settings are, so it is none of them.
+ENV_FILE_HELP = "settings file to read (default: .env)"
+# The flags some tasks add that set no setting.
 TASK_FLAGS_HELP: Mapping[str, str] = {
-    "version": "image tag to release, e.g. v1 or 1.4.2 (required)",
     "dry_run": "print every step's command, change nothing",
     "force": "log in even when a valid login exists",
     "json": "print one JSON document on stdout (docker's progress and the log go to stderr)",
-    "also_tag": "after the verified push, also point these tags at it, e.g. latest "
-    "(overrides ECR_EXTRA_TAGS)",
-    "no_smoke": "skip the smoke test of the image before the push (SMOKE_TEST=false)",
-    "tag": "tags to point at the released VERSION, comma-separated, e.g. latest,prod (required)",
 }
-
-
-@dataclass(frozen=True)
-class Needs:
-    """What a task needs validated before it runs."""
-
-    version: bool = False
-    aws: bool = True
-    build: bool = False
-    tags: bool = False
-
-
-NEEDS: Mapping[str, Needs] = {
-    "build": Needs(version=True, aws=False, build=True),
-    "ensure-repo": Needs(),
-    "login": Needs(),
-    "tag": Needs(version=True),
-    "push": Needs(version=True),
-    "release": Needs(version=True, build=True),
-    "promote": Needs(version=True, tags=True),
+# The flags every task has, by name: each a declared setting's.
+SHARED_FLAGS: Mapping[str, Setting] = {
+    name: setting for name, setting in FLAGS.items() if setting.flag and setting.flag.shared
 }
 
 
@@ -116,26 +90,33 @@ def show_config(c: Any, flags: Flags, *, json: bool = False) -> None:
         raise Exit(code=2)
 
 
-@dataclass(frozen=True)
 class Flags:
-    """The values of the shared flags, as a task received them."""
+    """The flags a task received, by name: the shared ones (every task has them), the
+    task's own that set a setting (``version``, ``also_tag``, ...), and ``env_file``.
+    Which setting each flag sets, and how, is declared with the setting."""
 
-    repository: str | None = None
-    region: str | None = None
-    profile: str | None = None
-    env_file: str | None = None
+    def __init__(self, *, env_file: str | None = None, **given: str | bool | None) -> None:
+        unknown = sorted(set(given) - set(FLAGS))
+        if unknown:
+            raise TypeError(f"no setting declares the flag {', '.join(unknown)}")
+        self.env_file = env_file
+        self.given: Mapping[str, str | bool | None] = dict(given)
 
     def settings(self) -> dict[str, str | None]:
-        """The settings these flags override, keyed by setting name."""
-        return {
-            key: getattr(self, flag) for flag, (key, _) in COMMON_FLAGS.items() if key is not None
-        }
+        """The settings these flags set, keyed by setting key (a shared flag that was not
+        given too, as None)."""
+        given = {name: self.given.get(name) for name in SHARED_FLAGS} | dict(self.given)
+        return {FLAGS[name].key: FLAGS[name].flag_value(value) for name, value in given.items()}
 
 
 def flag_help(*own: str) -> dict[str, str]:
     """invoke's ``help=`` for a task: its own flags, then the shared ones."""
-    names = {name: TASK_FLAGS_HELP[name] for name in own}
-    return {**names, **{name: text for name, (_, text) in COMMON_FLAGS.items()}}
+    names = {
+        name: TASK_FLAGS_HELP[name] if name in TASK_FLAGS_HELP else FLAGS[name].flag_help
+        for name in own
+    }
+    shared = {name: setting.flag_help for name, setting in SHARED_FLAGS.items()}
+    return {**names, **shared, "env_file": ENV_FILE_HELP}
 
 
 def make_release(
@@ -234,34 +215,28 @@ def session(
     task: str,
     flags: Flags,
     *,
-    version: str | None = None,
     dry_run: bool = False,
     json: bool = False,
-    overrides: Mapping[str, str | None] | None = None,
 ) -> Iterator[Run]:
     """Validate everything first, then yield the run; map library errors to ``Exit``.
 
-    With ``json``, stdout carries exactly one JSON document, even for an error (the
-    error's line still goes to stderr); everything else goes to stderr. ``overrides``
-    are a task's own flags, as the settings they override.
+    What is validated is the task's declared needs (``TASK_NEEDS``). With ``json``,
+    stdout carries exactly one JSON document, even for an error (the error's line still
+    goes to stderr); everything else goes to stderr.
     """
     from ..model.settings import load_settings
     from . import report
 
     _setup_logging()
-    needs = NEEDS[task]
     plan = _PlanLines()
     logger = logging.getLogger("ecr_release")
     logger.addHandler(plan)
     try:
         settings = load_settings(
-            {"version": version, **flags.settings(), **(overrides or {})},
+            flags.settings(),
+            task=task,
             env_file=flags.env_file or ".env",
             env_file_required=flags.env_file is not None,
-            need_aws=needs.aws,
-            need_build=needs.build,
-            need_version=needs.version,
-            need_tags=needs.tags,
             root=project_root(c),
         )
         for warning in settings.warnings:

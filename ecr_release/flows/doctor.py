@@ -66,9 +66,6 @@ NO_CREDENTIALS_FIX = (
     "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, in .env or the "
     "environment (or run `aws configure`)"
 )
-# Values never shown, whatever a message quotes.
-_SECRET_KEYS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-_MIN_SCRUBBED = 8  # shorter values would blank ordinary words
 
 
 @dataclass(frozen=True)
@@ -255,17 +252,16 @@ class _Doctor:
 
     def scrubbed(self) -> list[Check]:
         """The checks, with any secret a message may have quoted replaced by ***."""
-        secrets = sorted(
-            (s for s in self.secrets if len(s) >= _MIN_SCRUBBED), key=len, reverse=True
-        )
-
-        def scrub(text: str) -> str:
-            for secret in secrets:
-                text = text.replace(secret, "***")
-            return text
+        from ..model.masking import scrub
 
         return [
-            Check(c.area, c.name, c.ok, scrub(c.detail), scrub(c.fix) if c.fix else None)
+            Check(
+                c.area,
+                c.name,
+                c.ok,
+                scrub(c.detail, self.secrets),
+                scrub(c.fix, self.secrets) if c.fix else None,
+            )
             for c in self.checks
         ]
 
@@ -392,9 +388,8 @@ class _Doctor:
             settings = load_settings(
                 self.flags,
                 environ=self.environ,
+                task="doctor",
                 env_file=self.env_file,
-                need_aws=True,
-                need_build=True,
                 env_file_required=self.env_file_required,
                 root=self.root,
             )
@@ -415,7 +410,9 @@ class _Doctor:
             for warning in settings.warnings:
                 detail += f"; warning: {warning}"
             self.passed("settings", "settings", detail)
-        for key in _SECRET_KEYS:
+        from ..model.masking import AWS_SECRET_KEYS
+
+        for key in AWS_SECRET_KEYS:
             for source in (self.environ, self.sources.aws_env if self.sources else {}):
                 if source.get(key):
                     self.secrets.add(source[key])
@@ -492,15 +489,7 @@ class _Doctor:
         src = self.sources
         if src is None or not src.region or not REGION_RE.fullmatch(src.region):
             return None, ""
-        if src.flags.get("AWS_REGION"):
-            where = "--region"
-        elif (src.environ.get("AWS_REGION") or "").strip():
-            where = "AWS_REGION in the environment"
-        elif (src.dotenv.get("AWS_REGION") or "").strip():
-            where = f"AWS_REGION in {src.env_path}"
-        else:
-            where = "the AWS config"
-        return src.region, where
+        return src.region, src.region_origin
 
     def _credentials(self) -> None:
         name = "AWS credentials"
@@ -551,7 +540,9 @@ class _Doctor:
         if method == "env":
             keys = "AWS_ACCESS_KEY_ID" in self.sources.aws_env
             return f"AWS_ACCESS_KEY_ID in {self.sources.env_path}" if keys else words
-        env = {**self.sources.aws_env, **self.environ}
+        from ..model.settings import aws_environment
+
+        env = aws_environment(self.environ, self.sources.aws_env)
         named = profile or env.get("AWS_PROFILE")
         profile_methods = (
             "shared-credentials-file",

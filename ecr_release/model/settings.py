@@ -1,25 +1,35 @@
-"""Settings: read once from flags, the environment, ``.env`` and defaults, validated, frozen.
+"""Settings: declared once, read from flags, the environment, ``.env`` and defaults, validated,
+frozen.
 
-Precedence is task flag > process environment > ``.env`` > default. ``.env`` is
-read with ``dotenv_values`` so ``os.environ`` is never changed; the standard AWS
-variables found there (``AWS_ENDPOINT_URL``, keys, ...) are kept apart in
-``Settings.aws_env`` and handed to boto3 by ``ecr.connect``.
+Each setting is one :class:`Setting` in :data:`SETTINGS`: its key, the ``Settings``
+attribute it fills, its help, default, check, task flag, and whether it is secret.
+Everything else is made from that table: the values and checks of
+:func:`load_settings`, the task flags and their help (``cli/session.py``), ``inv
+config`` and the masking of secrets (``model/masking.py``); a unit test holds
+``.env.example``, the README's settings table and the release workflow's ``env:`` to
+it. What a task needs checked beyond that (a version, a region, the build paths, the
+tags) is declared per task in :data:`TASK_NEEDS`.
 
-Every problem is collected and reported in one ``SettingsError`` line, before
-any docker command or AWS call. This module does not talk to AWS or Docker.
+Precedence is task flag > process environment > ``.env`` > default; an empty value
+means unset. ``.env`` is read with ``dotenv_values`` so ``os.environ`` is never
+changed; the standard AWS variables found there (``AWS_ENDPOINT_URL``, keys, ...) are
+kept apart in ``Settings.aws_env`` and handed to boto3 by ``ecr.connect``.
+
+Every problem is collected and reported in one ``SettingsError`` line, before any
+docker command or AWS call. This module does not talk to AWS or Docker, and importing
+it stays cheap (``inv --list`` imports it): python-dotenv and configparser are imported
+when a file is read.
 """
 
 from __future__ import annotations
 
-import configparser
 import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from dotenv import dotenv_values
+from typing import Any
 
 from ..errors import SettingsError
 
@@ -45,46 +55,13 @@ ENCRYPTION = ("AES256", "KMS", "KMS_DSSE")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
-# Keys this suite reads. AWS_REGION and AWS_PROFILE are also boto3's own.
-KEYS = (
-    "AWS_REGION",
-    "AWS_PROFILE",
-    "AWS_ACCOUNT_ID",
-    "ECR_REPOSITORY",
-    "IMAGE_NAME",
-    "DOCKERFILE",
-    "BUILD_CONTEXT",
-    "BASE_IMAGE",
-    "ECR_SCAN_ON_PUSH",
-    "ECR_TAG_MUTABILITY",
-    "ECR_ENCRYPTION",
-    "ECR_KMS_KEY",
-    "ECR_TAG_MUTABILITY_EXCLUSIONS",
-    "ECR_EXTRA_TAGS",
-    "ECR_EXPIRE_UNTAGGED_DAYS",
-    "SMOKE_TEST",
-    "SMOKE_TIMEOUT",
-    "SECRET_SCAN_ALLOW",
-)
-DEFAULTS: Mapping[str, str] = {
-    "ECR_REPOSITORY": "widget-server",
-    "DOCKERFILE": "Dockerfile",
-    "BUILD_CONTEXT": ".",
-    "ECR_SCAN_ON_PUSH": "true",
-    "ECR_TAG_MUTABILITY": "IMMUTABLE",
-    "ECR_ENCRYPTION": "AES256",
-    "SMOKE_TEST": "true",
-    "SMOKE_TIMEOUT": "60",
-}
-# The only key that must be set; the AWS configuration chain may supply it.
-REQUIRED = ("AWS_REGION",)
-# The suite's own AWS_* key: boto3 does not know it, so it is not passed on.
-_OWN_AWS_KEYS = {"AWS_ACCOUNT_ID"}
-
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated configuration of one run. Build it with :func:`load_settings`."""
+    """Validated configuration of one run. Build it with :func:`load_settings`.
+
+    Every attribute but the last three is a declared :class:`Setting`'s ``attr``.
+    """
 
     region: str | None
     profile: str | None
@@ -106,8 +83,9 @@ class Settings:
     smoke_timeout: float = 60.0
     version: str | None = None
     tags: tuple[str, ...] = ()  # promote's --tag
-    # Standard AWS_* variables from .env that the environment does not override:
-    # boto3 reads them as if they were set in the environment. May hold keys: no repr.
+    # Standard AWS_* variables from .env that the environment does not set (or sets
+    # empty): boto3 reads them as if they were set in the environment. May hold keys:
+    # no repr.
     aws_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     env_file: Path | None = None
     warnings: tuple[str, ...] = ()
@@ -126,11 +104,531 @@ class Settings:
         return f"{self.region or 'default'}-{self.repository}"
 
 
+# -- the declaration ---------------------------------------------------------------------
+
+# A setting's value in Settings, from the sources; its problems, in words.
+Reader = Callable[["Sources", "Setting"], Any]
+Checker = Callable[["Sources", "Setting"], list[str]]
+
+
+def _no_problems(src: Sources, setting: Setting) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A task flag that sets a setting."""
+
+    name: str  # the task's parameter: also_tag is --also-tag
+    shared: bool = False  # every task has it
+    help: str | None = None  # when the flag says something the setting's help does not
+    sets: str | None = None  # a switch: the value it gives the setting when on
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def value(self, given: str | bool | None) -> str | None:
+        """The setting's value from the flag's: a switch that is off sets nothing."""
+        if self.sets is not None:
+            return self.sets if given else None
+        return None if given is None else str(given)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once: where it is read from, what it fills, how it is checked."""
+
+    key: str  # its name in the environment and .env; for a flag-only input, the flags' key
+    attr: str  # the Settings attribute it fills
+    help: str  # one line: what it is
+    read: Reader  # its value in Settings (after a successful check)
+    check: Checker = _no_problems  # its problems, in words, each naming the key
+    default: str | None = None  # as written in .env; None: unset
+    same_as: str | None = None  # unset, it takes this setting's value
+    example: str | None = None  # what .env.example suggests when there is no default
+    flag: Flag | None = None
+    need: str | None = None  # checked only for the tasks with this need; None: always
+    unneeded: Reader | None = None  # its value when not checked (default: read)
+    env: bool = True  # read from the environment and .env (False: from a task flag only)
+    secret: bool = False  # its value is never shown
+    boto3: bool = False  # an AWS_* variable that boto3 reads too: .env's is handed on
+    workflow: bool = True  # the release workflow sets it from the repository variable
+
+    @property
+    def label(self) -> str:
+        """How a message names it: ``--tag``, ``ECR_EXTRA_TAGS (--also-tag)``, ``SMOKE_TEST``."""
+        if self.flag is None or self.flag.shared or self.flag.sets is not None:
+            return self.key
+        return f"{self.key} ({self.flag.option})" if self.env else self.flag.option
+
+    @property
+    def flag_help(self) -> str:
+        """Its flag's ``--help`` line."""
+        if self.flag is None:
+            raise ValueError(f"{self.key} has no flag")
+        text = self.flag.help or self.help
+        if self.flag.sets is not None:
+            return f"{text} ({self.key}={self.flag.sets})"
+        return f"{text} (overrides {self.key})" if self.env else text
+
+    def flag_value(self, given: str | bool | None) -> str | None:
+        """Its value from its flag's (None: the flag sets nothing)."""
+        if self.flag is None:
+            raise ValueError(f"{self.key} has no flag")
+        return self.flag.value(given)
+
+    @property
+    def in_workflow(self) -> bool:
+        """Set in the release workflow's ``env:`` as ``KEY: ${{ vars.KEY }}``."""
+        return self.env and self.workflow
+
+
+# -- readers: a setting's value in Settings ------------------------------------------------
+
+
+def _text(src: Sources, setting: Setting) -> str | None:
+    return src.get(setting.key)
+
+
+def _name(src: Sources, setting: Setting) -> str:
+    return src.get(setting.key) or ""
+
+
+def _path(src: Sources, setting: Setting) -> Path:
+    return src.path(setting.key)
+
+
+def _switch(src: Sources, setting: Setting) -> bool:
+    return _parse_bool(src.get(setting.key)) is True
+
+
+def _upper(src: Sources, setting: Setting) -> str:
+    return src.upper(setting.key)
+
+
+def _items(src: Sources, setting: Setting) -> tuple[str, ...]:
+    return src.items(setting.key)
+
+
+def _tags(src: Sources, setting: Setting) -> tuple[str, ...]:
+    return _unique(src.items(setting.key))
+
+
+def _count(src: Sources, setting: Setting) -> int | None:
+    return _number(src.get(setting.key))
+
+
+def _seconds(src: Sources, setting: Setting) -> float:
+    return float(_number(src.get(setting.key)) or _number(setting.default) or 0)
+
+
+def _region(src: Sources, setting: Setting) -> str | None:
+    return src.region
+
+
+def _version(src: Sources, setting: Setting) -> str | None:
+    return src.version
+
+
+# -- checks: one per concern, each returning the problems it found ------------------------
+
+
+def _version_problems(src: Sources, setting: Setting) -> list[str]:
+    version, label = src.version, setting.label
+    if version is None or version == "":
+        return [f"{label} is required: a Docker tag such as v1 or 1.4.2"]
+    if not version.isascii() or not TAG_RE.fullmatch(version):
+        shown = version if len(version) <= 40 else version[:37] + "..."
+        return [
+            f"{label} {shown!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
+            "'_', '.' or '-', not starting with '.' or '-' (e.g. v1, 1.4.2)"
+        ]
+    return []
+
+
+def _region_problems(src: Sources, setting: Setting) -> list[str]:
+    if src.region:
+        if REGION_RE.fullmatch(src.region):
+            return []
+        where = "AWS_REGION" if src.get("AWS_REGION") else "the region from the AWS config"
+        hint = (
+            ": a '#' with no space before it stays in the value (write AWS_REGION=eu-west-1 # note)"
+            if "#" in src.region
+            else ""
+        )
+        return [f"{where} {src.region!r} is not an AWS region name such as eu-west-1{hint}"]
+    hint = (
+        f"add it to {src.env_path}"
+        if src.env_file.is_file()
+        else f"no {src.env_path} found: copy .env.example to {src.env_path} and fill it in"
+    )
+    return [f"AWS_REGION is not set (e.g. AWS_REGION=eu-west-1): {hint}"]
+
+
+def _account_problems(src: Sources, setting: Setting) -> list[str]:
+    account_id = src.get(setting.key)
+    if account_id and not ACCOUNT_RE.fullmatch(account_id):
+        return [f"AWS_ACCOUNT_ID {account_id!r} must be exactly 12 digits"]
+    return []
+
+
+def _repository_name_problems(name: str) -> list[str]:
+    if ".dkr.ecr." in name or name.startswith(("https://", "http://")) or ":" in name:
+        short = name.rsplit("/", 1)[-1].split(":", 1)[0]
+        return [
+            f"ECR_REPOSITORY {name!r} looks like an image URI: give only the repository name "
+            f"(e.g. {short!r})"
+        ]
+    if not 2 <= len(name) <= 256 or not REPOSITORY_RE.fullmatch(name):
+        why = "must be lowercase" if name != name.lower() else "is not a valid ECR repository name"
+        return [
+            f"ECR_REPOSITORY {name!r} {why}: 2 to 256 characters of lowercase letters and "
+            "digits, separated by '.', '_', '-' or '/' (e.g. widget-server, team/widget-server)"
+        ]
+    return []
+
+
+def _repository_problems(src: Sources, setting: Setting) -> list[str]:
+    """The name itself, then Docker's limit on the image name it makes in the region."""
+    repository, region = src.get(setting.key) or "", src.region
+    problems = _repository_name_problems(repository)
+    if problems or not region or not REGION_RE.fullmatch(region):
+        return problems
+    problem = reference_name_problem(
+        registry_host_for(region, src.get("AWS_ACCOUNT_ID")), repository
+    )
+    return [problem] if problem else []
+
+
+def registry_host_for(region: str, account_id: str | None = None) -> str:
+    """The ECR registry host of a region (the token's proxyEndpoint names the real one)."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{account_id or '0' * 12}.dkr.ecr.{region}.{suffix}"
+
+
+def reference_name_problem(host: str, repository: str) -> str | None:
+    """Docker's limit on ``host/repository``, which ECR's own 256 characters do not imply."""
+    name = f"{host}/{repository}"
+    if len(name) <= DOCKER_NAME_MAX:
+        return None
+    room = DOCKER_NAME_MAX - len(host) - 1
+    return (
+        f"ECR_REPOSITORY is {len(repository)} characters: with the registry host {host} that "
+        f"makes an image name of {len(name)}, and Docker allows {DOCKER_NAME_MAX}: use at most "
+        f"{room} characters"
+    )
+
+
+def _image_name_problems(src: Sources, setting: Setting) -> list[str]:
+    image_name = src.get(setting.key) or ""
+    if IMAGE_NAME_RE.fullmatch(image_name):
+        return []
+    return [
+        f"IMAGE_NAME {image_name!r} is not a valid local image name: lowercase letters, "
+        "digits and '.', '_', '-' separators (e.g. widget-server)"
+    ]
+
+
+def _boolean_problems(src: Sources, setting: Setting) -> list[str]:
+    key = setting.key
+    if _parse_bool(src.get(key)) is None:
+        return [f"{key} {src.get(key)!r} is not a boolean: use true or false"]
+    return []
+
+
+def _mutability_problems(src: Sources, setting: Setting) -> list[str]:
+    mutability = src.upper("ECR_TAG_MUTABILITY")
+    exclusions = src.items("ECR_TAG_MUTABILITY_EXCLUSIONS")
+    if mutability not in TAG_MUTABILITY:
+        return [
+            f"ECR_TAG_MUTABILITY {src.get('ECR_TAG_MUTABILITY')!r} is not one of "
+            + ", ".join(TAG_MUTABILITY)
+        ]
+    if mutability.endswith("_WITH_EXCLUSION"):
+        bad = [part for part in exclusions if not EXCLUSION_RE.fullmatch(part)]
+        if not exclusions or len(exclusions) > 5 or bad:
+            return [
+                f"ECR_TAG_MUTABILITY={mutability} needs ECR_TAG_MUTABILITY_EXCLUSIONS: 1 to 5 "
+                "comma-separated tag filters of letters, digits, '.', '_', '-' and '*' "
+                "(e.g. latest,dev-*)"
+            ]
+    elif exclusions:
+        return [
+            "ECR_TAG_MUTABILITY_EXCLUSIONS is set but ECR_TAG_MUTABILITY is "
+            f"{mutability}: use {mutability}_WITH_EXCLUSION"
+        ]
+    return []
+
+
+def _encryption_problems(src: Sources, setting: Setting) -> list[str]:
+    encryption = src.upper("ECR_ENCRYPTION")
+    kms_key = src.get("ECR_KMS_KEY")
+    if encryption not in ENCRYPTION:
+        return [
+            f"ECR_ENCRYPTION {src.get('ECR_ENCRYPTION')!r} is not one of " + ", ".join(ENCRYPTION)
+        ]
+    if encryption.startswith("KMS") and not kms_key:
+        return [f"ECR_ENCRYPTION={encryption} needs ECR_KMS_KEY (a KMS key ARN, id or alias)"]
+    if encryption == "AES256" and kms_key:
+        return ["ECR_KMS_KEY is set but ECR_ENCRYPTION is AES256: set ECR_ENCRYPTION=KMS"]
+    return []
+
+
+def _directory_problems(src: Sources, setting: Setting) -> list[str]:
+    if src.path(setting.key).is_dir():
+        return []
+    key = setting.key
+    return [f"{key} {src.get(key)!r} is not a directory in the project folder {src.root}"]
+
+
+def _file_problems(src: Sources, setting: Setting) -> list[str]:
+    if src.path(setting.key).is_file():
+        return []
+    key = setting.key
+    return [f"{key} {src.get(key)!r} does not exist in the project folder {src.root}"]
+
+
+def _tags_problems(src: Sources, setting: Setting) -> list[str]:
+    tags, name = src.items(setting.key), setting.label
+    bad = [tag for tag in tags if not tag.isascii() or not TAG_RE.fullmatch(tag)]
+    if bad:
+        return [
+            f"{name} {bad[0]!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
+            "'_', '.' or '-', not starting with '.' or '-'"
+        ]
+    return []
+
+
+def _required_tags_problems(src: Sources, setting: Setting) -> list[str]:
+    if not src.items(setting.key):
+        return [
+            f"{setting.label} is required: one or more tags, comma-separated (e.g. latest,prod)"
+        ]
+    return _tags_problems(src, setting)
+
+
+def _whole(low: int, high: int, unit: str) -> Checker:
+    """A whole number from ``low`` to ``high``, or unset."""
+
+    def problems(src: Sources, setting: Setting) -> list[str]:
+        key, value = setting.key, src.get(setting.key)
+        if value is None:
+            return []
+        number = _number(value)
+        if number is None or not low <= number <= high:
+            return [f"{key} {value!r} must be a whole number of {unit} from {low} to {high}"]
+        return []
+
+    return problems
+
+
+# Every setting, in the order its problems are reported and `inv config` lists it.
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "version",
+        "version",
+        "image tag to release, e.g. v1 or 1.4.2 (required)",
+        _version,
+        _version_problems,
+        flag=Flag("version"),
+        need="version",
+        env=False,
+    ),
+    Setting(
+        "AWS_REGION",
+        "region",
+        "AWS region",
+        _region,
+        _region_problems,
+        example="eu-west-1",
+        flag=Flag("region", shared=True),
+        need="aws",
+        unneeded=_text,  # a task with no AWS call does not ask the AWS config
+        boto3=True,
+        workflow=False,  # configure-aws-credentials sets it, from the AWS_REGION variable
+    ),
+    Setting(
+        "AWS_PROFILE",
+        "profile",
+        "AWS profile",
+        _text,
+        flag=Flag("profile", shared=True),
+        boto3=True,
+        workflow=False,  # a CI runner has no AWS profiles
+    ),
+    Setting(
+        "AWS_ACCOUNT_ID",
+        "account_id",
+        "the 12-digit account the registry must belong to",
+        _text,
+        _account_problems,
+    ),
+    Setting(
+        "ECR_REPOSITORY",
+        "repository",
+        "ECR repository name",
+        _name,
+        _repository_problems,
+        default="widget-server",
+        flag=Flag("repository", shared=True),
+    ),
+    Setting(
+        "IMAGE_NAME",
+        "image_name",
+        "local image name",
+        _name,
+        _image_name_problems,
+        same_as="ECR_REPOSITORY",
+    ),
+    Setting(
+        "ECR_SCAN_ON_PUSH",
+        "scan_on_push",
+        "scan images on push (new repositories)",
+        _switch,
+        _boolean_problems,
+        default="true",
+    ),
+    Setting(
+        "ECR_TAG_MUTABILITY",
+        "tag_mutability",
+        "whether a tag may move (new repositories)",
+        _upper,
+        _mutability_problems,  # and its exclusions
+        default="IMMUTABLE",
+    ),
+    Setting(
+        "ECR_TAG_MUTABILITY_EXCLUSIONS",
+        "tag_mutability_exclusions",
+        "tag filters exempt from the mutability rule",
+        _items,
+    ),
+    Setting(
+        "ECR_ENCRYPTION",
+        "encryption",
+        "AES256, KMS or KMS_DSSE (new repositories)",
+        _upper,
+        _encryption_problems,  # and its KMS key
+        default="AES256",
+    ),
+    Setting("ECR_KMS_KEY", "kms_key", "KMS key ARN, id or alias", _text),
+    Setting(
+        "BUILD_CONTEXT",
+        "build_context",
+        "build context directory, from the project folder",
+        _path,
+        _directory_problems,
+        default=".",
+        need="build",
+    ),
+    Setting(
+        "DOCKERFILE",
+        "dockerfile",
+        "path of the Dockerfile, from the project folder",
+        _path,
+        _file_problems,
+        default="Dockerfile",
+        need="build",
+    ),
+    Setting("BASE_IMAGE", "base_image", "the BASE_IMAGE build argument", _text),
+    Setting(
+        "SECRET_SCAN_ALLOW",
+        "secret_scan_allow",
+        "files that look like credentials but are meant to ship",
+        _items,
+    ),
+    Setting(
+        "ECR_EXTRA_TAGS",
+        "extra_tags",
+        "after the verified push, also point these tags at it, e.g. latest",
+        _tags,
+        _tags_problems,
+        flag=Flag("also_tag"),
+    ),
+    Setting(
+        "tags",
+        "tags",
+        "tags to point at the released VERSION, comma-separated, e.g. latest,prod (required)",
+        _tags,
+        _required_tags_problems,
+        flag=Flag("tag"),
+        need="tags",
+        env=False,
+    ),
+    Setting(
+        "SMOKE_TEST",
+        "smoke_test",
+        "smoke-test the image before the push",
+        _switch,
+        _boolean_problems,
+        default="true",
+        flag=Flag(
+            "no_smoke", help="skip the smoke test of the image before the push", sets="false"
+        ),
+    ),
+    Setting(
+        "SMOKE_TIMEOUT",
+        "smoke_timeout",
+        "seconds the image has to become healthy",
+        _seconds,
+        _whole(1, 3600, "seconds"),
+        default="60",
+    ),
+    Setting(
+        "ECR_EXPIRE_UNTAGGED_DAYS",
+        "expire_untagged_days",
+        "expire untagged images pushed more than N days ago",
+        _count,
+        _whole(1, 3650, "days"),
+    ),
+)
+DECLARED: Mapping[str, Setting] = {setting.key: setting for setting in SETTINGS}
+# The keys read from the environment and .env, and their defaults.
+KEYS = tuple(setting.key for setting in SETTINGS if setting.env)
+DEFAULTS: Mapping[str, str] = {
+    setting.key: setting.default for setting in SETTINGS if setting.default is not None
+}
+# The task flags that set a setting, by flag name.
+FLAGS: Mapping[str, Setting] = {
+    setting.flag.name: setting for setting in SETTINGS if setting.flag is not None
+}
+
+# What each task needs checked besides the settings every task checks: the `need`s of
+# the settings above. A setting whose need a task lacks is neither checked nor required.
+TASK_NEEDS: Mapping[str, frozenset[str]] = {
+    "build": frozenset({"version", "build"}),
+    "ensure-repo": frozenset({"aws"}),
+    "login": frozenset({"aws"}),
+    "tag": frozenset({"version", "aws"}),
+    "push": frozenset({"version", "aws"}),
+    "release": frozenset({"version", "aws", "build"}),
+    "promote": frozenset({"version", "aws", "tags"}),
+    "config": frozenset({"aws", "build"}),
+    "doctor": frozenset({"aws", "build"}),
+}
+
+
+def is_boto3_variable(key: str) -> bool:
+    """An ``AWS_*`` variable boto3 reads: every one but the suite's own (AWS_ACCOUNT_ID)."""
+    setting = DECLARED.get(key)
+    return key.startswith("AWS_") and (setting is None or setting.boto3)
+
+
+def aws_environment(environ: Mapping[str, str], aws_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment as botocore sees it while ``ecr.connect`` makes its client: ``.env``'s
+    AWS variables (``aws_env``) fill the ones the environment lacks or leaves empty."""
+    return {**environ, **aws_env}
+
+
+# -- the sources ---------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Sources:
     """Where each setting comes from, in precedence order: flags, environment, .env, default.
 
-    Relative paths in settings are taken from ``root``, the project's folder.
+    ``flags`` are keyed by setting key. Relative paths in settings are taken from
+    ``root``, the project's folder.
     """
 
     flags: Mapping[str, str | bool | None]
@@ -155,6 +653,8 @@ class Sources:
             raise SettingsError(f"--env-file {str(env_path)!r} does not exist")
         dotenv: dict[str, str] = {}
         if full.is_file():
+            from dotenv import dotenv_values
+
             try:
                 values = dotenv_values(full, encoding="utf-8")
             except (UnicodeDecodeError, OSError) as exc:
@@ -178,16 +678,26 @@ class Sources:
 
     def lookup(self, key: str) -> tuple[str | None, str | None]:
         """The value that wins and where it comes from: "flag", "environment", ".env",
-        "default", or None when the key is unset."""
+        "default" (or "default: KEY" for one that takes another's value), or None when
+        the key is unset."""
         flag = self.flags.get(key)
         if flag is not None and flag != "":
             return str(flag), "flag"
-        for source, origin in ((self.environ, "environment"), (self.dotenv, ".env")):
-            value = source.get(key)
-            if value is not None and value.strip() != "":
-                return value.strip(), origin
+        setting = DECLARED.get(key)
+        if setting is None or setting.env:
+            for source, origin in ((self.environ, "environment"), (self.dotenv, ".env")):
+                value = source.get(key)
+                if value is not None and value.strip() != "":
+                    return value.strip(), origin
+        if setting is not None and setting.same_as is not None:
+            return self.get(setting.same_as), f"default: {setting.same_as}"
         default = DEFAULTS.get(key)
         return default, "default" if default is not None else None
+
+    def found(self, key: str) -> tuple[str | None, str | None]:
+        """What a run uses for a setting and where it comes from: :meth:`lookup`, and for
+        AWS_REGION also the AWS config (source "AWS config")."""
+        return self.region_lookup if key == "AWS_REGION" else self.lookup(key)
 
     def upper(self, key: str) -> str:
         return (self.get(key) or "").upper()
@@ -198,50 +708,81 @@ class Sources:
 
     @functools.cached_property
     def aws_env(self) -> dict[str, str]:
-        """Standard AWS_* variables from .env that the environment does not set."""
+        """Standard AWS_* variables from .env that the environment does not set: an empty
+        or blank value in the environment counts as unset, as everywhere in the suite."""
         return {
             key: value
             for key, value in self.dotenv.items()
-            if key.startswith("AWS_")
-            and key not in _OWN_AWS_KEYS
-            and key not in self.environ
+            if is_boto3_variable(key)
+            and (self.environ.get(key) or "").strip() == ""
             and value.strip() != ""  # `AWS_PROFILE=` means unset, not a profile named ""
         }
 
     @functools.cached_property
+    def region_lookup(self) -> tuple[str | None, str | None]:
+        """The region and its source: AWS_REGION as :meth:`lookup` finds it, else what the
+        AWS configuration chain gives (``AWS_DEFAULT_REGION``, the profile's ``region``),
+        source "AWS config"; (None, None) when there is none."""
+        value, source = self.lookup("AWS_REGION")
+        if value:
+            return value, source
+        value = _region_from_aws_config(
+            aws_environment(self.environ, self.aws_env), self.get("AWS_PROFILE")
+        )
+        return (value, "AWS config") if value else (None, None)
+
+    @property
     def region(self) -> str | None:
         """AWS_REGION, else what the AWS configuration chain gives."""
-        return self.get("AWS_REGION") or _region_from_aws_config(
-            {**self.aws_env, **self.environ}, self.get("AWS_PROFILE")
-        )
+        return self.region_lookup[0]
+
+    @property
+    def region_origin(self) -> str:
+        """Where the region comes from, in words: "--region", "AWS_REGION in the
+        environment", "AWS_REGION in .env" (the settings file's name), "the AWS config";
+        "" when there is no region."""
+        source = self.region_lookup[1]
+        flag = DECLARED["AWS_REGION"].flag
+        words = {
+            "flag": flag.option if flag else "a flag",
+            "environment": "AWS_REGION in the environment",
+            ".env": f"AWS_REGION in {self.env_path}",
+            "AWS config": "the AWS config",
+        }
+        return words.get(source or "", "")
 
     @property
     def version(self) -> str | None:
         version = self.flags.get("version")
         return None if version is None else str(version)
 
+    @property
+    def unknown_keys(self) -> list[str]:
+        """The keys of the settings file that the suite does not read, sorted."""
+        return sorted(key for key in self.dotenv if key not in KEYS and not key.startswith("AWS_"))
+
 
 def load_settings(
     flags: Mapping[str, str | bool | None] | None = None,
     *,
+    task: str,
     environ: Mapping[str, str] | None = None,
     env_file: str | Path = ".env",
-    need_aws: bool = True,
-    need_build: bool = False,
-    need_version: bool = False,
-    need_tags: bool = False,
     env_file_required: bool = False,
     root: Path | None = None,
 ) -> Settings:
     """Merge flags, environment, ``.env`` and defaults; validate; return frozen settings.
 
-    ``root`` is the project's folder (default: the current one): ``env_file``,
-    ``DOCKERFILE`` and ``BUILD_CONTEXT`` are taken from it when relative.
-    ``need_aws`` asks for a region; ``need_build`` checks the Dockerfile and build
-    context exist; ``need_version`` checks ``flags["version"]`` and ``need_tags``
-    ``flags["tags"]`` (promote's ``--tag``); ``env_file_required`` makes a missing
-    ``env_file`` an error (it was named explicitly).
+    ``flags`` are keyed by setting key (``AWS_REGION``, ``version``, ``tags``...).
+    ``task`` says what is checked besides what every task checks (:data:`TASK_NEEDS`):
+    a version, a region, the build paths, promote's tags. ``root`` is the project's
+    folder (default: the current one): ``env_file``, ``DOCKERFILE`` and
+    ``BUILD_CONTEXT`` are taken from it when relative. ``env_file_required`` makes a
+    missing ``env_file`` an error (it was named explicitly).
     """
+    if task not in TASK_NEEDS:
+        raise ValueError(f"unknown task {task!r}: declare its needs in TASK_NEEDS")
+    needs = TASK_NEEDS[task]
     src = Sources.read(
         flags or {},
         os.environ if environ is None else environ,
@@ -249,228 +790,23 @@ def load_settings(
         Path.cwd() if root is None else root,
         env_file_required=env_file_required,
     )
-    problems = [
-        *(_version_problems(src.version) if need_version else []),
-        *(_region_problems(src) if need_aws else []),
-        *_account_problems(src),
-        *_repository_problems(src.get("ECR_REPOSITORY") or ""),
-        *_reference_length_problems(src),
-        *_image_name_problems(src),
-        *_boolean_problems(src, "ECR_SCAN_ON_PUSH"),
-        *_mutability_problems(src),
-        *_encryption_problems(src),
-        *(_build_path_problems(src) if need_build else []),
-        *_tags_problems(src, "ECR_EXTRA_TAGS", "ECR_EXTRA_TAGS (--also-tag)"),
-        *(_tags_problems(src, "tags", "--tag", required=True) if need_tags else []),
-        *_boolean_problems(src, "SMOKE_TEST"),
-        *_number_problems(src, "SMOKE_TIMEOUT", 1, 3600, "seconds"),
-        *_number_problems(src, "ECR_EXPIRE_UNTAGGED_DAYS", 1, 3650, "days"),
-    ]
+    checked = {s.key for s in SETTINGS if s.need is None or s.need in needs}
+    problems = [problem for s in SETTINGS if s.key in checked for problem in s.check(src, s)]
     if problems:
         raise SettingsError("; ".join(problems))
-    repository = src.get("ECR_REPOSITORY") or ""
+    values = {
+        s.attr: (s.read if s.key in checked or s.unneeded is None else s.unneeded)(src, s)
+        for s in SETTINGS
+    }
     return Settings(
-        region=src.region if need_aws else src.get("AWS_REGION"),
-        profile=src.get("AWS_PROFILE"),
-        account_id=src.get("AWS_ACCOUNT_ID"),
-        repository=repository,
-        image_name=src.get("IMAGE_NAME") or repository,
-        dockerfile=src.path("DOCKERFILE"),
-        build_context=src.path("BUILD_CONTEXT"),
-        base_image=src.get("BASE_IMAGE"),
-        scan_on_push=_parse_bool(src.get("ECR_SCAN_ON_PUSH")) is True,
-        tag_mutability=src.upper("ECR_TAG_MUTABILITY"),
-        encryption=src.upper("ECR_ENCRYPTION"),
-        kms_key=src.get("ECR_KMS_KEY"),
-        tag_mutability_exclusions=src.items("ECR_TAG_MUTABILITY_EXCLUSIONS"),
-        secret_scan_allow=src.items("SECRET_SCAN_ALLOW"),
-        extra_tags=_unique(src.items("ECR_EXTRA_TAGS")),
-        expire_untagged_days=_number(src.get("ECR_EXPIRE_UNTAGGED_DAYS")),
-        smoke_test=_parse_bool(src.get("SMOKE_TEST")) is True,
-        smoke_timeout=float(_number(src.get("SMOKE_TIMEOUT")) or 60),
-        tags=_unique(src.items("tags")) if need_tags else (),
-        version=src.version,
+        **values,
         aws_env=src.aws_env,
         env_file=src.env_file if src.env_file.is_file() else None,
-        warnings=tuple(
-            f"{src.env_path}: unknown key {key} is ignored"
-            for key in sorted(src.dotenv)
-            if key not in KEYS and not key.startswith("AWS_")
-        ),
+        warnings=tuple(f"{src.env_path}: unknown key {key} is ignored" for key in src.unknown_keys),
     )
 
 
-# -- one check per concern, each returning the problems it found -------------------
-
-
-def _version_problems(version: str | None) -> list[str]:
-    if version is None or version == "":
-        return ["--version is required: a Docker tag such as v1 or 1.4.2"]
-    if not version.isascii() or not TAG_RE.fullmatch(version):
-        shown = version if len(version) <= 40 else version[:37] + "..."
-        return [
-            f"--version {shown!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
-            "'_', '.' or '-', not starting with '.' or '-' (e.g. v1, 1.4.2)"
-        ]
-    return []
-
-
-def _region_problems(src: Sources) -> list[str]:
-    if src.region:
-        if REGION_RE.fullmatch(src.region):
-            return []
-        where = "AWS_REGION" if src.get("AWS_REGION") else "the region from the AWS config"
-        hint = (
-            ": a '#' with no space before it stays in the value (write AWS_REGION=eu-west-1 # note)"
-            if "#" in src.region
-            else ""
-        )
-        return [f"{where} {src.region!r} is not an AWS region name such as eu-west-1{hint}"]
-    hint = (
-        f"add it to {src.env_path}"
-        if src.env_file.is_file()
-        else f"no {src.env_path} found: copy .env.example to {src.env_path} and fill it in"
-    )
-    return [f"AWS_REGION is not set (e.g. AWS_REGION=eu-west-1): {hint}"]
-
-
-def _account_problems(src: Sources) -> list[str]:
-    account_id = src.get("AWS_ACCOUNT_ID")
-    if account_id and not ACCOUNT_RE.fullmatch(account_id):
-        return [f"AWS_ACCOUNT_ID {account_id!r} must be exactly 12 digits"]
-    return []
-
-
-def _repository_problems(name: str) -> list[str]:
-    if ".dkr.ecr." in name or name.startswith(("https://", "http://")) or ":" in name:
-        short = name.rsplit("/", 1)[-1].split(":", 1)[0]
-        return [
-            f"ECR_REPOSITORY {name!r} looks like an image URI: give only the repository name "
-            f"(e.g. {short!r})"
-        ]
-    if not 2 <= len(name) <= 256 or not REPOSITORY_RE.fullmatch(name):
-        why = "must be lowercase" if name != name.lower() else "is not a valid ECR repository name"
-        return [
-            f"ECR_REPOSITORY {name!r} {why}: 2 to 256 characters of lowercase letters and "
-            "digits, separated by '.', '_', '-' or '/' (e.g. widget-server, team/widget-server)"
-        ]
-    return []
-
-
-def registry_host_for(region: str, account_id: str | None = None) -> str:
-    """The ECR registry host of a region (the token's proxyEndpoint names the real one)."""
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"{account_id or '0' * 12}.dkr.ecr.{region}.{suffix}"
-
-
-def reference_name_problem(host: str, repository: str) -> str | None:
-    """Docker's limit on ``host/repository``, which ECR's own 256 characters do not imply."""
-    name = f"{host}/{repository}"
-    if len(name) <= DOCKER_NAME_MAX:
-        return None
-    room = DOCKER_NAME_MAX - len(host) - 1
-    return (
-        f"ECR_REPOSITORY is {len(repository)} characters: with the registry host {host} that "
-        f"makes an image name of {len(name)}, and Docker allows {DOCKER_NAME_MAX}: use at most "
-        f"{room} characters"
-    )
-
-
-def _reference_length_problems(src: Sources) -> list[str]:
-    repository, region = src.get("ECR_REPOSITORY") or "", src.region
-    if not region or not REGION_RE.fullmatch(region) or _repository_problems(repository):
-        return []
-    problem = reference_name_problem(
-        registry_host_for(region, src.get("AWS_ACCOUNT_ID")), repository
-    )
-    return [problem] if problem else []
-
-
-def _image_name_problems(src: Sources) -> list[str]:
-    image_name = src.get("IMAGE_NAME") or src.get("ECR_REPOSITORY") or ""
-    if IMAGE_NAME_RE.fullmatch(image_name):
-        return []
-    return [
-        f"IMAGE_NAME {image_name!r} is not a valid local image name: lowercase letters, "
-        "digits and '.', '_', '-' separators (e.g. widget-server)"
-    ]
-
-
-def _boolean_problems(src: Sources, key: str) -> list[str]:
-    if _parse_bool(src.get(key)) is None:
-        return [f"{key} {src.get(key)!r} is not a boolean: use true or false"]
-    return []
-
-
-def _mutability_problems(src: Sources) -> list[str]:
-    mutability = src.upper("ECR_TAG_MUTABILITY")
-    exclusions = src.items("ECR_TAG_MUTABILITY_EXCLUSIONS")
-    if mutability not in TAG_MUTABILITY:
-        return [
-            f"ECR_TAG_MUTABILITY {src.get('ECR_TAG_MUTABILITY')!r} is not one of "
-            + ", ".join(TAG_MUTABILITY)
-        ]
-    if mutability.endswith("_WITH_EXCLUSION"):
-        bad = [part for part in exclusions if not EXCLUSION_RE.fullmatch(part)]
-        if not exclusions or len(exclusions) > 5 or bad:
-            return [
-                f"ECR_TAG_MUTABILITY={mutability} needs ECR_TAG_MUTABILITY_EXCLUSIONS: 1 to 5 "
-                "comma-separated tag filters of letters, digits, '.', '_', '-' and '*' "
-                "(e.g. latest,dev-*)"
-            ]
-    elif exclusions:
-        return [
-            "ECR_TAG_MUTABILITY_EXCLUSIONS is set but ECR_TAG_MUTABILITY is "
-            f"{mutability}: use {mutability}_WITH_EXCLUSION"
-        ]
-    return []
-
-
-def _encryption_problems(src: Sources) -> list[str]:
-    encryption = src.upper("ECR_ENCRYPTION")
-    kms_key = src.get("ECR_KMS_KEY")
-    if encryption not in ENCRYPTION:
-        return [
-            f"ECR_ENCRYPTION {src.get('ECR_ENCRYPTION')!r} is not one of " + ", ".join(ENCRYPTION)
-        ]
-    if encryption.startswith("KMS") and not kms_key:
-        return [f"ECR_ENCRYPTION={encryption} needs ECR_KMS_KEY (a KMS key ARN, id or alias)"]
-    if encryption == "AES256" and kms_key:
-        return ["ECR_KMS_KEY is set but ECR_ENCRYPTION is AES256: set ECR_ENCRYPTION=KMS"]
-    return []
-
-
-def _build_path_problems(src: Sources) -> list[str]:
-    problems = []
-    where = f"in the project folder {src.root}"
-    if not src.path("BUILD_CONTEXT").is_dir():
-        problems.append(f"BUILD_CONTEXT {src.get('BUILD_CONTEXT')!r} is not a directory {where}")
-    if not src.path("DOCKERFILE").is_file():
-        problems.append(f"DOCKERFILE {src.get('DOCKERFILE')!r} does not exist {where}")
-    return problems
-
-
-def _tags_problems(src: Sources, key: str, name: str, *, required: bool = False) -> list[str]:
-    tags = src.items(key)
-    if required and not tags:
-        return [f"{name} is required: one or more tags, comma-separated (e.g. latest,prod)"]
-    bad = [tag for tag in tags if not tag.isascii() or not TAG_RE.fullmatch(tag)]
-    if bad:
-        return [
-            f"{name} {bad[0]!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
-            "'_', '.' or '-', not starting with '.' or '-'"
-        ]
-    return []
-
-
-def _number_problems(src: Sources, key: str, low: int, high: int, unit: str) -> list[str]:
-    value = src.get(key)
-    if value is None:
-        return []
-    number = _number(value)
-    if number is None or not low <= number <= high:
-        return [f"{key} {value!r} must be a whole number of {unit} from {low} to {high}"]
-    return []
+# -- helpers -------------------------------------------------------------------------------
 
 
 def _number(value: str | None) -> int | None:
@@ -493,6 +829,8 @@ def _parse_bool(value: str | None) -> bool | None:
 
 def _region_from_aws_config(env: Mapping[str, str], profile: str | None) -> str | None:
     """The region the AWS configuration chain would give, read without importing botocore."""
+    import configparser
+
     if env.get("AWS_DEFAULT_REGION"):
         return env["AWS_DEFAULT_REGION"]
     config_file = Path(env.get("AWS_CONFIG_FILE") or "~/.aws/config").expanduser()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import AwsError, RegistryAuthError, SettingsError
+from ..model.settings import aws_environment
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr.client import ECRClient
@@ -420,7 +421,7 @@ def aws_identity(settings: Settings, environ: Mapping[str, str]) -> str:
     in it: what a recorded registry host is filed under. Any change to the AWS config or
     credentials files makes a new identity, so a profile pointed elsewhere is never
     mistaken for the old one."""
-    env = {**settings.aws_env, **environ}
+    env = aws_environment(environ, settings.aws_env)
     parts = [
         settings.region or "",
         settings.profile or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE", ""),
@@ -526,15 +527,21 @@ def _overlay_environ(extra: Mapping[str, str]) -> Iterator[None]:
 
     botocore resolves endpoint, credentials and config-file variables from
     ``os.environ`` while the session and client are made; overlaying just for
-    that keeps every variable's meaning exactly boto3's own.
+    that keeps every variable's meaning exactly boto3's own. A variable the
+    environment sets empty (``AWS_ENDPOINT_URL=`` exported) counts as unset, as
+    the settings take it: .env's value replaces it meanwhile, and the empty value
+    is put back after.
     """
-    added = [key for key in extra if key not in os.environ]
-    os.environ.update({key: extra[key] for key in added})
+    before = {key: os.environ.get(key) for key in extra if not os.environ.get(key, "").strip()}
+    os.environ.update({key: extra[key] for key in before})
     try:
         yield
     finally:
-        for key in added:
-            os.environ.pop(key, None)
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def connect(settings: Settings, kind: type[Ecr] = Ecr) -> Ecr:

@@ -69,7 +69,7 @@ def test_any_dotenv_text_is_accepted_or_one_settings_error(
     env = tmp_path / ".env"
     env.write_text("\n".join(lines), encoding="utf-8", errors="surrogateescape")
     try:
-        found = load_settings(environ={}, root=tmp_path, need_build=True)
+        found = load_settings(task="config", environ={}, root=tmp_path)
     except SettingsError as exc:
         assert "\n" not in exc.message
         return
@@ -96,9 +96,7 @@ def test_any_flags_are_accepted_or_one_settings_error(
         "AWS_REGION": region,
     }
     try:
-        found = load_settings(
-            flags, environ={"ECR_SCAN_ON_PUSH": scan}, root=tmp_path, need_version=True
-        )
+        found = load_settings(flags, task="push", environ={"ECR_SCAN_ON_PUSH": scan}, root=tmp_path)
     except SettingsError as exc:
         assert "\n" not in exc.message
         return

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ecr_release.cli.configview import MASK, ConfigView, is_secret, view
+from ecr_release.cli.configview import ConfigView, view
 from ecr_release.errors import SettingsError
+from ecr_release.model.masking import MASK
 
 SECRET = "wJalrXUtnFEMI-a-secret-that-must-not-show"
 
@@ -62,21 +63,6 @@ def test_secret_looking_values_are_masked(project: Path) -> None:
     assert sources["AWS_SESSION_TOKEN"] == (MASK, "environment")
     for text in (found.as_text(), json.dumps(found.as_json())):
         assert SECRET not in text and "session-t0ken" not in text and "t0ken" not in text
-
-
-@pytest.mark.parametrize(
-    ("key", "secret"),
-    [
-        ("AWS_SECRET_ACCESS_KEY", True),
-        ("AWS_SESSION_TOKEN", True),
-        ("NPM_PASSWORD", True),
-        ("github_token", True),
-        ("AWS_ACCESS_KEY_ID", False),
-        ("AWS_REGION", False),
-    ],
-)
-def test_which_keys_are_secret(key: str, secret: bool) -> None:
-    assert is_secret(key) is secret
 
 
 def test_unknown_dotenv_keys_are_listed_without_their_values(project: Path) -> None:

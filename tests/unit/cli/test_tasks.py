@@ -137,7 +137,7 @@ def test_list_shows_the_six_tasks_with_help() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--list"], ["--help", "release"]])
-def test_start_up_imports_no_boto(argv: list[str]) -> None:
+def test_start_up_imports_no_boto_nor_dotenv(argv: list[str]) -> None:
     code = (
         "import sys\n"
         "from invoke.main import program\n"
@@ -146,7 +146,8 @@ def test_start_up_imports_no_boto(argv: list[str]) -> None:
         "    program.run()\n"
         "except SystemExit:\n"
         "    pass\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore'))\n"
+        "heavy = ('boto3', 'botocore', 'dotenv')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
         "print('LOADED', loaded)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ecr_release.errors import SettingsError
-from ecr_release.model.settings import load_settings
+from ecr_release.model.settings import TASK_NEEDS, Sources, load_settings
 
 
 @pytest.fixture
@@ -31,9 +31,9 @@ def test_precedence_flag_over_environment_over_dotenv_over_default(workdir: Path
     )
     environ = {"ECR_REPOSITORY": "from-environ"}
 
-    assert load_settings(environ={}).repository == "from-dotenv"
-    assert load_settings(environ=environ).repository == "from-environ"
-    flagged = load_settings({"ECR_REPOSITORY": "from-flag"}, environ=environ)
+    assert load_settings(task="login", environ={}).repository == "from-dotenv"
+    assert load_settings(task="login", environ=environ).repository == "from-environ"
+    flagged = load_settings({"ECR_REPOSITORY": "from-flag"}, task="login", environ=environ)
     assert flagged.repository == "from-flag"
     # IMAGE_NAME comes from .env; DOCKERFILE keeps its default.
     assert flagged.image_name == "img-dotenv"
@@ -42,7 +42,7 @@ def test_precedence_flag_over_environment_over_dotenv_over_default(workdir: Path
 
 
 def test_defaults(workdir: Path) -> None:
-    settings = load_settings(environ={"AWS_REGION": "us-east-1"})
+    settings = load_settings(task="login", environ={"AWS_REGION": "us-east-1"})
     assert settings.repository == "widget-server"
     assert settings.image_name == "widget-server"
     assert settings.build_context == workdir
@@ -55,7 +55,7 @@ def test_defaults(workdir: Path) -> None:
 
 def test_empty_values_in_dotenv_mean_unset(workdir: Path) -> None:
     write_env(workdir, AWS_REGION="eu-west-1", IMAGE_NAME="", BASE_IMAGE="", ECR_KMS_KEY="")
-    settings = load_settings(environ={})
+    settings = load_settings(task="login", environ={})
     assert settings.image_name == "widget-server"
     assert settings.base_image is None
 
@@ -69,7 +69,7 @@ def test_dotenv_does_not_touch_os_environ_and_aws_keys_are_kept_for_boto3(workdi
         AWS_ACCOUNT_ID="123456789012",
     )
     before = dict(os.environ)
-    settings = load_settings(environ={"AWS_SECRET_ACCESS_KEY": "from-environ"})
+    settings = load_settings(task="login", environ={"AWS_SECRET_ACCESS_KEY": "from-environ"})
     assert dict(os.environ) == before
     # The environment wins, so only what it lacks is handed to boto3.
     assert settings.aws_env == {
@@ -81,7 +81,7 @@ def test_dotenv_does_not_touch_os_environ_and_aws_keys_are_kept_for_boto3(workdi
 
 def test_no_dotenv_and_no_region_names_the_key_and_says_copy_example(workdir: Path) -> None:
     with pytest.raises(SettingsError) as err:
-        load_settings(environ={})
+        load_settings(task="login", environ={})
     assert "AWS_REGION" in err.value.message
     assert "copy .env.example" in err.value.message
     assert "\n" not in err.value.message
@@ -90,25 +90,30 @@ def test_no_dotenv_and_no_region_names_the_key_and_says_copy_example(workdir: Pa
 def test_dotenv_without_region_says_add_it(workdir: Path) -> None:
     write_env(workdir, ECR_REPOSITORY="x1")
     with pytest.raises(SettingsError, match=r"AWS_REGION is not set .*add it to \.env"):
-        load_settings(environ={})
+        load_settings(task="login", environ={})
 
 
 def test_region_from_aws_configuration_chain(workdir: Path) -> None:
-    assert load_settings(environ={"AWS_DEFAULT_REGION": "ap-south-1"}).region == "ap-south-1"
+    assert (
+        load_settings(task="login", environ={"AWS_DEFAULT_REGION": "ap-south-1"}).region
+        == "ap-south-1"
+    )
     config = workdir / "aws-config"
     config.write_text("[default]\nregion = eu-north-1\n[profile ci]\nregion = sa-east-1\n")
     environ = {"AWS_CONFIG_FILE": str(config)}
-    assert load_settings(environ=environ).region == "eu-north-1"
-    assert load_settings({"AWS_PROFILE": "ci"}, environ=environ).region == "sa-east-1"
+    assert load_settings(task="login", environ=environ).region == "eu-north-1"
+    assert load_settings({"AWS_PROFILE": "ci"}, task="login", environ=environ).region == "sa-east-1"
 
 
 def test_build_does_not_need_a_region(workdir: Path) -> None:
-    assert load_settings(environ={}, need_aws=False, need_build=True).region is None
+    assert load_settings({"version": "v1"}, task="build", environ={}).region is None
 
 
 def test_unknown_dotenv_key_is_a_warning(workdir: Path) -> None:
     write_env(workdir, AWS_REGION="eu-west-1", ECR_REPOSITRY="typo")
-    assert load_settings(environ={}).warnings == (".env: unknown key ECR_REPOSITRY is ignored",)
+    assert load_settings(task="login", environ={}).warnings == (
+        ".env: unknown key ECR_REPOSITRY is ignored",
+    )
 
 
 BAD_VERSIONS = [
@@ -128,7 +133,7 @@ BAD_VERSIONS = [
 @pytest.mark.parametrize("version", BAD_VERSIONS)
 def test_bad_versions_are_refused(workdir: Path, version: str) -> None:
     with pytest.raises(SettingsError) as err:
-        load_settings({"version": version}, environ={"AWS_REGION": "eu-west-1"}, need_version=True)
+        load_settings({"version": version}, task="push", environ={"AWS_REGION": "eu-west-1"})
     message = err.value.message
     assert "--version" in message
     assert "\n" not in message
@@ -140,9 +145,7 @@ def test_bad_versions_are_refused(workdir: Path, version: str) -> None:
 
 @pytest.mark.parametrize("version", ["v1", "1.4.2", "_x", "A" * 128, "v1.0-rc_1"])
 def test_good_versions(workdir: Path, version: str) -> None:
-    settings = load_settings(
-        {"version": version}, environ={"AWS_REGION": "eu-west-1"}, need_version=True
-    )
+    settings = load_settings({"version": version}, environ={"AWS_REGION": "eu-west-1"}, task="push")
     assert settings.version == version
 
 
@@ -178,7 +181,7 @@ def test_bad_settings_are_refused_with_one_line(
 ) -> None:
     write_env(workdir, AWS_REGION="eu-west-1", **overrides)
     with pytest.raises(SettingsError) as err:
-        load_settings(environ={}, need_build=True)
+        load_settings(task="config", environ={})
     assert expected in err.value.message
     assert "\n" not in err.value.message
 
@@ -186,7 +189,7 @@ def test_bad_settings_are_refused_with_one_line(
 def test_every_problem_is_named_at_once(workdir: Path) -> None:
     write_env(workdir, ECR_REPOSITORY="UPPER", ECR_TAG_MUTABILITY="x", AWS_ACCOUNT_ID="1")
     with pytest.raises(SettingsError) as err:
-        load_settings({"version": "-bad"}, environ={}, need_version=True)
+        load_settings({"version": "-bad"}, task="push", environ={})
     message = err.value.message
     for part in (
         "--version",
@@ -203,25 +206,25 @@ def test_every_problem_is_named_at_once(workdir: Path) -> None:
 )
 def test_booleans(workdir: Path, text: str, value: bool) -> None:
     write_env(workdir, AWS_REGION="eu-west-1", ECR_SCAN_ON_PUSH=text)
-    assert load_settings(environ={}).scan_on_push is value
+    assert load_settings(task="login", environ={}).scan_on_push is value
 
 
 def test_settings_are_frozen(workdir: Path) -> None:
-    settings = load_settings(environ={"AWS_REGION": "eu-west-1"})
+    settings = load_settings(task="login", environ={"AWS_REGION": "eu-west-1"})
     with pytest.raises(AttributeError):
         settings.repository = "other"  # type: ignore[misc]
 
 
 def test_lowercase_enum_values_are_accepted(workdir: Path) -> None:
     write_env(workdir, AWS_REGION="eu-west-1", ECR_TAG_MUTABILITY="mutable")
-    assert load_settings(environ={}).tag_mutability == "MUTABLE"
+    assert load_settings(task="login", environ={}).tag_mutability == "MUTABLE"
 
 
 def test_the_shipped_env_example_works_as_is(workdir: Path) -> None:
     """`cp .env.example .env` leaves optional keys empty: empty means unset, for boto3 too."""
     root = Path(__file__).resolve().parents[3]
     (workdir / ".env").write_text((root / ".env.example").read_text())
-    settings = load_settings(environ={}, need_build=True)
+    settings = load_settings(task="config", environ={})
     assert settings.profile is None
     assert settings.account_id is None
     assert "AWS_PROFILE" not in settings.aws_env
@@ -235,14 +238,17 @@ def test_the_shipped_env_example_works_as_is(workdir: Path) -> None:
 def test_an_explicit_env_file_must_exist(workdir: Path) -> None:
     with pytest.raises(SettingsError, match=r"--env-file 'missing\.env' does not exist"):
         load_settings(
-            environ={"AWS_REGION": "eu-west-1"}, env_file="missing.env", env_file_required=True
+            task="login",
+            environ={"AWS_REGION": "eu-west-1"},
+            env_file="missing.env",
+            env_file_required=True,
         )
 
 
 def test_a_dotenv_that_is_not_utf8_is_one_line(workdir: Path) -> None:
     (workdir / ".env").write_bytes("AWS_REGION=eu-west-1\n".encode("utf-16"))
     with pytest.raises(SettingsError, match=r"cannot read \.env: .*save it as UTF-8"):
-        load_settings(environ={})
+        load_settings(task="login", environ={})
 
 
 @pytest.mark.parametrize(
@@ -264,7 +270,7 @@ def test_mutability_exclusions_are_checked(
         ECR_TAG_MUTABILITY_EXCLUSIONS=exclusions,
     )
     with pytest.raises(SettingsError, match=expected):
-        load_settings(environ={})
+        load_settings(task="login", environ={})
 
 
 def test_mutability_exclusions_are_kept(workdir: Path) -> None:
@@ -274,7 +280,7 @@ def test_mutability_exclusions_are_kept(workdir: Path) -> None:
         ECR_TAG_MUTABILITY="IMMUTABLE_WITH_EXCLUSION",
         ECR_TAG_MUTABILITY_EXCLUSIONS="latest, dev-*",
     )
-    assert load_settings(environ={}).tag_mutability_exclusions == ("latest", "dev-*")
+    assert load_settings(task="login", environ={}).tag_mutability_exclusions == ("latest", "dev-*")
 
 
 # -- hardening: regions, Docker's name limit, the secret scan's allow list ----------------
@@ -293,7 +299,7 @@ def test_mutability_exclusions_are_kept(workdir: Path) -> None:
 )
 def test_real_region_names_are_accepted(workdir: Path, region: str) -> None:
     write_env(workdir, AWS_REGION=region)
-    assert load_settings(environ={}).region == region
+    assert load_settings(task="login", environ={}).region == region
 
 
 @pytest.mark.parametrize(
@@ -313,23 +319,23 @@ def test_a_malformed_region_is_named_with_its_value(
 ) -> None:
     (workdir / ".env").write_text(line + "\n")
     with pytest.raises(SettingsError) as err:
-        load_settings(environ={})
+        load_settings(task="login", environ={})
     assert expected in err.value.message
     assert "AWS_ENDPOINT_URL" not in err.value.message
 
 
 def test_a_malformed_region_from_the_aws_config_says_where_it_came_from(workdir: Path) -> None:
     with pytest.raises(SettingsError, match="the region from the AWS config 'moon-1'"):
-        load_settings(environ={"AWS_DEFAULT_REGION": "moon-1"})
+        load_settings(task="login", environ={"AWS_DEFAULT_REGION": "moon-1"})
 
 
 def test_a_repository_docker_cannot_name_is_refused(workdir: Path) -> None:
     # eu-west-1's host is 44 characters: 210 are left for the repository.
     write_env(workdir, AWS_REGION="eu-west-1", ECR_REPOSITORY="a" * 210)
-    assert load_settings(environ={}).repository == "a" * 210
+    assert load_settings(task="login", environ={}).repository == "a" * 210
     write_env(workdir, AWS_REGION="eu-west-1", ECR_REPOSITORY="a" * 211)
     with pytest.raises(SettingsError) as err:
-        load_settings(environ={})
+        load_settings(task="login", environ={})
     assert err.value.message == (
         "ECR_REPOSITORY is 211 characters: with the registry host "
         "000000000000.dkr.ecr.eu-west-1.amazonaws.com that makes an image name of 256, and "
@@ -339,8 +345,11 @@ def test_a_repository_docker_cannot_name_is_refused(workdir: Path) -> None:
 
 def test_the_secret_scan_allow_list_is_read(workdir: Path) -> None:
     write_env(workdir, AWS_REGION="eu-west-1", SECRET_SCAN_ALLOW="fixtures/*.pem, certs/ca.key")
-    assert load_settings(environ={}).secret_scan_allow == ("fixtures/*.pem", "certs/ca.key")
-    assert load_settings(environ={}).warnings == ()
+    assert load_settings(task="login", environ={}).secret_scan_allow == (
+        "fixtures/*.pem",
+        "certs/ca.key",
+    )
+    assert load_settings(task="login", environ={}).warnings == ()
 
 
 # -- release gates and tags -----------------------------------------------------------------
@@ -355,10 +364,12 @@ def test_gate_and_tag_settings_are_read(workdir: Path) -> None:
         SMOKE_TIMEOUT="90",
         ECR_EXPIRE_UNTAGGED_DAYS="14",
     )
-    found = load_settings(environ={})
+    found = load_settings(task="login", environ={})
     assert found.extra_tags == ("latest", "stable")
     assert (found.smoke_test, found.smoke_timeout, found.expire_untagged_days) == (False, 90, 14)
-    defaults = load_settings(environ={"AWS_REGION": "eu-west-1"}, root=workdir / "elsewhere")
+    defaults = load_settings(
+        task="login", environ={"AWS_REGION": "eu-west-1"}, root=workdir / "elsewhere"
+    )
     assert (defaults.smoke_test, defaults.smoke_timeout) == (True, 60)
     assert (defaults.expire_untagged_days, defaults.extra_tags) == (None, ())
 
@@ -379,7 +390,7 @@ def test_gate_and_tag_settings_are_read(workdir: Path) -> None:
 def test_bad_gate_and_tag_settings(workdir: Path, values: dict[str, str], expected: str) -> None:
     write_env(workdir, AWS_REGION="eu-west-1", **values)
     with pytest.raises(SettingsError, match=re.escape(expected)):
-        load_settings(environ={})
+        load_settings(task="login", environ={})
 
 
 @pytest.mark.parametrize(
@@ -391,12 +402,12 @@ def test_promote_tags_are_required_and_checked(
 ) -> None:
     with pytest.raises(SettingsError, match=re.escape(expected)):
         load_settings(
-            {"version": "v1", "tags": tags}, environ={"AWS_REGION": "eu-west-1"}, need_tags=True
+            {"version": "v1", "tags": tags}, environ={"AWS_REGION": "eu-west-1"}, task="promote"
         )
     found = load_settings(
         {"version": "v1", "tags": "latest,prod"},
         environ={"AWS_REGION": "eu-west-1"},
-        need_tags=True,
+        task="promote",
     )
     assert found.tags == ("latest", "prod")
 
@@ -405,4 +416,99 @@ def test_an_aws_config_that_is_not_utf8_is_one_line(workdir: Path) -> None:
     config = workdir / "aws-config"
     config.write_bytes(b"[default]\nregion = eu-west-1\n# caf\xe9\n")
     with pytest.raises(SettingsError, match=r"cannot read the AWS config file .*UTF-8"):
-        load_settings(environ={"AWS_CONFIG_FILE": str(config)})
+        load_settings(task="login", environ={"AWS_CONFIG_FILE": str(config)})
+
+
+# -- an empty AWS variable in the environment, and where the region comes from -----------
+
+
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_an_empty_aws_variable_in_the_environment_does_not_hide_dotenvs(
+    workdir: Path, empty: str
+) -> None:
+    write_env(
+        workdir,
+        AWS_ENDPOINT_URL="http://127.0.0.1:5999",
+        AWS_DEFAULT_REGION="ap-south-1",
+        AWS_ACCESS_KEY_ID="AKFROMDOTENV",
+    )
+    environ = {"AWS_ENDPOINT_URL": empty, "AWS_DEFAULT_REGION": empty, "AWS_ACCESS_KEY_ID": "AK"}
+    settings = load_settings(task="login", environ=environ)
+    assert settings.aws_env == {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:5999",
+        "AWS_DEFAULT_REGION": "ap-south-1",
+    }
+    assert settings.region == "ap-south-1"  # the AWS config chain sees .env's too
+
+
+def test_the_region_and_where_it_comes_from(workdir: Path) -> None:
+    config = workdir / "aws-config"
+    config.write_text("[default]\nregion = eu-north-1\n")
+
+    def region(flags: dict[str, str | bool | None], **environ: str) -> tuple[object, ...]:
+        environ = {"AWS_CONFIG_FILE": str(workdir / "absent"), **environ}
+        src = Sources.read(flags, environ, Path(".env"), workdir)
+        return (*src.region_lookup, src.region_origin)
+
+    assert region({}) == (None, None, "")
+    assert region({}, AWS_CONFIG_FILE=str(config)) == (
+        "eu-north-1",
+        "AWS config",
+        "the AWS config",
+    )
+    write_env(workdir, AWS_REGION="eu-west-1")
+    assert region({}) == ("eu-west-1", ".env", "AWS_REGION in .env")
+    assert region({}, AWS_REGION="us-east-1") == (
+        "us-east-1",
+        "environment",
+        "AWS_REGION in the environment",
+    )
+    assert region({"AWS_REGION": "sa-east-1"}, AWS_REGION="us-east-1") == (
+        "sa-east-1",
+        "flag",
+        "--region",
+    )
+    assert region({"AWS_REGION": ""}, AWS_REGION=" ") == ("eu-west-1", ".env", "AWS_REGION in .env")
+    (workdir / "prod.env").write_text("AWS_REGION=eu-west-3\n")
+    assert Sources.read({}, {}, Path("prod.env"), workdir).region_origin == "AWS_REGION in prod.env"
+
+
+def test_flag_only_inputs_are_never_read_from_the_environment(workdir: Path) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", version="v9", tags="latest")
+    with pytest.raises(SettingsError, match="--tag is required"):
+        load_settings({"version": "v1"}, task="promote", environ={"tags": "prod"})
+    settings = load_settings(task="login", environ={"version": "v9"})
+    assert settings.version is None and settings.tags == ()
+    assert settings.warnings == (
+        ".env: unknown key tags is ignored",
+        ".env: unknown key version is ignored",
+    )
+
+
+def test_what_each_task_checks(workdir: Path) -> None:
+    """Each task checks its declared needs, and nothing it does not need."""
+    (workdir / "Dockerfile").unlink()
+    problems = {}
+    for task in TASK_NEEDS:
+        try:
+            load_settings(task=task, environ={})
+        except SettingsError as exc:
+            problems[task] = exc.message
+    checked = {
+        task: {
+            "version": "--version" in message,
+            "aws": "AWS_REGION" in message,
+            "build": "DOCKERFILE" in message,
+            "tags": "--tag " in message,
+        }
+        for task, message in problems.items()
+    }
+    assert checked == {
+        task: {need: need in needs for need in ("version", "aws", "build", "tags")}
+        for task, needs in TASK_NEEDS.items()
+    }
+
+
+def test_an_undeclared_task_is_a_bug_not_a_settings_error(workdir: Path) -> None:
+    with pytest.raises(ValueError, match="unknown task 'deploy'"):
+        load_settings(task="deploy", environ={"AWS_REGION": "eu-west-1"})

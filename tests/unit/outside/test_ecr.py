@@ -20,6 +20,7 @@ from ecr_release.model.settings import Settings
 from ecr_release.outside.ecr import (
     Ecr,
     RepositoryConfig,
+    _overlay_environ,
     aws_identity,
     connect,
     lifecycle_policy,
@@ -247,6 +248,43 @@ def test_environment_wins_over_dotenv_for_aws_variables(
     assert ecr._client.meta.endpoint_url == "http://127.0.0.1:6001"
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_aws_variable_in_the_environment_does_not_hide_dotenvs(
+    monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings], empty: str
+) -> None:
+    # `export AWS_ENDPOINT_URL=` means unset, as it does for the settings.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", empty)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-north-1")  # set: the overlay leaves it
+    seen: dict[str, str | None] = {}
+
+    with _overlay_environ(
+        {"AWS_ENDPOINT_URL": "http://127.0.0.1:5999", "AWS_DEFAULT_REGION": "sa-east-1"}
+    ):
+        seen["endpoint"] = os.environ.get("AWS_ENDPOINT_URL")
+        seen["region"] = os.environ.get("AWS_DEFAULT_REGION")
+    assert seen == {"endpoint": "http://127.0.0.1:5999", "region": "eu-north-1"}
+    assert os.environ["AWS_ENDPOINT_URL"] == empty  # put back exactly
+    assert os.environ["AWS_DEFAULT_REGION"] == "eu-north-1"
+
+    ecr = connect(make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:5999"}))
+    assert ecr._client.meta.endpoint_url == "http://127.0.0.1:5999"
+    assert os.environ["AWS_ENDPOINT_URL"] == empty
+
+
+def test_the_overlay_is_undone_when_making_the_client_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_ECR", raising=False)
+    with (
+        pytest.raises(RuntimeError),
+        _overlay_environ({"AWS_ENDPOINT_URL": "http://a:1", "AWS_ENDPOINT_URL_ECR": "http://b:2"}),
+    ):
+        raise RuntimeError("boom")
+    assert os.environ["AWS_ENDPOINT_URL"] == ""
+    assert "AWS_ENDPOINT_URL_ECR" not in os.environ
+
+
 def test_credentials_from_dotenv_are_used(
     monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]
 ) -> None:
@@ -368,3 +406,13 @@ def test_the_aws_identity_tells_default_profiles_and_container_roles_apart(
         )
     }
     assert len(identities) == 5
+
+
+def test_the_aws_identity_sees_dotenvs_endpoint_behind_an_empty_variable(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(aws_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:5999"})
+    base = {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    empty = aws_identity(settings, {**base, "AWS_ENDPOINT_URL": ""})
+    assert empty == aws_identity(settings, base)
+    assert empty != aws_identity(make_settings(), base)

@@ -1,0 +1,64 @@
+"""Masking: which keys are secret, how a value is shown, and secrets scrubbed from text."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ecr_release.model import masking, settings
+from ecr_release.model.masking import MASK, is_secret, scrub, shown
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("AWS_SECRET_ACCESS_KEY", True),
+        ("AWS_SESSION_TOKEN", True),
+        ("AWS_SECURITY_TOKEN", True),
+        ("NPM_PASSWORD", True),
+        ("github_token", True),
+        ("AWS_ACCESS_KEY_ID", False),
+        ("AWS_REGION", False),
+        ("SECRET_SCAN_ALLOW", False),  # declared, and not a secret: its name says SECRET
+        ("ECR_KMS_KEY", False),
+    ],
+)
+def test_which_keys_are_secret(key: str, secret: bool) -> None:
+    assert is_secret(key) is secret
+
+
+def test_a_setting_declared_secret_is_masked_whatever_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    declared = dict(settings.DECLARED)
+    declared["BASE_IMAGE"] = dataclasses.replace(declared["BASE_IMAGE"], secret=True)
+    monkeypatch.setattr(masking, "DECLARED", declared)
+    assert shown("BASE_IMAGE", "registry.example/base:1") == MASK
+    assert shown("IMAGE_NAME", "widget") == "widget"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI", MASK),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLEWXYZ", "***WXYZ"),
+        (
+            "AWS_ENDPOINT_URL",
+            "https://ci:s3cr3t@proxy.example:8443/ecr",
+            "https://***@proxy.example:8443/ecr",
+        ),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("SECRET_SCAN_ALLOW", "fixtures/*.pem", "fixtures/*.pem"),
+        ("ECR_REPOSITORY", None, None),
+    ],
+)
+def test_how_a_value_is_shown(key: str, value: str | None, expected: str | None) -> None:
+    assert shown(key, value) == expected
+
+
+def test_scrub_replaces_every_secret_the_longest_first_and_leaves_short_ones() -> None:
+    long, inner = "outer-secret-0123456789", "secret-0123"
+    text = f"key {long} and {inner}; short 'abc' stays; {long}"
+    assert scrub(text, {inner, long, "abc"}) == "key *** and ***; short 'abc' stays; ***"
+    assert scrub("nothing here", []) == "nothing here"
