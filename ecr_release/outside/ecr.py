@@ -544,30 +544,69 @@ def _overlay_environ(extra: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def connect(settings: Settings, kind: type[Ecr] = Ecr) -> Ecr:
-    """Make the run's one boto3 session and ECR client, with explicit retry settings.
+@dataclass(frozen=True)
+class Limits:
+    """How long an AWS call may take: botocore's connect and read timeouts (seconds) and its
+    total attempts (retries ``standard``: throttling and transient errors are retried)."""
 
-    ``kind`` is ``Ecr``, or ``PlanningEcr`` for a dry run.
-    """
+    connect_timeout: float
+    read_timeout: float
+    attempts: int
+
+
+# A release's calls; and the doctor's, which must answer in seconds whatever AWS does.
+RELEASE_LIMITS = Limits(connect_timeout=10, read_timeout=60, attempts=MAX_ATTEMPTS)
+PROBE_LIMITS = Limits(connect_timeout=5, read_timeout=5, attempts=2)
+
+
+@dataclass(frozen=True)
+class AwsSession:
+    """A boto3 session's clients and the credentials it found (None: none anywhere; their
+    ``.method`` says where they came from)."""
+
+    credentials: Any | None  # botocore.credentials.Credentials
+    clients: Mapping[str, Any]
+
+
+def open_session(
+    region: str | None,
+    profile: str | None,
+    aws_env: Mapping[str, str],
+    services: Sequence[str],
+    limits: Limits,
+) -> AwsSession:
+    """The one place a boto3 session and its clients are made: ``.env``'s AWS_* variables
+    visible to botocore meanwhile, every call bounded by ``limits``. The credentials are
+    resolved here, while those variables are visible (an SSO login or a
+    ``credential_process`` may fail now, as one line)."""
     import boto3
     from botocore.config import Config
 
     config = Config(
-        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-        connect_timeout=10,
-        read_timeout=60,
+        retries={"mode": "standard", "total_max_attempts": limits.attempts},
+        connect_timeout=limits.connect_timeout,
+        read_timeout=limits.read_timeout,
     )
-    with _overlay_environ(settings.aws_env), aws_errors():
-        session = boto3.Session(profile_name=settings.profile, region_name=settings.region)
+    with _overlay_environ(aws_env), aws_errors():
+        session = boto3.Session(profile_name=profile, region_name=region)
         try:
-            client = session.client("ecr", config=config)
+            make: Callable[..., Any] = session.client  # typed per literal service name
+            clients = {name: make(name, config=config) for name in services}
         except ValueError as exc:  # botocore's word for a malformed endpoint URL
             raise SettingsError(f"{exc}: check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECR") from exc
-        # Resolve credentials now, while .env's variables are visible, so a missing
-        # credential is reported before anything runs.
-        if session.get_credentials() is None:
-            raise AwsError(NO_CREDENTIALS)
-    return kind(client)
+        credentials = session.get_credentials()
+        if credentials is not None:
+            credentials.get_frozen_credentials()
+    return AwsSession(credentials, clients)
+
+
+def connect(settings: Settings, kind: type[Ecr] = Ecr, limits: Limits = RELEASE_LIMITS) -> Ecr:
+    """The run's one ECR client (``kind`` is ``Ecr``, or ``PlanningEcr`` for a dry run).
+    No credentials anywhere is an error here, before anything runs."""
+    session = open_session(settings.region, settings.profile, settings.aws_env, ["ecr"], limits)
+    if session.credentials is None:
+        raise AwsError(NO_CREDENTIALS)
+    return kind(session.clients["ecr"])
 
 
 @dataclass(frozen=True)
@@ -585,31 +624,12 @@ def connect_probe(
     profile: str | None,
     aws_env: Mapping[str, str],
     *,
-    timeout: float = 5.0,
-    attempts: int = 2,
+    timeout: float = PROBE_LIMITS.read_timeout,
+    attempts: int = PROBE_LIMITS.attempts,
 ) -> AwsProbe:
-    """Make a session and its ECR and STS clients as :func:`connect` does (``.env``'s AWS_*
-    variables visible), with every call bounded by ``timeout`` seconds and ``attempts``.
-
-    The credentials are resolved here (an SSO login or ``credential_process`` may fail
-    now); finding none is not an error: the probe says so with ``credentials=None``.
-    """
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        retries={"mode": "standard", "total_max_attempts": attempts},
-        connect_timeout=timeout,
-        read_timeout=timeout,
+    """ECR and STS clients from :func:`open_session`, every call bounded by ``timeout``
+    seconds and ``attempts``. Finding no credentials is not an error: the probe says so."""
+    session = open_session(
+        region, profile, aws_env, ["ecr", "sts"], Limits(timeout, timeout, attempts)
     )
-    with _overlay_environ(aws_env), aws_errors():
-        session = boto3.Session(profile_name=profile, region_name=region)
-        try:
-            ecr_client = session.client("ecr", config=config)
-            sts_client = session.client("sts", config=config)
-        except ValueError as exc:  # botocore's word for a malformed endpoint URL
-            raise SettingsError(f"{exc}: check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECR") from exc
-        credentials = session.get_credentials()
-        if credentials is not None:
-            credentials.get_frozen_credentials()
-    return AwsProbe(credentials, Ecr(ecr_client), sts_client)
+    return AwsProbe(session.credentials, Ecr(session.clients["ecr"]), session.clients["sts"])
