@@ -247,7 +247,10 @@ class Release:
                 *(image, self.settings.smoke_timeout),
             )
             return
-        self.docker.smoke_test(
+        from . import smoke
+
+        smoke.smoke_test(
+            self.docker,
             image,
             timeout=self.settings.smoke_timeout,
             clock=self._clock.monotonic,
