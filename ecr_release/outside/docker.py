@@ -67,9 +67,12 @@ _DAEMON_DOWN = (
 
 
 # One line of JSON per image: the ID, the repo digests, the labels, the HEALTHCHECK and
-# the SHELL (the smoke test's), so one `docker image inspect` serves every reader.
+# the SHELL (the smoke test's), so one `docker image inspect` serves every reader. The
+# names are the CLI's Go fields (`.ID`, not the JSON key "Id"): the CLI runs the template
+# on its typed value, where an absent HEALTHCHECK or SHELL is null; only if that fails does
+# it retry on the daemon's raw JSON, where a key the daemon omits is an error.
 _INSPECT = (
-    '{"id": {{json .Id}}, "digests": {{json .RepoDigests}}, "labels": {{json .Config.Labels}}, '
+    '{"id": {{json .ID}}, "digests": {{json .RepoDigests}}, "labels": {{json .Config.Labels}}, '
     '"healthcheck": {{json .Config.Healthcheck}}, "shell": {{json .Config.Shell}}}'
 )
 

@@ -897,6 +897,9 @@ def test_inspect_reads_the_healthcheck_and_shell_in_the_same_command() -> None:
     assert len(runner.calls) == 1  # one `docker image inspect` for both readers
     assert "{{json .Config.Healthcheck}}" in runner.calls[0].args[4]
     assert "{{json .Config.Shell}}" in runner.calls[0].args[4]
+    # the CLI's typed field: `.Id` would send docker to the raw JSON, where an image with no
+    # HEALTHCHECK (or no SHELL) has no such key, and the template fails
+    assert "{{json .ID}}" in runner.calls[0].args[4] and ".Id}}" not in runner.calls[0].args[4]
 
 
 @pytest.mark.parametrize(
