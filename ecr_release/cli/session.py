@@ -139,10 +139,11 @@ def make_release(
     (stdout, or stderr when stdout carries JSON)."""
     from ..flows.published import PlanningPublished, Published
     from ..flows.release import Clock, Release, announce
-    from ..flows.smoke import plan_smoke_test
+    from ..flows.smoke import plan_smoke_test, smoke_test
     from ..outside import ecr
-    from ..outside.docker import Docker, PlanningRunner, SubprocessRunner
+    from ..outside.docker import Docker, PlanningRunner
     from ..outside.localstate import LocalState, StoredLogins, cache_dir
+    from ..outside.process import SubprocessRunner
     from ..outside.registry import PlanningRegistry, Registry
 
     environ = os.environ if environ is None else environ
@@ -164,7 +165,8 @@ def make_release(
         functools.partial(plan_smoke_test, timeout=settings.smoke_timeout)
         if dry_run
         else functools.partial(
-            docker.smoke_test,
+            smoke_test,
+            docker,
             timeout=settings.smoke_timeout,
             clock=clock.monotonic,
             sleep=clock.sleep,

@@ -19,12 +19,9 @@ print: the task layer does.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -32,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DockerError, RegistryError, ReleaseError, SettingsError
-from ..outside.docker import Docker, DockerConfig, Result, Runner
+from ..outside.docker import Docker, DockerConfig
+from ..outside.process import Runner, SubprocessRunner
 
 if TYPE_CHECKING:
     from ..model.settings import Settings, Sources
@@ -111,42 +109,11 @@ def render(checks: Iterable[Check], *, tty: bool) -> str:
     return "\n".join(lines)
 
 
-# -- the bounded runner ----------------------------------------------------------------
-
-
-class TimedRunner:
-    """A docker :class:`~.docker.Runner` whose every command is killed (with anything it
-    started) after ``timeout`` seconds: a hung daemon or credential helper cannot hold the
-    doctor up. Output is captured, never streamed. A command that timed out returns 124."""
-
-    def __init__(self, timeout: float = TIMEOUT, env: Mapping[str, str] | None = None) -> None:
-        self._timeout = timeout
-        self._env = dict(env) if env is not None else None
-
-    def __call__(
-        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
-    ) -> Result:
-        try:
-            proc = subprocess.Popen(
-                list(args),
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                env=self._env,
-                start_new_session=True,  # its own process group: killed as a whole
-            )
-        except FileNotFoundError as exc:
-            raise DockerError(f"the {args[0]!r} command was not found on PATH") from exc
-        try:
-            output, _ = proc.communicate(input, timeout=self._timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return Result(124, f"{args[0]} gave no answer within {self._timeout:g} s: timeout")
-        return Result(proc.returncode, output)
+def bounded_runner(timeout: float = TIMEOUT, environ: Mapping[str, str] | None = None) -> Runner:
+    """The doctor's runner: the shared one, every command (and anything it started) killed
+    after ``timeout`` seconds, so a hung daemon or credential helper cannot hold the doctor
+    up; a command stopped so returns 124. Output is captured, never streamed."""
+    return SubprocessRunner(timeout=timeout, env=environ)
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -173,11 +140,11 @@ def run_checks(
     ``flags``, ``environ``, ``root``, ``env_file`` and ``env_file_required`` are what
     ``load_settings`` takes (the shared flags' settings, the process environment, the
     project folder, ``--env-file``). The outside systems are the real ones unless a
-    test hands in fakes: ``runner`` runs docker (default: :class:`TimedRunner` with
-    ``environ``); ``connect(region, profile, aws_env)`` makes the AWS probe (default:
-    :func:`~.ecr.connect_probe`); ``registry_for(host, user, password)`` makes a registry
-    client (default: :class:`~.registry.Registry`, with docker's certs.d CAs); ``now``
-    is the local clock the AWS one is compared with.
+    test hands in fakes: ``runner`` runs docker (default: :func:`bounded_runner` with
+    ``timeout`` and ``environ``); ``connect(region, profile, aws_env)`` makes the AWS
+    probe (default: :func:`~.ecr.connect_probe`); ``registry_for(host, user, password)``
+    makes a registry client (default: :class:`~.registry.Registry`, with docker's certs.d
+    CAs); ``now`` is the local clock the AWS one is compared with.
     """
     run = _Doctor(
         flags=dict(flags or {}),
@@ -185,7 +152,7 @@ def run_checks(
         root=root,
         env_file=Path(env_file),
         env_file_required=env_file_required,
-        docker=Docker(runner or TimedRunner(timeout, environ), environ=environ),
+        docker=Docker(runner or bounded_runner(timeout, environ), environ=environ),
         connect=connect,
         registry_for=registry_for,
         now=now or (lambda: datetime.now(UTC)),
@@ -280,7 +247,7 @@ class _Doctor:
             self.failed(
                 "docker",
                 "docker CLI",
-                exc.message,
+                exc.message.partition(": install Docker")[0],  # the fix says it
                 "install Docker (the docker CLI) and make sure `docker --version` runs",
                 reason="the docker CLI does not run",
             )
@@ -295,6 +262,7 @@ class _Doctor:
             info = self.docker.daemon_info()
         except DockerError as exc:
             detail = f"not answering at {where}" if "not answering" in exc.message else exc.message
+            detail = detail.partition("; restart Docker")[0]  # the fix says it
             self.failed(
                 "docker",
                 "docker daemon",

@@ -20,14 +20,17 @@ HEALTHCHECK never passes, must stop the release before the push. The rule:
   Ctrl-C or SIGTERM (SIGTERM is turned into ``KeyboardInterrupt`` for the duration
   when this runs in the main thread; a signal that arrives while the container is
   being removed waits until it is gone). A health command that never returns is
-  stopped by removing its container 2 s after the timeout.
+  stopped by removing its container 2 s after the timeout. Every docker command is
+  bounded as well (see :class:`~..outside.docker.Docker`): a daemon that stops
+  answering is a ``DockerError``, not a hang.
 * A failure is a :class:`~.errors.SmokeTestError` (exit 8): one line naming the
   image and what happened, saying nothing was pushed, with the container's last 20
   log lines in ``log_tail`` for the task layer to print.
 
-This module only runs the image, through a :class:`~.docker.Runner`: it does not
-build, tag or push, reads no settings, and leaves to its caller whether to smoke-test
-at all (a dry run should not: its runner only shows ``docker run``).
+This module only runs the image, through :class:`~..outside.docker.Docker` (whose
+image inspection, shared with the rest of the run, gives the HEALTHCHECK and SHELL):
+it does not build, tag or push, reads no settings, and leaves to its caller whether to
+smoke-test at all (a dry run should not: its runner only shows ``docker run``).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from ..errors import DockerError, SmokeTestError
-from ..outside.docker import Docker, Result, Runner, last_error_line
+from ..outside.docker import ANSWER_SECONDS, Docker, last_error_line
 
 log = logging.getLogger("ecr_release")
 
@@ -61,9 +64,6 @@ DEFAULT_SHELL = ("/bin/sh", "-c")
 HEALTHY = "health check passed"
 ONE_SHOT = "exited 0 (one-shot)"
 
-# Everything the check needs from the image, in one line of JSON.
-_IMAGE_FORMAT = '{"healthcheck": {{json .Config.Healthcheck}}, "shell": {{json .Config.Shell}}}'
-_STATE_FORMAT = "{{json .State}}"
 _MAX_LINE = 200
 
 # (seconds, action) -> cancel: calls ``action`` once, from another thread, unless cancelled.
@@ -84,56 +84,18 @@ class SmokeResult:
         return f"{self.outcome} ({self.seconds:.1f} s)"
 
 
-@dataclass(frozen=True)
-class Commands:
-    """Every docker command of the smoke test, as an argument list."""
-
-    binary: str = "docker"
-
-    def image_config(self, image: str) -> list[str]:
-        return [self.binary, "image", "inspect", "--format", _IMAGE_FORMAT, image]
-
-    def run(self, name: str, image: str) -> list[str]:
-        return [
-            self.binary,
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            name,
-            "--label",
-            f"{SMOKE_LABEL}=1",
-            image,
-        ]
-
-    def exec(self, name: str, argv: Sequence[str]) -> list[str]:
-        return [self.binary, "exec", name, *argv]
-
-    def state(self, name: str) -> list[str]:
-        return [self.binary, "inspect", "--format", _STATE_FORMAT, name]
-
-    def logs(self, name: str) -> list[str]:
-        return [self.binary, "logs", "--tail", str(LOG_TAIL_LINES), name]
-
-    def remove(self, name: str) -> list[str]:
-        return [self.binary, "rm", "-f", name]
-
-
-def health_command(healthcheck: object, shell: object = None) -> list[str] | None:
-    """The argv ``docker exec`` runs for an image's ``.Config.Healthcheck``, or None when the
-    image has no health check (null, ``["NONE"]``, or no test)."""
-    test = healthcheck.get("Test") if isinstance(healthcheck, dict) else None
-    if not isinstance(test, list) or len(test) < 2 or not all(isinstance(t, str) for t in test):
+def health_command(test: Sequence[str], shell: Sequence[str] = ()) -> list[str] | None:
+    """The argv ``docker exec`` runs for an image's HEALTHCHECK test (``ImageInfo.health_test``,
+    e.g. ``("CMD-SHELL", "curl -f localhost")``), or None when the image has no health check
+    (no test, ``("NONE",)``, or a test with no command)."""
+    if len(test) < 2:
         return None
     kind, rest = test[0], list(test[1:])
     if kind == "CMD":
         return rest
     if kind == "CMD-SHELL":
         # Docker runs CMD-SHELL in the image's SHELL, if it set one.
-        if isinstance(shell, list) and shell and all(isinstance(s, str) for s in shell):
-            return [*shell, *rest]
-        return [*DEFAULT_SHELL, *rest]
+        return [*(shell or DEFAULT_SHELL), *rest]
     return None
 
 
@@ -146,11 +108,10 @@ def thread_watchdog(seconds: float, action: Callable[[], None]) -> Callable[[], 
 
 
 def smoke_test(
-    runner: Runner,
+    docker: Docker,
     image: str,
     *,
     timeout: float,
-    binary: str = "docker",
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     settle: float = SETTLE_SECONDS,
@@ -164,9 +125,8 @@ def smoke_test(
     is no such local image or docker itself fails.
     """
     return _SmokeTest(
-        runner,
+        docker,
         image,
-        Commands(binary),
         name or f"ecr-release-smoke-{uuid.uuid4().hex[:12]}",
         timeout=timeout,
         settle=settle,
@@ -196,9 +156,8 @@ class _State:
 class _SmokeTest:
     def __init__(
         self,
-        runner: Runner,
+        docker: Docker,
         image: str,
-        commands: Commands,
         name: str,
         *,
         timeout: float,
@@ -208,9 +167,12 @@ class _SmokeTest:
         sleep: Callable[[float], None],
         watchdog: Watchdog,
     ) -> None:
-        self.image, self.name, self.cmd = image, name, commands
+        self.image, self.name, self.docker = image, name, docker
         self.timeout, self.settle, self.poll = timeout, settle, poll
-        self._run, self._clock, self._sleep, self._watchdog = runner, clock, sleep, watchdog
+        # The watchdog ends a hung health command first; docker's own limit is the backstop.
+        self._watchdog_at = max(timeout, settle) + WATCHDOG_GRACE_SECONDS
+        self._exec_limit = self._watchdog_at + ANSWER_SECONDS
+        self._clock, self._sleep, self._watchdog = clock, sleep, watchdog
         self._fired = threading.Event()  # the watchdog has started removing the container
         self._fired_done = threading.Event()  # ... and is done: its log tail is in
         self._fired_tail: list[str] = []
@@ -223,9 +185,7 @@ class _SmokeTest:
         with interrupts:
             cancel: Callable[[], None] | None = None
             try:
-                cancel = self._watchdog(
-                    max(self.timeout, self.settle) + WATCHDOG_GRACE_SECONDS, self._on_watchdog
-                )
+                cancel = self._watchdog(self._watchdog_at, self._on_watchdog)
                 self._start()
                 outcome = self._healthy(probe) if probe is not None else self._settled()
             finally:
@@ -241,30 +201,25 @@ class _SmokeTest:
 
     def _probe(self) -> list[str] | None:
         """The image's health command (None: it has none); no container exists yet."""
-        result = self._run(self.cmd.image_config(self.image))
-        if result.returncode != 0:
-            if "no such image" in result.output.lower():
-                raise DockerError(
-                    f"there is no local image {self.image} to smoke-test: run `inv build` first"
-                )
-            self._docker_failed("docker image inspect", result)
-        data = _last_json(result.output)
-        if not isinstance(data, dict):
-            raise DockerError(f"docker image inspect {self.image} gave no configuration")
-        return health_command(data.get("healthcheck"), data.get("shell"))
+        found = self.docker.inspect(self.image)  # a daemon that is down says so here
+        if found is None:
+            raise DockerError(
+                f"there is no local image {self.image} to smoke-test: run `inv build` first"
+            )
+        return health_command(found.health_test, found.shell)
 
     def _start(self) -> None:
-        result = self._run(self.cmd.run(self.name, self.image))
+        result = self.docker.run_detached(self.name, self.image, labels={SMOKE_LABEL: "1"})
         if result.returncode != 0:
             # The image could not be started (its command is missing, say), unless docker
             # itself is the problem.
-            Docker(self._run, self.cmd.binary).check_daemon()
+            self.docker.check_daemon()
             raise self._failure(f"could not start: {_clip(last_error_line(result.output))}")
 
     def _healthy(self, probe: list[str]) -> str:
         deadline = self._clock() + self.timeout
         while True:
-            result = self._run(self.cmd.exec(self.name, probe))
+            result = self.docker.exec(self.name, probe, timeout=self._exec_limit)
             if result.returncode == 0:
                 return HEALTHY
             if self._fired.is_set():
@@ -298,7 +253,7 @@ class _SmokeTest:
             self._sleep(min(self.poll, until - now))
 
     def _state(self) -> _State:
-        result = self._run(self.cmd.state(self.name))
+        result = self.docker.container_state(self.name)
         if self._fired.is_set():
             raise self._hung("docker")
         data = _last_json(result.output) if result.returncode == 0 else None
@@ -316,7 +271,7 @@ class _SmokeTest:
 
     def _remove(self) -> None:
         try:
-            result = self._run(self.cmd.remove(self.name))
+            result = self.docker.remove_container(self.name)
         except Exception as exc:  # never hide what stopped the test
             log.warning("could not remove the smoke-test container %s: %s", self.name, exc)
             return
@@ -344,7 +299,7 @@ class _SmokeTest:
 
     def _log_tail(self) -> list[str]:
         try:
-            result = self._run(self.cmd.logs(self.name))
+            result = self.docker.logs(self.name, LOG_TAIL_LINES)
         except Exception:  # the tail is a courtesy: the failure itself must get through
             return []
         if result.returncode != 0:
@@ -363,13 +318,6 @@ class _SmokeTest:
             self._remove()
         finally:
             self._fired_done.set()
-
-    def _docker_failed(self, what: str, result: Result) -> None:
-        Docker(self._run, self.cmd.binary).check_daemon()
-        raise DockerError(
-            f"{what} {self.image} failed (exit {result.returncode}): "
-            f"{last_error_line(result.output)}"
-        )
 
 
 class _Interrupts:

@@ -1,11 +1,17 @@
-"""The Docker CLI: build, tag, push, login and image inspection, over one private runner.
+"""The Docker CLI: build, tag, push, login, image inspection and the few container
+commands the smoke test needs, over one private runner (:mod:`.process`).
 
 Every command is an argument list, never a shell string, so no value can reach a
 shell. The registry password travels on stdin only. Docker's own progress is
-streamed through to the user. A push is retried here when docker's failure is
-transient. A dry run swaps the runner for :class:`PlanningRunner`, which shows
-each command that would change something instead of running it. This module
-knows nothing of AWS.
+streamed through to the user. Every command is bounded: one that answers in a line
+(version, info, inspect, tag, a credential helper...) within :data:`ANSWER_SECONDS`,
+``docker login`` and ``docker run -d`` within :data:`LOGIN_SECONDS`, and the long
+ones (build, push, pull) when they print nothing for ``idle_limit`` seconds. A
+command stopped at its limit is a :class:`~..errors.DockerError` naming the command
+and the daemon, never a hang. A push is retried here when docker's failure is
+transient. A dry run swaps the runner for :class:`PlanningRunner`, which shows each
+command that would change something instead of running it. This module knows nothing
+of AWS, and nothing of how the smoke test judges an image (``flows.smoke`` does).
 """
 
 from __future__ import annotations
@@ -17,23 +23,39 @@ import logging
 import os
 import re
 import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from ..errors import DockerError, SettingsError, VersionExistsError
+from .process import TIMED_OUT, Result, Runner, SubprocessRunner
 
-if TYPE_CHECKING:
-    from ..flows.smoke import SmokeResult
+__all__ = [  # the runner's names stay importable from here
+    "TIMED_OUT",
+    "Docker",
+    "DockerConfig",
+    "ImageInfo",
+    "PlanningRunner",
+    "Result",
+    "Runner",
+    "SubprocessRunner",
+]
 
 log = logging.getLogger(__name__)
 
 PUSH_ATTEMPTS = 4
 BACKOFF_SECONDS = 2.0
+
+# How long a command may take. A daemon that accepts connections and never answers
+# must end the run with a line, not hang it.
+ANSWER_SECONDS = 10.0  # a command that answers at once: version, info, inspect, tag, rm...
+LOGIN_SECONDS = 30.0  # docker login (the daemon asks the registry); docker run -d
+# build, push, pull: stopped when docker prints nothing for this long. A single layer
+# that takes longer to upload (docker prints no progress when not on a terminal) or a
+# build step silent for longer would be cut off: the caller can raise it.
+IDLE_SECONDS = 600.0
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 _DAEMON_DOWN = (
@@ -44,9 +66,14 @@ _DAEMON_DOWN = (
 )
 
 
-# One line of JSON per image: the ID, the repo digests and the labels.
+# One line of JSON per image: the ID, the repo digests, the labels, the HEALTHCHECK and
+# the SHELL (the smoke test's), so one `docker image inspect` serves every reader. The
+# names are the CLI's Go fields (`.ID`, not the JSON key "Id"): the CLI runs the template
+# on its typed value, where an absent HEALTHCHECK or SHELL is null; only if that fails does
+# it retry on the daemon's raw JSON, where a key the daemon omits is an error.
 _INSPECT = (
-    '{"id": {{json .Id}}, "digests": {{json .RepoDigests}}, "labels": {{json .Config.Labels}}}'
+    '{"id": {{json .ID}}, "digests": {{json .RepoDigests}}, "labels": {{json .Config.Labels}}, '
+    '"healthcheck": {{json .Config.Healthcheck}}, "shell": {{json .Config.Shell}}}'
 )
 
 
@@ -61,11 +88,15 @@ _VERSION_RE = re.compile(r"version ([0-9]+\.[0-9][^,\s]*)", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """A local image: its ID, the repo digests docker knows for it, and its labels."""
+    """A local image: its ID, the repo digests docker knows for it, its labels, its
+    HEALTHCHECK's test (``.Config.Healthcheck.Test``, e.g. ``("CMD", "true")``; empty when
+    it has none) and its SHELL (empty when it sets none)."""
 
     id: str
     repo_digests: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    health_test: tuple[str, ...] = ()
+    shell: tuple[str, ...] = ()
 
     def identity_for(self, reference: str) -> str:
         """``NAME@sha256:...`` for the reference's repository when docker has it, else the ID."""
@@ -91,63 +122,6 @@ class DaemonInfo:
     containerd_store: bool
 
 
-@dataclass(frozen=True)
-class Result:
-    """What a finished command returned. ``output`` is stdout and stderr together."""
-
-    returncode: int
-    output: str
-
-
-class Runner(Protocol):
-    """Runs one argument list; ``stream`` echoes output to the user as it comes."""
-
-    def __call__(
-        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
-    ) -> Result: ...
-
-
-class SubprocessRunner:
-    """The real runner: ``subprocess`` with argument lists, output captured (and streamed)."""
-
-    def __init__(self, out: TextIO | None = None) -> None:
-        self._out = out
-
-    def __call__(
-        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
-    ) -> Result:
-        out = self._out or sys.stdout
-        try:
-            proc = subprocess.Popen(
-                list(args),
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-            )
-        except FileNotFoundError as exc:
-            raise DockerError(
-                f"the {args[0]!r} command was not found: install Docker (the docker CLI) "
-                "and make sure it is on PATH"
-            ) from exc
-        if input is not None:
-            assert proc.stdin is not None
-            try:
-                proc.stdin.write(input)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-        chunks: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            chunks.append(line)
-            if stream:
-                out.write(line)
-                out.flush()
-        return Result(proc.wait(), "".join(chunks))
-
-
 # Commands a dry run runs for real, so its plan is exact: they read (`docker-credential-*
 # get` reads a stored login), or (pull) only fill the local image cache with the base
 # image whose digest the check needs.
@@ -165,10 +139,16 @@ class PlanningRunner:
     real: Runner
 
     def __call__(
-        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+        self,
+        args: Sequence[str],
+        *,
+        input: str | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
+        idle: float | None = None,
     ) -> Result:
         if any(tuple(args[1 : 1 + len(verb)]) == verb for verb in _READ_ONLY):
-            return self.real(args, input=input, stream=stream)
+            return self.real(args, input=input, stream=stream, timeout=timeout, idle=idle)
         stdin = "  (password on stdin: ***)" if input is not None else ""
         log.info("[dry-run] %s: %s%s", args[1], shlex.join(args), stdin)
         return Result(0, "")
@@ -202,15 +182,22 @@ class Docker:
     """The docker commands the release needs, and nothing else.
 
     ``environ`` is the environment the docker CLI runs with; it is read only to
-    name ``DOCKER_HOST`` when the daemon does not answer.
+    name ``DOCKER_HOST`` when the daemon does not answer. ``idle_limit`` is how long
+    build, push and pull may print nothing before they are stopped.
     """
 
     def __init__(
-        self, runner: Runner, binary: str = "docker", environ: Mapping[str, str] | None = None
+        self,
+        runner: Runner,
+        binary: str = "docker",
+        environ: Mapping[str, str] | None = None,
+        *,
+        idle_limit: float = IDLE_SECONDS,
     ) -> None:
         self._run = runner
         self._binary = binary
         self._environ = os.environ if environ is None else environ
+        self._idle = idle_limit
         # One `docker image inspect` per image a run looks at: forgotten when this run
         # builds, tags or pulls that reference.
         self._inspected: dict[str, ImageInfo | None] = {}
@@ -220,7 +207,7 @@ class Docker:
     def build(self, command: Sequence[str]) -> None:
         """Run a ``build_command`` list, streaming docker's progress."""
         self._inspected.pop(command[command.index("-t") + 1], None)
-        result = self._run(command, stream=True)
+        result = self._call(command, stream=True, idle=self._idle)
         if result.returncode != 0:
             self._raise("docker build failed", result)
 
@@ -242,7 +229,7 @@ class Docker:
 
     def tag(self, source: str, target: str) -> None:
         self._inspected.pop(target, None)
-        result = self._run([self._binary, "tag", source, target])
+        result = self._call([self._binary, "tag", source, target])
         if result.returncode != 0:
             if "no such image" in result.output.lower():
                 raise DockerError(
@@ -251,14 +238,18 @@ class Docker:
             self._raise("docker tag failed", result)
 
     def push(self, reference: str) -> Result:
-        """Run ``docker push``; return the result whatever it is (the caller classifies)."""
-        return self._run([self._binary, "push", reference], stream=True)
+        """Run ``docker push``; return the result whatever it is (the caller classifies).
+
+        A push that prints nothing for ``idle_limit`` seconds is stopped: that is a
+        ``DockerError`` here, never a result to retry (see :func:`push_with_retries`)."""
+        return self._call([self._binary, "push", reference], stream=True, idle=self._idle)
 
     def login(self, host: str, username: str, password: str) -> None:
         """``docker login``; the password is never an argument: it goes on stdin."""
-        result = self._run(
+        result = self._call(
             [self._binary, "login", "--username", username, "--password-stdin", host],
             input=password + "\n",
+            timeout=LOGIN_SECONDS,
         )
         if result.returncode != 0:
             self._check_daemon_output(result.output)
@@ -280,7 +271,7 @@ class Docker:
         return self._inspected[reference]
 
     def _inspect(self, reference: str) -> ImageInfo | None:
-        result = self._run([self._binary, "image", "inspect", "--format", _INSPECT, reference])
+        result = self._call([self._binary, "image", "inspect", "--format", _INSPECT, reference])
         if result.returncode != 0:
             self._check_daemon_output(result.output)
             return None
@@ -293,16 +284,19 @@ class Docker:
             return None
         digests = data.get("digests") if isinstance(data.get("digests"), list) else []
         labels = data.get("labels") if isinstance(data.get("labels"), dict) else {}
+        health = data.get("healthcheck")
         return ImageInfo(
             data["id"],
             tuple(str(d) for d in digests or ()),
             {str(k): str(v) for k, v in (labels or {}).items()},
+            health_test=_strings(health.get("Test") if isinstance(health, dict) else None),
+            shell=_strings(data.get("shell")),
         )
 
     def pull(self, reference: str) -> None:
         """``docker pull``, streaming docker's progress."""
         self._inspected.pop(reference, None)
-        result = self._run([self._binary, "pull", reference], stream=True)
+        result = self._call([self._binary, "pull", reference], stream=True, idle=self._idle)
         if result.returncode != 0:
             self._raise(f"docker pull {reference} failed", result)
 
@@ -327,15 +321,24 @@ class Docker:
     def stored_credential(self, host: str) -> tuple[str, str] | None:
         """The (user, password) docker would send to ``host``, read the way docker reads it:
         from the credential helper the config names, else from ``auths``. None when docker
-        holds none (or its helper fails): the caller logs in instead."""
+        holds none (or its helper fails): the caller logs in instead. A helper that does not
+        answer (a locked keychain) is a ``DockerError``: ``docker login`` would hang on it too."""
         config = self.config()
         helper = config.helper_for(host)
         if helper is None:
             return config.inline_credential(host)
         try:
-            result = self._run([f"docker-credential-{helper}", "get"], input=host)
+            result = self._run(
+                [f"docker-credential-{helper}", "get"], input=host, timeout=ANSWER_SECONDS
+            )
         except DockerError:  # the helper is not installed
             return None
+        if result.timed_out:
+            raise DockerError(
+                f"`docker-credential-{helper} get` {result.stopped}: the credential helper "
+                f"hangs (a locked keychain?); unlock it, or remove it from "
+                f"{config.directory / 'config.json'} (credsStore, credHelpers)"
+            )
         if result.returncode != 0:
             return None
         try:
@@ -349,17 +352,41 @@ class Docker:
             return user, secret
         return None
 
-    def smoke_test(self, image: str, **options: Any) -> SmokeResult:
-        """Run the image once and judge it (see ``smoke``); its container is always removed."""
-        from ..flows.smoke import smoke_test  # smoke builds on this module: imported when used
+    # -- containers (the smoke test's) -------------------------------------------------
+    # Each returns docker's result for the caller to judge; a daemon that does not answer
+    # is a DockerError.
 
-        return smoke_test(self._run, image, binary=self._binary, **options)
+    def run_detached(self, name: str, image: str, *, labels: Mapping[str, str]) -> Result:
+        """``docker run -d --network none --name NAME --label K=V IMAGE``: no network but the
+        container's own loopback, no published port."""
+        args = [self._binary, "run", "-d", "--network", "none", "--name", name]
+        for key, value in labels.items():
+            args += ["--label", f"{key}={value}"]
+        return self._call([*args, image], timeout=LOGIN_SECONDS)
+
+    def exec(self, name: str, argv: Sequence[str], *, timeout: float) -> Result:
+        """``docker exec NAME ARGV...``, stopped after ``timeout`` seconds."""
+        return self._call([self._binary, "exec", name, *argv], timeout=timeout)
+
+    def container_state(self, name: str) -> Result:
+        """``docker inspect --format '{{json .State}}' NAME``: one line of JSON."""
+        return self._call([self._binary, "inspect", "--format", "{{json .State}}", name])
+
+    def logs(self, name: str, tail: int) -> Result:
+        """``docker logs --tail N NAME``: the container's last lines."""
+        return self._call([self._binary, "logs", "--tail", str(tail), name])
+
+    def remove_container(self, name: str) -> Result:
+        """``docker rm -f NAME``: stopped and removed."""
+        return self._call([self._binary, "rm", "-f", name])
+
+    # -- the daemon ----------------------------------------------------------------
 
     def client_version(self) -> str:
         """The docker CLI's own version (``docker --version``: the daemon is not asked, so a
         dead or hung DOCKER_HOST cannot hold it up). ``DockerError`` when the CLI is missing
         or prints no version."""
-        result = self._run([self._binary, "--version"])
+        result = self._call([self._binary, "--version"])
         found = _VERSION_RE.search(result.output)
         if result.returncode != 0 or found is None:
             raise DockerError(
@@ -371,7 +398,7 @@ class Docker:
     def daemon_info(self) -> DaemonInfo:
         """What the daemon says of itself (``docker info``): version and storage. One
         ``DockerError`` line naming DOCKER_HOST when it does not answer."""
-        result = self._run([self._binary, "info", "--format", _INFO])
+        result = self._call([self._binary, "info", "--format", _INFO])
         if result.returncode != 0:
             self._raise("docker info failed", result)
         lines = [line for line in result.output.splitlines() if line.startswith("{")]
@@ -395,12 +422,71 @@ class Docker:
 
     def check_daemon(self) -> None:
         """Fail with one line when the CLI is missing or the daemon does not answer."""
-        result = self._run([self._binary, "version", "--format", "{{.Server.Version}}"])
+        result = self._call([self._binary, "version", "--format", "{{.Server.Version}}"])
         if result.returncode != 0:
             self._check_daemon_output(result.output)
             self._raise("docker is not usable", result)
 
     # -- helpers ------------------------------------------------------------------
+
+    def _call(
+        self,
+        args: Sequence[str],
+        *,
+        input: str | None = None,
+        stream: bool = False,
+        timeout: float | None = ANSWER_SECONDS,
+        idle: float | None = None,
+    ) -> Result:
+        """Run a docker command within its limits: a stopped one is one ``DockerError`` line
+        naming the command and the daemon."""
+        if idle is not None:
+            timeout = None  # a long command is bounded by its silence, not its length
+        result = self._run(args, input=input, stream=stream, timeout=timeout, idle=idle)
+        if result.timed_out:
+            raise DockerError(self._stopped(args, result))
+        return result
+
+    def _stopped(self, args: Sequence[str], result: Result) -> str:
+        verb = args[1] if len(args) > 1 else ""
+        what = f"`{Path(args[0]).name} {verb}`"  # the verb alone: a build's list is long
+        daemon = self._daemon()
+        if verb in ("push", "pull"):
+            what = f"`{Path(args[0]).name} {verb} {args[-1]}`"
+            return (
+                f"{what} {result.stopped} and was stopped: the transfer or "
+                f"{daemon} is stuck; check the network and Docker, then run it again (layers "
+                "already transferred are skipped)"
+            )
+        if verb == "build":
+            return (
+                f"{what} {result.stopped} and was stopped: a build step hangs, or {daemon} "
+                "does; fix the step (or restart Docker) and build again"
+            )
+        if verb == "--version":
+            return (
+                f"{what} {result.stopped}: the docker CLI itself hangs (it asks no daemon); "
+                "reinstall Docker (the docker CLI), or check which `docker` is first on PATH"
+            )
+        if verb == "login":
+            return (
+                f"{what} {result.stopped}: {daemon}, or the registry it asks, is hung or "
+                "unreachable; check Docker and the network, then try again"
+            )
+        return (
+            f"{what} {result.stopped}: {daemon} is hung or unreachable; restart Docker "
+            "(or fix DOCKER_HOST) and try again"
+        )
+
+    def _daemon(self) -> str:
+        """The daemon the CLI talks to, in words."""
+        host = self._environ.get("DOCKER_HOST")
+        if host:
+            return f"the Docker daemon at {host} (DOCKER_HOST)"
+        context = self._environ.get("DOCKER_CONTEXT")
+        if context:
+            return f"the Docker daemon of docker context {context} (DOCKER_CONTEXT)"
+        return f"the Docker daemon at {DEFAULT_SOCKET} (the default socket)"
 
     def _check_daemon_output(self, output: str) -> None:
         low = output.lower()
@@ -414,6 +500,13 @@ class Docker:
     def _raise(self, what: str, result: Result) -> None:
         self._check_daemon_output(result.output)
         raise DockerError(f"{what} (exit {result.returncode}): {last_error_line(result.output)}")
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    """A JSON list of strings as a tuple; anything else as ()."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    return ()
 
 
 def parse_push_digest(output: str) -> str | None:
@@ -579,7 +672,10 @@ def push_with_retries(
 
     Transient failures are retried up to ``attempts`` times with exponential
     backoff; an authentication failure calls ``relogin`` once and tries again;
-    anything else, and an immutable tag, is final.
+    anything else, and an immutable tag, is final. So is a push stopped because docker
+    printed nothing for its idle limit (``Docker.push`` raises it): docker already
+    retries each layer itself, and another attempt would most likely be as silent, for
+    as long again, with nothing on the screen.
     """
     relogged = False
     attempt = 1

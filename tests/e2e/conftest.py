@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -76,6 +77,16 @@ def stack(session_stack: Stack) -> Iterator[Stack]:
     """
     yield session_stack
     session_stack.heal()
+
+
+@pytest.fixture
+def silent_socket(tmp_path: Path) -> Iterator[str]:
+    """A daemon socket (for DOCKER_HOST) that takes the connection and never answers."""
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        sock.listen(16)
+        yield f"unix://{path}"
 
 
 @pytest.fixture

@@ -5,13 +5,10 @@ the way the task layer will (the project's folder, the process environment)."""
 from __future__ import annotations
 
 import hashlib
-import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-
-import pytest
 
 from ..unit.flows.test_doctor import NAMES  # the checks, in the order the doctor runs them
 from .project import Project
@@ -97,16 +94,6 @@ def test_a_dead_docker_host_fails_fast_and_the_aws_checks_still_run(
     assert elapsed < 10, elapsed
     names = [r["repositoryName"] for r in project.ecr().describe_repositories()["repositories"]]
     assert project.repository not in names
-
-
-@pytest.fixture
-def silent_socket(tmp_path: Path) -> Iterator[str]:
-    """A daemon socket that takes the connection and never answers."""
-    path = tmp_path / "silent.sock"
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(path))
-        sock.listen(16)
-        yield f"unix://{path}"
 
 
 def test_a_hung_docker_host_is_cut_off(project: Project, stack: Stack, silent_socket: str) -> None:

@@ -54,6 +54,28 @@ def test_docker_daemon_unreachable(project: Project, stack: Stack, tmp_path: Pat
     )
 
 
+def test_a_hung_docker_daemon_stops_the_release_in_seconds(
+    project: Project, stack: Stack, silent_socket: str
+) -> None:
+    # The daemon takes the connection and never answers: before the runner had limits,
+    # `inv release` waited forever with nothing on the screen.
+    started = time.monotonic()
+    done = project.inv("release", "--version", "v1", env={"DOCKER_HOST": silent_socket}, timeout=60)
+    elapsed = time.monotonic() - started
+    print(f"\nrelease with a hung DOCKER_HOST: exit {done.returncode} in {elapsed:.2f} s")
+    line = one_line_error(done)
+    assert done.returncode == 3, done.stderr
+    assert line == (
+        "error: `docker version` gave no answer within 10 s: the Docker daemon at "
+        f"{silent_socket} (DOCKER_HOST) is hung or unreachable; restart Docker (or fix "
+        "DOCKER_HOST) and try again"
+    )
+    assert elapsed < 15, elapsed
+    names = [r["repositoryName"] for r in project.ecr().describe_repositories()["repositories"]]
+    assert project.repository not in names  # stopped before anything changed
+    assert stack.registry_tags(project.repository) == []
+
+
 class DenyCreateRepository(BaseHTTPRequestHandler):
     """In front of moto: CreateRepository is denied, every other call is forwarded."""
 

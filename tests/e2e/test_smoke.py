@@ -17,7 +17,7 @@ import pytest
 
 from ecr_release.errors import SmokeTestError
 from ecr_release.flows.smoke import HEALTHY, ONE_SHOT, SMOKE_LABEL, SmokeResult, smoke_test
-from ecr_release.outside.docker import SubprocessRunner
+from ecr_release.outside.docker import Docker, SubprocessRunner
 
 from .project import ROOT, Project, docker, one_line_error
 from .stack import Stack
@@ -66,7 +66,7 @@ def _no_smoke_container_survives() -> Iterator[None]:
 
 
 def smoke(image: str, timeout: float = 8) -> SmokeResult:
-    return smoke_test(SubprocessRunner(), image, timeout=timeout)
+    return smoke_test(Docker(SubprocessRunner()), image, timeout=timeout)
 
 
 def failed(image: str, timeout: float = 8) -> tuple[SmokeTestError, float]:
@@ -162,9 +162,9 @@ def test_the_shipped_image_passes_in_about_a_second(stack: Stack, tmp_path: Path
 
 SCRIPT = """
 import sys
-from ecr_release.outside.docker import SubprocessRunner
+from ecr_release.outside.docker import Docker, SubprocessRunner
 from ecr_release.flows.smoke import smoke_test
-smoke_test(SubprocessRunner(), sys.argv[1], timeout=60)
+smoke_test(Docker(SubprocessRunner()), sys.argv[1], timeout=60)
 """
 
 

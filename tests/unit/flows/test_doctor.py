@@ -27,9 +27,17 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from ecr_release.errors import DockerError, RegistryError, SettingsError
-from ecr_release.flows.doctor import AREAS, Check, TimedRunner, exit_code, render, run_checks
-from ecr_release.outside.docker import Docker, Result
+from ecr_release.flows.doctor import (
+    AREAS,
+    Check,
+    bounded_runner,
+    exit_code,
+    render,
+    run_checks,
+)
+from ecr_release.outside.docker import Docker
 from ecr_release.outside.ecr import AwsProbe, Ecr, connect_probe
+from ecr_release.outside.process import Result, SubprocessRunner
 from ecr_release.outside.registry import Registry
 from tests.unit.outside.test_registry import _make_certs
 
@@ -75,7 +83,13 @@ class FakeDocker:
     calls: list[tuple[list[str], str | None]] = field(default_factory=list)
 
     def __call__(
-        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+        self,
+        args: Sequence[str],
+        *,
+        input: str | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
+        idle: float | None = None,
     ) -> Result:
         self.calls.append((list(args), input))
         if args[0] == "docker":
@@ -720,7 +734,7 @@ def test_everything_broken_still_gives_every_line(
 
 
 def test_an_unexpected_exception_is_a_bug_and_propagates(setup: Setup) -> None:
-    def broken(args: Sequence[str], *, input: str | None = None, stream: bool = False) -> Result:
+    def broken(args: Sequence[str], **_: object) -> Result:
         raise RuntimeError("a bug in a runner")
 
     with pytest.raises(RuntimeError, match="a bug in a runner"):
@@ -778,7 +792,7 @@ _IMPORT_PROBE = textwrap.dedent(
 
     seen = {"at_import": sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))}
 
-    def runner(args, *, input=None, stream=False):
+    def runner(args, **_):
         if args[1] == "--version":
             return Result(0, "Docker version 28.2.2, build e6534b4")
         return Result(0, '{"server": "20.10.24", "driver": "overlay2", "status": []}')
@@ -816,21 +830,51 @@ def test_boto3_is_not_imported_before_the_aws_checks(setup: Setup) -> None:
 # -- the bounded runner and the calls added for the doctor --------------------------------------
 
 
-def test_the_timed_runner_kills_a_hung_command_and_its_children() -> None:
+def test_the_timed_runner_kills_a_hung_command_and_its_children(tmp_path: Path) -> None:
+    runner = bounded_runner(0.5)
+    assert isinstance(runner, SubprocessRunner)  # the shared runner, capped
     started = time.monotonic()
-    result = TimedRunner(0.5)(["sh", "-c", "sleep 30 & sleep 30"])
+    pidfile = tmp_path / "pid"
+    result = runner(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; sleep 30"], timeout=10)
     assert time.monotonic() - started < 5
     assert result.returncode == 124
     assert "gave no answer within 0.5 s" in result.output
+    # the process group is killed: the background sleep too
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid):
+        assert time.monotonic() < deadline, f"{pid} survived"
+        time.sleep(0.05)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
 
 
 def test_the_timed_runner_runs_with_the_given_environment() -> None:
-    result = TimedRunner(5, {"PATH": os.environ["PATH"], "ONLY": "this"})(
-        ["sh", "-c", "read x; echo $ONLY $x"], input="in\n"
-    )
+    runner = bounded_runner(5, {"PATH": os.environ["PATH"], "ONLY": "this"})
+    result = runner(["sh", "-c", "read x; echo $ONLY $x"], input="in\n")
     assert result == Result(0, "this in\n")
     with pytest.raises(DockerError, match="'no-such-docker' command was not found"):
-        TimedRunner(5)(["no-such-docker", "--version"])
+        runner(["no-such-docker", "--version"])
+
+
+def test_a_hung_daemon_is_a_check_line_with_the_doctors_limit(setup: Setup) -> None:
+    def hung(args: Sequence[str], *, timeout: float | None = None, **_: object) -> Result:
+        if args[1] == "--version":
+            return Result(0, "Docker version 28.2.2, build e6534b4\n")
+        said = f"gave no answer within {timeout:g} s"
+        return Result(124, f"docker info {said}\n", said, "timeout")
+
+    environ = {**setup.environ, "DOCKER_HOST": "unix:///tmp/hung.sock"}
+    checks = doctor(setup, runner=hung, environ=environ)  # type: ignore[arg-type]
+    daemon = checks["docker daemon"]
+    assert not daemon.ok
+    assert daemon.detail.startswith("`docker info` gave no answer within 10 s: the Docker daemon")
+    assert "unix:///tmp/hung.sock" in daemon.detail
 
 
 def test_client_version_asks_no_daemon() -> None:
@@ -840,7 +884,7 @@ def test_client_version_asks_no_daemon() -> None:
 
 
 def test_client_version_without_a_version_is_a_docker_error() -> None:
-    def runner(args: Sequence[str], *, input: str | None = None, stream: bool = False) -> Result:
+    def runner(args: Sequence[str], **_: object) -> Result:
         return Result(127, "docker: command not usable\n")
 
     with pytest.raises(DockerError, match="printed no version"):

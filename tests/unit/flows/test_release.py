@@ -121,7 +121,13 @@ class FakeDocker:
     containers: list[str] = field(default_factory=list)
 
     def __call__(
-        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+        self,
+        args: Sequence[str],
+        *,
+        input: str | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
+        idle: float | None = None,
     ) -> Result:
         args = list(args)
         self.calls.append((args, input))
@@ -149,15 +155,14 @@ class FakeDocker:
             self.images[args[3]] = self.images[args[2]]
         elif verb in SMOKE_VERBS:
             return self._smoke(verb, args)
-        elif verb == "image" and "healthcheck" in args[4]:
-            image_config = {"healthcheck": self.healthcheck, "shell": None}
-            return Result(0, json.dumps(image_config) + "\n")
         elif verb == "image":
             found = self.images.get(args[-1])
             if not found:
                 return Result(1, "Error: No such image")
             labels = self.labels.get(found) or None
-            return Result(0, json.dumps({"id": found, "digests": [], "labels": labels}) + "\n")
+            inspected: dict[str, object] = {"id": found, "digests": [], "labels": labels}
+            inspected |= {"healthcheck": self.healthcheck, "shell": None}
+            return Result(0, json.dumps(inspected) + "\n")
         elif verb == "push":
             outcome = self.push_outcomes.pop(0) if self.push_outcomes else "ok"
             if outcome != "ok":

@@ -1,4 +1,5 @@
-"""The smoke test's state machine, through a scripted engine on a fake clock (nothing sleeps)."""
+"""The smoke test's state machine, through Docker over a scripted engine on a fake clock
+(nothing sleeps)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -22,7 +24,7 @@ from ecr_release.flows.smoke import (
     smoke_test,
     thread_watchdog,
 )
-from ecr_release.outside.docker import Result
+from ecr_release.outside.docker import ANSWER_SECONDS, TIMED_OUT, Docker, Result
 
 IMAGE = "widget-server:v1"
 NAME = "ecr-release-smoke-test0001"
@@ -80,22 +82,29 @@ class Engine:
     cost: float = 0.05
     during: dict[str, Callable[[], None]] = field(default_factory=dict)
     calls: list[list[str]] = field(default_factory=list)
+    limits: list[tuple[str, float | None]] = field(default_factory=list)  # (verb, timeout)
     started: bool = False
     start_time: float = 0.0
     removed: bool = False
     probes: int = 0
 
     def __call__(
-        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+        self,
+        args: Sequence[str],
+        *,
+        input: str | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
+        idle: float | None = None,
     ) -> Result:
         self.calls.append(list(args))
         verb = args[1]
+        self.limits.append((verb, timeout))
         if verb in self.during:
             self.during[verb]()
         self.clock.now += self.cost
         if verb == "image":
-            config = {"healthcheck": self.healthcheck, "shell": self.image_shell}
-            return Result(0, json.dumps(config) + "\n")
+            return Result(0, image_config(self.healthcheck, self.image_shell))
         if verb == "version":
             return Result(0, "20.10.24\n")
         if verb == "run":
@@ -138,6 +147,12 @@ class Engine:
         return [args[1] for args in self.calls]
 
 
+def image_config(healthcheck: object, shell: object = None) -> str:
+    """What `docker image inspect --format` prints for the image, as Docker asks it."""
+    config: dict[str, object] = {"id": "sha256:" + "1" * 64, "digests": [], "labels": None}
+    return json.dumps({**config, "healthcheck": healthcheck, "shell": shell}) + "\n"
+
+
 @dataclass
 class Watchdog:
     """Records the deadline it was armed with; a test fires it by hand."""
@@ -160,10 +175,15 @@ class Watchdog:
 
 
 def smoke(
-    engine: Engine, *, watchdog: Watchdog | None = None, timeout: float = 8, **kw: object
+    engine: Engine,
+    *,
+    watchdog: Watchdog | None = None,
+    timeout: float = 8,
+    binary: str = "docker",
+    **kw: object,
 ) -> SmokeResult:
     return smoke_test(
-        engine,
+        Docker(engine, binary, environ={}),
         IMAGE,
         timeout=timeout,
         clock=engine.clock,
@@ -301,7 +321,10 @@ def test_healthcheck_none_counts_as_no_healthcheck() -> None:
 def test_health_command_from_the_image_config(
     healthcheck: object, shell: object, argv: list[str] | None
 ) -> None:
-    assert health_command(healthcheck, shell) == argv
+    # as docker reports it, read by Docker's image inspection
+    found = Docker(lambda *a, **k: Result(0, image_config(healthcheck, shell))).inspect(IMAGE)
+    assert found is not None
+    assert health_command(found.health_test, found.shell) == argv
 
 
 # -- without a HEALTHCHECK --------------------------------------------------------------------
@@ -368,14 +391,11 @@ def test_the_log_tail_is_the_last_20_lines() -> None:
 def test_the_run_argument_list_is_exact_no_network_no_published_port() -> None:
     engine = Engine(healthcheck=HTTP_CHECK)
     smoke(engine)
-    assert engine.calls[0] == [
-        "docker",
-        "image",
-        "inspect",
-        "--format",
-        '{"healthcheck": {{json .Config.Healthcheck}}, "shell": {{json .Config.Shell}}}',
-        IMAGE,
-    ]
+    inspect = engine.calls[0]
+    assert inspect[:4] == ["docker", "image", "inspect", "--format"]
+    assert '"healthcheck": {{json .Config.Healthcheck}}' in inspect[4]
+    assert '"shell": {{json .Config.Shell}}' in inspect[4]
+    assert inspect[5:] == [IMAGE]
     run = engine.calls[1]
     assert run == [
         "docker",
@@ -409,7 +429,7 @@ def test_each_run_gets_its_own_container_name() -> None:
     for _ in range(2):
         engine = Engine(healthcheck=HTTP_CHECK)
         smoke_test(
-            engine,
+            Docker(engine),
             IMAGE,
             timeout=8,
             clock=engine.clock,
@@ -427,13 +447,13 @@ def test_each_run_gets_its_own_container_name() -> None:
 
 
 def test_a_missing_image_is_a_docker_error_and_no_container_is_made() -> None:
-    def runner(args: Sequence[str], *, input: str | None = None, stream: bool = False) -> Result:
+    def runner(args: Sequence[str], **_: object) -> Result:
         calls.append(list(args))
         return Result(1, "Error response from daemon: No such image: widget-server:v1\n")
 
     calls: list[list[str]] = []
     with pytest.raises(DockerError) as info:
-        smoke_test(runner, IMAGE, timeout=8, name=NAME, watchdog=Watchdog())
+        smoke_test(Docker(runner), IMAGE, timeout=8, name=NAME, watchdog=Watchdog())
     assert not isinstance(info.value, SmokeTestError)
     assert info.value.message == (
         "there is no local image widget-server:v1 to smoke-test: run `inv build` first"
@@ -460,15 +480,15 @@ def test_a_daemon_that_stops_answering_is_a_docker_error_not_a_smoke_failure() -
         "Is the docker daemon running?\n"
     )
 
-    def runner(args: Sequence[str], *, input: str | None = None, stream: bool = False) -> Result:
+    def runner(args: Sequence[str], **_: object) -> Result:
         calls.append(list(args))
         if args[1] == "image":
-            return Result(0, '{"healthcheck": null, "shell": null}\n')
+            return Result(0, image_config(None))
         return Result(1, down)
 
     calls: list[list[str]] = []
     with pytest.raises(DockerError) as info:
-        smoke_test(runner, IMAGE, timeout=8, name=NAME, watchdog=Watchdog())
+        smoke_test(Docker(runner), IMAGE, timeout=8, name=NAME, watchdog=Watchdog())
     assert not isinstance(info.value, SmokeTestError)
     assert "not answering" in info.value.message
     assert calls[-1] == ["docker", "rm", "-f", NAME]
@@ -500,15 +520,15 @@ def test_a_failing_removal_does_not_hide_the_error_that_stopped_the_test() -> No
 def test_a_refused_removal_after_a_pass_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     engine = Engine(healthcheck=HTTP_CHECK)
 
-    def refuse(args: Sequence[str], *, input: str | None = None, stream: bool = False) -> Result:
+    def refuse(args: Sequence[str], **kw: Any) -> Result:
         if args[1] == "rm":
             engine.calls.append(list(args))
             return Result(1, "Error response from daemon: permission denied\n")
-        return engine(args, input=input, stream=stream)
+        return engine(args, **kw)
 
     with caplog.at_level(logging.WARNING, logger="ecr_release"):
         result = smoke_test(
-            refuse,
+            Docker(refuse),
             IMAGE,
             timeout=8,
             clock=engine.clock,
@@ -667,15 +687,15 @@ def test_a_long_multiline_probe_output_becomes_one_short_line() -> None:
     engine = Engine(healthcheck=HTTP_CHECK, healthy_after=None)
     original = engine.__call__
 
-    def noisy(args: Sequence[str], *, input: str | None = None, stream: bool = False) -> Result:
-        result = original(args, input=input, stream=stream)
+    def noisy(args: Sequence[str], **kw: Any) -> Result:
+        result = original(args, **kw)
         if args[1] == "exec":
             return Result(1, "first\n" + "error: " + "x" * 500 + "\n\n")
         return result
 
     with pytest.raises(SmokeTestError) as info:
         smoke_test(
-            noisy,
+            Docker(noisy),
             IMAGE,
             timeout=1,
             clock=engine.clock,
@@ -694,13 +714,13 @@ def test_a_silent_failing_probe_says_so() -> None:
     engine = Engine(healthcheck=HTTP_CHECK, healthy_after=None)
     original = engine.__call__
 
-    def silent(args: Sequence[str], *, input: str | None = None, stream: bool = False) -> Result:
-        result = original(args, input=input, stream=stream)
+    def silent(args: Sequence[str], **kw: Any) -> Result:
+        result = original(args, **kw)
         return Result(3, "") if args[1] == "exec" else result
 
     with pytest.raises(SmokeTestError) as info:
         smoke_test(
-            silent,
+            Docker(silent),
             IMAGE,
             timeout=2,
             clock=engine.clock,
@@ -709,3 +729,55 @@ def test_a_silent_failing_probe_says_so() -> None:
             watchdog=Watchdog(),
         )
     assert "health check still failing after 2 s (exit 3, no output);" in info.value.message
+
+
+# -- through Docker: its one image inspection, its limits -------------------------------------
+
+
+def test_the_image_is_inspected_once_for_the_whole_run() -> None:
+    engine = Engine(healthcheck=HTTP_CHECK)
+    docker = Docker(engine)
+    assert docker.image_id(IMAGE) == "sha256:" + "1" * 64  # the release looked at it already
+    smoke_test(
+        docker, IMAGE, timeout=8, clock=engine.clock, sleep=engine.clock.sleep, name=NAME,
+        watchdog=Watchdog(),
+    )  # fmt: skip
+    assert engine.verbs() == ["image", "run", "exec", "rm"]
+
+
+def test_every_command_is_bounded_and_the_watchdog_acts_before_docker_does() -> None:
+    watchdog = Watchdog()
+    engine = Engine(healthcheck=HTTP_CHECK, healthy_after=1)
+    smoke(engine, watchdog=watchdog, timeout=8)
+    failed = Engine(exits_at=100.3, exit_code=1)
+    failure(failed)
+    assert dict(failed.limits)["logs"] == ANSWER_SECONDS
+    limits = dict(engine.limits)
+    assert limits["image"] == ANSWER_SECONDS
+    assert limits["run"] == 30
+    assert limits["inspect"] == limits["rm"] == ANSWER_SECONDS
+    # a hung health command: the watchdog removes the container at 8 + 2 s; docker's own
+    # limit on `docker exec` is a backstop after that
+    assert watchdog.armed == [8 + WATCHDOG_GRACE_SECONDS]
+    assert limits["exec"] == 8 + WATCHDOG_GRACE_SECONDS + ANSWER_SECONDS
+    assert all(timeout is not None for _, timeout in engine.limits)
+
+
+def test_a_daemon_that_hangs_mid_test_is_a_docker_error_and_the_container_is_removed() -> None:
+    engine = Engine(healthcheck=HTTP_CHECK, healthy_after=None)
+    hung = "gave no answer within 10 s"
+
+    def hangs(args: Sequence[str], **kw: Any) -> Result:
+        if args[1] == "inspect":
+            engine.calls.append(list(args))
+            return Result(TIMED_OUT, f"docker inspect {hung}\n", hung, "timeout")
+        return engine(args, **kw)
+
+    with pytest.raises(DockerError) as info:
+        smoke_test(
+            Docker(hangs, environ={"DOCKER_HOST": "unix:///hung.sock"}), IMAGE, timeout=8,
+            clock=engine.clock, sleep=engine.clock.sleep, name=NAME, watchdog=Watchdog(),
+        )  # fmt: skip
+    assert not isinstance(info.value, SmokeTestError)
+    assert info.value.message.startswith(f"`docker inspect` {hung}: the Docker daemon at ")
+    assert_removed_last(engine)

@@ -1,11 +1,11 @@
-"""The docker CLI wrapper, through a fake runner, and the real subprocess runner."""
+"""The docker CLI wrapper, through a fake runner (the real runner: test_process.py)."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import json
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+import ecr_release.outside.docker as docker_module
 from ecr_release.errors import DockerError, SettingsError, VersionExistsError
 from ecr_release.outside.docker import (
+    TIMED_OUT,
     Docker,
     DockerConfig,
     ImageInfo,
@@ -52,16 +54,26 @@ class Call:
 
 
 class FakeRunner:
-    """Records every argument list and answers scripted results (exit 0 by default)."""
+    """Records every argument list, and the limits it came with, and answers scripted
+    results (exit 0 by default)."""
 
     def __init__(self, *results: Result) -> None:
         self.calls: list[Call] = []
+        # (verb, timeout, idle) per call
+        self.limits: list[tuple[str, float | None, float | None]] = []
         self._results = list(results)
 
     def __call__(
-        self, args: Sequence[str], *, input: str | None = None, stream: bool = False
+        self,
+        args: Sequence[str],
+        *,
+        input: str | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
+        idle: float | None = None,
     ) -> Result:
         self.calls.append(Call(list(args), input, stream))
+        self.limits.append((args[1], timeout, idle))
         return self._results.pop(0) if self._results else Result(0, "")
 
 
@@ -339,73 +351,13 @@ def test_docker_error_exit_code() -> None:
     assert DockerError("x").exit_code == 3
 
 
-# -- the real runner ------------------------------------------------------------------
-
-
-def test_subprocess_runner_missing_binary() -> None:
-    runner = SubprocessRunner(out=io.StringIO())
-    with pytest.raises(DockerError) as info:
-        runner(["/nonexistent/bin/docker-xyz", "version"])
-    message = info.value.message
-    assert "'/nonexistent/bin/docker-xyz' command was not found" in message
-    assert "install Docker" in message
+# -- the real runner, through Docker ---------------------------------------------------
 
 
 def test_missing_binary_through_docker() -> None:
     docker = Docker(SubprocessRunner(out=io.StringIO()), binary="docker-does-not-exist-here")
     with pytest.raises(DockerError, match="not found: install Docker"):
         docker.check_daemon()
-
-
-_SCRIPT = (
-    "import sys\n"
-    "print('to stdout', flush=True)\n"
-    "print('to stderr', file=sys.stderr, flush=True)\n"
-    "print('again stdout', flush=True)\n"
-    "sys.exit(3)\n"
-)
-
-
-def test_subprocess_runner_captures_both_streams_and_the_exit_code() -> None:
-    out = io.StringIO()
-    result = SubprocessRunner(out=out)([sys.executable, "-c", _SCRIPT])
-    assert result.returncode == 3
-    assert result.output == "to stdout\nto stderr\nagain stdout\n"
-    assert out.getvalue() == ""
-
-
-def test_subprocess_runner_streams_when_asked() -> None:
-    out = io.StringIO()
-    result = SubprocessRunner(out=out)([sys.executable, "-c", _SCRIPT], stream=True)
-    assert out.getvalue() == "to stdout\nto stderr\nagain stdout\n"
-    assert result.output == out.getvalue()
-
-
-def test_subprocess_runner_streams_to_stdout_by_default(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    SubprocessRunner()([sys.executable, "-c", "print('hello')"], stream=True)
-    assert capsys.readouterr().out == "hello\n"
-
-
-def test_subprocess_runner_passes_input_on_stdin() -> None:
-    script = "import sys; data = sys.stdin.read(); print(repr(data))"
-    result = SubprocessRunner(out=io.StringIO())([sys.executable, "-c", script], input="s3cr3t\n")
-    assert result.returncode == 0
-    assert result.output == "'s3cr3t\\n'\n"
-
-
-def test_subprocess_runner_without_input_gives_an_empty_stdin() -> None:
-    script = "import sys; print(repr(sys.stdin.read()))"
-    result = SubprocessRunner(out=io.StringIO())([sys.executable, "-c", script])
-    assert result.output == "''\n"
-
-
-def test_subprocess_runner_survives_a_child_that_ignores_stdin() -> None:
-    result = SubprocessRunner(out=io.StringIO())(
-        [sys.executable, "-c", "import sys; sys.exit(0)"], input="x" * 200_000
-    )
-    assert result.returncode == 0
 
 
 # -- output parsing ---------------------------------------------------------------------
@@ -752,3 +704,229 @@ def test_an_unreadable_inline_credential_is_none(tmp_path: Path) -> None:
     runner = FakeRunner()
     docker = _configured(tmp_path, {"auths": {HOST: {"auth": "%%% not base64"}}}, runner)
     assert docker.stored_credential(HOST) is None
+
+
+# -- every command is bounded ------------------------------------------------------------
+
+STOPPED = "gave no answer within 10 s"
+
+
+def _stopped(limit: str = "timeout", words: str = STOPPED) -> Result:
+    return Result(TIMED_OUT, f"docker x {words}\n", words, limit)
+
+
+_BOUNDED_CALLS: dict[str, tuple[Callable[[Docker], object], str, float | None, float | None]] = {
+    # name: (call, the verb docker runs, its timeout, its idle limit)
+    "check_daemon": (lambda d: d.check_daemon(), "version", 10, None),
+    "client_version": (lambda d: d.client_version(), "--version", 10, None),
+    "daemon_info": (lambda d: d.daemon_info(), "info", 10, None),
+    "inspect": (lambda d: d.inspect("a:v1"), "image", 10, None),
+    "tag": (lambda d: d.tag("a:v1", "b:v1"), "tag", 10, None),
+    "login": (lambda d: d.login(HOST, "AWS", PASSWORD), "login", 30, None),
+    "build": (_DAEMON_CALLS["build"], "build", None, 600),
+    "push": (lambda d: d.push("b:v1"), "push", None, 600),
+    "pull": (lambda d: d.pull("b:v1"), "pull", None, 600),
+    "run_detached": (lambda d: d.run_detached("c", "a:v1", labels={"k": "1"}), "run", 30, None),
+    "exec": (lambda d: d.exec("c", ["true"], timeout=12.5), "exec", 12.5, None),
+    "container_state": (lambda d: d.container_state("c"), "inspect", 10, None),
+    "logs": (lambda d: d.logs("c", 20), "logs", 10, None),
+    "remove_container": (lambda d: d.remove_container("c"), "rm", 10, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BOUNDED_CALLS))
+def test_every_command_is_bounded(name: str) -> None:
+    call, verb, timeout, idle = _BOUNDED_CALLS[name]
+    answers = {"--version": "Docker version 28.2.2, build e6534b4\n", "info": json.dumps(
+        {"server": "28.2.2", "driver": "overlay2", "status": []})}  # fmt: skip
+    runner = FakeRunner(Result(0, answers.get(verb, "")))
+    call(Docker(runner))
+    assert runner.limits == [(verb, timeout, idle)]
+
+
+def test_the_idle_limit_is_the_callers() -> None:
+    runner = FakeRunner()
+    docker = Docker(runner, idle_limit=45)
+    docker.push("b:v1")
+    _DAEMON_CALLS["build"](docker)
+    assert runner.limits == [("push", None, 45), ("build", None, 45)]
+
+
+@pytest.mark.parametrize(
+    "name", sorted(set(_BOUNDED_CALLS) - {"build", "push", "pull", "login", "client_version"})
+)
+def test_a_command_with_no_answer_is_one_line_naming_it_and_the_daemon(name: str) -> None:
+    call, verb, _, _ = _BOUNDED_CALLS[name]
+    docker = Docker(FakeRunner(_stopped()), environ={"DOCKER_HOST": "unix:///run/hung.sock"})
+    with pytest.raises(DockerError) as info:
+        call(docker)
+    message = info.value.message
+    assert message.startswith(f"`docker {verb}` gave no answer within 10 s: the Docker daemon at ")
+    assert "unix:///run/hung.sock (DOCKER_HOST) is hung or unreachable" in message
+    assert "restart Docker (or fix DOCKER_HOST)" in message
+    assert "\n" not in message
+    assert info.value.exit_code == 3
+
+
+def test_a_docker_cli_with_no_answer_blames_the_cli_not_the_daemon() -> None:
+    with pytest.raises(DockerError) as info:
+        Docker(FakeRunner(_stopped()), environ={}).client_version()
+    assert info.value.message == (
+        f"`docker --version` {STOPPED}: the docker CLI itself hangs (it asks no daemon); "
+        "reinstall Docker (the docker CLI), or check which `docker` is first on PATH"
+    )
+
+
+def test_no_docker_host_names_the_default_socket_or_the_context() -> None:
+    with pytest.raises(DockerError) as info:
+        Docker(FakeRunner(_stopped()), environ={}).check_daemon()
+    assert info.value.message == (
+        "`docker version` gave no answer within 10 s: the Docker daemon at "
+        "unix:///var/run/docker.sock (the default socket) is hung or unreachable; restart "
+        "Docker (or fix DOCKER_HOST) and try again"
+    )
+    with pytest.raises(DockerError, match=r"docker context remote \(DOCKER_CONTEXT\) is hung"):
+        Docker(FakeRunner(_stopped()), environ={"DOCKER_CONTEXT": "remote"}).check_daemon()
+
+
+def test_the_limit_in_the_message_is_the_one_that_stopped_it() -> None:
+    # The doctor's runner caps every command at 5 s: its result says 5, and so does the line.
+    with pytest.raises(DockerError, match=r"`docker info` gave no answer within 5 s: "):
+        Docker(FakeRunner(_stopped(words="gave no answer within 5 s")), environ={}).daemon_info()
+
+
+def test_a_login_with_no_answer_names_the_registry_too_and_not_the_password() -> None:
+    with pytest.raises(DockerError) as info:
+        Docker(FakeRunner(_stopped(words="gave no answer within 30 s")), environ={}).login(
+            HOST, "AWS", PASSWORD
+        )
+    message = info.value.message
+    assert message.startswith("`docker login` gave no answer within 30 s: the Docker daemon at")
+    assert "or the registry it asks, is hung or unreachable" in message
+    assert PASSWORD not in message
+
+
+def test_a_silent_build_is_stopped_with_one_line() -> None:
+    runner = FakeRunner(_stopped("idle", "printed nothing for 600 s"))
+    with pytest.raises(DockerError) as info:
+        _DAEMON_CALLS["build"](Docker(runner, environ={}))
+    assert info.value.message == (
+        "`docker build` printed nothing for 600 s and was stopped: a build step hangs, or the "
+        "Docker daemon at unix:///var/run/docker.sock (the default socket) does; fix the step "
+        "(or restart Docker) and build again"
+    )
+
+
+def test_a_silent_push_is_final_not_retried() -> None:
+    runner = FakeRunner(_stopped("idle", "printed nothing for 600 s"), PUSHED)
+    sleeps: list[float] = []
+    with pytest.raises(DockerError) as info:
+        push_with_retries(
+            Docker(runner, environ={}), f"{HOST}/widgets:v1", relogin=lambda: None,
+            sleep=sleeps.append,
+        )  # fmt: skip
+    assert info.value.message.startswith(
+        f"`docker push {HOST}/widgets:v1` printed nothing for 600 s and was stopped: the "
+        "transfer or the Docker daemon at unix:///var/run/docker.sock (the default socket) is "
+        "stuck; check the network and Docker"
+    )
+    assert (len(runner.calls), sleeps) == (1, [])
+
+
+def test_a_silent_pull_of_the_base_image_is_stopped_with_one_line() -> None:
+    runner = FakeRunner(Result(1, "No such image"), _stopped("idle", "printed nothing for 600 s"))
+    with pytest.raises(DockerError, match=r"^`docker pull python:3` printed nothing for 600 s"):
+        Docker(runner, environ={}).image_identity("python:3")
+
+
+def test_a_credential_helper_with_no_answer_is_a_docker_error(tmp_path: Path) -> None:
+    runner = FakeRunner(_stopped())
+    docker = _configured(tmp_path, {"credsStore": "desktop"}, runner)
+    with pytest.raises(DockerError) as info:
+        docker.stored_credential(HOST)
+    assert info.value.message == (
+        f"`docker-credential-desktop get` {STOPPED}: the credential helper hangs (a locked "
+        f"keychain?); unlock it, or remove it from {tmp_path / 'config.json'} (credsStore, "
+        "credHelpers)"
+    )
+    assert runner.limits == [("get", 10, None)]
+
+
+def test_the_planning_runner_passes_the_limits_to_read_only_commands() -> None:
+    real = FakeRunner(Result(0, "28.2.2\n"))
+    Docker(PlanningRunner(real)).check_daemon()
+    assert real.limits == [("version", 10, None)]
+
+
+# -- the smoke test's container commands ------------------------------------------------------
+
+
+def test_the_container_commands_are_exact_and_use_the_binary() -> None:
+    runner = FakeRunner()
+    docker = Docker(runner, binary="/opt/docker")
+    docker.run_detached("box", "a:v1", labels={"io.ecr-release.smoke": "1"})
+    docker.exec("box", ["python3", "-c", "x"], timeout=5)
+    docker.container_state("box")
+    docker.logs("box", 20)
+    docker.remove_container("box")
+    assert [call.args for call in runner.calls] == [
+        ["/opt/docker", "run", "-d", "--network", "none", "--name", "box",
+         "--label", "io.ecr-release.smoke=1", "a:v1"],
+        ["/opt/docker", "exec", "box", "python3", "-c", "x"],
+        ["/opt/docker", "inspect", "--format", "{{json .State}}", "box"],
+        ["/opt/docker", "logs", "--tail", "20", "box"],
+        ["/opt/docker", "rm", "-f", "box"],
+    ]  # fmt: skip
+
+
+def test_inspect_reads_the_healthcheck_and_shell_in_the_same_command() -> None:
+    line = json.dumps({
+        "id": DIGEST, "digests": [], "labels": None,
+        "healthcheck": {"Test": ["CMD-SHELL", "curl -f localhost"], "Interval": 10},
+        "shell": ["/bin/bash", "-c"],
+    })  # fmt: skip
+    runner = FakeRunner(Result(0, line + "\n"))
+    docker = Docker(runner)
+    found = docker.inspect("a:v1")
+    assert found is not None
+    assert (found.health_test, found.shell) == (
+        ("CMD-SHELL", "curl -f localhost"),
+        ("/bin/bash", "-c"),
+    )
+    assert docker.image_id("a:v1") == DIGEST
+    assert len(runner.calls) == 1  # one `docker image inspect` for both readers
+    assert "{{json .Config.Healthcheck}}" in runner.calls[0].args[4]
+    assert "{{json .Config.Shell}}" in runner.calls[0].args[4]
+    # the CLI's typed field: `.Id` would send docker to the raw JSON, where an image with no
+    # HEALTHCHECK (or no SHELL) has no such key, and the template fails
+    assert "{{json .ID}}" in runner.calls[0].args[4] and ".Id}}" not in runner.calls[0].args[4]
+
+
+@pytest.mark.parametrize(
+    ("healthcheck", "shell", "test", "shell_seen"),
+    [
+        (None, None, (), ()),
+        ({}, [], (), ()),
+        ({"Test": "CMD true"}, "sh", (), ()),
+        ({"Test": ["CMD", 1]}, ["sh", 2], (), ()),
+        ({"Test": ["NONE"]}, None, ("NONE",), ()),
+    ],
+)
+def test_an_odd_healthcheck_or_shell_reads_as_none(
+    healthcheck: object, shell: object, test: tuple[str, ...], shell_seen: tuple[str, ...]
+) -> None:
+    line = json.dumps({"id": DIGEST, "healthcheck": healthcheck, "shell": shell})
+    found = Docker(FakeRunner(Result(0, line + "\n"))).inspect("a:v1")
+    assert found is not None
+    assert (found.health_test, found.shell) == (test, shell_seen)
+
+
+def test_docker_imports_nothing_from_the_flows() -> None:
+    # smoke builds on Docker; Docker must not reach back (no import cycle, not even a lazy one)
+    source = Path(docker_module.__file__).read_text()
+    imported = [
+        node.module or ""
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom)
+    ]
+    assert imported and not [name for name in imported if "flows" in name or "smoke" in name]
