@@ -150,7 +150,11 @@ def make_release(
     runner = runner or SubprocessRunner(out)
     clock = clock or Clock()
     kind = ecr.PlanningEcr if dry_run else ecr.Ecr
-    docker = Docker(PlanningRunner(runner) if dry_run else runner, environ=environ)
+    docker = Docker(
+        PlanningRunner(runner) if dry_run else runner,
+        environ=environ,
+        idle_limit=settings.docker_idle_timeout,
+    )
     state = LocalState(cache_dir(environ), read_only=dry_run)
     known = StoredLogins(state.logins, ecr.aws_identity(settings, environ), docker, clock.now)
     access = ecr.EcrAccess(

@@ -81,6 +81,7 @@ class Settings:
     expire_untagged_days: int | None = None
     smoke_test: bool = True
     smoke_timeout: float = 60.0
+    docker_idle_timeout: float = 600.0
     version: str | None = None
     tags: tuple[str, ...] = ()  # promote's --tag
     # Standard AWS_* variables from .env that the environment does not set (or sets
@@ -573,6 +574,14 @@ SETTINGS: tuple[Setting, ...] = (
         _seconds,
         _whole(1, 3600, "seconds"),
         default="60",
+    ),
+    Setting(
+        "DOCKER_IDLE_TIMEOUT",
+        "docker_idle_timeout",
+        "seconds a docker build, push or pull may print nothing before it is stopped",
+        _seconds,
+        _whole(10, 86400, "seconds"),
+        default="600",
     ),
     Setting(
         "ECR_EXPIRE_UNTAGGED_DAYS",

@@ -119,6 +119,7 @@ class FakeDocker:
     )
     healthy: bool = True
     containers: list[str] = field(default_factory=list)
+    idle_limits: dict[str, float | None] = field(default_factory=dict)  # verb -> idle limit
 
     def __call__(
         self,
@@ -132,6 +133,7 @@ class FakeDocker:
         args = list(args)
         self.calls.append((args, input))
         verb = args[1]
+        self.idle_limits[verb] = idle
         if verb in self.fail:
             return self.fail[verb]
         if verb == "build":
@@ -1216,3 +1218,12 @@ def test_no_stage_asks_whether_this_is_a_dry_run() -> None:
         if inspect.isfunction(member) and name != "_summary"
     ]
     assert stages and not any("dry_run" in source or "dry-run" in source for source in stages)
+
+
+def test_docker_idle_timeout_bounds_the_build_and_the_push(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(docker_idle_timeout=42.0)
+    world.release.release("v1")
+    assert world.docker.idle_limits["build"] == 42.0
+    assert world.docker.idle_limits["push"] == 42.0
