@@ -22,7 +22,7 @@ from ..model.inputs import judge, same_image
 from ..model.settings import Settings
 from ..model.tags import tags_to_put
 from ..outside.docker import Docker
-from ..outside.ecr import EcrAccess
+from ..outside.ecr import EcrAccess, lifecycle_drift, lifecycle_policy
 from ..outside.registry import Manifest, RawManifest
 
 log = logging.getLogger("ecr_release")
@@ -131,6 +131,21 @@ class Published:
         ensure-repo then puts a policy that its creation may have failed to put."""
         lifecycle_pending = self.settings.expire_untagged_days is not None and not self._tags
         return self.repository_known and not self.ecr.connected and not lifecycle_pending
+
+    def lifecycle_drift(self, days: int) -> str | None:
+        """The repository's lifecycle drift from ``days``, to warn about. An empty repository
+        with no policy gets the configured one: that is a creation whose
+        ``PutLifecyclePolicy`` failed (the run stopped there), finished now, and nothing is
+        in it to expire."""
+        name, api = self.name, self.ecr.api
+        found = api.lifecycle_policy(name)
+        if found is None and self.is_empty():
+            api.put_lifecycle_policy(name, lifecycle_policy(days))
+            log.info(
+                "put the lifecycle policy of %s (untagged images expire after %d days)", name, days
+            )
+            return None
+        return lifecycle_drift(found, days)
 
     def verify(self, version: str, pushed_digest: str | None, local: str) -> str:
         """Read the tag back: it must name the pushed manifest, whose config is our image."""

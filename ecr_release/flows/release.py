@@ -39,13 +39,7 @@ from ..model.inputs import BuildInputs, gather
 from ..model.settings import Settings, reference_name_problem
 from ..outside import git as gitinfo
 from ..outside.docker import Docker, push_with_retries
-from ..outside.ecr import (
-    EcrAccess,
-    Repository,
-    RepositoryConfig,
-    lifecycle_drift,
-    lifecycle_policy,
-)
+from ..outside.ecr import EcrAccess, Repository, RepositoryConfig
 from ..outside.localstate import LocalState
 from ..outside.registry import Manifest
 from .published import Published
@@ -140,7 +134,7 @@ class Release:
         else:
             drift = repository.drift(config)
             days = config.expire_untagged_days
-            if days is not None and (lifecycle := self._lifecycle(name, days)):
+            if days is not None and (lifecycle := self.published.lifecycle_drift(days)):
                 drift.append(lifecycle)
             for line in drift:
                 log.warning("warning: repository %s: %s (left unchanged)", name, line)
@@ -161,19 +155,6 @@ class Release:
         self.docker.login(auth.host, auth.username, auth.password)
         self.state.logins.record(config.directory, auth.host, auth.expires_at)
         return auth.host
-
-    def _lifecycle(self, name: str, days: int) -> str | None:
-        """An existing repository's lifecycle drift, to warn about. An empty repository with
-        no policy gets the configured one: that is a creation whose ``PutLifecyclePolicy``
-        failed (the run stopped there), finished now, and nothing is in it to expire."""
-        found = self.ecr.api.lifecycle_policy(name)
-        if found is None and self.published.is_empty():
-            self.ecr.api.put_lifecycle_policy(name, lifecycle_policy(days))
-            log.info(
-                "put the lifecycle policy of %s (untagged images expire after %d days)", name, days
-            )
-            return None
-        return lifecycle_drift(found, days)
 
     def tag(self, version: str) -> str:
         """``docker tag IMAGE_NAME:version HOST/REPOSITORY:version``; return the target."""
@@ -292,18 +273,10 @@ class Release:
         fingerprint: Fingerprint | None,
         extra_tags: tuple[str, ...] = (),
     ) -> Summary:
-        host = self.ecr.host()
-        return Summary(
-            image_uri=self.settings.remote_image(host, version),
-            digest=digest,
-            repository=self.settings.repository,
-            version=version,
-            registry=host,
-            timings=timer.timings,
-            already_released=already_released,
-            dry_run=self.published.plan_only,
-            fingerprint=fingerprint,
-            extra_tags=extra_tags,
+        host, settings = self.ecr.host(), self.settings
+        return Summary(  # in the order of Summary's fields
+            *(settings.remote_image(host, version), digest, settings.repository, version, host),
+            *(timer.timings, already_released, self.published.plan_only, fingerprint, extra_tags),
         )
 
 

@@ -388,12 +388,18 @@ def check_no_secrets(
     raise_on_secrets(context, find_secrets(context, dockerfile, allow))
 
 
+def listed(found: Sequence[Finding]) -> str:
+    """The first findings, and how many more: ``a, b and 3 more``."""
+    shown = ", ".join(map(str, found[:SHOWN_FINDINGS]))
+    if len(found) > SHOWN_FINDINGS:
+        shown += f" and {len(found) - SHOWN_FINDINGS} more"
+    return shown
+
+
 def raise_on_secrets(context: Path, found: Sequence[Finding]) -> None:
     """The one-line refusal for secrets found in the context (nothing when there are none)."""
     if found:
-        shown = ", ".join(map(str, found[:SHOWN_FINDINGS]))
-        if len(found) > SHOWN_FINDINGS:
-            shown += f" and {len(found) - SHOWN_FINDINGS} more"
+        shown = listed(found)
         raise SettingsError(
             f"the build context {str(context)!r} holds {shown} and "
             ".dockerignore does not exclude it: add it to .dockerignore (or move it out) so no "

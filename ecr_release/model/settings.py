@@ -791,7 +791,6 @@ def load_settings(
     """
     if task not in TASK_NEEDS:
         raise ValueError(f"unknown task {task!r}: declare its needs in TASK_NEEDS")
-    needs = TASK_NEEDS[task]
     src = Sources.read(
         flags or {},
         os.environ if environ is None else environ,
@@ -799,6 +798,13 @@ def load_settings(
         Path.cwd() if root is None else root,
         env_file_required=env_file_required,
     )
+    return settings_from(src, task)
+
+
+def settings_from(src: Sources, task: str) -> Settings:
+    """The validated settings of ``task`` from sources already read (see :func:`load_settings`);
+    one ``SettingsError`` line naming every problem."""
+    needs = TASK_NEEDS[task]
     checked = {s.key for s in SETTINGS if s.need is None or s.need in needs}
     problems = [problem for s in SETTINGS if s.key in checked for problem in s.check(src, s)]
     if problems:

@@ -178,7 +178,111 @@ def last_error_line(output: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-class Docker:
+class DockerCli:
+    """The docker binary, through the runner: every command within its limits, what the CLI
+    and the daemon say of themselves, and how a failed, stopped or unanswered command reads
+    (one ``DockerError`` line naming the daemon). ``environ`` is the environment the docker
+    CLI runs with; it is read only to name the daemon."""
+
+    def __init__(
+        self, runner: Runner, binary: str = "docker", environ: Mapping[str, str] | None = None
+    ) -> None:
+        self._run = runner
+        self._binary = binary
+        self._environ = os.environ if environ is None else environ
+
+    # -- the daemon ----------------------------------------------------------------
+
+    def client_version(self) -> str:
+        """The docker CLI's own version (``docker --version``: the daemon is not asked, so a
+        dead or hung DOCKER_HOST cannot hold it up). ``DockerError`` when the CLI is missing
+        or prints no version."""
+        result = self._call([self._binary, "--version"])
+        found = _VERSION_RE.search(result.output)
+        if result.returncode != 0 or found is None:
+            raise DockerError(
+                f"docker --version printed no version (exit {result.returncode}): "
+                f"{last_error_line(result.output)}"
+            )
+        return found.group(1)
+
+    def daemon_info(self) -> DaemonInfo:
+        """What the daemon says of itself (``docker info``): version and storage. One
+        ``DockerError`` line naming DOCKER_HOST when it does not answer."""
+        result = self._call([self._binary, "info", "--format", _INFO])
+        if result.returncode != 0:
+            self._raise("docker info failed", result)
+        lines = [line for line in result.output.splitlines() if line.startswith("{")]
+        try:
+            data = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("server"), str):
+            raise DockerError(
+                f"docker info answered no server version: {last_error_line(result.output)}"
+            )
+        status = data.get("status") if isinstance(data.get("status"), list) else []
+        pairs = [tuple(map(str, item)) for item in status or () if isinstance(item, list)]
+        return DaemonInfo(
+            server_version=data["server"],
+            storage_driver=str(data.get("driver") or ""),
+            containerd_store=any(
+                "io.containerd.snapshotter" in value for pair in pairs for value in pair
+            ),
+        )
+
+    def check_daemon(self) -> None:
+        """Fail with one line when the CLI is missing or the daemon does not answer."""
+        result = self._call([self._binary, "version", "--format", "{{.Server.Version}}"])
+        if result.returncode != 0:
+            self._check_daemon_output(result.output)
+            self._raise("docker is not usable", result)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _call(
+        self,
+        args: Sequence[str],
+        *,
+        input: str | None = None,
+        stream: bool = False,
+        timeout: float | None = ANSWER_SECONDS,
+        idle: float | None = None,
+    ) -> Result:
+        """Run a docker command within its limits: a stopped one is one ``DockerError`` line
+        naming the command and the daemon."""
+        if idle is not None:
+            timeout = None  # a long command is bounded by its silence, not its length
+        result = self._run(args, input=input, stream=stream, timeout=timeout, idle=idle)
+        if result.timed_out:
+            raise DockerError(stopped_message(args, result, self._daemon()))
+        return result
+
+    def _daemon(self) -> str:
+        """The daemon the CLI talks to, in words."""
+        host = self._environ.get("DOCKER_HOST")
+        if host:
+            return f"the Docker daemon at {host} (DOCKER_HOST)"
+        context = self._environ.get("DOCKER_CONTEXT")
+        if context:
+            return f"the Docker daemon of docker context {context} (DOCKER_CONTEXT)"
+        return f"the Docker daemon at {DEFAULT_SOCKET} (the default socket)"
+
+    def _check_daemon_output(self, output: str) -> None:
+        low = output.lower()
+        if any(marker in low for marker in _DAEMON_DOWN):
+            where = self._environ.get("DOCKER_HOST") or "the default socket"
+            raise DockerError(
+                f"the Docker daemon is not answering at {where}: start Docker (or fix DOCKER_HOST) "
+                "and try again"
+            )
+
+    def _raise(self, what: str, result: Result) -> None:
+        self._check_daemon_output(result.output)
+        raise DockerError(f"{what} (exit {result.returncode}): {last_error_line(result.output)}")
+
+
+class Docker(DockerCli):
     """The docker commands the release needs, and nothing else.
 
     ``environ`` is the environment the docker CLI runs with; it is read only to
@@ -194,9 +298,7 @@ class Docker:
         *,
         idle_limit: float = IDLE_SECONDS,
     ) -> None:
-        self._run = runner
-        self._binary = binary
-        self._environ = os.environ if environ is None else environ
+        super().__init__(runner, binary, environ)
         self._idle = idle_limit
         # One `docker image inspect` per image a run looks at: forgotten when this run
         # builds, tags or pulls that reference.
@@ -380,126 +482,37 @@ class Docker:
         """``docker rm -f NAME``: stopped and removed."""
         return self._call([self._binary, "rm", "-f", name])
 
-    # -- the daemon ----------------------------------------------------------------
 
-    def client_version(self) -> str:
-        """The docker CLI's own version (``docker --version``: the daemon is not asked, so a
-        dead or hung DOCKER_HOST cannot hold it up). ``DockerError`` when the CLI is missing
-        or prints no version."""
-        result = self._call([self._binary, "--version"])
-        found = _VERSION_RE.search(result.output)
-        if result.returncode != 0 or found is None:
-            raise DockerError(
-                f"docker --version printed no version (exit {result.returncode}): "
-                f"{last_error_line(result.output)}"
-            )
-        return found.group(1)
-
-    def daemon_info(self) -> DaemonInfo:
-        """What the daemon says of itself (``docker info``): version and storage. One
-        ``DockerError`` line naming DOCKER_HOST when it does not answer."""
-        result = self._call([self._binary, "info", "--format", _INFO])
-        if result.returncode != 0:
-            self._raise("docker info failed", result)
-        lines = [line for line in result.output.splitlines() if line.startswith("{")]
-        try:
-            data = json.loads(lines[-1]) if lines else None
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or not isinstance(data.get("server"), str):
-            raise DockerError(
-                f"docker info answered no server version: {last_error_line(result.output)}"
-            )
-        status = data.get("status") if isinstance(data.get("status"), list) else []
-        pairs = [tuple(map(str, item)) for item in status or () if isinstance(item, list)]
-        return DaemonInfo(
-            server_version=data["server"],
-            storage_driver=str(data.get("driver") or ""),
-            containerd_store=any(
-                "io.containerd.snapshotter" in value for pair in pairs for value in pair
-            ),
-        )
-
-    def check_daemon(self) -> None:
-        """Fail with one line when the CLI is missing or the daemon does not answer."""
-        result = self._call([self._binary, "version", "--format", "{{.Server.Version}}"])
-        if result.returncode != 0:
-            self._check_daemon_output(result.output)
-            self._raise("docker is not usable", result)
-
-    # -- helpers ------------------------------------------------------------------
-
-    def _call(
-        self,
-        args: Sequence[str],
-        *,
-        input: str | None = None,
-        stream: bool = False,
-        timeout: float | None = ANSWER_SECONDS,
-        idle: float | None = None,
-    ) -> Result:
-        """Run a docker command within its limits: a stopped one is one ``DockerError`` line
-        naming the command and the daemon."""
-        if idle is not None:
-            timeout = None  # a long command is bounded by its silence, not its length
-        result = self._run(args, input=input, stream=stream, timeout=timeout, idle=idle)
-        if result.timed_out:
-            raise DockerError(self._stopped(args, result))
-        return result
-
-    def _stopped(self, args: Sequence[str], result: Result) -> str:
-        verb = args[1] if len(args) > 1 else ""
-        what = f"`{Path(args[0]).name} {verb}`"  # the verb alone: a build's list is long
-        daemon = self._daemon()
-        if verb in ("push", "pull"):
-            what = f"`{Path(args[0]).name} {verb} {args[-1]}`"
-            return (
-                f"{what} {result.stopped} and was stopped: the transfer or "
-                f"{daemon} is stuck; check the network and Docker, then run it again (layers "
-                "already transferred are skipped)"
-            )
-        if verb == "build":
-            return (
-                f"{what} {result.stopped} and was stopped: a build step hangs, or {daemon} "
-                "does; fix the step (or restart Docker) and build again"
-            )
-        if verb == "--version":
-            return (
-                f"{what} {result.stopped}: the docker CLI itself hangs (it asks no daemon); "
-                "reinstall Docker (the docker CLI), or check which `docker` is first on PATH"
-            )
-        if verb == "login":
-            return (
-                f"{what} {result.stopped}: {daemon}, or the registry it asks, is hung or "
-                "unreachable; check Docker and the network, then try again"
-            )
+def stopped_message(args: Sequence[str], result: Result, daemon: str) -> str:
+    """One line for a command the runner stopped: what hung, and what to do."""
+    verb = args[1] if len(args) > 1 else ""
+    what = f"`{Path(args[0]).name} {verb}`"  # the verb alone: a build's list is long
+    if verb in ("push", "pull"):
+        what = f"`{Path(args[0]).name} {verb} {args[-1]}`"
         return (
-            f"{what} {result.stopped}: {daemon} is hung or unreachable; restart Docker "
-            "(or fix DOCKER_HOST) and try again"
+            f"{what} {result.stopped} and was stopped: the transfer or "
+            f"{daemon} is stuck; check the network and Docker, then run it again (layers "
+            "already transferred are skipped)"
         )
-
-    def _daemon(self) -> str:
-        """The daemon the CLI talks to, in words."""
-        host = self._environ.get("DOCKER_HOST")
-        if host:
-            return f"the Docker daemon at {host} (DOCKER_HOST)"
-        context = self._environ.get("DOCKER_CONTEXT")
-        if context:
-            return f"the Docker daemon of docker context {context} (DOCKER_CONTEXT)"
-        return f"the Docker daemon at {DEFAULT_SOCKET} (the default socket)"
-
-    def _check_daemon_output(self, output: str) -> None:
-        low = output.lower()
-        if any(marker in low for marker in _DAEMON_DOWN):
-            where = self._environ.get("DOCKER_HOST") or "the default socket"
-            raise DockerError(
-                f"the Docker daemon is not answering at {where}: start Docker (or fix DOCKER_HOST) "
-                "and try again"
-            )
-
-    def _raise(self, what: str, result: Result) -> None:
-        self._check_daemon_output(result.output)
-        raise DockerError(f"{what} (exit {result.returncode}): {last_error_line(result.output)}")
+    if verb == "build":
+        return (
+            f"{what} {result.stopped} and was stopped: a build step hangs, or {daemon} "
+            "does; fix the step (or restart Docker) and build again"
+        )
+    if verb == "--version":
+        return (
+            f"{what} {result.stopped}: the docker CLI itself hangs (it asks no daemon); "
+            "reinstall Docker (the docker CLI), or check which `docker` is first on PATH"
+        )
+    if verb == "login":
+        return (
+            f"{what} {result.stopped}: {daemon}, or the registry it asks, is hung or "
+            "unreachable; check Docker and the network, then try again"
+        )
+    return (
+        f"{what} {result.stopped}: {daemon} is hung or unreachable; restart Docker "
+        "(or fix DOCKER_HOST) and try again"
+    )
 
 
 def _strings(value: object) -> tuple[str, ...]:
@@ -563,6 +576,19 @@ class DockerConfig:
         """``auths`` has an entry for the host (bare, as docker keys it, or as a URL)."""
         auths = self.data.get("auths")
         return isinstance(auths, dict) and (host in auths or f"https://{host}" in auths)
+
+    def helpers(self) -> dict[str, list[str]]:
+        """Each credential helper the config names, and where (``credsStore``,
+        ``credHelpers[host]``)."""
+        wanted: dict[str, list[str]] = {}
+        store = self.data.get("credsStore")
+        if isinstance(store, str) and store:
+            wanted.setdefault(store, []).append("credsStore")
+        named = self.data.get("credHelpers")
+        for host, name in named.items() if isinstance(named, dict) else ():
+            if isinstance(name, str) and name:
+                wanted.setdefault(name, []).append(f"credHelpers[{host}]")
+        return wanted
 
     def helper_for(self, host: str) -> str | None:
         """The credential helper docker asks for this host: ``credHelpers``, else ``credsStore``."""

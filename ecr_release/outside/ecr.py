@@ -22,18 +22,16 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import AwsError, RegistryAuthError, SettingsError
-from ..model.settings import aws_environment
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr.client import ECRClient
 
-    from ..model.settings import Settings
     from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -116,6 +114,14 @@ class RepositoryConfig:
     kms_key: str | None = None
     exclusions: tuple[str, ...] = ()
     expire_untagged_days: int | None = None
+
+    def words(self) -> str:
+        """In a few words: mutability, scanning, encryption, lifecycle."""
+        words = [self.tag_mutability, "scan on push" if self.scan_on_push else "no scan on push"]
+        words.append(self.encryption)
+        if self.expire_untagged_days is not None:
+            words.append(f"untagged expire after {self.expire_untagged_days} days")
+        return ", ".join(words)
 
     def create_kwargs(self, name: str) -> dict[str, Any]:
         encryption: dict[str, str] = {"encryptionType": self.encryption}
@@ -416,12 +422,23 @@ class EcrAccess:
             )
 
 
-def aws_identity(settings: Settings, environ: Mapping[str, str]) -> str:
+class AwsTarget(Protocol):
+    """What this module needs of the settings: where AWS is, and .env's AWS variables."""
+
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def profile(self) -> str | None: ...
+    @property
+    def aws_env(self) -> Mapping[str, str]: ...
+
+
+def aws_identity(settings: AwsTarget, environ: Mapping[str, str]) -> str:
     """A name for "these AWS credentials, in this region, at this endpoint", with no secret
     in it: what a recorded registry host is filed under. Any change to the AWS config or
     credentials files makes a new identity, so a profile pointed elsewhere is never
     mistaken for the old one."""
-    env = aws_environment(environ, settings.aws_env)
+    env = {**environ, **settings.aws_env}  # as botocore sees it while connect makes a client
     parts = [
         settings.region or "",
         settings.profile or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE", ""),
@@ -600,13 +617,91 @@ def open_session(
     return AwsSession(credentials, clients)
 
 
-def connect(settings: Settings, kind: type[Ecr] = Ecr, limits: Limits = RELEASE_LIMITS) -> Ecr:
+def connect(settings: AwsTarget, kind: type[Ecr] = Ecr, limits: Limits = RELEASE_LIMITS) -> Ecr:
     """The run's one ECR client (``kind`` is ``Ecr``, or ``PlanningEcr`` for a dry run).
     No credentials anywhere is an error here, before anything runs."""
     session = open_session(settings.region, settings.profile, settings.aws_env, ["ecr"], limits)
     if session.credentials is None:
         raise AwsError(NO_CREDENTIALS)
     return kind(session.clients["ecr"])
+
+
+# botocore's Credentials.method, in words.
+CREDENTIAL_SOURCES: Mapping[str, str] = {
+    "env": "environment variables (AWS_ACCESS_KEY_ID)",
+    "shared-credentials-file": "the shared credentials file",
+    "config-file": "the AWS config file",
+    "sso": "IAM Identity Center (SSO)",
+    "login": "an `aws login` session",
+    "assume-role": "a role assumed from the profile (role_arn)",
+    "assume-role-with-web-identity": "a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE)",
+    "custom-process": "the profile's credential_process",
+    "iam-role": "the EC2 instance role (instance metadata)",
+    "container-role": "the container role (ECS/EKS credentials endpoint)",
+    "ec2-credentials-file": "the EC2 credentials file",
+    "boto-config": "a boto config file",
+    "explicit": "keys given to the session",
+}
+_PROFILE_METHODS = ("shared-credentials-file", "config-file", "sso", "login", "assume-role")
+
+
+def credential_source(credentials: Any, profile: str | None, dotenv_keys: str | None) -> str:
+    """Where botocore found the credentials, in words: ``dotenv_keys`` names the settings
+    file when the keys came from it; ``profile`` is the profile in effect, if any."""
+    method = str(getattr(credentials, "method", "") or "")
+    words = CREDENTIAL_SOURCES.get(method, f"botocore's {method or 'unnamed'} provider")
+    if method == "env":
+        return f"AWS_ACCESS_KEY_ID in {dotenv_keys}" if dotenv_keys else words
+    if method in (*_PROFILE_METHODS, "custom-process"):
+        return f"{words}, profile {profile or 'default'}"
+    return words
+
+
+@dataclass(frozen=True)
+class CallerIdentity:
+    """STS's answer to GetCallerIdentity: the identity, or one line saying why not; and
+    AWS's clock (the answer's HTTP Date, a refusal's too) with the local time it came."""
+
+    identity: Mapping[str, Any] | None
+    error: str | None
+    aws_date: datetime | None
+    local_date: datetime | None  # None: AWS gave no answer at all
+
+
+def caller_identity(sts: Any, now: Callable[[], datetime]) -> CallerIdentity:
+    """``sts:GetCallerIdentity``, bounded by the client's limits, as a value."""
+    from botocore import exceptions as bx
+
+    unreachable = (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError)
+    try:
+        with aws_errors():
+            try:
+                answer = sts.get_caller_identity()
+            except unreachable as exc:
+                raise AwsError(f"cannot reach AWS STS: {exc}") from exc
+            except bx.ClientError as exc:
+                error = exc.response.get("Error", {})
+                code, message = error.get("Code", ""), error.get("Message", "") or str(exc)
+                refused = f"AWS refused sts:GetCallerIdentity ({code}): {message}"
+                return CallerIdentity(None, refused, http_date(exc.response), now())
+    except AwsError as exc:
+        return CallerIdentity(None, exc.message, None, None)
+    return CallerIdentity(answer, None, http_date(answer), now())
+
+
+def http_date(response: Mapping[str, Any]) -> datetime | None:
+    """The HTTP ``Date`` header of an AWS answer (AWS's clock), when it has one."""
+    from email.utils import parsedate_to_datetime
+
+    headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    date = headers.get("date")
+    try:
+        parsed = parsedate_to_datetime(date) if isinstance(date, str) else None
+    except (TypeError, ValueError):
+        return None
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 @dataclass(frozen=True)

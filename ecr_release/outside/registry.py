@@ -105,7 +105,7 @@ class Registry:
             headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
         )
         content_type = headers.get("Content-Type", "")
-        manifest = _parse_manifest(body, digest, content_type, self._bad(what))
+        manifest = _parse_manifest(body, digest, content_type, _bad_manifest(self.host, what))
         return RawManifest(manifest, body, content_type or manifest.media_type)
 
     def put_manifest(self, repository: str, tag: str, raw: RawManifest) -> str:
@@ -265,28 +265,30 @@ class Registry:
     @functools.cached_property
     def _opener(self) -> urllib.request.OpenerDirector:
         return urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=self._ssl_context), _HttpsOnlyRedirects()
+            urllib.request.HTTPSHandler(context=docker_trust(self.certs_dir, self.host)),
+            _HttpsOnlyRedirects(),
         )
 
-    def _bad(self, what: str) -> Callable[[str], RegistryError]:
-        def error(problem: str) -> RegistryError:
-            return RegistryError(
-                f"registry {self.host} returned a manifest for {what} that {problem}: it is not "
-                "an image manifest this suite can check; look at the repository with the AWS "
-                "console or `aws ecr batch-get-image`"
-            )
 
-        return error
+def docker_trust(certs_dir: Path, host: str) -> ssl.SSLContext:
+    """The system's CAs, plus every ``*.crt`` in ``certs.d/<host>/``: what docker trusts."""
+    context = ssl.create_default_context()
+    host_dir = certs_dir / host
+    if host_dir.is_dir():
+        for ca in sorted(host_dir.glob("*.crt")):
+            context.load_verify_locations(cafile=str(ca))
+    return context
 
-    @functools.cached_property
-    def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        # Docker trusts every *.crt in certs.d/<host>/ as a CA for that registry.
-        host_dir = self.certs_dir / self.host
-        if host_dir.is_dir():
-            for ca in sorted(host_dir.glob("*.crt")):
-                context.load_verify_locations(cafile=str(ca))
-        return context
+
+def _bad_manifest(host: str, what: str) -> Callable[[str], RegistryError]:
+    def error(problem: str) -> RegistryError:
+        return RegistryError(
+            f"registry {host} returned a manifest for {what} that {problem}: it is not an image "
+            "manifest this suite can check; look at the repository with the AWS console or "
+            "`aws ecr batch-get-image`"
+        )
+
+    return error
 
 
 class PlanningRegistry(Registry):
