@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from .settings import DECLARED
 
@@ -21,7 +22,6 @@ AWS_SECRET_KEYS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_T
 MIN_SCRUBBED = 8
 
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD", re.IGNORECASE)
-_USERINFO = re.compile(r"(://)[^/@\s]+@")
 
 
 def is_secret(key: str) -> bool:
@@ -41,7 +41,23 @@ def shown(key: str, value: str | None) -> str | None:
         return MASK
     if key == "AWS_ACCESS_KEY_ID":  # an identifier, but not one to show in full
         return MASK + value[-4:]
-    return _USERINFO.sub(r"\1***@", value)  # a URL's user:password
+    return without_userinfo(value)
+
+
+def without_userinfo(value: str) -> str:
+    """A URL with its whole user-info part (``user:password@``) shown as ``***@``, split
+    where ``urllib.parse`` (and so botocore) splits it: at the netloc's last ``@``. Any
+    other value as it is."""
+    if "://" not in value:
+        return value
+    try:
+        netloc = urlsplit(value).netloc
+    except ValueError:  # not a URL urllib can split: show no part of what may be one
+        return MASK
+    if "@" not in netloc:
+        return value
+    host = netloc.rpartition("@")[2]
+    return value.replace(f"//{netloc}", f"//{MASK}@{host}", 1)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

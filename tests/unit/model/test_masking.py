@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from ecr_release.model import masking, settings
-from ecr_release.model.masking import MASK, is_secret, scrub, shown
+from ecr_release.model.masking import MASK, is_secret, scrub, shown, without_userinfo
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,26 @@ def test_scrub_replaces_every_secret_the_longest_first_and_leaves_short_ones() -
     text = f"key {long} and {inner}; short 'abc' stays; {long}"
     assert scrub(text, {inner, long, "abc"}) == "key *** and ***; short 'abc' stays; ***"
     assert scrub("nothing here", []) == "nothing here"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # urllib (and so botocore) splits the user part at the netloc's LAST '@'.
+        ("http://user:pa@ss-secret@127.0.0.1:5959", "http://***@127.0.0.1:5959"),
+        ("http://user:p:a:ss@host:1/path", "http://***@host:1/path"),
+        ("http://user:p%40ss@host/x?q=1", "http://***@host/x?q=1"),
+        ("http://user:@host", "http://***@host"),  # an empty password
+        ("http://token@host", "http://***@host"),
+        ("https://host/path@not-userinfo", "https://host/path@not-userinfo"),
+        ("http://[::1", MASK),  # urllib cannot split it: nothing of it is shown
+    ],
+)
+def test_a_url_loses_its_whole_user_part_as_urllib_splits_it(url: str, expected: str) -> None:
+    from urllib.parse import urlsplit
+
+    assert without_userinfo(url) == expected
+    if expected != MASK:
+        parts = urlsplit(url)
+        assert not parts.password or parts.password not in without_userinfo(url)
+        assert (parts.username or "x@") not in without_userinfo(url).split("//", 1)[1]
