@@ -14,21 +14,23 @@ kind of run this is.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from ..errors import AwsError, DockerError, RegistryAuthError, RegistryError, SettingsError
 from ..model.fingerprint import Fingerprint
 from ..model.inputs import judge, same_image
 from ..model.settings import Settings
-from ..model.tags import tags_to_put
+from ..model.tags import VERSION_LABEL, version_problem
 from ..outside.docker import Docker
-from ..outside.ecr import EcrAccess, lifecycle_drift, lifecycle_policy
-from ..outside.registry import Manifest, RawManifest
+from ..outside.ecr import EcrAccess, Repository, lifecycle_drift, lifecycle_policy
+from ..outside.registry import Manifest
+from .promote import PlanningPromoter, Promoter
 
 log = logging.getLogger("ecr_release")
 
 # What a dry run reports as the digest: nothing was pushed.
 DRY_RUN_DIGEST = "(dry-run)"
+_UNSET = object()
 
 
 class Published:
@@ -44,12 +46,16 @@ class Published:
         self.settings = settings
         self.ecr = ecr
         self.docker = docker
-        self._progress = progress
+        self.progress = progress
         self.repository_known = False  # the registry (or the ECR API) said it exists
         self._tags: list[str] | None = None  # its tags, when the registry listed them
+        self._described: Repository | object | None = _UNSET  # DescribeRepositories' answer
+        self.tags = self.promoter(self)  # its moving tags
 
     # What the summary says of the run: this one changes things.
     plan_only = False
+    promoter: type[Promoter] = Promoter
+    unreachable = False  # a dry run's registry could not be asked
 
     @property
     def name(self) -> str:
@@ -171,56 +177,37 @@ class Published:
         log.info("verified %s@%s", local, manifest.digest)
         return manifest.digest
 
-    def promote(self, version: str, tags: Sequence[str]) -> str:
-        """Point each tag at the released version's manifest (its exact bytes, put under the
-        tag: nothing is pulled or pushed), then read each back; return the digest."""
-        name = self.name
-        raw = self.ecr.read(lambda registry: registry.raw_manifest(name, version))
-        if raw is None:
-            raise SettingsError(
-                f"{name}:{version} is not released, so there is nothing to promote: "
-                f"release it first (inv release --version {version})"
-            )
-        digest = raw.manifest.digest
-        for tag in self.tags_to_put(tags, digest):
-            self._progress(f"tag {name}:{tag} -> {version} ({digest})")
-            self._put(tag, raw)
-        self._verify_tags(version, tags, digest)
-        return digest
+    def mutability(self) -> tuple[str, tuple[str, ...]]:
+        """The repository's tag mutability and exclusion filters: its own when the ECR API
+        is asked anyway (or the repository is described already), else the configured ones
+        (on the fast path, and for a repository not created yet)."""
+        if self._described is _UNSET:
+            if self.may_skip_describe():
+                return self.settings.tag_mutability, self.settings.tag_mutability_exclusions
+            self.ecr.require_account()
+            self._described = self.ecr.api.describe_repository(self.name)
+        found = self._described
+        if isinstance(found, Repository):
+            return found.tag_mutability, found.exclusions
+        return self.settings.tag_mutability, self.settings.tag_mutability_exclusions
 
-    def _verify_tags(self, version: str, tags: Sequence[str], digest: str) -> None:
-        for tag in tags:
-            now = self._digest_of(tag)
-            if now != digest:
-                raise RegistryError(
-                    f"verification failed: tag {tag} resolves to {now or 'nothing'}, "
-                    f"not {version} ({digest})"
-                )
-            log.info("verified %s:%s -> %s", self.name, tag, digest)
+    def require_final(self, version: str) -> None:
+        """Refuse, before anything runs, a version the repository would leave mutable."""
+        problem = version_problem(self.name, *self.mutability(), version)
+        if problem:
+            raise SettingsError(problem)
 
-    def tags_to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
-        """The tags to put to point at ``digest`` (None: a release not pushed yet); refuses,
-        before any change, a tag the repository's mutability does not let move. The
-        repository's own mutability counts; one not created yet will get the configured one."""
-        self.ecr.require_account()
-        found = self.ecr.api.describe_repository(self.name)
-        mutability, exclusions = (
-            (found.tag_mutability, found.exclusions)
-            if found
-            else (self.settings.tag_mutability, self.settings.tag_mutability_exclusions)
-        )
-        current = {tag: self._digest_of(tag) for tag in tags}
-        return tags_to_put(self.name, mutability, exclusions, tags, current, digest)
-
-    def _put(self, tag: str, raw: RawManifest) -> None:
-        name = self.name
-        self.ecr.read(lambda registry: registry.put_manifest(name, tag, raw))
-
-    def _digest_of(self, tag: str) -> str | None:
+    def digest_of(self, tag: str) -> str | None:
         """What a tag of the repository points to now (None: no such tag)."""
         name = self.name
         manifest = self.ecr.read(lambda registry: registry.manifest(name, tag))
         return manifest.digest if manifest else None
+
+    def version_of(self, tag: str) -> str | None:
+        """The version label of the image a tag points to (None: no tag, or no label)."""
+        name = self.name
+        manifest = self.ecr.read(lambda registry: registry.manifest(name, tag))
+        return self._labels(manifest).get(VERSION_LABEL) if manifest else None
 
 
 class PlanningPublished(Published):
@@ -229,6 +216,7 @@ class PlanningPublished(Published):
     pushed, no tag was put)."""
 
     plan_only = True
+    promoter = PlanningPromoter
 
     def identical_release(
         self, version: str, mine: Fingerprint | None, local: str
@@ -238,27 +226,17 @@ class PlanningPublished(Published):
             existing = super().identical_release(version, mine, local)
         except RegistryError as exc:
             log.info("[dry-run] check: could not ask the registry about %s (%s)", where, exc)
-            self._unreachable = True
+            self.unreachable = True
             return None
         if existing is None:
             log.info("[dry-run] check: %s is not released yet", where)
         return existing
 
-    _unreachable = False
-
     def knows_repository(self) -> bool:
-        return False if self._unreachable else super().knows_repository()
+        return False if self.unreachable else super().knows_repository()
 
     def may_skip_describe(self) -> bool:
         return False  # the plan shows what ensure-repo would do
 
-    def tags_to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
-        if self._unreachable:
-            return list(tags)  # the plan cannot tell which are in place already
-        return super().tags_to_put(tags, digest)
-
     def verify(self, version: str, pushed_digest: str | None, local: str) -> str:
         return DRY_RUN_DIGEST
-
-    def _verify_tags(self, version: str, tags: Sequence[str], digest: str) -> None:
-        """Nothing was put: nothing to read back."""

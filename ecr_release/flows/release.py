@@ -176,24 +176,27 @@ class Release:
         timer = StepTimer(self._clock.monotonic)
         with self.state.lock(self.settings.lock_name), timer.step("push"):
             existing = self.published.identical_release(version, mine, reference)
+            if existing is None:
+                self.published.require_final(version)
             digest = existing.digest if existing else self._push_verified(version)
         return self._summary(version, digest, timer, existing is not None, mine)
 
     def promote(self, version: str, tags: Sequence[str]) -> str:
         """Point each tag at the released version, on the registry side; return its digest."""
-        return self.published.promote(version, tags)
+        return self.published.tags.promote(version, tags)
 
     def release(self, version: str) -> Summary:
         """check, build, smoke-test, ensure-repo, login, tag, push (verified), in that order."""
         timer = StepTimer(self._clock.monotonic)
+        extra = also_tags(self.settings.extra_tags, version)
         with self.state.lock(self.settings.lock_name):
             with timer.step("check"):
-                existing = self._preflight(version)
-            mine, extra = self._inputs(version).fingerprint, self.settings.extra_tags
+                existing = self._preflight(version, extra)
+            mine = self._inputs(version).fingerprint
             if existing is not None:
-                if extra:  # a rerun finishes the job: tags already in place are skipped
+                if extra:  # a rerun finishes the job, and never moves a tag back
                     with timer.step("also-tag"):
-                        self.promote(version, extra)
+                        extra = self.published.tags.finish(version, extra)
                 return self._summary(version, existing.digest, timer, True, mine, extra)
             with timer.step("build"):
                 self.build(version)
@@ -211,21 +214,20 @@ class Release:
                 self.tag(version)
             with timer.step("push"):
                 digest = self._push_verified(version)
-            if self.settings.extra_tags:
+            if extra:
                 with timer.step("also-tag"):
-                    self.promote(version, self.settings.extra_tags)
-        return self._summary(version, digest, timer, False, mine, self.settings.extra_tags)
+                    self.promote(version, extra)
+        return self._summary(version, digest, timer, False, mine, extra)
 
     def remote_ref(self, version: str) -> str:
         """``HOST/REPOSITORY:version``, once the repository is known to exist."""
         self.published.require_repository()
         return self.settings.remote_image(self.ecr.host(), version)
 
-    # -- steps inside release and push ----------------------------------------------
-
-    def _preflight(self, version: str) -> Manifest | None:
+    def _preflight(self, version: str, extra: Sequence[str]) -> Manifest | None:
         """Before anything changes: docker answers, the inputs (no secret in the context), the
-        version's state in the registry. In a dry run an unreachable registry is a plan line."""
+        version's state in the registry; a new version must stay final, and its extra tags
+        must be free to point at it."""
         self.docker.config()  # a corrupt one stops the run now, not at the login after the build
         self.docker.check_daemon()
         mine, local = self._inputs(version).fingerprint, self.settings.image(version)
@@ -235,8 +237,9 @@ class Release:
         existing = self.published.identical_release(version, mine, local)
         if existing is None:
             self.published.knows_repository()  # then ensure-repo need not ask the ECR API
-        if existing is None and self.settings.extra_tags:
-            self.published.tags_to_put(self.settings.extra_tags, None)  # may they move?
+            self.published.require_final(version)
+            if extra:
+                self.published.tags.to_put(extra, None)  # may they move?
         return existing
 
     def _push_verified(self, version: str) -> str:
@@ -292,6 +295,13 @@ class StepTimer:
         start = self._clock()
         yield
         self.timings.append((name, self._clock() - start))
+
+
+def also_tags(tags: Sequence[str], version: str) -> tuple[str, ...]:
+    """``--also-tag`` without the version itself, which the push puts anyway."""
+    if version in tags:
+        log.info("--also-tag %s is the version itself: nothing more to do for it", version)
+    return tuple(tag for tag in tags if tag != version)
 
 
 def repository_config(settings: Settings) -> RepositoryConfig:

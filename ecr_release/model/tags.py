@@ -12,14 +12,23 @@ every tag that may not move before it changes anything:
 - ``IMMUTABLE_WITH_EXCLUSION``: only tags matching a filter move;
 - ``MUTABLE_WITH_EXCLUSION``: tags matching a filter are immutable: set once, and never
   moved to another image.
+
+Released versions are final whatever the repository allows: a tag whose image is labelled
+as that very version (``org.opencontainers.image.version``) is a released version, and
+is never moved (:func:`refuse_released_versions`); a version that an exclusion filter
+would leave mutable is never released (:func:`version_problem`). A rerun of a released
+version only finishes its tags: it puts the missing ones and leaves a tag that has moved
+on since where it is (:func:`missing_only`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..errors import VersionExistsError
+from ..errors import SettingsError, VersionExistsError
 from ..outside.ecr import tag_is_mutable
+
+VERSION_LABEL = "org.opencontainers.image.version"
 
 
 def tags_to_put(
@@ -62,3 +71,44 @@ def tags_to_put(
         else:
             put.append(tag)  # an immutable tag may be set once
     return put
+
+
+def refuse_released_versions(
+    repository: str, current: Mapping[str, str | None], versions: Mapping[str, str | None]
+) -> None:
+    """Refuse (exit 2) to move a tag that is a released version: one that exists
+    (``current``) and whose image says it is that version (``versions``: each existing
+    tag's image's version label)."""
+    for tag, now in current.items():
+        if now is not None and versions.get(tag) == tag:
+            raise SettingsError(
+                f"tag {tag} of {repository} is the released version {tag} (its image is "
+                f"labelled {VERSION_LABEL}={tag}): released versions are final, whatever the "
+                "repository allows; move tags such as latest or prod instead"
+            )
+
+
+def missing_only(
+    tags: Sequence[str], current: Mapping[str, str | None], digest: str
+) -> tuple[list[str], list[str]]:
+    """A rerun's tags: (the ones in place or missing, which it may finish; the ones that
+    exist and point elsewhere, which it leaves alone: they moved on since)."""
+    keep = [tag for tag in tags if current.get(tag) in (None, digest)]
+    return keep, [tag for tag in tags if tag not in keep]
+
+
+def version_problem(
+    repository: str, mutability: str, exclusions: Sequence[str], version: str
+) -> str | None:
+    """Why ``version`` may not be released here: an exclusion filter would leave it mutable
+    (``IMMUTABLE_WITH_EXCLUSION`` with a filter such as ``v*``). None when it may."""
+    if mutability != "IMMUTABLE_WITH_EXCLUSION" or not tag_is_mutable(
+        mutability, exclusions, version
+    ):
+        return None
+    return (
+        f"version {version} would stay mutable in repository {repository} "
+        f"(IMMUTABLE_WITH_EXCLUSION, exclusion filters: {','.join(exclusions)}): released "
+        "versions are final, so release it under a version no filter matches, or narrow "
+        "the filters to the moving tags (e.g. latest,prod)"
+    )

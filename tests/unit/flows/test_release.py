@@ -1031,6 +1031,124 @@ def test_also_tag_that_may_not_move_is_refused_before_building(
     assert world.registry.manifests == {}
 
 
+# -- released versions are final, whatever the repository allows (hardening) ---------------
+
+
+def _two_versions(world: World, first: str, second: str) -> tuple[Summary, Summary]:
+    one = world.release.release(first)
+    (world.tmp / "ctx" / "app.py").write_text(f"{second}\n")
+    return one, world.rerun().release(second)
+
+
+def test_promote_never_moves_a_released_version_on_a_mutable_repository(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "MUTABLE")
+    world = make_world(tag_mutability="MUTABLE")
+    _, two = _two_versions(world, "m1", "m2")
+    with pytest.raises(SettingsError, match="tag m2 of widget-server is the released version m2"
+                       ) as caught:  # fmt: skip
+        world.release.promote("m1", ["m2"])
+    assert caught.value.exit_code == 2
+    assert world.registry.manifests[("widget-server", "m2")].digest == two.digest
+    assert world.registry.puts == []
+    world.release.promote("m1", ["latest"])  # a moving tag still moves
+    world.release.promote("m2", ["latest"])
+    assert world.registry.manifests[("widget-server", "latest")].digest == two.digest
+
+
+def test_promote_never_moves_a_released_version_that_an_exclusion_makes_mutable(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    # m5 was released before the m* filter was added: ECR would let it move now.
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "m*", "latest")
+    world = make_world(tag_mutability="IMMUTABLE_WITH_EXCLUSION", tag_mutability_exclusions=("m*",))
+    one, five = _two_versions(world, "r1", "r5")
+    five_manifest = world.registry.manifests.pop(("widget-server", "r5"))
+    world.registry.manifests[("widget-server", "m5")] = five_manifest
+    assert five_manifest.config_digest is not None
+    world.registry.configs[five_manifest.config_digest] = {
+        **world.registry.configs[five_manifest.config_digest],
+        "org.opencontainers.image.version": "m5",
+    }
+    with pytest.raises(SettingsError, match="tag m5 of widget-server is the released version m5"):
+        world.release.promote("r1", ["m5"])
+    assert world.registry.manifests[("widget-server", "m5")].digest == five.digest
+    world.release.promote("r1", ["latest"])  # the filter's moving tags still move
+    assert world.registry.manifests[("widget-server", "latest")].digest == one.digest
+
+
+def test_also_tag_never_moves_a_released_version(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "MUTABLE")
+    world = make_world(tag_mutability="MUTABLE")
+    one, _ = _two_versions(world, "m1", "m2")
+    world.docker.calls.clear()
+    run = make_world(tag_mutability="MUTABLE", extra_tags=("m1",))
+    run.registry.manifests.update(world.registry.manifests)
+    run.registry.configs.update(world.registry.configs)
+    (run.tmp / "ctx" / "app.py").write_text("m3\n")
+    with pytest.raises(SettingsError, match="tag m1 of widget-server is the released version m1"):
+        run.release.release("m3")
+    assert run.docker.verbs() == []  # refused before anything ran
+    assert run.registry.manifests[("widget-server", "m1")].digest == one.digest
+
+
+def test_a_version_an_exclusion_leaves_mutable_is_refused_before_anything_runs(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "v*")
+    world = make_world(tag_mutability="IMMUTABLE_WITH_EXCLUSION", tag_mutability_exclusions=("v*",))
+    with pytest.raises(SettingsError, match=r"version v3 would stay mutable .*filters: v\*"):
+        world.release.release("v3")
+    assert world.docker.verbs() == []
+    assert world.registry.manifests == {}
+    assert world.release.release("3.0").digest  # a version no filter matches is released
+
+
+def test_a_version_the_configured_exclusions_leave_mutable_is_refused_on_a_new_repository(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    world = make_world(tag_mutability="IMMUTABLE_WITH_EXCLUSION", tag_mutability_exclusions=("v*",))
+    with pytest.raises(SettingsError, match="version v1 would stay mutable"):
+        world.release.release("v1")
+    assert repo_names(aws) == [] and world.docker.verbs() == []
+
+
+def test_also_tag_equal_to_the_version_is_a_no_op_with_a_note(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world(extra_tags=("a1",))  # a new IMMUTABLE repository
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        summary = world.release.release("a1")
+    assert "--also-tag a1 is the version itself: nothing more to do" in caplog.text
+    assert summary.tags == ["a1"] and world.registry.puts == []
+    assert "also-tag" not in [name for name, _ in summary.timings]
+
+
+def test_a_rerun_of_an_old_release_never_moves_a_tag_back(
+    make_world: Callable[..., World], aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest", "stable")
+    world = make_world(extra_tags=("latest",))
+    one, two = _two_versions(world, "x1", "x2")
+    assert world.registry.manifests[("widget-server", "latest")].digest == two.digest
+    (world.tmp / "ctx" / "app.py").unlink()  # the old job's inputs, rerun
+    old_job = make_world(extra_tags=("latest", "stable"))
+    old_job.registry.manifests.update(world.registry.manifests)
+    old_job.registry.configs.update(world.registry.configs)
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        summary = old_job.release.release("x1")
+    assert summary.already_released
+    assert old_job.registry.manifests[("widget-server", "latest")].digest == two.digest
+    assert "tag widget-server:latest points elsewhere now: left alone" in caplog.text
+    assert "`inv promote --version x1 --tag latest` moves it" in caplog.text
+    # A tag the first run never put is finished, and only what points at x1 is reported.
+    assert old_job.registry.manifests[("widget-server", "stable")].digest == one.digest
+    assert summary.tags == ["x1", "stable"]
+
+
 def test_also_tag_on_a_new_repository_follows_the_configured_mutability(
     make_world: Callable[..., World],
 ) -> None:

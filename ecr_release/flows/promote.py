@@ -1,0 +1,118 @@
+"""Moving tags (``latest``, ``prod``) put beside a released version, on the registry side.
+
+``inv promote`` and ``release --also-tag`` point tags at a released version by ``PUT``-ting
+its manifest's exact bytes under each tag (nothing is pulled or pushed), then read each
+tag back. Before any change, every tag is checked (``model.tags``): a released version is
+never moved, whatever the repository allows, and the repository's tag mutability must
+let the tag move. A rerun of a released version only finishes its tags: it puts the
+missing ones, and leaves a tag that has moved on since where it is.
+
+A dry run is wired with :class:`PlanningPromoter`: the registry shows the tags it would
+put, and nothing is read back.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..errors import RegistryError, SettingsError
+from ..model.tags import missing_only, refuse_released_versions, tags_to_put
+from ..outside.registry import RawManifest, Registry
+
+if TYPE_CHECKING:
+    from .published import Published
+
+log = logging.getLogger("ecr_release")
+
+
+class Promoter:
+    """One repository's moving tags, read and put through the registry."""
+
+    def __init__(self, published: Published) -> None:
+        self.published = published
+
+    def promote(self, version: str, tags: Sequence[str]) -> str:
+        """Point each tag at the released version, then read each back; return its digest."""
+        raw = self._released(version)
+        digest = raw.manifest.digest
+        self._put_all(version, raw, self.to_put(tags, digest))
+        self._verify(version, tags, digest)
+        return digest
+
+    def finish(self, version: str, tags: Sequence[str]) -> tuple[str, ...]:
+        """A rerun of a released version: put the tags that are missing, leave alone those
+        that point elsewhere (they moved on since: a rerun never moves a tag back); return
+        the tags that point at the version now."""
+        raw = self._released(version)
+        digest, name = raw.manifest.digest, self.published.name
+        keep, moved = missing_only(tags, self._current(tags), digest)
+        for tag in moved:
+            log.info(
+                "tag %s:%s points elsewhere now: left alone (a rerun never moves a tag back; "
+                "`inv promote --version %s --tag %s` moves it)",
+                *(name, tag, version, tag),
+            )
+        self._put_all(version, raw, self.to_put(keep, digest))
+        self._verify(version, keep, digest)
+        return tuple(keep)
+
+    def to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
+        """The tags to put to point at ``digest`` (None: a release not pushed yet); refuses,
+        before any change, a released version (exit 2) and a tag the repository's
+        mutability does not let move (exit 6)."""
+        current = self._current(tags)
+        moving = [tag for tag, now in current.items() if now is not None and now != digest]
+        versions = {tag: self.published.version_of(tag) for tag in moving}
+        refuse_released_versions(self.published.name, current, versions)
+        mutability, exclusions = self.published.mutability()
+        return tags_to_put(self.published.name, mutability, exclusions, tags, current, digest)
+
+    def _current(self, tags: Sequence[str]) -> dict[str, str | None]:
+        return {tag: self.published.digest_of(tag) for tag in tags}
+
+    def _released(self, version: str) -> RawManifest:
+        name = self.published.name
+        raw = self.published.ecr.read(lambda registry: registry.raw_manifest(name, version))
+        if raw is None:
+            raise SettingsError(
+                f"{name}:{version} is not released, so there is nothing to promote: "
+                f"release it first (inv release --version {version})"
+            )
+        return raw
+
+    def _put_all(self, version: str, raw: RawManifest, tags: Sequence[str]) -> None:
+        name, digest = self.published.name, raw.manifest.digest
+        for tag in tags:
+            self.published.progress(f"tag {name}:{tag} -> {version} ({digest})")
+            self.published.ecr.read(functools.partial(_put, name=name, tag=tag, raw=raw))
+
+    def _verify(self, version: str, tags: Sequence[str], digest: str) -> None:
+        for tag in tags:
+            now = self.published.digest_of(tag)
+            if now != digest:
+                raise RegistryError(
+                    f"verification failed: tag {tag} resolves to {now or 'nothing'}, "
+                    f"not {version} ({digest})"
+                )
+            log.info("verified %s:%s -> %s", self.published.name, tag, digest)
+
+
+def _put(registry: Registry, *, name: str, tag: str, raw: RawManifest) -> str:
+    return registry.put_manifest(name, tag, raw)
+
+
+class PlanningPromoter(Promoter):
+    """A dry run's tags: checked as for real, put by the planning registry (a plan line),
+    and not read back (nothing was put). Where the registry could not be asked, every tag
+    is planned."""
+
+    def to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
+        if getattr(self.published, "unreachable", False):
+            return list(tags)  # the plan cannot tell which are in place already
+        return super().to_put(tags, digest)
+
+    def _verify(self, version: str, tags: Sequence[str], digest: str) -> None:
+        """Nothing was put: nothing to read back."""
