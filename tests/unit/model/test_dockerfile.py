@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ecr_release.errors import SettingsError
 from ecr_release.model.dockerfile import Dockerfile, ImagesRead
@@ -179,3 +181,34 @@ def test_a_variable_in_from_is_refused_with_the_way_out(
 def test_the_way_out_makes_the_image_a_base(tmp_path: Path) -> None:
     text = "ARG SIDE=side:1\nFROM ${SIDE} AS side\nFROM alpine:3\nCOPY --from=side /a /b\n"
     assert _read(tmp_path, text, {"SIDE": "side:2"}).all == ("side:2", "alpine:3")
+
+
+# Lines a hostile Dockerfile might hold, in any order and number.
+_LINES = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "FROM alpine:3 AS a", "FROM a", "FROM scratch", "FROM ${B:-x:1}", "ARG B",
+                "ARG B=${C:?}", "ARG C=\"q r\"", "COPY --from=a / /", "COPY --from=0 / /",
+                "COPY --from=$B / /", "RUN --mount=from=i:1,target=/x true", "# escape=`",
+                "RUN --mount=\"from=${B}\" x", "FROM", "COPY --from=\"",
+            ]
+        ),
+        st.builds("{} {}".format, st.sampled_from(["FROM", "ARG", "COPY", "RUN"]), st.text()),
+    ),
+    max_size=6,
+)  # fmt: skip
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=_LINES, args=st.dictionaries(st.sampled_from(["B", "C"]), st.text(max_size=5)))
+def test_any_dockerfile_gives_images_or_one_settings_line(
+    tmp_path: Path, lines: list[str], args: dict[str, str]
+) -> None:
+    try:
+        read = _read(tmp_path, "\n".join(lines) + "\n", args)
+    except SettingsError as exc:
+        assert "\n" not in exc.message
+    else:
+        assert read.final_base is None or read.final_base in read.bases
+        assert len(set(read.all)) == len(read.all)
