@@ -22,7 +22,7 @@ import io
 import re
 import shlex
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -249,14 +249,35 @@ def split_labels(
     dockerfile: Dockerfile, labels: Mapping[str, str], build_args: Mapping[str, str]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Which wanted labels go as build arguments the Dockerfile's LABEL reads, and which as
-    ``--label``: (extra build arguments, labels to pass)."""
+    ``--label``: (extra build arguments, labels to pass).
+
+    An argument the FROM lines read too (``ARG BASE_IMAGE`` before the first FROM) is a
+    carrier only if setting it leaves every image they name as it was: a build that reads
+    other images than the fingerprinted ones would break the fingerprint's promise."""
     carriers = dockerfile.labels_from_args()
     extra: dict[str, str] = {}
     passed: dict[str, str] = {}
     for key, value in labels.items():
         name = carriers.get(key)
-        if name and build_args.get(name, value) == value and extra.get(name, value) == value:
+        if (
+            name
+            and build_args.get(name, value) == value
+            and extra.get(name, value) == value
+            and (name in build_args or _leaves_images(dockerfile, build_args, name, value))
+        ):
             extra[name] = value
         else:
             passed[key] = value
     return extra, passed
+
+
+def _leaves_images(
+    dockerfile: Dockerfile, build_args: Mapping[str, str], name: str, value: str
+) -> bool:
+    """Does one more build argument leave the images the build reads as they were?"""
+    before = replace(dockerfile, build_args=dict(build_args))
+    after = replace(dockerfile, build_args={**build_args, name: value})
+    try:
+        return after.images_read() == before.images_read()
+    except SettingsError:
+        return False

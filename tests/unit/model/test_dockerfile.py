@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecr_release.errors import SettingsError
-from ecr_release.model.dockerfile import Dockerfile, ImagesRead
+from ecr_release.model.dockerfile import Dockerfile, ImagesRead, split_labels
 
 
 def _read(tmp_path: Path, text: str, args: dict[str, str] | None = None) -> ImagesRead:
@@ -212,3 +212,26 @@ def test_any_dockerfile_gives_images_or_one_settings_line(
     else:
         assert read.final_base is None or read.final_base in read.bases
         assert len(set(read.all)) == len(read.all)
+
+
+def test_a_label_is_not_carried_by_an_argument_that_would_move_a_from(tmp_path: Path) -> None:
+    # The final stage's LABEL reads BASE_IMAGE, which the first FROM reads too: carrying the
+    # final base's name in it would make Docker build the first stage on alpine.
+    (tmp_path / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE:-golang:1.23} AS build\nFROM alpine:3\n"
+        "ARG BASE_IMAGE\nLABEL org.opencontainers.image.base.name=${BASE_IMAGE}\n"
+    )
+    dockerfile = Dockerfile.read(tmp_path / "Dockerfile", {})
+    wanted = {"org.opencontainers.image.base.name": "alpine:3"}
+    assert split_labels(dockerfile, wanted, {}) == ({}, wanted)
+    # Where the argument already names that image, or FROM does not read it, it carries.
+    assert split_labels(dockerfile, wanted, {"BASE_IMAGE": "alpine:3"}) == (
+        {"BASE_IMAGE": "alpine:3"},
+        {},
+    )
+    (tmp_path / "Dockerfile").write_text(
+        "FROM ${BASE_IMAGE:-alpine:3}\nARG BASE_IMAGE\n"
+        "LABEL org.opencontainers.image.base.name=${BASE_IMAGE}\n"
+    )
+    dockerfile = Dockerfile.read(tmp_path / "Dockerfile", {})
+    assert split_labels(dockerfile, wanted, {}) == ({"BASE_IMAGE": "alpine:3"}, {})
