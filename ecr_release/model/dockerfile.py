@@ -1,37 +1,66 @@
-"""What a Dockerfile says that the release needs: its base images, and which labels its
-final stage sets from build arguments.
+"""What a Dockerfile says that the release needs: the images its build reads, and which
+labels its final stage sets from build arguments.
+
+The images a build reads are its inputs: each ``FROM`` line's image (variables expanded as
+Docker expands them: with the ARGs declared before the first ``FROM`` and the build
+arguments), and every image a ``COPY --from=`` or a ``RUN --mount=...,from=`` names that
+is not a stage of the same Dockerfile (by name, or for ``COPY`` by index). Docker expands
+no variable in ``--from`` or ``from=`` (BuildKit refuses one; the classic builder takes
+``$X`` as an image name): a ``$`` there is refused here, before anything runs.
 
 The classic builder turns every ``--label`` into a build step of its own (one container
 and one commit, about 80 ms each here), after the changed layer. So a label the
 Dockerfile's own ``LABEL`` already sets from a build argument travels as that build
-argument, and only the rest as ``--label``. Parsing leans on ``dockerfile-parse`` for
-continuations, comments and ``FROM`` substitution.
+argument, and only the rest as ``--label``. ``dockerfile-parse`` splits the lines
+(continuations, comments); ``dockerwords`` reads the words and expands them.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError
+from .dockerwords import ExpansionError, expand, split_flags, split_words
 
 # A label value that is exactly one build argument: ${NAME} or $NAME.
 _ONE_ARG = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+# A parser directive such as `# escape=\``: read only at the top of the file, as Docker does.
+_DIRECTIVE = re.compile(r"#[ \t]*([A-Za-z][A-Za-z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*")
+# `COPY --from=1` names the second stage (Go's strconv.Atoi takes the sign too).
+_STAGE_INDEX = re.compile(r"[+-]?[0-9]+")
+
+
+@dataclass(frozen=True)
+class ImagesRead:
+    """The images a build reads that are not stages of its own Dockerfile, by name."""
+
+    bases: tuple[str, ...]  # the FROM lines' images, each once, the final stage's last
+    final_base: str | None  # what the final stage builds on; None for ``FROM scratch``
+    copied: tuple[str, ...]  # COPY --from / RUN --mount from= images, not among ``bases``
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every one, in the fingerprint's order: the bases, then the copied-from ones in the
+        order the Dockerfile names them (a Dockerfile with no --from keeps its old digest)."""
+        return self.bases + self.copied
 
 
 @dataclass(frozen=True)
 class Dockerfile:
-    """A parsed Dockerfile (its instructions, with ``FROM`` lines substituted)."""
+    """A parsed Dockerfile: its instructions, and the build arguments it is built with."""
 
     path: Path
     data: bytes
     structure: list[dict[str, Any]]
-    parent_images: list[str]
+    build_args: dict[str, str]
+    escape: str = "\\"
 
     @classmethod
     def read(cls, path: Path, build_args: Mapping[str, str]) -> Dockerfile:
@@ -39,37 +68,126 @@ class Dockerfile:
 
         try:
             data = path.read_bytes()
-            parser = DockerfileParser(fileobj=io.BytesIO(data), build_args=dict(build_args))
-            return cls(path, data, list(parser.structure), list(parser.parent_images))
+            parser = DockerfileParser(fileobj=io.BytesIO(data))
+            structure = list(parser.structure)
+            escape = _escape_token(data.decode())
         except (OSError, ValueError, KeyError) as exc:
             raise SettingsError(f"cannot read the Dockerfile {path}: {exc}") from exc
+        return cls(path, data, structure, dict(build_args), escape)
 
     def external_bases(self) -> list[str]:
         """The images the FROM lines pull in, in order, not ``scratch`` and not earlier
         stages; the last one is what the final stage builds on."""
-        froms = [item["value"] for item in self.structure if item["instruction"] == "FROM"]
-        if len(froms) != len(self.parent_images) or any(not v.strip() for v in froms):
-            raise SettingsError(f"{self.path} has a FROM line that names no image: fix it")
+        return list(self.images_read().bases)
+
+    def images_read(self) -> ImagesRead:
+        """Every image the build reads from outside this Dockerfile (see the module)."""
+        meta: dict[str, str] = {}  # what FROM lines see: the ARGs before the first FROM
         stages: dict[str, str] = {}  # stage name -> the external image it builds on
-        chain: list[str] = []
-        for value, image in zip(froms, self.parent_images, strict=True):
-            words = value.split()
-            alias = words[-1].lower() if len(words) >= 3 and words[-2].lower() == "as" else None
-            resolved = stages.get(image.lower(), image)
-            if alias:
-                stages[alias] = resolved
-            chain.append(resolved)
-        if any(not name.strip() for name in chain):
+        chain: list[str] = []  # each stage's external image, in order
+        copied: list[str] = []
+        for item in self.structure:
+            instruction, value = item["instruction"], item["value"]
+            line = int(item["startline"]) + 1
+            if instruction == "FROM":
+                image, alias = self._from(value, meta, line)
+                resolved = stages.get(image.lower(), image)
+                if alias:
+                    stages[alias] = resolved
+                chain.append(resolved)
+            elif instruction == "ARG" and not chain:
+                self._meta_arg(value, meta, line)
+            elif instruction == "COPY" and chain:
+                copied += (
+                    name
+                    for name in self._copied_from(value, line)
+                    if name.lower() not in stages and not _STAGE_INDEX.fullmatch(name)
+                )
+            elif instruction == "RUN" and chain:  # BuildKit finds a mount's stage by name only
+                copied += (n for n in self._mounted_from(value, line) if n.lower() not in stages)
+        bases = [name for name in dict.fromkeys(chain) if name.lower() != "scratch"]
+        final = chain[-1] if chain and chain[-1].lower() != "scratch" else None
+        if final in bases:  # the final stage's base last: it is what base.name names
+            bases.remove(final)
+            bases.append(final)
+        others = [name for name in dict.fromkeys(copied) if name not in bases]
+        return ImagesRead(tuple(bases), final, tuple(others))
+
+    def _from(self, value: str, meta: Mapping[str, str], line: int) -> tuple[str, str | None]:
+        """A FROM line's image, expanded, and its stage name (lowercase) if it has one."""
+        _, rest = split_flags(value, self.escape)
+        words = rest.split()  # before expansion, as Docker splits it: no blank in a ${...}
+        if not words:
+            raise SettingsError(f"{self.path} has a FROM line that names no image: fix it")
+        if len(words) not in (1, 3) or (len(words) == 3 and words[1].lower() != "as"):
             raise SettingsError(
-                f"a FROM line of {self.path} names no image once its ARGs are substituted: "
-                "give the ARG a default or set BASE_IMAGE"
+                f"{self.path}, line {line}: FROM {rest}: Docker wants one image and an "
+                "optional AS name (FROM IMAGE [AS NAME]), and reads no blank inside ${...}"
             )
-        external = [name for name in dict.fromkeys(chain) if name.lower() != "scratch"]
-        final = chain[-1] if chain else None
-        if final in external:  # the final stage's base last: it is what base.name names
-            external.remove(final)
-            external.append(final)
-        return external
+        image = self._expand(words[0], meta, line, "FROM")
+        if not image.strip():
+            raise SettingsError(
+                f"a FROM line of {self.path} (line {line}) names no image once its ARGs are "
+                "substituted: give the ARG a default or set BASE_IMAGE"
+            )
+        alias = words[2].lower() if len(words) == 3 else None
+        return image, alias
+
+    def _meta_arg(self, value: str, meta: dict[str, str], line: int) -> None:
+        """An ARG before the first FROM: a build argument overrides its default, which is
+        expanded with the ARGs before it; without either it stays unset."""
+        for word in split_words(value, self.escape):
+            key, has_default, default = word.partition("=")
+            if key in self.build_args:
+                meta[key] = self.build_args[key]
+            elif has_default:
+                meta[key] = self._expand(default, meta, line, "ARG")
+
+    def _expand(self, word: str, env: Mapping[str, str], line: int, instruction: str) -> str:
+        try:
+            return expand(word, env, self.escape)
+        except ExpansionError as exc:
+            raise SettingsError(
+                f"{self.path}, line {line}: cannot expand {instruction} {word}: {exc}"
+            ) from exc
+
+    def _copied_from(self, value: str, line: int) -> Iterator[str]:
+        """The ``--from`` of a COPY line (flags come before the sources)."""
+        for flag in split_flags(value, self.escape)[0]:
+            name, has_value, source = flag.partition("=")
+            if name != "--from" or not has_value or not source:
+                continue
+            if _expands(source, self.escape):
+                raise SettingsError(
+                    f"{self.path}, line {line}: COPY --from={source}: Docker does not expand "
+                    "variables in --from; declare the ARG before the first FROM, name the "
+                    "image in a stage of its own (FROM ${ARG} AS name) and COPY --from=name"
+                )
+            yield source
+
+    def _mounted_from(self, value: str, line: int) -> Iterator[str]:
+        """The ``from=`` of each ``--mount`` of a RUN line (BuildKit's syntax: the classic
+        builder refuses ``--mount``, but the file is read as written)."""
+        for flag in split_flags(value, self.escape)[0]:
+            name, has_value, spec = flag.partition("=")
+            if name != "--mount" or not has_value:
+                continue
+            try:
+                fields = next(csv.reader([spec]), [])
+            except csv.Error:  # BuildKit refuses the line too
+                continue
+            for field in fields:
+                key, has_value, source = field.partition("=")
+                if key.lower() != "from" or not has_value or not source:
+                    continue
+                if "$" in source[:-1]:  # BuildKit's own test for a variable there
+                    raise SettingsError(
+                        f"{self.path}, line {line}: RUN --mount=...from={source}: Docker does "
+                        "not expand variables in a mount's from=; declare the ARG before the "
+                        "first FROM, name the image in a stage of its own (FROM ${ARG} AS "
+                        "name) and mount from=name"
+                    )
+                yield source
 
     def labels_from_args(self) -> dict[str, str]:
         """Label key -> the build argument the final stage's LABEL sets it from, for labels
@@ -100,6 +218,26 @@ class Dockerfile:
         return stage
 
 
+def _escape_token(text: str) -> str:
+    """The escape token a ``# escape=`` directive at the top of the file sets, else ``\\``."""
+    escape = "\\"
+    for line in text.splitlines():
+        directive = _DIRECTIVE.fullmatch(line)
+        if directive is None:
+            break  # directives end at the first line that is not one
+        if directive.group(1).lower() == "escape" and directive.group(2) in ("\\", "`"):
+            escape = directive.group(2)
+    return escape
+
+
+def _expands(word: str, escape: str) -> bool:
+    """Would Docker's expansion change ``word`` (BuildKit's test for ``COPY --from``)?"""
+    try:
+        return expand(word, {}, escape) != word
+    except ExpansionError:
+        return True
+
+
 def _words(value: str) -> list[str]:
     try:
         return shlex.split(value.replace("\\\n", " "))
@@ -111,14 +249,35 @@ def split_labels(
     dockerfile: Dockerfile, labels: Mapping[str, str], build_args: Mapping[str, str]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Which wanted labels go as build arguments the Dockerfile's LABEL reads, and which as
-    ``--label``: (extra build arguments, labels to pass)."""
+    ``--label``: (extra build arguments, labels to pass).
+
+    An argument the FROM lines read too (``ARG BASE_IMAGE`` before the first FROM) is a
+    carrier only if setting it leaves every image they name as it was: a build that reads
+    other images than the fingerprinted ones would break the fingerprint's promise."""
     carriers = dockerfile.labels_from_args()
     extra: dict[str, str] = {}
     passed: dict[str, str] = {}
     for key, value in labels.items():
         name = carriers.get(key)
-        if name and build_args.get(name, value) == value and extra.get(name, value) == value:
+        if (
+            name
+            and build_args.get(name, value) == value
+            and extra.get(name, value) == value
+            and (name in build_args or _leaves_images(dockerfile, build_args, name, value))
+        ):
             extra[name] = value
         else:
             passed[key] = value
     return extra, passed
+
+
+def _leaves_images(
+    dockerfile: Dockerfile, build_args: Mapping[str, str], name: str, value: str
+) -> bool:
+    """Does one more build argument leave the images the build reads as they were?"""
+    before = replace(dockerfile, build_args=dict(build_args))
+    after = replace(dockerfile, build_args={**build_args, name: value})
+    try:
+        return after.images_read() == before.images_read()
+    except SettingsError:
+        return False

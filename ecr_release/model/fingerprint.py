@@ -1,14 +1,17 @@
 """What shapes an image, as one digest: every input of the build except time.
 
 A release is "the same" when its inputs are: the build context exactly as the Docker
-CLI sends it (see ``buildcontext.scan_context``), the Dockerfile's bytes, the base
-image(s) actually used (a repo digest, else the local image ID), and the build
-arguments except ``BUILD_DATE``. The classic builder stamps a fresh ``created`` time
-into every image, so the image ID cannot tell; the inputs can, on any machine.
+CLI sends it (see ``buildcontext.scan_context``), the Dockerfile's bytes, every image the
+build reads (``FROM``, ``COPY --from``, ``RUN --mount=...,from=``; see
+``Dockerfile.images_read``), each as what it resolves to here (a repo digest, else the
+local image ID), and the build arguments except ``BUILD_DATE``. The classic builder
+stamps a fresh ``created`` time into every image, so the image ID cannot tell; the inputs
+can, on any machine.
 
 The fingerprint travels with the image as labels under ``io.ecr-release``, each part
 apart, so that a refusal can say which part differs. The OCI labels
-``org.opencontainers.image.base.name`` and ``.base.digest`` name the final stage's base.
+``org.opencontainers.image.base.name`` and ``.base.digest`` name the final stage's base
+(its ``FROM`` image; none for ``FROM scratch``).
 This module computes; it reads nothing and runs nothing (the context's digest, the
 parsed Dockerfile and a resolver for base images are handed in).
 """
@@ -35,10 +38,11 @@ def _sha256(text: str) -> str:
 
 @dataclass(frozen=True)
 class BaseImage:
-    """A base image as the Dockerfile names it and what it resolved to here."""
+    """An image the build reads, as the Dockerfile names it, and what it resolved to here."""
 
     name: str
     identity: str  # NAME@sha256:... (a repo digest) or sha256:... (a local image ID)
+    final: bool = False  # the final stage's FROM image: what the OCI base labels name
 
     @property
     def digest(self) -> str:
@@ -75,7 +79,7 @@ class Fingerprint:
         return found if labels.get(NAMESPACE) == found.digest else None
 
     def differences(self, other: Fingerprint) -> list[str]:
-        """The parts that differ, in words: 'the build context', 'the base image', ..."""
+        """The parts that differ, in words: 'the build context', 'the Dockerfile', ..."""
         return [
             _WORDS[f.name] for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)
         ]
@@ -84,9 +88,14 @@ class Fingerprint:
 _WORDS = {
     "context": "the build context",
     "dockerfile": "the Dockerfile",
-    "base": "the base image",
+    "base": "the images the build reads",
     "build_args": "the build arguments",
 }
+
+
+def verb_for(parts: Sequence[str]) -> str:
+    """'differs' or 'differ', to agree with the parts ``differences`` named."""
+    return "differs" if len(parts) == 1 and parts[0] != _WORDS["base"] else "differ"
 
 
 def _label(name: str) -> str:
@@ -109,8 +118,10 @@ def fingerprint(
     build_args: Mapping[str, str],
     resolve: Callable[[str], str],
 ) -> tuple[Fingerprint, list[BaseImage]]:
-    """The fingerprint of a build, and its base images (``resolve`` names each one's identity)."""
-    bases = [BaseImage(name, resolve(name)) for name in dockerfile.external_bases()]
+    """The fingerprint of a build, and the images it reads (``resolve`` names each one's
+    identity, pulling it when it is not here)."""
+    read = dockerfile.images_read()  # a Dockerfile Docker would refuse fails here, first
+    bases = [BaseImage(name, resolve(name), name == read.final_base) for name in read.all]
     found = Fingerprint(
         context=context_digest,
         dockerfile="sha256:" + hashlib.sha256(dockerfile.data).hexdigest(),
@@ -122,6 +133,7 @@ def fingerprint(
 
 def base_labels(bases: Sequence[BaseImage]) -> dict[str, str]:
     """The OCI base-image labels for the final stage's base (none for ``FROM scratch``)."""
-    if not bases:
+    final = next((base for base in bases if base.final), None)
+    if final is None:
         return {}
-    return {BASE_NAME: bases[-1].name, BASE_DIGEST: bases[-1].digest}
+    return {BASE_NAME: final.name, BASE_DIGEST: final.digest}

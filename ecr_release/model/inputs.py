@@ -1,7 +1,7 @@
 """What a build of a version is made from, and whether a released version was made the same.
 
 ``gather`` walks the build context once (refusing secrets, digesting what Docker
-would send), resolves the base image(s), and returns the build arguments and the
+would send), resolves every image the build reads, and returns the build arguments and the
 labels the image will carry, its fingerprint among them. ``judge`` decides what an
 existing tag means: released from identical inputs (a no-op, on any machine), from
 other inputs (refused, naming what differs), or, for an image without a
@@ -18,7 +18,7 @@ from ..outside.git import Revision
 from ..outside.registry import Manifest
 from .buildcontext import raise_on_secrets, scan_context
 from .dockerfile import Dockerfile, split_labels
-from .fingerprint import BaseImage, Fingerprint, base_labels, fingerprint
+from .fingerprint import BaseImage, Fingerprint, base_labels, fingerprint, verb_for
 from .settings import Settings
 
 REVISION = "org.opencontainers.image.revision"
@@ -27,7 +27,8 @@ REVISION = "org.opencontainers.image.revision"
 @dataclass(frozen=True)
 class BuildInputs:
     """One version's build: its build arguments, the labels to pass with ``--label`` (those
-    the Dockerfile does not set from a build argument), its fingerprint and base images."""
+    the Dockerfile does not set from a build argument), its fingerprint and the images it
+    reads (the final stage's base flagged ``final``)."""
 
     build_args: dict[str, str]
     labels: dict[str, str]
@@ -104,7 +105,7 @@ def judge(
         if not differ:
             return f"released from identical inputs{at}"
         parts = " and ".join(differ)
-        verb = "differs" if len(differ) == 1 else "differ"
+        verb = verb_for(differ)
         raise VersionExistsError(
             refusal.format(why=f"and {parts} {verb} from the one released as {version}{at}")
         )

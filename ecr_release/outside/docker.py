@@ -403,7 +403,7 @@ class Docker(DockerCli):
             self._raise(f"docker pull {reference} failed", result)
 
     def image_identity(self, reference: str) -> str:
-        """What a base image reference resolves to here: its repo digest (the same on every
+        """What an image the build reads resolves to here: its repo digest (the same on every
         machine) when docker knows one, else its local image ID. Pulled when not local."""
         found = self.inspect(reference)
         if found is None:
@@ -411,8 +411,8 @@ class Docker(DockerCli):
             found = self.inspect(reference)
         if found is None:
             raise DockerError(
-                f"the base image {reference} is not on this machine and could not be pulled: "
-                "check the name (BASE_IMAGE or the Dockerfile's FROM) and your registry login"
+                f"the image {reference} is not on this machine and could not be pulled: check "
+                "the name (BASE_IMAGE, or the Dockerfile's FROM or --from) and your registry login"
             )
         return found.identity_for(reference)
 

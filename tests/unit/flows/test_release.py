@@ -820,7 +820,7 @@ def test_a_rerun_on_a_fresh_machine_with_the_same_inputs_is_a_no_op(
     [
         ("context", "the build context differs"),
         ("dockerfile", "the Dockerfile differs"),
-        ("base", "the base image differs"),
+        ("base", "the images the build reads differ"),
     ],
 )
 def test_a_rerun_with_changed_inputs_is_refused_before_building(
@@ -844,6 +844,46 @@ def test_a_rerun_with_changed_inputs_is_refused_before_building(
     )
     assert world.docker.verbs() == []
     assert world.registry.manifests[("widget-server", "v1")].digest == first.digest
+
+
+def test_a_rerun_whose_copied_from_image_moved_is_refused_before_building(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    side, side_id = "side-image:1", "sha256:" + "51de" * 16
+    (world.tmp / "ctx" / "Dockerfile").write_text(
+        f"ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nCOPY --from={side} /side.txt /side.txt\n"
+    )
+    world.docker.images[side] = side_id
+    first = world.release.release("v1")
+    labels = world.docker.labels[world.docker.images["widget-server:v1"]]
+    assert labels["org.opencontainers.image.base.name"] == BASE  # the FROM image, not the side
+    release = _fresh_machine(world)
+    world.docker.images[side] = side_id
+    assert release.release("v1").already_released  # the same side image: the same inputs
+    release = _fresh_machine(world)
+    world.docker.images[side] = "sha256:" + "51d2" * 16  # rebuilt with other content
+    with pytest.raises(VersionExistsError, match="and the images the build reads differ from"):
+        release.release("v1")
+    assert world.docker.verbs() == []
+    assert world.registry.manifests[("widget-server", "v1")].digest == first.digest
+
+
+def test_a_from_with_a_default_releases_and_a_required_variable_stops_before_anything(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(base_image=None)
+    dockerfile = world.tmp / "ctx" / "Dockerfile"
+    dockerfile.write_text(f"FROM ${{BASE_IMAGE:-{BASE}}}\n")
+    assert not world.release.release("v1").already_released
+    labels = world.docker.labels[world.docker.images["widget-server:v1"]]
+    assert labels["org.opencontainers.image.base.digest"] == BASE_ID
+    dockerfile.write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE:?required}\n")
+    world.docker.calls.clear()
+    with pytest.raises(SettingsError, match=r"line 2: cannot expand FROM .*BASE_IMAGE: required"):
+        world.rerun().release("v2")
+    assert world.docker.verbs() == []
+    assert ("widget-server", "v2") not in world.registry.manifests
 
 
 def test_the_same_machine_with_changed_code_is_refused(make_world: Callable[..., World]) -> None:

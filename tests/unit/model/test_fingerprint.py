@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ecr_release.errors import SettingsError
+from ecr_release.errors import SettingsError, VersionExistsError
 from ecr_release.model.buildcontext import scan_context
 from ecr_release.model.dockerfile import Dockerfile
 from ecr_release.model.fingerprint import (
@@ -20,6 +20,8 @@ from ecr_release.model.fingerprint import (
     build_args_digest,
     fingerprint,
 )
+from ecr_release.model.inputs import judge
+from ecr_release.outside.registry import Manifest
 
 BASE_ID = "sha256:" + "ba5e" * 16
 ARGS = {"APP_VERSION": "v1", "BUILD_DATE": "2026-11-27T12:00:00Z", "VCS_REF": "abc"}
@@ -125,9 +127,9 @@ def test_a_changed_base_image_is_noticed(tmp_path: Path) -> None:
     root = _project(tmp_path, FILES)
     before = _print(root)
     newer = _print(root, resolve=lambda name: "python@sha256:" + "1" * 64)
-    assert before.differences(newer) == ["the base image"]
+    assert before.differences(newer) == ["the images the build reads"]
     other = _print(root, {**ARGS, "BASE_IMAGE": "python:3.13-slim"})  # another name, same ID
-    assert before.differences(other) == ["the base image", "the build arguments"]
+    assert before.differences(other) == ["the images the build reads", "the build arguments"]
 
 
 def test_a_changed_build_argument_is_noticed(tmp_path: Path) -> None:
@@ -232,3 +234,88 @@ def test_a_from_line_without_an_image_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM\nRUN true\n")
     with pytest.raises(SettingsError, match="has a FROM line that names no image"):
         Dockerfile.read(tmp_path / "Dockerfile", {}).external_bases()
+
+
+# -- the images COPY --from and RUN --mount from= read ------------------------------------
+
+SIDE_DOCKERFILE = (
+    "ARG BASE_IMAGE=python:3.12-slim\nFROM ${BASE_IMAGE}\n"
+    "COPY --from=side-image:1 /side.txt /side.txt\n"
+    "RUN --mount=type=cache,from=cache-image:1,target=/c true\n"
+)
+
+
+def _side_print(root: Path, identities: dict[str, str]) -> Fingerprint:
+    (root / "Dockerfile").write_text(SIDE_DOCKERFILE)
+    return _print(root, resolve=identities.__getitem__)
+
+
+IDENTITIES = {
+    "python:3.12-slim": BASE_ID,
+    "side-image:1": "sha256:" + "5" * 64,
+    "cache-image:1": "sha256:" + "c" * 64,
+    "alpine:3": "sha256:" + "a" * 64,
+}
+
+
+@pytest.mark.parametrize("moved", ["side-image:1", "cache-image:1"])
+def test_a_changed_from_image_changes_the_fingerprint_and_is_refused(
+    tmp_path: Path, moved: str
+) -> None:
+    root = _project(tmp_path, FILES)
+    released = _side_print(root, IDENTITIES)
+    rebuilt = _side_print(root, {**IDENTITIES, moved: "sha256:" + "6" * 64})
+    assert rebuilt.base != released.base
+    assert rebuilt.differences(released) == ["the images the build reads"]
+    manifest = Manifest("sha256:" + "d" * 64, "sha256:" + "e" * 64, "docker-v2")
+    labels = {**released.labels(), "org.opencontainers.image.revision": "0123abcdef"}
+    with pytest.raises(VersionExistsError) as refused:
+        judge("widget", "v1", manifest, labels, rebuilt, lambda: None, "widget:v1")
+    assert refused.value.exit_code == 6
+    assert refused.value.message == (
+        f"widget:v1 is already released as {manifest.digest} and the images the build reads "
+        "differ from the one released as v1 (commit 0123abc): released versions are never "
+        "overwritten; choose a new --version"
+    )
+    same = _side_print(root, IDENTITIES)
+    assert judge("widget", "v1", manifest, labels, same, lambda: None, "widget:v1") == (
+        "released from identical inputs (commit 0123abc)"
+    )
+
+
+def test_every_image_read_is_resolved_and_the_oci_labels_name_the_final_base(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "Dockerfile").write_text(SIDE_DOCKERFILE)
+    asked: list[str] = []
+
+    def resolve(name: str) -> str:
+        asked.append(name)
+        return IDENTITIES[name]
+
+    dockerfile = Dockerfile.read(tmp_path / "Dockerfile", {})
+    _, bases = fingerprint("sha256:x", dockerfile, {}, resolve)
+    assert asked == ["python:3.12-slim", "side-image:1", "cache-image:1"]
+    assert [base.final for base in bases] == [True, False, False]
+    assert base_labels(bases) == {BASE_NAME: "python:3.12-slim", BASE_DIGEST: BASE_ID}
+    (tmp_path / "Dockerfile").write_text("FROM alpine:3 AS b\nFROM scratch\nCOPY --from=b / /\n")
+    _, bases = fingerprint("sha256:x", Dockerfile.read(tmp_path / "Dockerfile", {}), {}, resolve)
+    assert [base.name for base in bases] == ["alpine:3"]
+    assert base_labels(bases) == {}  # the final stage is FROM scratch: no base to name
+
+
+def test_a_dockerfile_docker_would_refuse_fails_before_any_image_is_resolved(
+    tmp_path: Path,
+) -> None:
+    asked: list[str] = []
+
+    def resolve(name: str) -> str:
+        asked.append(name)
+        return BASE_ID
+
+    (tmp_path / "Dockerfile").write_text(
+        "FROM python:3.12-slim\nCOPY --from=side:1 / /\nFROM ${BASE:?required}\n"
+    )
+    with pytest.raises(SettingsError, match=r"line 3: cannot expand FROM \$\{BASE:\?required\}"):
+        fingerprint("sha256:x", Dockerfile.read(tmp_path / "Dockerfile", {}), {}, resolve)
+    assert asked == []  # nothing pulled for a build that cannot start
