@@ -173,7 +173,7 @@ class Release:
                 f"{version}` and `inv tag --version {version}` first"
             )
         mine = Fingerprint.from_labels(local.labels)
-        timer = StepTimer(self._clock.monotonic)
+        timer = StepTimer(self._clock.monotonic, self.ecr.new_step)
         with self.state.lock(self.settings.lock_name), timer.step("push"):
             existing = self.published.identical_release(version, mine, reference)
             if existing is None:
@@ -187,7 +187,7 @@ class Release:
 
     def release(self, version: str) -> Summary:
         """check, build, smoke-test, ensure-repo, login, tag, push (verified), in that order."""
-        timer = StepTimer(self._clock.monotonic)
+        timer = StepTimer(self._clock.monotonic, self.ecr.new_step)
         extra = also_tags(self.settings.extra_tags, version)
         with self.state.lock(self.settings.lock_name):
             with timer.step("check"):
@@ -286,12 +286,16 @@ class Release:
 class StepTimer:
     """Seconds per named step, in the order the steps ran."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, clock: Callable[[], float], on_step: Callable[[], None] = lambda: None
+    ) -> None:
         self._clock = clock
+        self._on_step = on_step  # e.g. each step's AWS budget starts afresh
         self.timings: list[tuple[str, float]] = []
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
+        self._on_step()
         start = self._clock()
         yield
         self.timings.append((name, self._clock() - start))

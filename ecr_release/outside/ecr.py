@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -191,8 +192,9 @@ class Authorization:
 class Ecr:
     """The ECR calls the release makes."""
 
-    def __init__(self, client: ECRClient) -> None:
+    def __init__(self, client: ECRClient, budget: Budget | None = None) -> None:
         self._client = client
+        self.budget = budget  # the time a release step may spend on AWS, when bounded
 
     def describe_repository(self, name: str) -> Repository | None:
         with aws_errors():
@@ -261,8 +263,8 @@ class PlanningEcr(Ecr):
     def put_lifecycle_policy(self, name: str, text: str) -> None:
         log.info("[dry-run] ensure-repo: ecr:PutLifecyclePolicy(%s, %s)", name, text)
 
-    def __init__(self, client: ECRClient) -> None:
-        super().__init__(client)
+    def __init__(self, client: ECRClient, budget: Budget | None = None) -> None:
+        super().__init__(client, budget)
         self._token: Authorization | None = None
 
     def authorization(self) -> Authorization:
@@ -346,6 +348,11 @@ class EcrAccess:
     def connected(self) -> bool:
         """Has this run made an ECR client (and so imported boto3)?"""
         return "api" in self.__dict__
+
+    def new_step(self) -> None:
+        """A release step starts: its AWS calls get a budget of their own."""
+        if self.connected and self.api.budget is not None:
+            self.api.budget.new_step()
 
     def token(self, *, fresh: bool = False) -> Authorization:
         """The registry login (``GetAuthorizationToken``) for the expected account."""
@@ -563,17 +570,60 @@ def _overlay_environ(extra: Mapping[str, str]) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Limits:
-    """How long an AWS call may take: botocore's connect and read timeouts (seconds) and its
-    total attempts (retries ``standard``: throttling and transient errors are retried)."""
+    """How long AWS may take: botocore's connect and read timeouts (seconds) bound one
+    attempt, ``attempts`` the attempts of one call (retries ``standard``: throttling and
+    transient errors are retried), and ``budget`` (when set) the seconds all the calls of
+    one release step may spend, retries included: no retry starts that could end past it."""
 
     connect_timeout: float
     read_timeout: float
     attempts: int
+    budget: float | None = None
 
 
-# A release's calls; and the doctor's, which must answer in seconds whatever AWS does.
-RELEASE_LIMITS = Limits(connect_timeout=10, read_timeout=60, attempts=MAX_ATTEMPTS)
+# A release's calls: an endpoint that accepts and never answers fails a step in about
+# 21 s (two attempts of 10 s). The doctor's, which must answer in seconds whatever AWS does.
+RELEASE_LIMITS = Limits(connect_timeout=5, read_timeout=10, attempts=MAX_ATTEMPTS, budget=25)
 PROBE_LIMITS = Limits(connect_timeout=5, read_timeout=5, attempts=2)
+
+
+class Budget:
+    """The AWS time of one release step, kept through botocore's events: each call's time
+    (its retries included) is added up, and a retry that could end past the step's budget
+    is not made (botocore then raises the last error, which names the endpoint)."""
+
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds = limits.budget
+        self._attempt = limits.read_timeout + limits.connect_timeout
+        self._clock = clock
+        self._spent = 0.0
+        self._call_started: float | None = None
+
+    def new_step(self) -> None:
+        self._spent = 0.0
+
+    def attach(self, client: Any) -> None:
+        events = client.meta.events
+        events.register("before-call.ecr", self._started)
+        events.register_first("needs-retry.ecr", self._may_retry)
+        events.register("after-call.ecr", self._ended)
+        events.register("after-call-error.ecr", self._ended)
+
+    def _started(self, **_: Any) -> None:
+        self._call_started = self._clock()
+
+    def _ended(self, **_: Any) -> None:
+        if self._call_started is not None:
+            self._spent += self._clock() - self._call_started
+            self._call_started = None
+
+    def _may_retry(self, **_: Any) -> bool | None:
+        """False (no retry: botocore's own handler is not asked) when one more attempt could
+        end past the budget; None (botocore decides) otherwise."""
+        if self._seconds is None or self._call_started is None:
+            return None
+        spent = self._spent + self._clock() - self._call_started
+        return False if spent + self._attempt > self._seconds else None
 
 
 @dataclass(frozen=True)
@@ -623,7 +673,9 @@ def connect(settings: AwsTarget, kind: type[Ecr] = Ecr, limits: Limits = RELEASE
     session = open_session(settings.region, settings.profile, settings.aws_env, ["ecr"], limits)
     if session.credentials is None:
         raise AwsError(NO_CREDENTIALS)
-    return kind(session.clients["ecr"])
+    budget = Budget(limits)
+    budget.attach(session.clients["ecr"])
+    return kind(session.clients["ecr"], budget)
 
 
 # botocore's Credentials.method, in words.

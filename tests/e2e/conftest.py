@@ -90,6 +90,16 @@ def silent_socket(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """An HTTP endpoint (for AWS_ENDPOINT_URL) that takes every connection and never
+    answers: a TCP listener on loopback whose backlog nobody reads."""
+    with socket.socket(socket.AF_INET) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
 def stack_info(stack: Stack) -> StackState:
     return stack.info
 

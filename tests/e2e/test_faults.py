@@ -76,6 +76,25 @@ def test_a_hung_docker_daemon_stops_the_release_in_seconds(
     assert stack.registry_tags(project.repository) == []
 
 
+def test_a_hung_aws_endpoint_stops_the_release_within_30_seconds(
+    project: Project, stack: Stack, silent_endpoint: str
+) -> None:
+    # The endpoint takes the connection and never answers: with botocore's defaults (60 s
+    # reads, 5 attempts) a release waited about five minutes.
+    project.write_env(AWS_ENDPOINT_URL=silent_endpoint)
+    started = time.monotonic()
+    done = project.inv("release", "--version", "v1", timeout=120)
+    elapsed = time.monotonic() - started
+    print(f"\nrelease with a hung AWS endpoint: exit {done.returncode} in {elapsed:.2f} s")
+    line = one_line_error(done)
+    assert done.returncode == 4, done.stderr
+    assert line.startswith("error: cannot reach the ECR API: Read timeout on endpoint URL"), line
+    assert silent_endpoint in line
+    assert elapsed < 30, elapsed
+    assert "Traceback" not in done.stderr
+    assert stack.registry_tags(project.repository) == []
+
+
 class DenyCreateRepository(BaseHTTPRequestHandler):
     """In front of moto: CreateRepository is denied, every other call is forwarded."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -416,3 +417,67 @@ def test_the_aws_identity_sees_dotenvs_endpoint_behind_an_empty_variable(
     empty = aws_identity(settings, {**base, "AWS_ENDPOINT_URL": ""})
     assert empty == aws_identity(settings, base)
     assert empty != aws_identity(make_settings(), base)
+
+
+# -- the AWS budget: an endpoint that accepts and never answers ----------------------------
+
+
+def test_a_step_budget_stops_retries_that_could_end_past_it() -> None:
+    from ecr_release.outside.ecr import Budget, Limits
+
+    now = [0.0]
+    budget = Budget(
+        Limits(connect_timeout=1, read_timeout=4, attempts=5, budget=12), lambda: now[0]
+    )
+    budget._started()
+    now[0] = 4.0  # the first attempt timed out
+    assert budget._may_retry() is None  # 4 + 5 <= 12: botocore's own rule decides
+    now[0] = 8.5  # the second one too
+    assert budget._may_retry() is False  # 8.5 + 5 > 12: no third attempt
+    budget._ended()
+    budget._started()  # the next call of the same step starts with 8.5 s spent
+    now[0] = 9.0
+    assert budget._may_retry() is False
+    budget._ended()
+    budget.new_step()  # a new step: a budget of its own
+    budget._started()
+    assert budget._may_retry() is None
+
+
+def test_unbounded_limits_leave_retries_to_botocore() -> None:
+    from ecr_release.outside.ecr import Budget, Limits
+
+    budget = Budget(Limits(connect_timeout=1, read_timeout=100, attempts=5), lambda: 1e9)
+    budget._started()
+    assert budget._may_retry() is None
+
+
+def test_a_hung_endpoint_fails_within_the_budget_naming_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    import socket
+    import time
+
+    from ecr_release.outside.ecr import Limits, connect
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        limits = Limits(connect_timeout=0.5, read_timeout=0.5, attempts=5, budget=2.2)
+        ecr = connect(make_settings(aws_env={"AWS_ENDPOINT_URL": endpoint}), limits=limits)
+        started = time.monotonic()
+        with pytest.raises(AwsError, match="cannot reach the ECR API: Read timeout") as caught:
+            ecr.describe_repository("widget-server")
+        elapsed = time.monotonic() - started
+        attempts = 0
+        listener.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                listener.accept()[0].close()
+                attempts += 1
+    assert endpoint in caught.value.message
+    # 5 attempts of 0.5 s were allowed; the budget stops the retry that could end past
+    # 2.2 s (an attempt counts as connect + read: 1 s), so 2 or 3 attempts were made.
+    assert 2 <= attempts <= 3, attempts
+    assert elapsed < 2.2 + 0.5, elapsed
