@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 from ecr_release.outside.ecr import lifecycle_policy
 
@@ -67,3 +68,40 @@ def test_ensure_repo_sets_the_lifecycle_policy(project: Project, stack: Stack) -
     assert "another lifecycle policy than ECR_EXPIRE_UNTAGGED_DAYS=30 (left unchanged)" in (
         again.stderr
     )
+
+
+def test_a_released_version_is_never_moved_even_on_a_mutable_repository(
+    project: Project, stack: Stack
+) -> None:
+    project.write_env(ECR_TAG_MUTABILITY="MUTABLE")
+    m1 = _release(project, "m1")
+    project.change_code("the second version")
+    m2 = _release(project, "m2")
+    done = project.inv("promote", "--version", "m1", "--tag", "m2")
+    assert done.returncode == 2, done.stderr
+    assert "tag m2 of" in one_line_error(done) and "is the released version m2" in done.stderr
+    project.change_code("the third version")
+    again = project.inv("release", "--version", "m3", "--also-tag", "m1")
+    assert again.returncode == 2, again.stderr
+    assert "is the released version m1" in one_line_error(again)
+    assert "==> build" not in again.stderr  # refused before anything ran
+    assert stack.registry_manifest_digest(project.repository, "m1") == m1
+    assert stack.registry_manifest_digest(project.repository, "m2") == m2
+    assert stack.registry_tags(project.repository) == ["m1", "m2"]
+
+
+def test_a_rerun_of_an_old_release_leaves_latest_where_it_moved(
+    project: Project, stack: Stack
+) -> None:
+    project.write_env(
+        ECR_TAG_MUTABILITY="IMMUTABLE_WITH_EXCLUSION", ECR_TAG_MUTABILITY_EXCLUSIONS="latest"
+    )
+    first = project.head()
+    _release(project, "x1", "--also-tag", "latest")
+    project.change_code("the second version")
+    x2 = _release(project, "x2", "--also-tag", "latest")
+    subprocess.run(["git", "-C", str(project.root), "checkout", "-q", first], check=True)
+    done = project.inv("release", "--version", "x1", "--also-tag", "latest")  # an old job, rerun
+    assert done.returncode == 0, done.stderr
+    assert "left alone (a rerun never moves a tag back" in done.stderr
+    assert stack.registry_manifest_digest(project.repository, "latest") == x2
