@@ -12,7 +12,7 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ class ConfigView:
     unknown: list[str]  # .env keys the suite does not read
     env_file: str
     problems: str | None  # the validation's one line, None when the settings are usable
+    target: str = "AWS"  # where a release goes: AWS, or the local sandbox
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class ConfigView:
             },
             "unknown_env_keys": self.unknown,
             "env_file": self.env_file,
+            "target": self.target,
             "valid": self.problems is None,
             "problems": self.problems,
         }
@@ -58,6 +60,7 @@ class ConfigView:
         ]
         if self.unknown:
             rows.append(f"unknown keys in {self.env_file}: {', '.join(self.unknown)}")
+        rows.append(f"target: {self.target}")
         rows.append(
             "settings: valid" if self.problems is None else f"settings problems: {self.problems}"
         )
@@ -71,19 +74,25 @@ def view(
     env_file: str,
     env_file_required: bool,
     root: Path,
+    sandbox: Callable[[], str] = lambda: "the local sandbox",
 ) -> ConfigView:
     """What ``release`` would read, from where; ``SettingsError`` only for an unreadable or
-    missing named ``--env-file`` (nothing else to show then)."""
+    missing named ``--env-file`` (nothing else to show then). ``sandbox`` describes the
+    local sandbox, when it is the target (the AWS settings are then ignored)."""
     src = Sources.read(flags, environ, Path(env_file), root, env_file_required=env_file_required)
     lines: list[Line] = []
+    ignored = ("AWS_PROFILE", "AWS_ACCOUNT_ID")  # the sandbox reads no AWS set-up
     for key in KEYS:
         value, source = src.found(key)
+        if src.sandbox and key in ignored and source:
+            source += ", ignored with the sandbox"
         lines.append(Line(key, shown(key, value), source))
     for key in sorted({*environ, *src.dotenv}):
         if is_boto3_variable(key) and key not in KEYS:
             value, source = src.lookup(key)
             if value is not None:
-                lines.append(Line(key, shown(key, value), source))
+                note = ", ignored with the sandbox" if src.sandbox else ""
+                lines.append(Line(key, shown(key, value), f"{source}{note}"))
     try:
         load_settings(
             flags,
@@ -96,4 +105,5 @@ def view(
         problems = None
     except SettingsError as exc:
         problems = exc.message
-    return ConfigView(lines, src.unknown_keys, str(src.env_path), problems)
+    target = sandbox() if src.sandbox else "AWS"
+    return ConfigView(lines, src.unknown_keys, str(src.env_path), problems, target)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the rest is imported when a task runs: `inv --list` stays f
     from ..outside.docker import Runner
     from ..outside.ecr import Authorization, Ecr
     from ..outside.registry import Registry
+    from ..outside.sandbox import Sandbox, Target
 
 # --env-file: every task has it; it says where the settings are, so it is none of them.
 ENV_FILE_HELP = "settings file to read (default: .env)"
@@ -48,15 +49,29 @@ SHARED_FLAGS: Mapping[str, Setting] = {
 
 
 def run_doctor(c: Any, flags: Flags) -> None:
-    """``inv doctor``: every check, one line each; exit with the first failing area's code."""
+    """``inv doctor``: every check, one line each; exit with the first failing area's code.
+    With ``--sandbox`` the sandbox is started (or healed) first, and checked."""
     from ..flows.doctor import exit_code, render, run_checks
+    from ..model.settings import Sources
+    from ..outside.ecr import connect_probe
 
+    env_file, root = flags.env_file or ".env", project_root(c)
+    connect = None
+    with contextlib.suppress(ReleaseError):  # unreadable settings: the checks say so
+        src = Sources.read(flags.settings(), os.environ, Path(env_file), root)
+        if src.sandbox:
+            try:
+                target = sandbox_for(src.get("SANDBOX_REGISTRY_IMAGE") or "registry:2").up()
+            except ReleaseError as exc:
+                raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
+            connect = functools.partial(connect_probe, sandbox=target.api)
     checks = run_checks(
         flags.settings(),
         environ=os.environ,
-        root=project_root(c),
-        env_file=flags.env_file or ".env",
+        root=root,
+        env_file=env_file,
         env_file_required=flags.env_file is not None,
+        connect=connect,
     )
     print(render(checks, tty=sys.stdout.isatty()))
     code = exit_code(checks)
@@ -75,6 +90,7 @@ def show_config(c: Any, flags: Flags, *, json: bool = False) -> None:
             env_file=flags.env_file or ".env",
             env_file_required=flags.env_file is not None,
             root=project_root(c),
+            sandbox=_sandbox_words,
         )
     except ReleaseError as exc:
         if json:
@@ -101,6 +117,13 @@ class Flags:
             raise TypeError(f"no setting declares the flag {', '.join(unknown)}")
         self.env_file = env_file
         self.given: Mapping[str, str | bool | None] = dict(given)
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> Flags:
+        """A task's flags from its parameters (``locals()`` where the task starts): what
+        is not a setting's flag (``c``, ``json``, ``dry_run``, ...) is left out."""
+        given = {name: value for name, value in params.items() if name in FLAGS}
+        return cls(env_file=params.get("env_file"), **given)
 
     def settings(self) -> dict[str, str | None]:
         """The settings these flags set, keyed by setting key (a shared flag that was not
@@ -129,14 +152,17 @@ def make_release(
     connect: Callable[[Settings, type[Ecr]], Ecr] | None = None,
     registry_for: Callable[[Authorization], Registry] | None = None,
     clock: Clock | None = None,
+    sandbox: Target | None = None,
     **options: Any,
 ) -> Release:
     """The one place the collaborators are wired: the real ones unless a test hands in
     fakes for an outside system. The dry run is chosen here, once (as chalice's
     ``create_plan_only_deployer`` does): a planning docker runner, a read-only ECR, registry
     and local state, a ``PlanningPublished`` and a smoke test that is a plan line. The
-    steps never ask which kind of run it is. ``out`` is where docker's progress goes
-    (stdout, or stderr when stdout carries JSON)."""
+    steps never ask which kind of run it is. So is the target: with ``sandbox`` (a running
+    local sandbox) the ECR client is the sandbox's (nothing of the user's AWS set-up is
+    read) and the login records and locks are the sandbox's own. ``out`` is where docker's
+    progress goes (stdout, or stderr when stdout carries JSON)."""
     from ..flows.published import PlanningPublished, Published
     from ..flows.release import Clock, Release, announce
     from ..flows.smoke import plan_smoke_test, smoke_test
@@ -155,8 +181,14 @@ def make_release(
         environ=environ,
         idle_limit=settings.docker_idle_timeout,
     )
-    state = LocalState(cache_dir(environ), read_only=dry_run)
-    known = StoredLogins(state.logins, ecr.aws_identity(settings, environ), docker, clock.now)
+    if sandbox is not None:
+        connect = connect or functools.partial(ecr.connect, sandbox=sandbox.api)
+        state = LocalState(sandbox.directory / "local", read_only=dry_run)
+        identity = "sandbox"
+    else:
+        state = LocalState(cache_dir(environ), read_only=dry_run)
+        identity = ecr.aws_identity(settings, environ)
+    known = StoredLogins(state.logins, identity, docker, clock.now)
     access = ecr.EcrAccess(
         lambda: (connect or ecr.connect)(settings, kind),
         registry_for or (lambda auth: (PlanningRegistry if dry_run else Registry)(*_login(auth))),
@@ -180,6 +212,76 @@ def make_release(
     return Release(
         settings, docker, access, state, published, smoke, clock=clock, progress=progress, **options
     )
+
+
+def sandbox_for(image: str, environ: Mapping[str, str] | None = None) -> Sandbox:
+    """This user's sandbox (under the cache directory), with docker bounded as every run's."""
+    from ..outside.docker import Docker
+    from ..outside.localstate import cache_dir
+    from ..outside.process import SubprocessRunner
+    from ..outside.sandbox import Sandbox
+
+    environ = os.environ if environ is None else environ
+    docker = Docker(SubprocessRunner(sys.stderr), environ=environ)
+    return Sandbox(cache_dir(environ) / "sandbox", docker, image=image)
+
+
+def sandbox_target(settings: Settings, *, start: bool = True) -> Target:
+    """The running sandbox, started (or healed) first unless ``start`` is off (a dry run
+    starts nothing: then the sandbox must be running already)."""
+    from ..errors import SettingsError
+
+    sandbox = sandbox_for(settings.sandbox_registry_image)
+    if start:
+        return sandbox.up()
+    found = sandbox.target()
+    if found is None:
+        raise SettingsError(
+            "the sandbox is not running, and a dry run starts nothing: run `inv sandbox up` first"
+        )
+    return found
+
+
+def run_sandbox(c: Any, action: str, flags: Flags) -> None:
+    """``inv sandbox up|down|status``."""
+    from ..model.settings import load_settings
+
+    _setup_logging()
+    try:
+        settings = load_settings(
+            flags.settings(),
+            task="sandbox",
+            env_file=flags.env_file or ".env",
+            env_file_required=flags.env_file is not None,
+            root=project_root(c),
+        )
+        sandbox = sandbox_for(settings.sandbox_registry_image)
+        if action == "up":
+            target = sandbox.up()
+            print(f"sandbox up: ECR API {target.api}, registry {target.registry}")
+            print("release to it with: inv release --version v1 --sandbox")
+        elif action == "down":
+            removed = sandbox.down()
+            print("sandbox down: " + (", ".join(removed) if removed else "nothing was running"))
+        elif action == "status":
+            status = sandbox.status()
+            print("\n".join(status.lines()))
+        else:
+            raise Exit(f"error: inv sandbox takes up, down or status, not {action!r}", code=2)
+    except ReleaseError as exc:
+        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
+
+
+def _sandbox_words() -> str:
+    """The sandbox as ``inv config`` shows it: running (where), or not (nothing is started)."""
+    sandbox = sandbox_for("registry:2")  # the image matters only to start it
+    found = sandbox.target()
+    if found is None:
+        return (
+            "the local sandbox (not running: `inv sandbox up`, or any task with --sandbox, "
+            f"starts it; state in {sandbox.directory})"
+        )
+    return f"the local sandbox (running: ECR API {found.api}, registry {found.registry})"
 
 
 def _login(auth: Authorization) -> tuple[str, str, str]:
@@ -247,10 +349,12 @@ def session(
         )
         for warning in settings.warnings:
             logger.warning("warning: %s", warning)
+        planning = bool(dry_run or c.config.run.dry)
         steps = make_release(
             settings,
-            dry_run=bool(dry_run or c.config.run.dry),
+            dry_run=planning,
             out=sys.stderr if json else None,
+            sandbox=sandbox_target(settings, start=not planning) if settings.sandbox else None,
         )
 
         def report_summary(summary: Summary) -> None:

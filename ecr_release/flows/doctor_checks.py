@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..errors import RegistryError, ReleaseError, SettingsError
 from ..model.masking import AWS_SECRET_KEYS
 from ..outside.docker import DockerConfig
+from ..outside.registry import is_loopback
 from .doctor import MAX_SKEW, NO_CREDENTIALS_FIX, Blocked, Connect, Doctor, Failed
 
 if TYPE_CHECKING:
@@ -121,6 +122,8 @@ def settings(run: Doctor) -> str:
         ) from None
     where = str(run.env_file) if found.env_file else f"no {run.env_file}"
     detail = f"valid ({where}): repository {found.repository}, image {found.image_name}"
+    if found.sandbox:
+        detail += "; target: the local sandbox (nothing is sent to AWS)"
     return detail + "".join(f"; warning: {warning}" for warning in found.warnings)
 
 
@@ -181,6 +184,8 @@ def credentials(run: Doctor) -> str:
     for key in ("secret_key", "token"):
         if isinstance(secret := getattr(probe.credentials, key, None), str) and secret:
             run.secrets.add(secret)
+    if run.sources.sandbox:
+        return "found: the sandbox's own keys (no AWS credentials are read or sent)"
     named = profile or aws_environment(run.environ, aws_env).get("AWS_PROFILE")
     in_dotenv = str(run.sources.env_path) if "AWS_ACCESS_KEY_ID" in aws_env else None
     return f"found: {credential_source(probe.credentials, named, in_dotenv)}"
@@ -322,7 +327,8 @@ def registry(run: Doctor) -> str:
             "check that nothing (a proxy, a firewall) answers in the registry's place",
             f"registry {host} answers oddly",
         )
-    return f"{host} answers over TLS (GET /v2/: HTTP {status})"
+    over = "plain HTTP on loopback" if is_loopback(host) else "TLS"
+    return f"{host} answers over {over} (GET /v2/: HTTP {status})"
 
 
 def login(run: Doctor) -> str:

@@ -209,7 +209,9 @@ class _SmokeTest:
         return health_command(found.health_test, found.shell)
 
     def _start(self) -> None:
-        result = self.docker.run_detached(self.name, self.image, labels={SMOKE_LABEL: "1"})
+        result = self.docker.containers.run_detached(
+            self.name, self.image, labels={SMOKE_LABEL: "1"}
+        )
         if result.returncode != 0:
             # The image could not be started (its command is missing, say), unless docker
             # itself is the problem.
@@ -219,7 +221,7 @@ class _SmokeTest:
     def _healthy(self, probe: list[str]) -> str:
         deadline = self._clock() + self.timeout
         while True:
-            result = self.docker.exec(self.name, probe, timeout=self._exec_limit)
+            result = self.docker.containers.exec(self.name, probe, timeout=self._exec_limit)
             if result.returncode == 0:
                 return HEALTHY
             if self._fired.is_set():
@@ -253,7 +255,7 @@ class _SmokeTest:
             self._sleep(min(self.poll, until - now))
 
     def _state(self) -> _State:
-        result = self.docker.container_state(self.name)
+        result = self.docker.containers.container_state(self.name)
         if self._fired.is_set():
             raise self._hung("docker")
         data = _last_json(result.output) if result.returncode == 0 else None
@@ -271,7 +273,7 @@ class _SmokeTest:
 
     def _remove(self) -> None:
         try:
-            result = self.docker.remove_container(self.name)
+            result = self.docker.containers.remove_container(self.name)
         except Exception as exc:  # never hide what stopped the test
             log.warning("could not remove the smoke-test container %s: %s", self.name, exc)
             return
@@ -299,7 +301,7 @@ class _SmokeTest:
 
     def _log_tail(self) -> list[str]:
         try:
-            result = self.docker.logs(self.name, LOG_TAIL_LINES)
+            result = self.docker.containers.logs(self.name, LOG_TAIL_LINES)
         except Exception:  # the tail is a courtesy: the failure itself must get through
             return []
         if result.returncode != 0:

@@ -50,6 +50,8 @@ DOCKER_NAME_MAX = 255
 # ECR's ImageTagMutabilityExclusionFilterValue.
 EXCLUSION_RE = re.compile(r"[0-9a-zA-Z._*-]{1,128}")
 
+# The sandbox's region when AWS_REGION is not set (it reads no AWS config).
+SANDBOX_REGION = "us-east-1"
 TAG_MUTABILITY = ("IMMUTABLE", "MUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
 ENCRYPTION = ("AES256", "KMS", "KMS_DSSE")
 _TRUE = {"1", "true", "yes", "on"}
@@ -82,6 +84,8 @@ class Settings:
     smoke_test: bool = True
     smoke_timeout: float = 60.0
     docker_idle_timeout: float = 600.0
+    sandbox: bool = False
+    sandbox_registry_image: str = "registry:2"
     version: str | None = None
     tags: tuple[str, ...] = ()  # promote's --tag
     # Standard AWS_* variables from .env that the environment does not set (or sets
@@ -198,6 +202,11 @@ def _name(src: Sources, setting: Setting) -> str:
 
 def _path(src: Sources, setting: Setting) -> Path:
     return src.path(setting.key)
+
+
+def _aws_only(src: Sources, setting: Setting) -> str | None:
+    """A setting of the real AWS target: the sandbox never reads it."""
+    return None if src.sandbox else src.get(setting.key)
 
 
 def _switch(src: Sources, setting: Setting) -> bool:
@@ -453,7 +462,7 @@ SETTINGS: tuple[Setting, ...] = (
         "AWS_PROFILE",
         "profile",
         "AWS profile",
-        _text,
+        _aws_only,
         flag=Flag("profile", shared=True),
         boto3=True,
         workflow=False,  # a CI runner has no AWS profiles
@@ -462,7 +471,7 @@ SETTINGS: tuple[Setting, ...] = (
         "AWS_ACCOUNT_ID",
         "account_id",
         "the 12-digit account the registry must belong to",
-        _text,
+        _aws_only,
         _account_problems,
     ),
     Setting(
@@ -584,6 +593,24 @@ SETTINGS: tuple[Setting, ...] = (
         default="600",
     ),
     Setting(
+        "SANDBOX",
+        "sandbox",
+        "run against the local ECR sandbox on this machine: no AWS account, nothing sent to AWS",
+        _switch,
+        _boolean_problems,
+        default="false",
+        flag=Flag("sandbox", shared=True, sets="true"),
+        workflow=False,  # the release workflow releases to AWS
+    ),
+    Setting(
+        "SANDBOX_REGISTRY_IMAGE",
+        "sandbox_registry_image",
+        "the image the sandbox runs its registry from (CNCF distribution)",
+        _name,
+        default="registry:2",
+        workflow=False,
+    ),
+    Setting(
         "ECR_EXPIRE_UNTAGGED_DAYS",
         "expire_untagged_days",
         "expire untagged images pushed more than N days ago",
@@ -614,6 +641,7 @@ TASK_NEEDS: Mapping[str, frozenset[str]] = {
     "promote": frozenset({"version", "aws", "tags"}),
     "config": frozenset({"aws", "build"}),
     "doctor": frozenset({"aws", "build"}),
+    "sandbox": frozenset(),
 }
 
 
@@ -715,10 +743,18 @@ class Sources:
         """A comma-separated value as its non-empty parts."""
         return tuple(part.strip() for part in (self.get(key) or "").split(",") if part.strip())
 
+    @property
+    def sandbox(self) -> bool:
+        """Does this run target the local sandbox (``--sandbox``, ``SANDBOX=true``)?"""
+        return _parse_bool(self.get("SANDBOX")) is True
+
     @functools.cached_property
     def aws_env(self) -> dict[str, str]:
         """Standard AWS_* variables from .env that the environment does not set: an empty
-        or blank value in the environment counts as unset, as everywhere in the suite."""
+        or blank value in the environment counts as unset, as everywhere in the suite.
+        None for the sandbox: it never reads AWS credentials or endpoints."""
+        if self.sandbox:
+            return {}
         return {
             key: value
             for key, value in self.dotenv.items()
@@ -735,6 +771,8 @@ class Sources:
         value, source = self.lookup("AWS_REGION")
         if value:
             return value, source
+        if self.sandbox:  # no AWS config is read for the sandbox
+            return SANDBOX_REGION, "sandbox default"
         value = _region_from_aws_config(
             aws_environment(self.environ, self.aws_env), self.get("AWS_PROFILE")
         )
@@ -757,6 +795,7 @@ class Sources:
             "environment": "AWS_REGION in the environment",
             ".env": f"AWS_REGION in {self.env_path}",
             "AWS config": "the AWS config",
+            "sandbox default": "the sandbox's default",
         }
         return words.get(source or "", "")
 

@@ -299,6 +299,7 @@ class Docker(DockerCli):
         idle_limit: float = IDLE_SECONDS,
     ) -> None:
         super().__init__(runner, binary, environ)
+        self.containers = Containers(runner, binary, environ)
         self._idle = idle_limit
         # One `docker image inspect` per image a run looks at: forgotten when this run
         # builds, tags or pulls that reference.
@@ -360,6 +361,12 @@ class Docker(DockerCli):
             if password:
                 message = message.replace(password, "***")
             raise DockerError(f"docker login to {host} was refused: {message}")
+
+    def logout(self, host: str) -> None:
+        """``docker logout HOST``: docker forgets its stored login (a missing one is fine)."""
+        result = self._call([self._binary, "logout", host])
+        if result.returncode != 0:
+            self._raise(f"docker logout {host} failed", result)
 
     def image_id(self, reference: str) -> str | None:
         """The local image ID of a reference, or None when there is no such image."""
@@ -454,9 +461,11 @@ class Docker(DockerCli):
             return user, secret
         return None
 
-    # -- containers (the smoke test's) -------------------------------------------------
-    # Each returns docker's result for the caller to judge; a daemon that does not answer
-    # is a DockerError.
+
+class Containers(DockerCli):
+    """Containers: the smoke test's, and the sandbox's registry. Each command returns
+    docker's result for the caller to judge (a daemon that does not answer is a
+    ``DockerError``)."""
 
     def run_detached(self, name: str, image: str, *, labels: Mapping[str, str]) -> Result:
         """``docker run -d --network none --name NAME --label K=V IMAGE``: no network but the
@@ -481,6 +490,19 @@ class Docker(DockerCli):
     def remove_container(self, name: str) -> Result:
         """``docker rm -f NAME``: stopped and removed."""
         return self._call([self._binary, "rm", "-f", name])
+
+    def start(self, name: str, image: str, options: Sequence[str]) -> Result:
+        """``docker run -d --name NAME OPTIONS... IMAGE``: a service container."""
+        args = [self._binary, "run", "-d", "--name", name, *options, image]
+        return self._call(args, timeout=LOGIN_SECONDS)
+
+    def remove_volume(self, name: str) -> Result:
+        """``docker volume rm -f NAME``."""
+        return self._call([self._binary, "volume", "rm", "-f", name])
+
+    def has_network(self, name: str) -> bool:
+        """Does the daemon have this network (``docker network inspect``)?"""
+        return self._call([self._binary, "network", "inspect", name]).returncode == 0
 
 
 def stopped_message(args: Sequence[str], result: Result, daemon: str) -> str:

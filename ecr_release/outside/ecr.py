@@ -641,11 +641,17 @@ def open_session(
     aws_env: Mapping[str, str],
     services: Sequence[str],
     limits: Limits,
+    *,
+    sandbox: str | None = None,
 ) -> AwsSession:
     """The one place a boto3 session and its clients are made: ``.env``'s AWS_* variables
     visible to botocore meanwhile, every call bounded by ``limits``. The credentials are
     resolved here, while those variables are visible (an SSO login or a
-    ``credential_process`` may fail now, as one line)."""
+    ``credential_process`` may fail now, as one line).
+
+    With ``sandbox`` (the local sandbox's API URL) nothing of the user's AWS set-up is
+    read or sent: no AWS_* variable, config or credentials file, no instance metadata;
+    the sandbox's own keys and its endpoint are given explicitly."""
     import boto3
     from botocore.config import Config
 
@@ -654,11 +660,18 @@ def open_session(
         connect_timeout=limits.connect_timeout,
         read_timeout=limits.read_timeout,
     )
-    with _overlay_environ(aws_env), aws_errors():
-        session = boto3.Session(profile_name=profile, region_name=region)
+    environ = _isolated_environ() if sandbox else _overlay_environ(aws_env)
+    key = "sandbox" if sandbox else None  # the sandbox's own keys: never the user's
+    with environ, aws_errors():
+        session = boto3.Session(
+            aws_access_key_id=key,
+            aws_secret_access_key=key,
+            profile_name=None if sandbox else profile,
+            region_name=region,
+        )
         try:
             make: Callable[..., Any] = session.client  # typed per literal service name
-            clients = {name: make(name, config=config) for name in services}
+            clients = {name: make(name, config=config, endpoint_url=sandbox) for name in services}
         except ValueError as exc:  # botocore's word for a malformed endpoint URL
             raise SettingsError(f"{exc}: check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECR") from exc
         credentials = session.get_credentials()
@@ -667,10 +680,40 @@ def open_session(
     return AwsSession(credentials, clients)
 
 
-def connect(settings: AwsTarget, kind: type[Ecr] = Ecr, limits: Limits = RELEASE_LIMITS) -> Ecr:
-    """The run's one ECR client (``kind`` is ``Ecr``, or ``PlanningEcr`` for a dry run).
-    No credentials anywhere is an error here, before anything runs."""
-    session = open_session(settings.region, settings.profile, settings.aws_env, ["ecr"], limits)
+@contextlib.contextmanager
+def _isolated_environ() -> Iterator[None]:
+    """botocore sees none of the user's AWS set-up while a sandbox session is made: every
+    AWS_* variable is hidden, the config and credentials files are empty, and instance
+    metadata is off; the environment is restored after."""
+    saved = {key: value for key, value in os.environ.items() if key.startswith("AWS_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    try:
+        yield
+    finally:
+        for key in [key for key in os.environ if key.startswith("AWS_")]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def connect(
+    settings: AwsTarget,
+    kind: type[Ecr] = Ecr,
+    limits: Limits = RELEASE_LIMITS,
+    *,
+    sandbox: str | None = None,
+) -> Ecr:
+    """The run's one ECR client (``kind`` is ``Ecr``, or ``PlanningEcr`` for a dry run), of
+    AWS or, with ``sandbox`` (its API URL), of the local sandbox. No credentials anywhere
+    is an error here, before anything runs."""
+    session = open_session(
+        settings.region, settings.profile, settings.aws_env, ["ecr"], limits, sandbox=sandbox
+    )
     if session.credentials is None:
         raise AwsError(NO_CREDENTIALS)
     budget = Budget(limits)
@@ -773,10 +816,10 @@ def connect_probe(
     *,
     timeout: float = PROBE_LIMITS.read_timeout,
     attempts: int = PROBE_LIMITS.attempts,
+    sandbox: str | None = None,
 ) -> AwsProbe:
     """ECR and STS clients from :func:`open_session`, every call bounded by ``timeout``
     seconds and ``attempts``. Finding no credentials is not an error: the probe says so."""
-    session = open_session(
-        region, profile, aws_env, ["ecr", "sts"], Limits(timeout, timeout, attempts)
-    )
+    limits = Limits(timeout, timeout, attempts)
+    session = open_session(region, profile, aws_env, ["ecr", "sts"], limits, sandbox=sandbox)
     return AwsProbe(session.credentials, Ecr(session.clients["ecr"]), session.clients["sts"])

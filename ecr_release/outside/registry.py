@@ -15,6 +15,7 @@ import base64
 import functools
 import hashlib
 import http.client
+import ipaddress
 import json
 import logging
 import re
@@ -89,6 +90,12 @@ class Registry:
     timeout: float = 30.0
     certs_dir: Path = DOCKER_CERTS_DIR
 
+    @property
+    def base_url(self) -> str:
+        """``https://HOST``; plain ``http://`` only for a loopback host (the sandbox's
+        registry), as Docker itself allows with no configuration."""
+        return f"{'http' if is_loopback(self.host) else 'https'}://{self.host}"
+
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         """What ``repository:reference`` points to; None when the tag (or repository) is unknown."""
         raw = self.raw_manifest(repository, reference)
@@ -141,9 +148,8 @@ class Registry:
         """Headers and the whole body of a request; None for a 404."""
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
-        request = urllib.request.Request(
-            f"https://{self.host}{path}", data=body, method=method, headers=headers
-        )
+        url = f"{self.base_url}{path}"  # https, or http on loopback: never another scheme
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310
         # Unredirected: the password never follows a redirect to another host.
         request.add_unredirected_header("Authorization", f"Basic {token}")
         try:
@@ -189,7 +195,7 @@ class Registry:
         """The HTTP status of ``GET /v2/``, the API's base: 200 when the registry takes the
         login, 401 when it wants one (without ``login`` no credential is sent). Any status
         means it answers over trusted TLS; ``RegistryError`` when it cannot be reached."""
-        request = urllib.request.Request(f"https://{self.host}/v2/", method="GET")
+        request = urllib.request.Request(f"{self.base_url}/v2/", method="GET")  # noqa: S310
         if login:
             token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             request.add_unredirected_header("Authorization", f"Basic {token}")
@@ -268,6 +274,17 @@ class Registry:
             urllib.request.HTTPSHandler(context=docker_trust(self.certs_dir, self.host)),
             _HttpsOnlyRedirects(),
         )
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback address (``127.0.0.0/8``, ``[::1]``), with or without a port: where the
+    suite speaks plain HTTP. A name (``localhost`` too) always gets TLS."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]")
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def docker_trust(certs_dir: Path, host: str) -> ssl.SSLContext:

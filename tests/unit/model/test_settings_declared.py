@@ -103,6 +103,9 @@ def test_every_task_takes_the_shared_flags_and_declares_its_needs() -> None:
     assert set(tasks) == set(TASK_NEEDS)
     for name, task in tasks.items():
         parameters = set(inspect.signature(task.body).parameters) - {"c"}
+        if name == "sandbox":  # it manages the sandbox: no release setting applies
+            assert parameters == {"action", "env_file"} == set(task.help)
+            continue
         assert parameters >= {*SHARED_FLAGS, "env_file"}, name
         assert set(task.help) == parameters, name  # every flag has its help
         declared = parameters & set(FLAGS)
@@ -123,7 +126,9 @@ def test_the_flags_set_their_declared_settings() -> None:
         "AWS_REGION": "eu-west-1",
         "AWS_PROFILE": None,
         "ECR_REPOSITORY": None,
+        "SANDBOX": None,
     }
+    assert Flags(sandbox=True).settings()["SANDBOX"] == "true"
     assert Flags(no_smoke=False).settings()["SMOKE_TEST"] is None
     with pytest.raises(TypeError, match="force"):
         Flags(force=True)
@@ -133,6 +138,8 @@ def test_the_flags_set_their_declared_settings() -> None:
         "region": "AWS region (overrides AWS_REGION)",
         "profile": "AWS profile (overrides AWS_PROFILE)",
         "repository": "ECR repository name (overrides ECR_REPOSITORY)",
+        "sandbox": "run against the local ECR sandbox on this machine: no AWS account, nothing "
+        "sent to AWS (SANDBOX=true)",
         "env_file": "settings file to read (default: .env)",
     }
 

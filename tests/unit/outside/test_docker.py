@@ -726,11 +726,20 @@ _BOUNDED_CALLS: dict[str, tuple[Callable[[Docker], object], str, float | None, f
     "build": (_DAEMON_CALLS["build"], "build", None, 600),
     "push": (lambda d: d.push("b:v1"), "push", None, 600),
     "pull": (lambda d: d.pull("b:v1"), "pull", None, 600),
-    "run_detached": (lambda d: d.run_detached("c", "a:v1", labels={"k": "1"}), "run", 30, None),
-    "exec": (lambda d: d.exec("c", ["true"], timeout=12.5), "exec", 12.5, None),
-    "container_state": (lambda d: d.container_state("c"), "inspect", 10, None),
-    "logs": (lambda d: d.logs("c", 20), "logs", 10, None),
-    "remove_container": (lambda d: d.remove_container("c"), "rm", 10, None),
+    "run_detached": (
+        lambda d: d.containers.run_detached("c", "a:v1", labels={"k": "1"}),
+        "run",
+        30,
+        None,
+    ),
+    "exec": (lambda d: d.containers.exec("c", ["true"], timeout=12.5), "exec", 12.5, None),
+    "container_state": (lambda d: d.containers.container_state("c"), "inspect", 10, None),
+    "logs": (lambda d: d.containers.logs("c", 20), "logs", 10, None),
+    "remove_container": (lambda d: d.containers.remove_container("c"), "rm", 10, None),
+    "start": (lambda d: d.containers.start("c", "registry:2", ["-p", "1:2"]), "run", 30, None),
+    "remove_volume": (lambda d: d.containers.remove_volume("v"), "volume", 10, None),
+    "has_network": (lambda d: d.containers.has_network("bridge"), "network", 10, None),
+    "logout": (lambda d: d.logout(HOST), "logout", 10, None),
 }
 
 
@@ -864,11 +873,11 @@ def test_the_planning_runner_passes_the_limits_to_read_only_commands() -> None:
 def test_the_container_commands_are_exact_and_use_the_binary() -> None:
     runner = FakeRunner()
     docker = Docker(runner, binary="/opt/docker")
-    docker.run_detached("box", "a:v1", labels={"io.ecr-release.smoke": "1"})
-    docker.exec("box", ["python3", "-c", "x"], timeout=5)
-    docker.container_state("box")
-    docker.logs("box", 20)
-    docker.remove_container("box")
+    docker.containers.run_detached("box", "a:v1", labels={"io.ecr-release.smoke": "1"})
+    docker.containers.exec("box", ["python3", "-c", "x"], timeout=5)
+    docker.containers.container_state("box")
+    docker.containers.logs("box", 20)
+    docker.containers.remove_container("box")
     assert [call.args for call in runner.calls] == [
         ["/opt/docker", "run", "-d", "--network", "none", "--name", "box",
          "--label", "io.ecr-release.smoke=1", "a:v1"],
