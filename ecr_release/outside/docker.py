@@ -500,6 +500,10 @@ class Containers(DockerCli):
         """``docker volume rm -f NAME``."""
         return self._call([self._binary, "volume", "rm", "-f", name])
 
+    def has_volume(self, name: str) -> bool:
+        """Does the daemon have this volume (``docker volume inspect``)?"""
+        return self._call([self._binary, "volume", "inspect", name]).returncode == 0
+
     def has_network(self, name: str) -> bool:
         """Does the daemon have this network (``docker network inspect``)?"""
         return self._call([self._binary, "network", "inspect", name]).returncode == 0

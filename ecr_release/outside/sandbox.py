@@ -175,7 +175,8 @@ class Sandbox:
                     removed.append(f"ECR API process {state.api_pid}")
             if self.docker.containers.remove_container(self.container).returncode == 0:
                 removed.append(f"container {self.container}")
-            if self.docker.containers.remove_volume(self.volume).returncode == 0:
+            if self.docker.containers.has_volume(self.volume):
+                self.docker.containers.remove_volume(self.volume)
                 removed.append(f"volume {self.volume}")
             if state.registry_port:
                 host = f"127.0.0.1:{state.registry_port}"
@@ -185,7 +186,7 @@ class Sandbox:
                 if held:
                     removed.append(f"docker's login to {host}")
             for path in sorted(self.directory.glob("**/*"), reverse=True):
-                if path.name != "lock":
+                if path.suffix != ".lock":  # the lock we hold stays, for the next up
                     with contextlib.suppress(OSError):
                         path.unlink() if not path.is_dir() else path.rmdir()
         return removed

@@ -738,6 +738,7 @@ _BOUNDED_CALLS: dict[str, tuple[Callable[[Docker], object], str, float | None, f
     "remove_container": (lambda d: d.containers.remove_container("c"), "rm", 10, None),
     "start": (lambda d: d.containers.start("c", "registry:2", ["-p", "1:2"]), "run", 30, None),
     "remove_volume": (lambda d: d.containers.remove_volume("v"), "volume", 10, None),
+    "has_volume": (lambda d: d.containers.has_volume("v"), "volume", 10, None),
     "has_network": (lambda d: d.containers.has_network("bridge"), "network", 10, None),
     "logout": (lambda d: d.logout(HOST), "logout", 10, None),
 }
