@@ -121,11 +121,8 @@ def doctor(c, repository=None, region=None, profile=None, sandbox=False, env_fil
     run_doctor(c, flags)
 
 
-@task(
-    positional=["action"],
-    help={"action": "up, down or status (default: status)", "env_file": "settings file to read"},
-)
-def sandbox(c, action="status", env_file=None):
+@task(help={"action": "up, down or status", "env_file": "settings file to read"})
+def sandbox(c, action, env_file=None):
     """The local ECR sandbox (no AWS account): inv sandbox up|down|status."""
     run_sandbox(c, action, Flags(env_file=env_file))
 

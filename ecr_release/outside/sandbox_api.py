@@ -628,6 +628,25 @@ def patch_moto_login(token: str, endpoint: str, hours: int = TOKEN_HOURS) -> Cal
     return undo
 
 
+def patch_repository_uri(registry: str) -> Callable[[], None]:
+    """Makes moto's repositories name the sandbox registry in ``repositoryUri`` (it names
+    ``<account>.dkr.ecr.<region>.amazonaws.com``), as ECR names its own; returns the undo."""
+    from moto.ecr.models import Repository
+
+    original = Repository.__init__
+
+    def init(self: Repository, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.uri = f"{registry}/{self.name}"
+
+    Repository.__init__ = init  # type: ignore[method-assign]
+
+    def undo() -> None:
+        Repository.__init__ = original  # type: ignore[method-assign]
+
+    return undo
+
+
 def build_app(config: SandboxConfig) -> SandboxApp:
     """moto's server app for the account, patched, emptied and fed the journal."""
     from moto.ecr.models import ecr_backends
@@ -642,6 +661,7 @@ def build_app(config: SandboxConfig) -> SandboxApp:
         journal,
     )
     app.on_close(patch_moto_login(config.token, config.proxy_endpoint))
+    app.on_close(patch_repository_uri(config.registry))
     # A fresh process has no repositories; an in-process restart must not keep any either.
     ecr_backends[config.account].reset()
     cut = journal.repair()

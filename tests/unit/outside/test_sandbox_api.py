@@ -290,6 +290,16 @@ def test_the_token_is_the_sandbox_registrys_password_for_twelve_hours(
     assert timedelta(hours=11, minutes=59) < ahead <= timedelta(hours=12)
 
 
+def test_a_repository_uri_names_the_sandbox_registry(
+    sandbox: Sandbox, registry: tuple[Store, ThreadingHTTPServer]
+) -> None:
+    host = f"127.0.0.1:{registry[1].server_address[1]}"
+    created = sandbox.client().create_repository(repositoryName="team/app")["repository"]
+    assert created["repositoryUri"] == f"{host}/team/app"
+    described = sandbox.client().describe_repositories(repositoryNames=["team/app"])
+    assert described["repositories"][0]["repositoryUri"] == f"{host}/team/app"
+
+
 def test_the_login_patch_is_undone_when_the_app_closes(sandbox: Sandbox) -> None:
     from moto.ecr.responses import ECRResponse
 
