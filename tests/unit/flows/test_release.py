@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -34,7 +34,7 @@ from ecr_release.outside.docker import Docker, Result
 from ecr_release.outside.ecr import Authorization, Ecr
 from ecr_release.outside.git import Revision
 from ecr_release.outside.localstate import LoginRecords, release_lock
-from ecr_release.outside.registry import Manifest, RawManifest
+from ecr_release.outside.registry import Manifest, RawManifest, Registry
 
 from ..plans import RELEASE_PLAN, plan_lines, planned_steps
 
@@ -1398,7 +1398,7 @@ def test_a_sandbox_run_keeps_its_logins_and_locks_apart_and_asks_its_own_api(
         make_settings(sandbox=True),
         environ={"XDG_CACHE_HOME": str(tmp_path / "cache")},
         runner=world.docker,
-        registry_for=lambda auth: FakeRegistryClient(world.registry, auth, set()),
+        registry_for=lambda auth: cast(Registry, FakeRegistryClient(world.registry, auth, set())),
         sandbox=target,
     )
     assert run.state.directory == tmp_path / "sandbox" / "local"
