@@ -7,6 +7,17 @@ is not a ``ReleaseError`` is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
+# scheme://anything@ (to the last @ before a blank or a quote): a URL's user-info, which
+# may hold a password (botocore's errors quote the endpoint URL whole).
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(?!\*\*\*@)[^\s\"'<>]*@")
+
+
+def mask_urls(text: str) -> str:
+    """Every URL in a message without its user-info: ``scheme://***@host...``."""
+    return _URL_USERINFO.sub(r"\1***@", text)
+
 
 class ReleaseError(Exception):
     """Base class: a one-line, actionable message and a process exit code."""
@@ -14,8 +25,9 @@ class ReleaseError(Exception):
     exit_code = 1
 
     def __init__(self, message: str) -> None:
-        # One line, whatever the source of the text (docker output, AWS messages).
-        super().__init__(" ".join(message.split()))
+        # One line, whatever the source of the text (docker output, AWS messages), and no
+        # URL's password.
+        super().__init__(mask_urls(" ".join(message.split())))
 
     @property
     def message(self) -> str:

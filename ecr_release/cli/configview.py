@@ -86,6 +86,10 @@ def view(
         value, source = src.found(key)
         if src.sandbox and key in ignored and source:
             source += ", ignored with the sandbox"
+        if src.sandbox and key == "AWS_REGION" and source != "flag":
+            given, origin = src.lookup(key)
+            if given is not None:  # said, so that nobody wonders where it went
+                source = f"{source}; {given!r} from {origin} is ignored with the sandbox"
         lines.append(Line(key, shown(key, value), source))
     for key in sorted({*environ, *src.dotenv}):
         if is_boto3_variable(key) and key not in KEYS:

@@ -16,7 +16,9 @@ import functools
 import json as json_module
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
@@ -53,18 +55,22 @@ def run_doctor(c: Any, flags: Flags) -> None:
     With ``--sandbox`` the sandbox is started (or healed) first, and checked."""
     from ..flows.doctor import exit_code, render, run_checks
     from ..model.settings import Sources
-    from ..outside.ecr import connect_probe
+    from ..outside.ecr import SandboxApi, connect_probe
 
     env_file, root = flags.env_file or ".env", project_root(c)
     connect = None
     with contextlib.suppress(ReleaseError):  # unreadable settings: the checks say so
         src = Sources.read(flags.settings(), os.environ, Path(env_file), root)
         if src.sandbox:
-            try:
-                target = sandbox_for(src.get("SANDBOX_REGISTRY_IMAGE") or "registry:2").up()
+            sandbox = sandbox_for(src.get("SANDBOX_REGISTRY_IMAGE") or "registry:2")
+            try:  # under invoke's --dry, nothing is started: a running sandbox is checked
+                target = sandbox.target() if c.config.run.dry else sandbox.up()
             except ReleaseError as exc:
                 raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
-            connect = functools.partial(connect_probe, sandbox=target.api)
+            if target is None:
+                raise Exit("error: the sandbox is not running, and --dry starts nothing", code=2)
+            api = SandboxApi(target.api, target.access_key)
+            connect = functools.partial(connect_probe, sandbox=api)
     checks = run_checks(
         flags.settings(),
         environ=os.environ,
@@ -182,7 +188,8 @@ def make_release(
         idle_limit=settings.docker_idle_timeout,
     )
     if sandbox is not None:
-        connect = connect or functools.partial(ecr.connect, sandbox=sandbox.api)
+        api = ecr.SandboxApi(sandbox.api, sandbox.access_key)
+        connect = connect or functools.partial(ecr.connect, sandbox=api)
         state = LocalState(sandbox.directory / "local", read_only=dry_run)
         identity = "sandbox"
     else:
@@ -243,19 +250,30 @@ def sandbox_target(settings: Settings, *, start: bool = True) -> Target:
 
 
 def run_sandbox(c: Any, action: str, flags: Flags) -> None:
-    """``inv sandbox up|down|status``."""
-    from ..model.settings import load_settings
+    """``inv sandbox up|down|status``. Only ``SANDBOX_REGISTRY_IMAGE`` is read: a setting
+    that is wrong for releases never stands in the way of stopping the sandbox."""
+    from ..model.settings import DEFAULTS, Sources
 
     _setup_logging()
-    try:
-        settings = load_settings(
-            flags.settings(),
-            task="sandbox",
-            env_file=flags.env_file or ".env",
-            env_file_required=flags.env_file is not None,
-            root=project_root(c),
+    if action not in ("up", "down", "status"):
+        raise Exit(f"error: inv sandbox takes up, down or status, not {action!r}", code=2)
+    if action != "status" and c.config.run.dry:
+        raise Exit(
+            f"error: inv --dry sandbox {action} would {(action == 'up' and 'start') or 'remove'} "
+            "the sandbox: `inv sandbox status` shows it; run it without --dry",
+            code=2,
         )
-        sandbox = sandbox_for(settings.sandbox_registry_image)
+    try:
+        src = Sources.read(
+            {},
+            os.environ,
+            Path(flags.env_file or ".env"),
+            project_root(c),
+            env_file_required=flags.env_file is not None,
+        )
+        sandbox = sandbox_for(
+            src.get("SANDBOX_REGISTRY_IMAGE") or DEFAULTS["SANDBOX_REGISTRY_IMAGE"]
+        )
         if action == "up":
             target = sandbox.up()
             print(f"sandbox up: ECR API {target.api}, registry {target.registry}")
@@ -263,11 +281,8 @@ def run_sandbox(c: Any, action: str, flags: Flags) -> None:
         elif action == "down":
             removed = sandbox.down()
             print("sandbox down: " + (", ".join(removed) if removed else "nothing was running"))
-        elif action == "status":
-            status = sandbox.status()
-            print("\n".join(status.lines()))
         else:
-            raise Exit(f"error: inv sandbox takes up, down or status, not {action!r}", code=2)
+            print("\n".join(sandbox.status().lines()))
     except ReleaseError as exc:
         raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
 
@@ -339,6 +354,8 @@ def session(
     plan = _PlanLines()
     logger = logging.getLogger("ecr_release")
     logger.addHandler(plan)
+    cleanup = contextlib.ExitStack()
+    cleanup.enter_context(_signals_as_interrupts())
     try:
         settings = load_settings(
             flags.settings(),
@@ -381,7 +398,28 @@ def session(
             code=130,
         ) from None
     finally:
+        cleanup.close()
         logger.removeHandler(plan)
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a cancelled CI job, a closed terminal) end a task as Ctrl-C does:
+    as ``KeyboardInterrupt``, so the runner stops docker (which runs in a process group of
+    its own, out of reach of a signal sent to ours) and nothing is left running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _PlanLines(logging.Handler):

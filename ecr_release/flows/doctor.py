@@ -142,6 +142,8 @@ class Doctor:
         src = self.sources
         if src is None or not src.region or not REGION_RE.fullmatch(src.region):
             raise Blocked("settings")
+        if src.sandbox_problem:
+            raise Blocked("settings")  # AWS or the sandbox? Nothing is sent until it is said
         return src.region, src.region_origin
 
     def registry(self, host: str, user: str = "", password: str = "") -> Registry:

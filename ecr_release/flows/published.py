@@ -130,14 +130,6 @@ class Published:
             )
         self.repository_known = True
 
-    def may_skip_describe(self) -> bool:
-        """May ensure-repo skip ``DescribeRepositories``? Yes when the registry already said
-        the repository exists and no ECR client was made yet (so boto3 is never imported).
-        Not when a lifecycle policy is configured and the repository holds nothing yet:
-        ensure-repo then puts a policy that its creation may have failed to put."""
-        lifecycle_pending = self.settings.expire_untagged_days is not None and not self._tags
-        return self.repository_known and not self.ecr.connected and not lifecycle_pending
-
     def lifecycle_drift(self, days: int) -> str | None:
         """The repository's lifecycle drift from ``days``, to warn about. An empty repository
         with no policy gets the configured one: that is a creation whose
@@ -177,17 +169,21 @@ class Published:
         log.info("verified %s@%s", local, manifest.digest)
         return manifest.digest
 
-    def mutability(self) -> tuple[str, tuple[str, ...]]:
-        """The repository's tag mutability and exclusion filters: its own when the ECR API
-        is asked anyway (or the repository is described already), else the configured ones
-        (on the fast path, and for a repository not created yet)."""
+    def described(self) -> Repository | None:
+        """The repository as ``DescribeRepositories`` answers (None: it does not exist), asked
+        once per run: the registry cannot tell a repository's settings, and the rules for
+        versions and tags depend on its own, never on the configured ones."""
         if self._described is _UNSET:
-            if self.may_skip_describe():
-                return self.settings.tag_mutability, self.settings.tag_mutability_exclusions
             self.ecr.require_account()
             self._described = self.ecr.api.describe_repository(self.name)
         found = self._described
-        if isinstance(found, Repository):
+        return found if isinstance(found, Repository) else None
+
+    def mutability(self) -> tuple[str, tuple[str, ...]]:
+        """The repository's tag mutability and exclusion filters; for a repository not
+        created yet, the ones it will be created with."""
+        found = self.described()
+        if found is not None:
             return found.tag_mutability, found.exclusions
         return self.settings.tag_mutability, self.settings.tag_mutability_exclusions
 
@@ -234,9 +230,6 @@ class PlanningPublished(Published):
 
     def knows_repository(self) -> bool:
         return False if self.unreachable else super().knows_repository()
-
-    def may_skip_describe(self) -> bool:
-        return False  # the plan shows what ensure-repo would do
 
     def verify(self, version: str, pushed_digest: str | None, local: str) -> str:
         return DRY_RUN_DIGEST

@@ -128,7 +128,10 @@ class Release:
         name, config = self.settings.repository, repository_config(self.settings)
         self.ecr.require_account()
         self._progress(f"ensure-repo {name}")
-        repository, created = self.ecr.api.ensure_repository(name, config)
+        found = self.published.described()  # asked once per run
+        repository, created = (
+            (found, False) if found is not None else self.ecr.api.ensure_repository(name, config)
+        )
         if created:
             log.info("created repository %s", repository.uri)
         else:
@@ -204,10 +207,7 @@ class Release:
                 with timer.step("smoke-test"):
                     self._smoke(self.settings.image(version))
             with timer.step("ensure-repo"):
-                if self.published.may_skip_describe():
-                    log.info("repository %s is in the registry already", self.settings.repository)
-                else:
-                    self.ensure_repo()
+                self.ensure_repo()
             with timer.step("login"):
                 self.login()
             with timer.step("tag"):
@@ -235,8 +235,7 @@ class Release:
         if problem:
             raise SettingsError(problem)
         existing = self.published.identical_release(version, mine, local)
-        if existing is None:
-            self.published.knows_repository()  # then ensure-repo need not ask the ECR API
+        if existing is None:  # the repository's own rules: DescribeRepositories, once
             self.published.require_final(version)
             if extra:
                 self.published.tags.to_put(extra, None)  # may they move?

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from ..errors import mask_urls
 from .settings import DECLARED
 
 MASK = "***"
@@ -20,6 +21,8 @@ MASK = "***"
 AWS_SECRET_KEYS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 # Shorter values are not scrubbed from messages: they would blank ordinary words.
 MIN_SCRUBBED = 8
+# What urllib leaves behind: user:password@ with a / ? or # in the password.
+_LOOSE_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(?!\*\*\*@)[^\s@/]*:[^\s]*@")
 
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD", re.IGNORECASE)
 
@@ -46,7 +49,9 @@ def shown(key: str, value: str | None) -> str | None:
 
 def without_userinfo(value: str) -> str:
     """A URL with its whole user-info part (``user:password@``) shown as ``***@``, split
-    where ``urllib.parse`` (and so botocore) splits it: at the netloc's last ``@``. Any
+    where ``urllib.parse`` (and so botocore) splits it: at the netloc's last ``@``. A
+    password holding ``/``, ``?`` or ``#`` ends urllib's netloc early; what still looks
+    like ``user:password@`` after the scheme is masked too, up to the last ``@``. Any
     other value as it is."""
     if "://" not in value:
         return value
@@ -54,10 +59,9 @@ def without_userinfo(value: str) -> str:
         netloc = urlsplit(value).netloc
     except ValueError:  # not a URL urllib can split: show no part of what may be one
         return MASK
-    if "@" not in netloc:
-        return value
-    host = netloc.rpartition("@")[2]
-    return value.replace(f"//{netloc}", f"//{MASK}@{host}", 1)
+    if "@" in netloc:
+        value = value.replace(f"//{netloc}", f"//{MASK}@{netloc.rpartition('@')[2]}", 1)
+    return _LOOSE_USERINFO.sub(rf"\1{MASK}@", value)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -65,4 +69,4 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     ``***`` (the longest first, so one secret inside another leaves nothing behind)."""
     for secret in sorted({s for s in secrets if len(s) >= MIN_SCRUBBED}, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    return text
+    return mask_urls(text)

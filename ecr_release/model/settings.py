@@ -277,7 +277,7 @@ def _region_problems(src: Sources, setting: Setting) -> list[str]:
 
 
 def _account_problems(src: Sources, setting: Setting) -> list[str]:
-    account_id = src.get(setting.key)
+    account_id = None if src.sandbox else src.get(setting.key)  # the sandbox ignores it
     if account_id and not ACCOUNT_RE.fullmatch(account_id):
         return [f"AWS_ACCOUNT_ID {account_id!r} must be exactly 12 digits"]
     return []
@@ -748,6 +748,11 @@ class Sources:
         """Does this run target the local sandbox (``--sandbox``, ``SANDBOX=true``)?"""
         return _parse_bool(self.get("SANDBOX")) is True
 
+    @property
+    def sandbox_problem(self) -> bool:
+        """Is SANDBOX set to something that is not a boolean (``ture``)?"""
+        return _parse_bool(self.get("SANDBOX")) is None
+
     @functools.cached_property
     def aws_env(self) -> dict[str, str]:
         """Standard AWS_* variables from .env that the environment does not set: an empty
@@ -769,10 +774,10 @@ class Sources:
         AWS configuration chain gives (``AWS_DEFAULT_REGION``, the profile's ``region``),
         source "AWS config"; (None, None) when there is none."""
         value, source = self.lookup("AWS_REGION")
+        if self.sandbox:  # the sandbox reads no AWS setting: only --region names its region
+            return (value, source) if source == "flag" else (SANDBOX_REGION, "sandbox default")
         if value:
             return value, source
-        if self.sandbox:  # no AWS config is read for the sandbox
-            return SANDBOX_REGION, "sandbox default"
         value = _region_from_aws_config(
             aws_environment(self.environ, self.aws_env), self.get("AWS_PROFILE")
         )

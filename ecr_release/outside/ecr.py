@@ -598,11 +598,13 @@ class Budget:
         self._clock = clock
         self._spent = 0.0
         self._call_started: float | None = None
+        self._endpoint = "?"
 
     def new_step(self) -> None:
         self._spent = 0.0
 
     def attach(self, client: Any) -> None:
+        self._endpoint = client.meta.endpoint_url
         events = client.meta.events
         events.register("before-call.ecr", self._started)
         events.register_first("needs-retry.ecr", self._may_retry)
@@ -610,6 +612,12 @@ class Budget:
         events.register("after-call-error.ecr", self._ended)
 
     def _started(self, **_: Any) -> None:
+        """A call starts: refused when even its first attempt could end past the budget."""
+        if self._seconds is not None and self._spent + self._attempt > self._seconds:
+            raise AwsError(
+                f"AWS calls of this step took {self._spent:.0f} s of their {self._seconds:.0f} s: "
+                f"the ECR API at {self._endpoint} is too slow to answer; check the network"
+            )
         self._call_started = self._clock()
 
     def _ended(self, **_: Any) -> None:
@@ -624,6 +632,14 @@ class Budget:
             return None
         spent = self._spent + self._clock() - self._call_started
         return False if spent + self._attempt > self._seconds else None
+
+
+@dataclass(frozen=True)
+class SandboxApi:
+    """The local sandbox's ECR API: its URL, and the one access key id it answers."""
+
+    url: str
+    access_key: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -642,16 +658,16 @@ def open_session(
     services: Sequence[str],
     limits: Limits,
     *,
-    sandbox: str | None = None,
+    sandbox: SandboxApi | None = None,
 ) -> AwsSession:
     """The one place a boto3 session and its clients are made: ``.env``'s AWS_* variables
     visible to botocore meanwhile, every call bounded by ``limits``. The credentials are
     resolved here, while those variables are visible (an SSO login or a
     ``credential_process`` may fail now, as one line).
 
-    With ``sandbox`` (the local sandbox's API URL) nothing of the user's AWS set-up is
-    read or sent: no AWS_* variable, config or credentials file, no instance metadata;
-    the sandbox's own keys and its endpoint are given explicitly."""
+    With ``sandbox`` (the local sandbox's API) nothing of the user's AWS set-up is read or
+    sent: no AWS_* variable, config or credentials file, no instance metadata, no proxy;
+    the sandbox's own key and its endpoint are given explicitly."""
     import boto3
     from botocore.config import Config
 
@@ -661,17 +677,18 @@ def open_session(
         read_timeout=limits.read_timeout,
     )
     environ = _isolated_environ() if sandbox else _overlay_environ(aws_env)
-    key = "sandbox" if sandbox else None  # the sandbox's own keys: never the user's
+    key = sandbox.access_key if sandbox else None  # the sandbox's own key: never the user's
     with environ, aws_errors():
         session = boto3.Session(
             aws_access_key_id=key,
-            aws_secret_access_key=key,
+            aws_secret_access_key="sandbox" if sandbox else None,
             profile_name=None if sandbox else profile,
             region_name=region,
         )
         try:
             make: Callable[..., Any] = session.client  # typed per literal service name
-            clients = {name: make(name, config=config, endpoint_url=sandbox) for name in services}
+            url = sandbox.url if sandbox else None
+            clients = {name: make(name, config=config, endpoint_url=url) for name in services}
         except ValueError as exc:  # botocore's word for a malformed endpoint URL
             raise SettingsError(f"{exc}: check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_ECR") from exc
         credentials = session.get_credentials()
@@ -688,17 +705,26 @@ def _isolated_environ() -> Iterator[None]:
     saved = {key: value for key, value in os.environ.items() if key.startswith("AWS_")}
     for key in saved:
         del os.environ[key]
+    proxies = {key: value for key, value in os.environ.items() if _is_proxy_variable(key)}
+    for key in proxies:
+        del os.environ[key]
     os.environ.update(
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_EC2_METADATA_DISABLED="true",
+        NO_PROXY="*",  # botocore settles a client's proxies when it makes it: none here
     )
     try:
         yield
     finally:
-        for key in [key for key in os.environ if key.startswith("AWS_")]:
+        for key in [key for key in os.environ if key.startswith("AWS_") or _is_proxy_variable(key)]:
             del os.environ[key]
         os.environ.update(saved)
+        os.environ.update(proxies)
+
+
+def _is_proxy_variable(key: str) -> bool:
+    return key.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 def connect(
@@ -706,7 +732,7 @@ def connect(
     kind: type[Ecr] = Ecr,
     limits: Limits = RELEASE_LIMITS,
     *,
-    sandbox: str | None = None,
+    sandbox: SandboxApi | None = None,
 ) -> Ecr:
     """The run's one ECR client (``kind`` is ``Ecr``, or ``PlanningEcr`` for a dry run), of
     AWS or, with ``sandbox`` (its API URL), of the local sandbox. No credentials anywhere
@@ -816,7 +842,7 @@ def connect_probe(
     *,
     timeout: float = PROBE_LIMITS.read_timeout,
     attempts: int = PROBE_LIMITS.attempts,
-    sandbox: str | None = None,
+    sandbox: SandboxApi | None = None,
 ) -> AwsProbe:
     """ECR and STS clients from :func:`open_session`, every call bounded by ``timeout``
     seconds and ``attempts``. Finding no credentials is not an error: the probe says so."""

@@ -270,10 +270,10 @@ class Registry:
 
     @functools.cached_property
     def _opener(self) -> urllib.request.OpenerDirector:
-        return urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=docker_trust(self.certs_dir, self.host)),
-            _HttpsOnlyRedirects(),
-        )
+        trust = urllib.request.HTTPSHandler(context=docker_trust(self.certs_dir, self.host))
+        # Loopback never through a proxy: the login would travel to it.
+        direct = [urllib.request.ProxyHandler({})] if is_loopback(self.host) else []
+        return urllib.request.build_opener(trust, _HttpsOnlyRedirects(), *direct)
 
 
 def is_loopback(host: str) -> bool:

@@ -23,6 +23,7 @@ docker's stored login for it included, and is idempotent.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -62,6 +63,7 @@ class Target:
     registry: str  # 127.0.0.1:PORT
     account: str
     directory: Path  # the sandbox's own state (its login records and locks go below)
+    access_key: str = dataclasses.field(default="", repr=False)  # the only one its API takes
 
 
 @dataclass
@@ -147,7 +149,8 @@ class Sandbox:
         """Start what is not running (and heal what died); return where it answers."""
         with self._locked():
             state = State.load(self._state_path)
-            token = _token(self.directory / "token")
+            token = _secret(self.directory / "token", _password)
+            _secret(self.directory / "access-key", _access_key)
             if not self._registry_alive(state):
                 self._start_registry(state, token)
             if not self._api_alive(state):  # also when it names a registry port of old
@@ -161,7 +164,8 @@ class Sandbox:
 
     def _target(self, state: State) -> Target:
         api, registry = f"http://127.0.0.1:{state.api_port}", f"127.0.0.1:{state.registry_port}"
-        return Target(api, registry, ACCOUNT, self.directory)
+        key = _secret(self.directory / "access-key", _access_key)
+        return Target(api, registry, ACCOUNT, self.directory, key)
 
     def down(self) -> list[str]:
         """Stop and remove everything of the sandbox; say what was removed. Idempotent."""
@@ -280,7 +284,8 @@ class Sandbox:
         )
 
     def _registry_alive(self, state: State) -> bool:
-        return bool(state.registry_port) and _registry_answers(state.registry_port or 0)
+        token = _secret(self.directory / "token", _password)
+        return bool(state.registry_port) and _registry_answers(state.registry_port or 0, token)
 
     def _wait_registry(self, state: State) -> None:
         if not self._wait(lambda: self._registry_alive(state)):
@@ -301,9 +306,17 @@ class Sandbox:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with release_lock(self.directory, "sandbox", timeout=120):
-            yield
+        """Hold the sandbox's lock; a folder that cannot be used is one line, not a trace."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with release_lock(self.directory, "sandbox", timeout=120):
+                yield
+        except OSError as exc:
+            where = exc.filename or self.directory
+            raise SettingsError(
+                f"the sandbox cannot use {where}: {exc.strerror or exc}; set XDG_CACHE_HOME "
+                "to a folder you can write (the sandbox keeps its state there)"
+            ) from exc
 
     def _wait(self, ready: Callable[[], bool]) -> bool:
         deadline = time.monotonic() + READY_SECONDS
@@ -314,17 +327,27 @@ class Sandbox:
         return ready()
 
 
-def _token(path: Path) -> str:
-    """The registry password (the ECR token the API hands out), made once, mode 0600."""
+def _secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret of the sandbox, made once and readable by this user only (mode 0600): the
+    registry password (the ECR token the API hands out), the API's access key id."""
     with contextlib.suppress(OSError):
-        token = path.read_text().strip()
-        if token:
-            return token
-    token = secrets.token_urlsafe(32)
+        found = path.read_text().strip()
+        if found:
+            return found
+    value = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    return token
+        handle.write(value + "\n")
+    return value
+
+
+def _password() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _access_key() -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    return "SANDBOX" + "".join(secrets.choice(alphabet) for _ in range(13))
 
 
 def _registry_options(volume: str, auth: Path, network: str, port: int) -> list[str]:
@@ -358,14 +381,24 @@ def _ensure_image(docker: Docker, image: str) -> None:
         ) from exc
 
 
-def _registry_answers(port: int) -> bool:
-    """A registry on 127.0.0.1:PORT answers, and asks for the token (it is ours)."""
+def _registry_answers(port: int, token: str) -> bool:
+    """The registry on 127.0.0.1:PORT is ours: it wants a login, and takes our token."""
+    url = f"http://127.0.0.1:{port}/v2/"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
+        with _LOCAL.open(url, timeout=2):
             return False  # it answered without asking for the token: not ours
     except urllib.error.HTTPError as exc:
         exc.close()
-        return exc.code == 401
+        if exc.code != 401:
+            return False
+    except (OSError, ValueError):
+        return False
+    request = urllib.request.Request(url)
+    login = base64.b64encode(f"AWS:{token}".encode()).decode()
+    request.add_header("Authorization", f"Basic {login}")
+    try:
+        with _LOCAL.open(request, timeout=2) as answer:
+            return int(answer.status) == 200
     except (OSError, ValueError):
         return False
 
@@ -376,9 +409,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Loopback is never reached through a proxy (HTTP_PROXY would send it elsewhere).
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _get_json(url: str) -> object:
     try:
-        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - http on loopback
+        with _LOCAL.open(url, timeout=2) as answer:
             return json.loads(answer.read())
     except (OSError, ValueError):
         return None
@@ -415,8 +452,13 @@ def _wait_gone(pid: int, sleep: Callable[[float], None], seconds: float = 5.0) -
 
 
 def _api_environ() -> dict[str, str]:
-    """The API process's environment: no AWS credential or endpoint of the user's."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    """The API process's environment: no AWS credential or endpoint of the user's, and no
+    proxy (it talks to the registry on loopback only)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and not k.lower().endswith("_proxy")
+    }
 
 
 def _htpasswd(user: str, password: str) -> str:

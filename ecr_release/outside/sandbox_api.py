@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 EXIT_PORT_TAKEN = 98
 EXIT_BAD_SETUP = 2
 HEALTH_PATH = "/_sandbox/health"
+ACCESS_KEY_FILE = "access-key"
 TOKEN_FILE = "token"  # noqa: S105 (a file name, not a secret)
 JOURNAL_FILE = "journal.jsonl"
 TOKEN_HOURS = 12
@@ -136,6 +137,9 @@ class SandboxConfig:
     registry: str  # host:port of the sandbox registry, plain HTTP
     state_dir: Path
     token: str = field(repr=False)
+    # The only access key id the API answers (requests are not checked further: the key
+    # keeps other local users and web pages out, as the token keeps them off the registry).
+    access_key: str = field(default="", repr=False)
 
     @property
     def proxy_endpoint(self) -> str:
@@ -159,7 +163,14 @@ def load_config(account: str, registry: str, state_dir: Path) -> SandboxConfig:
         raise SetupError(f"cannot read the registry password {path}: {exc.strerror}") from exc
     if not token:
         raise SetupError(f"the registry password file {path} is empty")
-    return SandboxConfig(account=account, registry=registry, state_dir=state_dir, token=token)
+    key_path = state_dir / ACCESS_KEY_FILE
+    try:
+        access_key = key_path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SetupError(f"cannot read the access key {key_path}: {exc.strerror}") from exc
+    if not access_key:
+        raise SetupError(f"the access key file {key_path} is empty")
+    return SandboxConfig(account, registry, state_dir, token, access_key)
 
 
 @dataclass(frozen=True)
@@ -465,8 +476,12 @@ class SandboxApp:
         path = environ.get("PATH_INFO", "")
         notes: list[str] = []
         what = "-"
-        if path == HEALTH_PATH:
+        refusal = self._refusal(environ)
+        if path == HEALTH_PATH and environ.get("REQUEST_METHOD") == "GET":
             answer = _json_answer(200, "OK", self.health())
+        elif refusal:
+            error = {"__type": "UnrecognizedClientException", "message": refusal}
+            answer = _json_answer(400, "Bad Request", error)
         else:
             # moto takes its account from this header when MOTO_ACCOUNT_ID is unset.
             environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.config.account
@@ -494,6 +509,16 @@ class SandboxApp:
         )
         start_response(answer.status, answer.headers)
         return [answer.body]
+
+    def _refusal(self, environ: WSGIEnvironment) -> str | None:
+        """Why a request is refused: it comes from a web page (an ``Origin``, a CORS
+        preflight), or is not signed with this sandbox's access key id."""
+        if environ.get("HTTP_ORIGIN") or environ.get("REQUEST_METHOD") == "OPTIONS":
+            return "cross-origin requests are refused"
+        credential = f"Credential={self.config.access_key}/"
+        if not self.config.access_key or credential not in environ.get("HTTP_AUTHORIZATION", ""):
+            return "The security token included in the request is invalid."
+        return None
 
     def health(self) -> dict[str, Any]:
         return {

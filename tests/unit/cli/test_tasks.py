@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -406,3 +408,64 @@ def test_config_json_and_invalid_settings_exit_2(cli: Cli) -> None:
     document = json.loads(done.stdout)
     assert document["valid"] is False and "AWS_REGION" in document["problems"]
     assert document["settings"]["AWS_REGION"] == {"value": "nowhere#x", "source": ".env"}
+
+
+# -- the sandbox task, and what the review found --------------------------------------------
+
+
+def test_dry_sandbox_up_or_down_is_refused_and_starts_or_removes_nothing(cli: Cli) -> None:
+    for action in ("up", "down"):
+        done = cli("--dry", "sandbox", action, XDG_CACHE_HOME=str(cli.work / "cache"))
+        assert_one_line_error(done, 2, f"inv --dry sandbox {action} would")
+    assert not (cli.work / "cache").exists()
+    assert not cli.docker_log.exists()  # docker was never asked anything
+
+
+def test_sandbox_down_is_not_stopped_by_a_setting_wrong_for_releases(cli: Cli) -> None:
+    cache = cli.work / "cache"
+    done = cli("sandbox", "down", env_file="ECR_TAG_MUTABILITY=bogus\n", XDG_CACHE_HOME=str(cache))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("sandbox down: ")  # it ran, whatever the settings say
+
+
+def test_an_unknown_sandbox_action_is_one_line(cli: Cli) -> None:
+    assert_one_line_error(cli("sandbox", "restart"), 2, "takes up, down or status")
+
+
+def test_a_password_in_the_endpoint_url_never_reaches_an_error(cli: Cli) -> None:
+    done = cli(
+        "ensure-repo",
+        env_file="AWS_REGION=eu-west-1\n",
+        AWS_ENDPOINT_URL="http://svc:supersecretpw@127.0.0.1:1",
+    )
+    assert done.returncode == 4, done.stderr
+    assert "supersecretpw" not in done.stderr + done.stdout
+    assert "http://***@127.0.0.1:1" in done.stderr
+
+
+def test_sigterm_stops_the_docker_command_under_way(tmp_path: Path) -> None:
+    """A cancelled CI job (SIGTERM to inv) must not leave docker running: docker runs in a
+    process group of its own, out of reach of a signal sent to inv's."""
+    marker = tmp_path / "child.pid"
+    script = (
+        "import sys\n"
+        "from ecr_release.cli.session import _signals_as_interrupts\n"
+        "from ecr_release.outside.process import SubprocessRunner\n"
+        "with _signals_as_interrupts():\n"
+        "    try:\n"
+        f"        SubprocessRunner()(['sh', '-c', 'echo $$ > {marker}; exec sleep 300'],"
+        " stream=True, idle=600)\n"
+        "    except KeyboardInterrupt:\n"
+        "        sys.exit(130)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 130
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()

@@ -918,3 +918,34 @@ def test_connect_probe_with_a_bad_endpoint_is_a_settings_error(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "not a url")
     with pytest.raises(SettingsError, match="check AWS_ENDPOINT_URL"):
         connect_probe(REGION, None, {}, timeout=2)
+
+
+def test_a_sandbox_value_that_is_not_a_boolean_sends_nothing_to_aws(setup: Setup) -> None:
+    probes: list[str] = []
+
+    def connect(region: str, profile: str | None, aws_env: Mapping[str, str]) -> AwsProbe:
+        probes.append(region)
+        raise AssertionError("no AWS probe may be made")
+
+    checks = doctor(setup, connect=connect, environ={**setup.environ, "SANDBOX": "ture"})
+    assert checks["settings"].detail.startswith("SANDBOX 'ture' is not a boolean")
+    assert checks["AWS credentials"].detail == "not checked: the settings are invalid"
+    assert probes == []
+
+
+def test_the_sandbox_target_is_said_and_its_own_keys_named(setup: Setup, aws: None) -> None:
+    checks = doctor(setup, environ={**setup.environ, "SANDBOX": "true"}, connect=_sandbox_probe())
+    assert checks["settings"].detail.endswith("target: the local sandbox (nothing is sent to AWS)")
+    assert checks["AWS credentials"].detail == (
+        "found: the sandbox's own keys (no AWS credentials are read or sent)"
+    )
+    assert "region us-east-1 (the sandbox's default)" in checks["AWS identity"].detail
+
+
+def _sandbox_probe() -> Any:
+    def connect(region: str, profile: str | None, aws_env: Mapping[str, str]) -> AwsProbe:
+        # .env says AWS_REGION=eu-west-1: the sandbox reads no AWS setting
+        assert (region, profile, dict(aws_env)) == ("us-east-1", None, {})
+        return connect_probe(region, None, {}, timeout=2)
+
+    return connect

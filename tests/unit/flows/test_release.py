@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
@@ -930,6 +931,22 @@ def test_the_built_image_carries_its_fingerprint_and_base_labels(
 BEFORE_EXPIRY = datetime(2014, 12, 31, 20, 0, tzinfo=UTC)
 
 
+@contextlib.contextmanager
+def patch_method(cls: type, name: str, calls: list[object]) -> Iterator[None]:
+    """Record each call of ``cls.name`` in ``calls``, and let it run."""
+    original = getattr(cls, name)
+
+    def recording(self: object, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
+    setattr(cls, name, recording)
+    try:
+        yield
+    finally:
+        setattr(cls, name, original)
+
+
 def test_a_rerun_with_dockers_login_asks_aws_nothing(make_world: Callable[..., World]) -> None:
     world = make_world(now=BEFORE_EXPIRY)
     first = world.release.release("v1")
@@ -940,16 +957,19 @@ def test_a_rerun_with_dockers_login_asks_aws_nothing(make_world: Callable[..., W
     assert world.docker.verbs() == []
 
 
-def test_a_new_version_with_dockers_login_asks_aws_nothing(
-    make_world: Callable[..., World],
+def test_a_new_version_with_dockers_login_asks_aws_only_the_repositorys_settings(
+    make_world: Callable[..., World], aws: Any
 ) -> None:
     world = make_world(now=BEFORE_EXPIRY)
     world.release.release("v1")
     (world.tmp / "ctx" / "app.py").write_text("print('v2')\n")
     world.docker.calls.clear()
-    summary = world.rerun().release("v2")
+    tokens: list[object] = []
+    with patch_method(Ecr, "authorization", tokens):
+        summary = world.rerun().release("v2")
     assert not summary.already_released
-    assert world.connects == [1]  # the registry knew the repository and the login was good
+    assert world.connects == [1, 1]  # a session for DescribeRepositories, the one question
+    assert tokens == []  # no GetAuthorizationToken: docker's login was good
     assert world.docker.verbs() == ["build", "tag", "push"]  # no docker login either
     assert world.registry.manifests[("widget-server", "v2")].digest == summary.digest
 

@@ -85,3 +85,25 @@ def test_a_url_loses_its_whole_user_part_as_urllib_splits_it(url: str, expected:
         parts = urlsplit(url)
         assert not parts.password or parts.password not in without_userinfo(url)
         assert (parts.username or "x@") not in without_userinfo(url).split("//", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://ci-user:Zx9/kQ2#wP@proxy.corp.example:8443",
+        "https://user:p#ss@host",
+        "https://user:p?ss@host/x",
+    ],
+)
+def test_a_password_urllib_would_split_early_is_masked_all_the_same(url: str) -> None:
+    shown_value = without_userinfo(url)
+    assert shown_value.startswith(url.split("://")[0] + "://***@")
+    assert not any(part in shown_value for part in ("Zx9", "kQ2", "wP@", "p#ss", "p?ss"))
+
+
+def test_every_error_message_loses_a_urls_password() -> None:
+    from ecr_release.errors import AwsError
+
+    error = AwsError('cannot reach "http://svc:supersecretpw@127.0.0.1:1/" or http://a:b@c:2')
+    assert "supersecretpw" not in error.message and ":b@" not in error.message
+    assert error.message == 'cannot reach "http://***@127.0.0.1:1/" or http://***@c:2'

@@ -526,7 +526,7 @@ def test_the_sandbox_reads_no_aws_setting_and_needs_no_region(workdir: Path) -> 
     assert settings.sandbox and settings.region == "us-east-1"
     assert (settings.profile, settings.account_id, dict(settings.aws_env)) == (None, None, {})
     assert load_settings(task="release", environ={**environ, "AWS_REGION": "eu-west-2"},
-                         flags={"version": "v1"}).region == "eu-west-2"  # fmt: skip
+                         flags={"version": "v1"}).region == "us-east-1"  # fmt: skip
     without = load_settings(
         task="release", environ={"AWS_REGION": "eu-west-1"}, flags={"version": "v1"}
     )
@@ -534,3 +534,15 @@ def test_the_sandbox_reads_no_aws_setting_and_needs_no_region(workdir: Path) -> 
     assert without.aws_env["AWS_ENDPOINT_URL"] == "http://10.9.9.9"
     with pytest.raises(SettingsError, match="SANDBOX 'maybe' is not a boolean"):
         load_settings(task="release", environ={"SANDBOX": "maybe"}, flags={"version": "v1"})
+
+
+def test_the_sandbox_takes_its_region_from_region_only_and_ignores_the_account(
+    workdir: Path,
+) -> None:
+    environ = {"SANDBOX": "true", "AWS_REGION": "eu-west-1 # prod", "AWS_ACCOUNT_ID": "12345"}
+    settings = load_settings(task="release", environ=environ, flags={"version": "v1"})
+    assert (settings.region, settings.account_id) == ("us-east-1", None)
+    flagged = load_settings(
+        task="release", environ=environ, flags={"version": "v1", "AWS_REGION": "eu-north-1"}
+    )
+    assert flagged.region == "eu-north-1"

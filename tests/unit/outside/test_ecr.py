@@ -22,6 +22,7 @@ from ecr_release.outside.ecr import (
     Ecr,
     Limits,
     RepositoryConfig,
+    SandboxApi,
     _overlay_environ,
     aws_identity,
     connect,
@@ -436,10 +437,8 @@ def test_a_step_budget_stops_retries_that_could_end_past_it() -> None:
     now[0] = 8.5  # the second one too
     assert budget._may_retry() is False  # 8.5 + 5 > 12: no third attempt
     budget._ended()
-    budget._started()  # the next call of the same step starts with 8.5 s spent
-    now[0] = 9.0
-    assert budget._may_retry() is False
-    budget._ended()
+    with pytest.raises(AwsError, match="took 8 s of their 12 s"):
+        budget._started()  # the next call of the step could end past it: not made
     budget.new_step()  # a new step: a budget of its own
     budget._started()
     assert budget._may_retry() is None
@@ -499,25 +498,48 @@ def test_a_sandbox_session_reads_nothing_of_the_users_aws_setup(
         "AWS_CONFIG_FILE": str(config),
         "AWS_ENDPOINT_URL": "http://10.9.9.9:1",
         "AWS_ENDPOINT_URL_ECR": "http://10.9.9.9:2",
+        "HTTP_PROXY": "http://10.9.9.9:3128",
+        "https_proxy": "http://10.9.9.9:3128",
     }.items():
         monkeypatch.setenv(key, value)
     before = dict(os.environ)
     limits = Limits(connect_timeout=1, read_timeout=1, attempts=1)
     session = open_session(
         "us-east-1", "real", {"AWS_ENDPOINT_URL": "http://10.9.9.9:3"}, ["ecr", "sts"], limits,
-        sandbox="http://127.0.0.1:1234",
+        sandbox=SandboxApi("http://127.0.0.1:1234", "SANDBOXKEY"),
     )  # fmt: skip
     assert session.credentials is not None
     frozen = session.credentials.get_frozen_credentials()
-    assert (frozen.access_key, frozen.secret_key, frozen.token) == ("sandbox", "sandbox", None)
+    assert (frozen.access_key, frozen.secret_key, frozen.token) == ("SANDBOXKEY", "sandbox", None)
     for client in session.clients.values():
         assert client.meta.endpoint_url == "http://127.0.0.1:1234"
+        assert (
+            client._endpoint.http_session._proxy_config.proxy_url_for("http://127.0.0.1:1") is None
+        )
     assert dict(os.environ) == before  # put back exactly
 
 
 def test_the_sandbox_connect_bounds_its_client_as_a_release_does(
     make_settings: Callable[..., Settings],
 ) -> None:
-    ecr = connect(make_settings(profile="absent-profile"), sandbox="http://127.0.0.1:1234")
+    api = SandboxApi("http://127.0.0.1:1234", "SANDBOXKEY")
+    ecr = connect(make_settings(profile="absent-profile"), sandbox=api)
     assert ecr.budget is not None
     assert ecr._client.meta.endpoint_url == "http://127.0.0.1:1234"
+
+
+def test_a_call_that_could_not_finish_within_the_steps_budget_is_not_made() -> None:
+    from ecr_release.outside.ecr import Budget
+
+    now = [0.0]
+    budget = Budget(
+        Limits(connect_timeout=1, read_timeout=9, attempts=5, budget=25), lambda: now[0]
+    )
+    for finished in (9.0, 18.0):  # two calls of 9 s each
+        budget._started()
+        now[0] = finished
+        budget._ended()
+    with pytest.raises(AwsError, match="took 18 s of their 25 s"):
+        budget._started()  # 18 + 10 > 25: it could end past the budget
+    budget.new_step()
+    budget._started()  # a new step: a budget of its own

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import socket
 import ssl
 import threading
@@ -576,9 +577,13 @@ def test_a_loopback_registry_is_spoken_to_in_plain_http_and_a_name_always_with_t
     try:
         host = f"127.0.0.1:{server.server_address[1]}"
         plain = Registry(host, "AWS", "token")
+        proxy = {"http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+        os.environ.update(proxy)  # a proxy that answers nothing: never used for loopback
         assert plain.base_url == f"http://{host}"
         assert plain.tags("app") == ["v1"] and plain.api_status(login=False) == 401
     finally:
+        for key in ("http_proxy", "HTTP_PROXY"):
+            os.environ.pop(key, None)
         server.shutdown()
         server.server_close()
     assert Registry("localhost:5000", "AWS", "x").base_url == "https://localhost:5000"

@@ -26,7 +26,7 @@ import pytest
 from ecr_release.errors import DockerError
 from ecr_release.outside.docker import Docker
 from ecr_release.outside.process import Result
-from ecr_release.outside.sandbox import Sandbox, State, _registry_options, _token
+from ecr_release.outside.sandbox import Sandbox, State, _password, _registry_options, _secret
 
 FAKE_API = """
 import argparse, json, os, sys
@@ -57,7 +57,7 @@ server.serve_forever()
 
 class _Registry(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        self.send_response(401)
+        self.send_response(200 if self.headers.get("Authorization") else 401)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -163,8 +163,8 @@ def test_state_round_trip_and_a_corrupt_file_is_empty(tmp_path: Path) -> None:
 
 def test_the_token_is_made_once_and_only_the_user_reads_it(tmp_path: Path) -> None:
     path = tmp_path / "token"
-    token = _token(path)
-    assert len(token) >= 32 and _token(path) == token
+    token = _secret(path, _password)
+    assert len(token) >= 32 and _secret(path, _password) == token
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -185,7 +185,10 @@ def test_up_starts_both_parts_and_a_second_up_starts_nothing(
     assert target.api.startswith("http://127.0.0.1:") and target.registry.startswith("127.0.0.1:")
     assert sandbox.status().running
     htpasswd = (sandbox.directory / "auth" / "htpasswd").read_text()
-    assert htpasswd.startswith("AWS:$2") and _token(sandbox.directory / "token") not in htpasswd
+    assert (
+        htpasswd.startswith("AWS:$2")
+        and _secret(sandbox.directory / "token", _password) not in htpasswd
+    )
     assert sandbox.up() == target
     assert docker.starts() == 1
     lines = "\n".join(sandbox.status().lines())
@@ -299,3 +302,14 @@ def _reap(pid: int) -> None:
     deadline = time.monotonic() + 5
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def test_a_folder_that_cannot_be_used_is_one_line(tmp_path: Path, fake_api: str) -> None:
+    from ecr_release.errors import SettingsError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    box = Sandbox(blocker / "sandbox", Docker(FakeDocker()), python=fake_api)
+    with pytest.raises(SettingsError, match="set XDG_CACHE_HOME") as caught:
+        box.up()
+    assert "\n" not in caught.value.message

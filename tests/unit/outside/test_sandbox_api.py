@@ -37,6 +37,7 @@ pytest.importorskip("flask")
 
 from ecr_release.outside.ecr import lifecycle_policy
 from ecr_release.outside.sandbox_api import (
+    ACCESS_KEY_FILE,
     EXIT_PORT_TAKEN,
     HEALTH_PATH,
     JOURNAL_FILE,
@@ -52,6 +53,7 @@ from ecr_release.outside.sandbox_api import (
 
 ACCOUNT = "210987654321"  # not moto's default, so the account surely comes from us
 TOKEN = "s3cr3t-sandbox-registry-password-4f1c"
+ACCESS_KEY = "AKIASANDBOXUNITTEST1"
 REGION = "eu-west-1"
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -230,11 +232,13 @@ class Sandbox:
         self.stop()
         self.start()
 
-    def client(self, service: str = "ecr") -> Any:
+    def client(self, service: str = "ecr", key: str | None = None) -> Any:
         make: Any = boto3.client  # its overloads want a literal service name
         return make(
             service,
             region_name=REGION,
+            aws_access_key_id=key or ACCESS_KEY,
+            aws_secret_access_key="anything",
             endpoint_url=f"http://127.0.0.1:{self.port}",
             # One attempt: a refused deletion (500) must not be retried into a slow test.
             config=Config(retries={"max_attempts": 1, "mode": "standard"}),
@@ -247,6 +251,7 @@ def state(tmp_path: Path) -> Path:
     path.mkdir()
     (path / TOKEN_FILE).write_text(TOKEN + "\n")
     (path / TOKEN_FILE).chmod(0o600)
+    (path / ACCESS_KEY_FILE).write_text(ACCESS_KEY + "\n")
     return path
 
 
@@ -704,7 +709,7 @@ def test_the_process_serves_and_never_logs_the_token(
     try:
         health = wait_for_health(port, process)
         assert health["pid"] == process.pid and health["account"] == ACCOUNT
-        ecr = boto3.client("ecr", region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}")
+        ecr = _client(port)
         data = ecr.get_authorization_token()["authorizationData"][0]
         assert base64.b64decode(data["authorizationToken"]).decode() == f"AWS:{TOKEN}"
         ecr.create_repository(repositoryName="widget")
@@ -719,7 +724,8 @@ def test_the_process_serves_and_never_logs_the_token(
     assert TOKEN not in stderr and encoded not in stderr
     assert "AWS4-HMAC-SHA256" not in stderr and "Basic " not in stderr  # no auth header
     request_lines = [line for line in stderr.splitlines() if "-> " in line]
-    assert len(request_lines) == 5  # health, token, create, delete, describe: one line each
+    calls = [line for line in request_lines if "/_sandbox/health" not in line]
+    assert len(calls) == 4  # token, create, delete, describe: one line each (health polls aside)
     assert any("BatchDeleteImage widget -> 200" in line for line in request_lines)
 
 
@@ -738,9 +744,7 @@ def test_a_killed_process_started_again_knows_its_repositories(
             run_module(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
         )
         wait_for_health(port, process)
-        return process, boto3.client(
-            "ecr", region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}"
-        )
+        return process, _client(port)
 
     first, ecr = start()
     try:
@@ -774,3 +778,43 @@ def wait_for_health(port: int, process: subprocess.Popen[str]) -> dict[str, Any]
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_only_this_sandboxs_access_key_is_answered(sandbox: Sandbox) -> None:
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match="UnrecognizedClientException"):
+        sandbox.client(key="AKIASOMEONEELSE00001").get_authorization_token()
+    assert sandbox.client().get_authorization_token()["authorizationData"]
+
+
+def test_a_web_page_and_an_unsigned_request_are_refused(sandbox: Sandbox) -> None:
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{sandbox.port}/"
+    target = {"X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken"}
+    for method, headers in (
+        ("POST", target),  # no signature at all
+        ("POST", {**target, "Origin": "https://evil.example"}),
+        ("OPTIONS", {"Origin": "https://evil.example"}),
+    ):
+        request = urllib.request.Request(url, data=b"{}", method=method, headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=5)
+        assert caught.value.code == 400
+        body = caught.value.read().decode()
+        assert TOKEN not in body and "authorizationToken" not in body
+        assert "Access-Control-Allow-Origin" not in caught.value.headers
+    with urllib.request.urlopen(f"http://127.0.0.1:{sandbox.port}/_sandbox/health") as health:
+        assert json.loads(health.read())["account"] == ACCOUNT
+
+
+def _client(port: int) -> Any:
+    return boto3.client(
+        "ecr",
+        region_name=REGION,
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key="anything",
+    )
