@@ -2,23 +2,30 @@
 labels its final stage sets from build arguments.
 
 The images a build reads are its inputs: each ``FROM`` line's image (variables expanded as
-Docker expands them: with the ARGs declared before the first ``FROM`` and the build
-arguments), and every image a ``COPY --from=`` or a ``RUN --mount=...,from=`` names that
-is not a stage of the same Dockerfile (by name, or for ``COPY`` by index). Docker expands
-no variable in ``--from`` or ``from=`` (BuildKit refuses one; the classic builder takes
-``$X`` as an image name): a ``$`` there is refused here, before anything runs.
+Docker expands them: with the ARGs declared before the first ``FROM``, the build
+arguments, and the platform arguments BuildKit defines, ``TARGETARCH`` and the like, as
+for a build on this machine), and every image a ``COPY --from=`` or a
+``RUN --mount=...,from=`` names that is not a stage of the same Dockerfile (by name, or
+for ``COPY`` by index). Docker expands no variable in ``--from`` or ``from=`` (BuildKit
+refuses one; the classic builder takes ``$X`` as an image name): a ``$`` there is
+refused here, before anything runs. The classic builder defines no platform argument;
+a FROM that reads one fails there, so resolving it as BuildKit would costs nothing.
 
 The classic builder turns every ``--label`` into a build step of its own (one container
 and one commit, about 80 ms each here), after the changed layer. So a label the
 Dockerfile's own ``LABEL`` already sets from a build argument travels as that build
 argument, and only the rest as ``--label``. ``dockerfile-parse`` splits the lines
-(continuations, comments); ``dockerwords`` reads the words and expands them.
+(continuations, comments), once the heredoc bodies (``RUN <<EOF`` ... ``EOF``: text, not
+instructions) are blanked out as BuildKit's parser reads them; ``dockerwords`` reads the
+words and expands them. The fingerprint takes the file's bytes as they are.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import platform
 import re
 import shlex
 from collections.abc import Iterator, Mapping
@@ -27,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError
-from .dockerwords import ExpansionError, expand, split_flags, split_words
+from .dockerwords import ExpansionError, expand, heredocs, split_flags, split_words
 
 # A label value that is exactly one build argument: ${NAME} or $NAME.
 _ONE_ARG = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -35,6 +42,15 @@ _ONE_ARG = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]
 _DIRECTIVE = re.compile(r"#[ \t]*([A-Za-z][A-Za-z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*")
 # `COPY --from=1` names the second stage (Go's strconv.Atoi takes the sign too).
 _STAGE_INDEX = re.compile(r"[+-]?[0-9]+")
+# What uname calls a machine, in Go's names (GOARCH, variant), as containerd's platforms
+# package normalises them; an armvNl not listed is arm/vN, anything else keeps its name.
+_GO_ARCH = {
+    "x86_64": ("amd64", ""), "amd64": ("amd64", ""), "x86-64": ("amd64", ""),
+    "aarch64": ("arm64", ""), "arm64": ("arm64", ""), "arm": ("arm", "v7"),
+    "i386": ("386", ""), "i486": ("386", ""), "i586": ("386", ""), "i686": ("386", ""),
+    "loongarch64": ("loong64", ""), "mips64el": ("mips64le", ""), "mipsel": ("mipsle", ""),
+}  # fmt: skip
+_ARM = re.compile(r"armv([3-8])")
 
 
 @dataclass(frozen=True)
@@ -68,9 +84,10 @@ class Dockerfile:
 
         try:
             data = path.read_bytes()
-            parser = DockerfileParser(fileobj=io.BytesIO(data))
+            text = data.decode()
+            escape = _escape_token(text)
+            parser = DockerfileParser(fileobj=io.BytesIO(_without_heredocs(text, escape).encode()))
             structure = list(parser.structure)
-            escape = _escape_token(data.decode())
         except (OSError, ValueError, KeyError) as exc:
             raise SettingsError(f"cannot read the Dockerfile {path}: {exc}") from exc
         return cls(path, data, structure, dict(build_args), escape)
@@ -82,7 +99,10 @@ class Dockerfile:
 
     def images_read(self) -> ImagesRead:
         """Every image the build reads from outside this Dockerfile (see the module)."""
-        meta: dict[str, str] = {}  # what FROM lines see: the ARGs before the first FROM
+        # What FROM lines see: BuildKit's platform arguments, then the ARGs before the first
+        # FROM; a build argument overrides either.
+        meta = platform_args(platform.machine(), self._target_stage())
+        meta.update((key, value) for key, value in self.build_args.items() if key in meta)
         stages: dict[str, str] = {}  # stage name -> the external image it builds on
         chain: list[str] = []  # each stage's external image, in order
         copied: list[str] = []
@@ -211,6 +231,13 @@ class Dockerfile:
                     found[key] = name
         return found
 
+    def _target_stage(self) -> str:
+        """The name of the stage the build builds: the last (the suite passes no --target),
+        lowercase, as BuildKit names it; ``default`` when it has none."""
+        froms = [item["value"] for item in self.structure if item["instruction"] == "FROM"]
+        words = split_flags(froms[-1], self.escape)[1].split() if froms else []
+        return words[2].lower() if len(words) == 3 and words[1].lower() == "as" else "default"
+
     def _final_stage(self) -> list[dict[str, Any]]:
         stage: list[dict[str, Any]] = []
         for item in self.structure:
@@ -228,6 +255,92 @@ def _escape_token(text: str) -> str:
         if directive.group(1).lower() == "escape" and directive.group(2) in ("\\", "`"):
             escape = directive.group(2)
     return escape
+
+
+def platform_args(machine: str, target_stage: str) -> dict[str, str]:
+    """The arguments BuildKit defines for the FROM lines (``defaultArgs`` in its
+    ``dockerfile2llb/platform.go``), for a build on a Linux ``machine`` (what uname calls
+    it) with no --platform: build and target platform both the machine's."""
+    arch, variant = _go_platform(machine)
+    spec = "/".join(part for part in ("linux", arch, variant) if part)
+    found: dict[str, str] = {}
+    for side in ("BUILD", "TARGET"):
+        found |= {
+            f"{side}PLATFORM": spec,
+            f"{side}OS": "linux",
+            f"{side}OSVERSION": "",
+            f"{side}ARCH": arch,
+            f"{side}VARIANT": variant,
+        }
+    return {**found, "TARGETSTAGE": target_stage}
+
+
+def _go_platform(machine: str) -> tuple[str, str]:
+    """A machine's architecture and variant as Go and containerd name them."""
+    machine = machine.lower()
+    if machine in _GO_ARCH:
+        return _GO_ARCH[machine]
+    arm = _ARM.match(machine)
+    return ("arm", f"v{arm.group(1)}") if arm else (machine, "")
+
+
+def _without_heredocs(text: str, escape: str) -> str:
+    """The Dockerfile with each heredoc's body and closing line blanked (BuildKit reads
+    them as text, not instructions), line numbers kept. Lines join as BuildKit's parser
+    joins them: a trailing escape token continues one, and comment and blank lines
+    inside one are skipped."""
+    lines = text.split("\n")
+    kept = list(lines)
+    token = re.escape(escape)
+    continued = re.compile(rf"([^{token}]){token}[ \t]*\Z|\A{token}[ \t]*\Z")
+    pos = 0
+    while pos < len(lines):
+        start, line = pos + 1, lines[pos].rstrip("\r\n").lstrip()
+        pos += 1
+        if line.startswith("#"):
+            continue
+        more, parts = bool(continued.search(line)), [continued.sub(r"\1", line)]
+        while more and pos < len(lines):
+            line = lines[pos].rstrip("\r\n")
+            pos += 1
+            if line.strip() and not line.lstrip().startswith("#"):
+                more = bool(continued.search(line))
+                parts.append(continued.sub(r"\1", line))
+        logical = "".join(parts)
+        if "<<" not in logical or not _takes_heredocs(logical, escape):
+            continue
+        try:
+            opened = heredocs(logical)
+        except ExpansionError as exc:
+            raise ValueError(f"line {start}: {exc}") from exc
+        for heredoc in opened:
+            while True:
+                if pos == len(lines):
+                    raise ValueError(
+                        f"line {start}: the heredoc <<{heredoc.name} has no closing "
+                        f"{heredoc.name} line"
+                    )
+                closing = lines[pos].rstrip("\r\n")
+                kept[pos] = ""
+                pos += 1
+                if (closing.lstrip("\t") if heredoc.strip_tabs else closing) == heredoc.name:
+                    break
+    return "\n".join(kept)
+
+
+def _takes_heredocs(line: str, escape: str) -> bool:
+    """Is this a RUN, COPY or ADD line (or one ONBUILD adds) in shell form: one BuildKit
+    reads heredocs for?"""
+    command, *rest = line.split(None, 1)
+    if command.lower() == "onbuild" and rest:
+        command, *rest = rest[0].split(None, 1)
+    if command.lower() not in ("run", "copy", "add"):
+        return False
+    args = split_flags(rest[0] if rest else "", escape)[1]
+    try:
+        return not (args.startswith("[") and all(isinstance(a, str) for a in json.loads(args)))
+    except ValueError:  # not JSON: the shell form
+        return True
 
 
 def _expands(word: str, escape: str) -> bool:

@@ -15,15 +15,24 @@ the escape token (``\\`` or the ``# escape=`` directive's), and these forms:
 
 ``word`` may itself hold expansions (``${A:-${B:-x}}``). A name is letters, digits and
 ``_``, or digits alone, or one of ``@*#?-$!0`` (positional and special parameters, never
-set in a Dockerfile). This module is pure: it reads no file and knows no instruction.
+set in a Dockerfile). ``${VAR:#pattern}`` and the like are refused, as BuildKit has since
+dockerfile 1.10 (1.7 to 1.9 read them as ``${VAR#pattern}``).
+
+``heredocs`` reads the heredocs a line opens (``<<EOF``, ``<<-EOF``, ``<<"EOF"``, ...) as
+BuildKit's parser does (``parser.heredocsFromLine``). This module is pure: it reads no
+file and knows no instruction.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import NamedTuple
 
 _SPECIAL_PARAMETERS = frozenset("@*#?-$!0")
+# A word that opens a heredoc: an optional file descriptor, <<, an optional - (strip tabs),
+# blanks, the delimiter (BuildKit's reHeredoc; Go's \s and $ spelled out).
+_HEREDOC = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)")
 
 
 class ExpansionError(ValueError):
@@ -118,11 +127,88 @@ def split_words(rest: str, escape: str = "\\") -> list[str]:
     return words
 
 
-class _Lexer:
-    """One word, read left to right (BuildKit's ``shellWord``)."""
+class Heredoc(NamedTuple):
+    """A heredoc a line opens: its body ends at a line that is exactly ``name`` (after
+    leading tabs, with ``strip_tabs``, the ``<<-`` form)."""
 
-    def __init__(self, text: str, env: Mapping[str, str], escape: str) -> None:
+    name: str
+    strip_tabs: bool
+
+
+def heredocs(line: str) -> list[Heredoc]:
+    """The heredocs a RUN, COPY or ADD line opens, in order: each word (quotes and escapes
+    kept, unset variables as written) that is ``<<`` and a delimiter, ``<<-`` and one, or
+    either after a file descriptor (``3<<EOF``). The delimiter loses its quotes
+    (``<<"EOF"`` ends at ``EOF``). Raises ExpansionError where Docker refuses the file."""
+    try:
+        words = _shell_words(line, raw=True)
+    except ExpansionError:
+        return []  # BuildKit reads no heredoc from a line its lexer refuses
+    found: list[Heredoc] = []
+    for word in words:
+        match = _HEREDOC.fullmatch(word)
+        if match is None or not match.group(3):
+            continue
+        names = _shell_words(match.group(3), raw=False)
+        if len(names) == 1:  # `<<EOF sh` in one word is no heredoc
+            found.append(Heredoc(names[0], match.group(2) == "-"))
+    return found
+
+
+def _shell_words(text: str, *, raw: bool) -> list[str]:
+    """BuildKit's ``ProcessWords`` as its heredoc reader calls it: the escape token ``\\``,
+    no variable set and each kept as written (``SkipUnsetEnv``), blanks splitting words
+    outside quotes, ``<<`` and the blanks after it one piece; ``raw`` keeps quotes and
+    escapes (``RawQuotes``, ``RawEscapes``)."""
+    lexer = _Lexer(text, {}, "\\", skip_unset=True)
+    words: list[str] = []
+    word: list[str] = []
+
+    def add(chars: str) -> None:  # characters that blanks split
+        for char in chars:
+            if not char.isspace():
+                word.append(char)
+            elif "".join(word):
+                words.append("".join(word))
+                word.clear()
+
+    while (ch := lexer.peek()) is not None:
+        start = lexer.pos
+        if ch == "$":  # what a variable gives is split on blanks, quoted or not
+            add(lexer.dollar())
+        elif ch in "'\"":
+            inner = lexer.single_quoted() if ch == "'" else lexer.double_quoted(raw)
+            word.append(text[start : lexer.pos] if raw else inner)
+        elif ch == "<":
+            lexer.pos += 1
+            if lexer.peek() == "<":
+                lexer.pos += 1
+                while lexer.peek() in (" ", "\t", "\r"):
+                    lexer.pos += 1
+            word.append(text[start : lexer.pos])
+        elif ch == "\\":
+            lexer.pos += 1
+            escaped = lexer.take()
+            word.append("\\" if raw else "")
+            if escaped is None:
+                break
+            word.append(escaped)
+        else:
+            lexer.pos += 1
+            add(ch)
+    add(" ")
+    return words
+
+
+class _Lexer:
+    """One word, read left to right (BuildKit's ``shellWord``); ``skip_unset`` keeps an
+    unset variable's expansion as written (its ``SkipUnsetEnv``)."""
+
+    def __init__(
+        self, text: str, env: Mapping[str, str], escape: str, *, skip_unset: bool = False
+    ) -> None:
         self.text, self.env, self.escape = text, env, escape
+        self.skip_unset = skip_unset
         self.pos = 0
 
     def peek(self) -> str | None:
@@ -211,9 +297,12 @@ class _Lexer:
         return self.text[start : self.pos]
 
     def dollar(self) -> str:
+        start = self.pos
         self.pos += 1
         if self.peek() != "{":
             name = self.name()
+            if name and self.skip_unset and name not in self.env:
+                return self.text[start : self.pos]
             return self.env.get(name, "") if name else "$"
         self.pos += 1
         if self.peek() is None:
@@ -225,9 +314,9 @@ class _Lexer:
         if ch is None:
             raise ExpansionError("syntax error: missing '}'")
         if ch == "}":
-            return self.env.get(name, "")
+            return self.kept(start, name) or self.env.get(name, "")
         if ch == "/":
-            return self.replaced(name)
+            return self.replaced(name, start)
         modifier, null_is_unset = ch or "", ch == ":"
         if ch == ":":
             ch = self.take()
@@ -242,6 +331,8 @@ class _Lexer:
             if self.peek() is None:
                 raise ExpansionError("syntax error: missing '}'") from None
             raise
+        if kept := self.kept(start, name):
+            return kept
         value = self.env.get(name)
         unset = value is None or (null_is_unset and value == "")
         if ch == "-":
@@ -262,7 +353,11 @@ class _Lexer:
             return _trim_suffix(pattern, value or "", greedy)
         raise ExpansionError(f"unsupported modifier ({modifier}) in substitution")
 
-    def replaced(self, name: str) -> str:
+    def kept(self, start: int, name: str) -> str:
+        """The ``${...}`` read since ``start`` as written, when unset variables are kept."""
+        return self.text[start : self.pos] if self.skip_unset and name not in self.env else ""
+
+    def replaced(self, name: str, start: int) -> str:
         every = self.peek() == "/"
         if every:
             self.pos += 1
@@ -278,6 +373,8 @@ class _Lexer:
             if self.peek() is None:
                 raise ExpansionError("syntax error: missing '}'") from None
             raise
+        if kept := self.kept(start, name):
+            return kept
         regex = _glob_regex(pattern, greedy=True, anchored=False)
         return regex.sub(lambda _: replacement, self.env.get(name, ""), count=0 if every else 1)
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecr_release.errors import SettingsError
-from ecr_release.model.dockerfile import Dockerfile, ImagesRead, split_labels
+from ecr_release.model.dockerfile import Dockerfile, ImagesRead, platform_args, split_labels
 
 
 def _read(tmp_path: Path, text: str, args: dict[str, str] | None = None) -> ImagesRead:
@@ -183,6 +183,132 @@ def test_the_way_out_makes_the_image_a_base(tmp_path: Path) -> None:
     assert _read(tmp_path, text, {"SIDE": "side:2"}).all == ("side:2", "alpine:3")
 
 
+# -- heredocs: text, not instructions ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "base"),
+    [
+        # The reported cases: a body line that reads like an instruction is not one.
+        ("FROM alpine:3\nRUN <<EOF python3\nfrom os import path\nEOF\n", "alpine:3"),
+        ("FROM alpine:3\nCOPY <<EOF /x\nFROM evil:9\nEOF\n", "alpine:3"),
+        ("FROM alpine:3\nADD <<EOF /x\nFROM evil:9\nEOF\n", "alpine:3"),
+        ("FROM alpine:3\nONBUILD RUN <<EOF\nFROM evil:9\nEOF\n", "alpine:3"),
+        # Several on one line, each body to its own closing line, in order.
+        ("FROM alpine:3\nCOPY <<A <<B /d\nB\nFROM evil:1\nA\nFROM evil:2\nB\n", "alpine:3"),
+        # <<- closes on a line of tabs and the delimiter; a quoted delimiter loses its quotes.
+        ("FROM alpine:3\nRUN <<-EOF\n\tFROM evil:9\n\t\tEOF\nFROM b:1\n", "b:1"),
+        ("FROM alpine:3\nRUN <<'EOF'\nFROM evil:9\nEOF\nFROM b:1\n", "b:1"),
+        ('FROM alpine:3\nRUN <<"EOF" sh\nFROM evil:9\nEOF\nFROM b:1\n', "b:1"),
+        # Only a line that is exactly the delimiter closes one (not with blanks, nor <<EOF's
+        # tabs, nor a line holding it); a CRLF line ending is not part of the line.
+        ("FROM alpine:3\nRUN <<EOF\n EOF\n\tEOF\nEOF2\nFROM evil:9\nEOF\nFROM b:1\n", "b:1"),
+        ("FROM alpine:3\r\nRUN <<EOF\r\nFROM evil:9\r\nEOF\r\nFROM b:1\r\n", "b:1"),
+        # The line is read whole first: a continued line opens its heredoc at its end.
+        ("FROM alpine:3\nRUN <<EOF \\\n  # note\n  python3\nFROM evil:9\nEOF\n", "alpine:3"),
+        ("# escape=`\nFROM alpine:3\nRUN <<EOF `\n  sh\nFROM evil:9\nEOF\n", "alpine:3"),
+        # A body of comment or continued lines ends where its delimiter says.
+        ("FROM alpine:3\nRUN <<EOF\n# c\\\nEOF\nFROM b:1\n", "b:1"),
+        # No heredoc: another instruction, the exec form, a quoted or embedded <<.
+        ("FROM alpine:3\nUSER <<EOF\nFROM b:1\nEOF\n", "b:1"),
+        ('FROM alpine:3\nRUN ["<<EOF"]\nFROM b:1\n', "b:1"),
+        ("FROM alpine:3\nRUN echo '<<EOF' cat<<EOF\nFROM b:1\n", "b:1"),
+    ],
+)  # fmt: skip
+def test_heredoc_bodies_are_not_instructions(tmp_path: Path, text: str, base: str) -> None:
+    read = _read(tmp_path, text)
+    assert read.final_base == base and "evil:9" not in read.all
+
+
+def test_a_heredoc_keeps_the_file_and_its_line_numbers(tmp_path: Path) -> None:
+    text = "FROM alpine:3\nCOPY <<EOF /x\nFROM evil:9\nEOF\nFROM ${B:?needed}\n"
+    (tmp_path / "Dockerfile").write_text(text)
+    dockerfile = Dockerfile.read(tmp_path / "Dockerfile", {})
+    assert dockerfile.data == text.encode()  # the fingerprint's bytes, body and all
+    assert "line 5: cannot expand FROM ${B:?needed}" in _refusal(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("FROM alpine:3\nRUN <<EOF\nFROM evil:9\n", "line 2: the heredoc <<EOF has no closing EOF"),
+        ("FROM alpine:3\nRUN <<A <<B\nA\n", "line 2: the heredoc <<B has no closing B"),
+        ("FROM alpine:3\nRUN <<${A:-a b}\n", "Dockerfile: line 2: syntax error: missing '}'"),
+    ],
+)  # fmt: skip
+def test_a_heredoc_docker_refuses_is_one_line(tmp_path: Path, text: str, words: str) -> None:
+    assert words in _refusal(tmp_path, text)
+
+
+# -- BuildKit's platform arguments ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("machine", "spec", "arch", "variant"),
+    [
+        ("x86_64", "linux/amd64", "amd64", ""),
+        ("AMD64", "linux/amd64", "amd64", ""),
+        ("aarch64", "linux/arm64", "arm64", ""),
+        ("arm64", "linux/arm64", "arm64", ""),
+        ("armv7l", "linux/arm/v7", "arm", "v7"),
+        ("armv6l", "linux/arm/v6", "arm", "v6"),
+        ("i686", "linux/386", "386", ""),
+        ("ppc64le", "linux/ppc64le", "ppc64le", ""),
+        ("s390x", "linux/s390x", "s390x", ""),
+        ("riscv64", "linux/riscv64", "riscv64", ""),
+        ("loongarch64", "linux/loong64", "loong64", ""),
+    ],
+)
+def test_platform_args_name_the_machine_as_go_does(
+    machine: str, spec: str, arch: str, variant: str
+) -> None:
+    found = platform_args(machine, "default")
+    assert found == {
+        "BUILDPLATFORM": spec,
+        "BUILDOS": "linux",
+        "BUILDOSVERSION": "",
+        "BUILDARCH": arch,
+        "BUILDVARIANT": variant,
+        "TARGETPLATFORM": spec,
+        "TARGETOS": "linux",
+        "TARGETOSVERSION": "",
+        "TARGETARCH": arch,
+        "TARGETVARIANT": variant,
+        "TARGETSTAGE": "default",
+    }
+
+
+@pytest.mark.parametrize(
+    ("machine", "text", "args", "base"),
+    [
+        ("x86_64", "FROM img-${TARGETARCH}:1\n", {}, "img-amd64:1"),
+        ("aarch64", "FROM img-${TARGETARCH}:1\n", {}, "img-arm64:1"),
+        ("armv7l", "FROM img-$TARGETARCH$TARGETVARIANT:1\n", {}, "img-armv7:1"),
+        ("aarch64", "FROM reg/$BUILDPLATFORM/$TARGETOS:1\n", {}, "reg/linux/arm64/linux:1"),
+        # Set, though empty on Linux and amd64: the forms without a colon tell.
+        ("x86_64", "FROM img${TARGETVARIANT-v0}${TARGETOSVERSION+:set}\n", {}, "img:set"),
+        # The stage built: the last, lowercase; "default" when it has no name.
+        ("x86_64", "FROM a:${TARGETSTAGE} AS Release\n", {}, "a:release"),
+        ("x86_64", "FROM b:1 AS x\nFROM a:${TARGETSTAGE}\n", {}, "a:default"),
+        # A build argument overrides, declared or not, as does an ARG's default.
+        ("x86_64", "FROM img-${TARGETARCH}:1\n", {"TARGETARCH": "s390x"}, "img-s390x:1"),
+        ("x86_64", "ARG TARGETARCH=ppc64le\nFROM img-${TARGETARCH}:1\n", {}, "img-ppc64le:1"),
+        ("x86_64", "ARG TARGETARCH\nFROM img-${TARGETARCH}:1\n", {}, "img-amd64:1"),
+        ("x86_64", "ARG A=${TARGETOS}\nFROM img-${A}:1\n", {}, "img-linux:1"),
+    ],
+)  # fmt: skip
+def test_from_sees_buildkits_platform_arguments(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    machine: str,
+    text: str,
+    args: dict[str, str],
+    base: str,
+) -> None:
+    monkeypatch.setattr("platform.machine", lambda: machine)
+    assert _read(tmp_path, text, args).final_base == base
+
+
 # Lines a hostile Dockerfile might hold, in any order and number.
 _LINES = st.lists(
     st.one_of(
@@ -192,6 +318,7 @@ _LINES = st.lists(
                 "ARG B=${C:?}", "ARG C=\"q r\"", "COPY --from=a / /", "COPY --from=0 / /",
                 "COPY --from=$B / /", "RUN --mount=from=i:1,target=/x true", "# escape=`",
                 "RUN --mount=\"from=${B}\" x", "FROM", "COPY --from=\"",
+                "RUN <<EOF", "COPY <<-A <<'B' /d", "EOF", "\tA", "B", "FROM ${TARGETARCH}",
             ]
         ),
         st.builds("{} {}".format, st.sampled_from(["FROM", "ARG", "COPY", "RUN"]), st.text()),

@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecr_release.model.dockerwords import ExpansionError, expand, split_flags, split_words
+from ecr_release.model.dockerwords import (
+    ExpansionError,
+    Heredoc,
+    expand,
+    heredocs,
+    split_flags,
+    split_words,
+)
 
 # The cases of the Dockerfile reference, "Environment replacement": (word, env, result).
 DOCUMENTED = [
@@ -94,7 +101,11 @@ def test_each_rule(word: str, env: dict[str, str], result: str) -> None:
         ("${V:-x", {}, "missing '}'"),
         ("${V:=x}", {}, "unsupported modifier (:=)"),
         ("${V=x}", {}, "unsupported modifier (=)"),
+        # BuildKit refuses a colon before # and % (dockerfile 1.10 on; 1.7 to 1.9 took them).
         ("${V:#x}", {"V": "x"}, "unsupported modifier (:#)"),
+        ("${V:##x}", {"V": "x"}, "unsupported modifier (:#)"),
+        ("${V:%x}", {"V": "x"}, "unsupported modifier (:%)"),
+        ("${V:%%x}", {"V": "x"}, "unsupported modifier (:%)"),
         ("${V.}", {}, "unsupported modifier (.)"),
         ("'open", {}, "matching '"),
         ('"open', {}, 'matching "'),
@@ -129,6 +140,50 @@ def test_another_escape_token() -> None:
 )  # fmt: skip
 def test_split_flags(line: str, flags: list[str], rest: str) -> None:
     assert split_flags(line) == (flags, rest)
+
+
+# BuildKit's own cases (parser_heredoc_test.go), and what its code does with a few more.
+@pytest.mark.parametrize(
+    ("line", "found"),
+    [
+        ("RUN <<EOF", [("EOF", False)]),
+        ("RUN <<-EOF", [("EOF", True)]),
+        ("RUN 3<<EOF", [("EOF", False)]),
+        ("RUN <<'EOF'", [("EOF", False)]),
+        ('RUN <<"EOF"', [("EOF", False)]),
+        ('RUN <<-"EOF"', [("EOF", True)]),
+        ("RUN <<eo'f'", [("eof", False)]),
+        ("RUN <<eo\\'f", [("eo'f", False)]),
+        ("RUN <<'e'o\\'f", [("eo'f", False)]),
+        ("RUN <<'one two'", [("one two", False)]),
+        ("RUN <<$EOF", [("$EOF", False)]),  # no variable is expanded in a delimiter
+        ("RUN <<${A:-b}", [("${A:-b}", False)]),
+        ("RUN <<  EOF  > foo", [("EOF", False)]),  # blanks after << (dockerfile 1.15)
+        ("RUN << -EOF", [("-EOF", False)]),
+        ("RUN <<COMPLEX python3", [("COMPLEX", False)]),
+        ("COPY <<FILE1 <<FILE2 /dest", [("FILE1", False), ("FILE2", False)]),
+        ("RUN --mount=type=cache,target=/foo <<MOUNT", [("MOUNT", False)]),
+        # Not a heredoc: quoted, inside a word, no delimiter, a <, a lexer error before it.
+        ("RUN '<<EOF'", []),
+        ('RUN "<<EOF"', []),
+        ("RUN cat<<EOF", []),
+        ("RUN \\<<EOF", []),
+        ("RUN <<", []),
+        ("RUN <<- EOF", []),  # `<<-` and `EOF` are two words
+        ("RUN <<<EOF", []),
+        ("RUN <<EOF'", []),
+        ("RUN echo ${A <<EOF", []),
+        ("RUN echo 'open <<EOF", []),
+    ],
+)
+def test_heredocs(line: str, found: list[tuple[str, bool]]) -> None:
+    assert heredocs(line) == [Heredoc(name, strip) for name, strip in found]
+
+
+def test_a_heredoc_delimiter_docker_cannot_read_is_refused() -> None:
+    # The line splits inside ${...} (a variable's text splits on blanks), leaving `${A:-a`.
+    with pytest.raises(ExpansionError, match="missing '}'"):
+        heredocs("RUN <<${A:-a b}")
 
 
 def test_split_words_keeps_quotes_for_the_expansion() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -214,6 +215,22 @@ def test_oci_base_labels_name_the_final_stage_base(tmp_path: Path) -> None:
     _, bases = fingerprint("sha256:x", dockerfile, {}, identities.__getitem__)
     assert base_labels(bases) == {BASE_NAME: "python:3.12-slim", BASE_DIGEST: "sha256:" + "b" * 64}
     assert base_labels([]) == {}
+
+
+def test_a_heredoc_body_is_in_the_dockerfile_part_but_names_no_base(tmp_path: Path) -> None:
+    # COPY <<EOF writes its body into the image: the bytes count, its "FROM" line does not.
+    text = "FROM python:3.12-slim\nCOPY <<EOF /etc/motd\nFROM evil:9\nEOF\n"
+    (tmp_path / "Dockerfile").write_text(text)
+    dockerfile = Dockerfile.read(tmp_path / "Dockerfile", {})
+    found, bases = fingerprint("sha256:x", dockerfile, {}, lambda name: BASE_ID)
+    assert [base.name for base in bases] == ["python:3.12-slim"]
+    assert base_labels(bases) == {BASE_NAME: "python:3.12-slim", BASE_DIGEST: BASE_ID}
+    assert found.dockerfile == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    (tmp_path / "Dockerfile").write_text(text.replace("evil:9", "evil:10"))
+    edited, _ = fingerprint(
+        "sha256:x", Dockerfile.read(tmp_path / "Dockerfile", {}), {}, lambda name: BASE_ID
+    )
+    assert edited.differences(found) == ["the Dockerfile"]
 
 
 def test_a_fifo_in_the_context_is_not_read(tmp_path: Path) -> None:
