@@ -231,7 +231,7 @@ class Sandbox:
 
     def _spawn_api(self, port: int, state: State) -> subprocess.Popen[bytes]:
         args = [self._python, "-m", "ecr_release.outside.sandbox_api", "--port", str(port)]
-        args += ["--state-dir", str(self.directory), "--registry", self._registry(state)]
+        args += ["--state-dir", str(self.directory), "--registry", _registry(state)]
         with open(self.directory / "api.log", "ab") as logfile:
             proc = subprocess.Popen(
                 [*args, "--account", ACCOUNT],
@@ -253,7 +253,7 @@ class Sandbox:
         return (
             isinstance(answer, dict)
             and answer.get("pid") == state.api_pid
-            and answer.get("registry") == self._registry(state)
+            and answer.get("registry") == _registry(state)
         )
 
     # -- the registry container ------------------------------------------------------
@@ -287,22 +287,11 @@ class Sandbox:
         token = _secret(self.directory / "token", _password)
         return bool(state.registry_port) and _registry_answers(state.registry_port or 0, token)
 
-    def _wait_registry(self, state: State) -> None:
-        if not self._wait(lambda: self._registry_alive(state)):
-            raise DockerError(
-                f"the sandbox's registry does not answer on 127.0.0.1:{state.registry_port}: "
-                f"see `docker logs {self.container}`, or run `inv sandbox down` and try again"
-            )
-
     # -- helpers -------------------------------------------------------------------
 
     @property
     def _state_path(self) -> Path:
         return self.directory / "state.json"
-
-    @staticmethod
-    def _registry(state: State) -> str:
-        return f"127.0.0.1:{state.registry_port}"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -348,6 +337,10 @@ def _password() -> str:
 def _access_key() -> str:
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
     return "SANDBOX" + "".join(secrets.choice(alphabet) for _ in range(13))
+
+
+def _registry(state: State) -> str:
+    return f"127.0.0.1:{state.registry_port}"
 
 
 def _registry_options(volume: str, auth: Path, network: str, port: int) -> list[str]:
