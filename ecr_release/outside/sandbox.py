@@ -173,7 +173,9 @@ class Sandbox:
                     os.kill(state.api_pid, signal.SIGTERM)
                     _wait_gone(state.api_pid, self._sleep)
                     removed.append(f"ECR API process {state.api_pid}")
-            if self.docker.containers.remove_container(self.container).returncode == 0:
+            gone = self.docker.containers.remove_container(self.container)
+            # docker 23+ exits 0 for `rm -f` of a missing container; it still says so.
+            if gone.returncode == 0 and "no such container" not in gone.output.lower():
                 removed.append(f"container {self.container}")
             if self.docker.containers.has_volume(self.volume):
                 self.docker.containers.remove_volume(self.volume)

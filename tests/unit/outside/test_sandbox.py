@@ -102,7 +102,9 @@ class FakeDocker:
             if server is not None:
                 server.shutdown()
                 server.server_close()
-            return Result(0 if server else 1, "" if server else "Error: No such container")
+            if server is None:  # docker 23+: `rm -f` of a missing container exits 0
+                return Result(0, f"Error response from daemon: No such container: {args[-1]}")
+            return Result(0, f"{args[-1]}\n")
         return Result(0, "")  # volume rm, logout
 
     def _run(self, args: list[str]) -> Result:
