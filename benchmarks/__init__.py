@@ -1,1 +1,1 @@
-"""Scripts that print speed figures: `uv run python -m benchmarks.NAME`."""
+"""Scripts that print speed figures: `uv run --group dev python -m benchmarks.NAME`."""

@@ -3,7 +3,7 @@
 Prints figures; asserts nothing. Needs what the end-to-end tests need (root, a Docker
 engine that can start) except for the ``list`` case. Run:
 
-    uv run python -m benchmarks.compare [--runs N] [--cases rerun,new,first,list]
+    uv run --group dev python -m benchmarks.compare [--runs N] [--cases rerun,new,first,list]
 
 The manual flow is the tutorial's commands, command for command, with the aws CLI
 (reaching moto through ``AWS_ENDPOINT_URL``) and docker (its own ``DOCKER_CONFIG``)::

@@ -3,7 +3,7 @@
 Prints the suite's own step timings and push figures; asserts nothing. Needs what
 the end-to-end tests need (root, a Docker engine that can start). Run:
 
-    uv run python -m benchmarks.release
+    uv run --group dev python -m benchmarks.release
 
 Figures: wall time of each command, the per-step times from the summary, how
 many layers were pushed vs. already in the registry, and the image size.

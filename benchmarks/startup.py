@@ -2,7 +2,7 @@
 
 Prints figures; asserts nothing (timing asserts flake on a busy machine). Run:
 
-    uv run python -m benchmarks.startup [--runs N]
+    uv run --group dev python -m benchmarks.startup [--runs N]
 
 `inv --list` and `inv --help release` must not import boto3, botocore or dotenv:
 the figures show the modules loaded and the median wall time of each command.

@@ -306,6 +306,6 @@ def test_ci_runs_the_ci_script_as_root_and_may_only_read() -> None:
 def test_the_ci_script_lints_the_workflows() -> None:
     script = (ROOT / ".ci" / "run").read_text()
 
-    assert "uv run actionlint" in script
-    assert "uv run zizmor --offline .github/workflows" in script
+    assert "uv run --group dev actionlint" in script
+    assert "uv run --group dev zizmor --offline .github/workflows" in script
     assert "check-jsonschema --builtin-schema vendor.github-workflows" in script

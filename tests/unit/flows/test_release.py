@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -34,7 +34,7 @@ from ecr_release.outside.docker import Docker, Result
 from ecr_release.outside.ecr import Authorization, Ecr
 from ecr_release.outside.git import Revision
 from ecr_release.outside.localstate import LoginRecords, release_lock
-from ecr_release.outside.registry import Manifest, RawManifest
+from ecr_release.outside.registry import Manifest, RawManifest, Registry
 
 from ..plans import RELEASE_PLAN, plan_lines, planned_steps
 
@@ -1385,3 +1385,22 @@ def test_docker_idle_timeout_bounds_the_build_and_the_push(
     world.release.release("v1")
     assert world.docker.idle_limits["build"] == 42.0
     assert world.docker.idle_limits["push"] == 42.0
+
+
+def test_a_sandbox_run_keeps_its_logins_and_locks_apart_and_asks_its_own_api(
+    make_world: Callable[..., World], tmp_path: Path, aws: Any, make_settings: Callable[..., Any]
+) -> None:
+    from ecr_release.outside.sandbox import Target
+
+    target = Target("http://127.0.0.1:1", "127.0.0.1:2", "123456789012", tmp_path / "sandbox")
+    world = make_world()
+    run = make_release(
+        make_settings(sandbox=True),
+        environ={"XDG_CACHE_HOME": str(tmp_path / "cache")},
+        runner=world.docker,
+        registry_for=lambda auth: cast(Registry, FakeRegistryClient(world.registry, auth, set())),
+        sandbox=target,
+    )
+    assert run.state.directory == tmp_path / "sandbox" / "local"
+    with pytest.raises(AwsError, match=r"cannot reach the ECR API.*127\.0\.0\.1:1"):
+        run.ensure_repo()  # the sandbox's endpoint, which nothing answers here

@@ -514,3 +514,23 @@ def test_what_each_task_checks(workdir: Path) -> None:
 def test_an_undeclared_task_is_a_bug_not_a_settings_error(workdir: Path) -> None:
     with pytest.raises(ValueError, match="unknown task 'deploy'"):
         load_settings(task="deploy", environ={"AWS_REGION": "eu-west-1"})
+
+
+def test_the_sandbox_reads_no_aws_setting_and_needs_no_region(workdir: Path) -> None:
+    (workdir / ".env").write_text(
+        "AWS_PROFILE=real\nAWS_ACCOUNT_ID=111122223333\nAWS_ENDPOINT_URL=http://10.9.9.9\n"
+        "AWS_ACCESS_KEY_ID=AKIAREALREALREALREAL\n"
+    )
+    environ = {"AWS_CONFIG_FILE": str(workdir / "nothing-to-read"), "SANDBOX": "true"}
+    settings = load_settings(task="release", environ=environ, flags={"version": "v1"})
+    assert settings.sandbox and settings.region == "us-east-1"
+    assert (settings.profile, settings.account_id, dict(settings.aws_env)) == (None, None, {})
+    assert load_settings(task="release", environ={**environ, "AWS_REGION": "eu-west-2"},
+                         flags={"version": "v1"}).region == "eu-west-2"  # fmt: skip
+    without = load_settings(
+        task="release", environ={"AWS_REGION": "eu-west-1"}, flags={"version": "v1"}
+    )
+    assert not without.sandbox and without.profile == "real"
+    assert without.aws_env["AWS_ENDPOINT_URL"] == "http://10.9.9.9"
+    with pytest.raises(SettingsError, match="SANDBOX 'maybe' is not a boolean"):
+        load_settings(task="release", environ={"SANDBOX": "maybe"}, flags={"version": "v1"})

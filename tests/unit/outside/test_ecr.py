@@ -20,6 +20,7 @@ from ecr_release.errors import AwsError, SettingsError
 from ecr_release.model.settings import Settings
 from ecr_release.outside.ecr import (
     Ecr,
+    Limits,
     RepositoryConfig,
     _overlay_environ,
     aws_identity,
@@ -481,3 +482,42 @@ def test_a_hung_endpoint_fails_within_the_budget_naming_it(
     # 2.2 s (an attempt counts as connect + read: 1 s), so 2 or 3 attempts were made.
     assert 2 <= attempts <= 3, attempts
     assert elapsed < 2.2 + 0.5, elapsed
+
+
+def test_a_sandbox_session_reads_nothing_of_the_users_aws_setup(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from ecr_release.outside.ecr import open_session
+
+    config = tmp_path / "config"
+    config.write_text("[profile real]\nregion = eu-west-1\nendpoint_url = http://10.9.9.9\n")
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "AKIAREALREALREALREAL",
+        "AWS_SECRET_ACCESS_KEY": "real-secret",
+        "AWS_SESSION_TOKEN": "real-token",
+        "AWS_PROFILE": "real",
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_ENDPOINT_URL": "http://10.9.9.9:1",
+        "AWS_ENDPOINT_URL_ECR": "http://10.9.9.9:2",
+    }.items():
+        monkeypatch.setenv(key, value)
+    before = dict(os.environ)
+    limits = Limits(connect_timeout=1, read_timeout=1, attempts=1)
+    session = open_session(
+        "us-east-1", "real", {"AWS_ENDPOINT_URL": "http://10.9.9.9:3"}, ["ecr", "sts"], limits,
+        sandbox="http://127.0.0.1:1234",
+    )  # fmt: skip
+    assert session.credentials is not None
+    frozen = session.credentials.get_frozen_credentials()
+    assert (frozen.access_key, frozen.secret_key, frozen.token) == ("sandbox", "sandbox", None)
+    for client in session.clients.values():
+        assert client.meta.endpoint_url == "http://127.0.0.1:1234"
+    assert dict(os.environ) == before  # put back exactly
+
+
+def test_the_sandbox_connect_bounds_its_client_as_a_release_does(
+    make_settings: Callable[..., Settings],
+) -> None:
+    ecr = connect(make_settings(profile="absent-profile"), sandbox="http://127.0.0.1:1234")
+    assert ecr.budget is not None
+    assert ecr._client.meta.endpoint_url == "http://127.0.0.1:1234"

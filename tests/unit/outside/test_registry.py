@@ -552,3 +552,42 @@ def test_tags_lists_a_repository_and_none_is_unknown(registry: Registry) -> None
     assert registry.repository_exists("app") and not registry.repository_exists("missing")
     with pytest.raises(RegistryError, match="tag list for notobject that is not one"):
         registry.tags("notobject")
+
+
+def test_a_loopback_registry_is_spoken_to_in_plain_http_and_a_name_always_with_tls() -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ecr_release.outside.registry import is_loopback
+
+    class Plain(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"name": "app", "tags": ["v1"]}'
+            self.send_response(200 if self.headers.get("Authorization") else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Plain)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        plain = Registry(host, "AWS", "token")
+        assert plain.base_url == f"http://{host}"
+        assert plain.tags("app") == ["v1"] and plain.api_status(login=False) == 401
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert Registry("localhost:5000", "AWS", "x").base_url == "https://localhost:5000"
+    assert Registry("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "AWS", "x").base_url.startswith(
+        "https://"
+    )
+    assert [is_loopback(h) for h in ("127.0.0.1:1", "127.9.9.9", "[::1]:5000", "10.0.0.1:1")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
