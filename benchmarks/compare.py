@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from tests.e2e.backends import StackBackend
 from tests.e2e.project import INV, Project, docker
 from tests.e2e.stack import Stack, StackState
 
@@ -253,7 +254,7 @@ class Bench:
         return Project.create(
             home,
             repository=f"{self.prefix}{tool}",
-            stack_info=self.info,
+            backend=StackBackend(self.info),
             docker_config=home / "docker",
             marker=f"bench-marker-{uuid.uuid4().hex}",
         )

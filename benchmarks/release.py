@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.e2e.backends import StackBackend
 from tests.e2e.project import Project, docker
 from tests.e2e.stack import Stack
 
@@ -46,7 +47,7 @@ def main() -> None:
             project = Project.create(
                 Path(tmp),
                 repository=repository,
-                stack_info=info,
+                backend=StackBackend(info),
                 docker_config=docker_config,
                 marker=f"bench-marker-{uuid.uuid4().hex}",
             )

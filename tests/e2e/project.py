@@ -1,10 +1,11 @@
-"""A throwaway copy of the shipped project, released with the real `inv` against the stack.
+"""A throwaway copy of the shipped project, released with the real `inv` against a backend.
 
 Each test gets its own git checkout of `tasks.py`, `widget_server/`, `Dockerfile` and
 `.dockerignore` in a temp dir, a `.env` written there (holding a unique fake
 secret), and its own ECR repository, Docker config and cache directory. The
-CLI runs as a subprocess: the suite's production path, with only `.env` and
-`AWS_ENDPOINT_URL` pointing it at the local stand-in.
+CLI runs as a subprocess: the suite's production path, with only `.env` pointing it at
+the backend (``backends.py``): the root stack (``AWS_ENDPOINT_URL``) or the local sandbox
+(``SANDBOX=true``; then the cache directory is the session's, where the sandbox lives).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .backends import INV, Backend
+
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
 
-    from .stack import Stack, StackState
+    from .stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
-INV = Path(sys.executable).with_name("inv")
 SHIPPED = ("tasks.py", "widget_server", "Dockerfile", ".dockerignore")
+__all__ = ["INV", "ROOT", "Project"]
 
 
 @dataclass
@@ -37,14 +39,12 @@ class Project:
     root: Path
     env: dict[str, str]
     repository: str
-    registry_host: str
-    moto_endpoint: str
+    backend: Backend
     marker: str
-    password: str
 
     @classmethod
     def create(
-        cls, tmp: Path, *, repository: str, stack_info: StackState, docker_config: Path, marker: str
+        cls, tmp: Path, *, repository: str, backend: Backend, docker_config: Path, marker: str
     ) -> Project:
         root = tmp / "project"
         root.mkdir()
@@ -72,32 +72,24 @@ class Project:
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": str(home),
             "DOCKER_CONFIG": str(docker_config),
-            "XDG_CACHE_HOME": str(tmp / "cache"),
+            "XDG_CACHE_HOME": str(backend.shared_cache or tmp / "cache"),
             "AWS_CONFIG_FILE": "/nonexistent",
             "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
         if os.environ.get("DOCKER_HOST"):
             env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
-        project = cls(
-            root=root,
-            env=env,
-            repository=repository,
-            registry_host=stack_info.registry_host,
-            moto_endpoint=stack_info.moto_endpoint,
-            marker=marker,
-            password=f"{stack_info.account_id}-auth-token",
-        )
-        project.write_env(
-            AWS_REGION=stack_info.region,
-            AWS_ENDPOINT_URL=stack_info.moto_endpoint,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY=marker,
-            AWS_ACCOUNT_ID=stack_info.account_id,
-            ECR_REPOSITORY=repository,
-            BASE_IMAGE=stack_info.base_image,
-        )
+        project = cls(root=root, env=env, repository=repository, backend=backend, marker=marker)
+        project.write_env(**backend.dotenv(repository, marker))
         return project
+
+    @property
+    def registry_host(self) -> str:
+        return self.backend.registry_host
+
+    @property
+    def password(self) -> str:
+        return self.backend.password
 
     def second_checkout(self, tmp: Path) -> Project:
         """The same commit cloned elsewhere, as a fresh CI runner sees it: its own HOME,
@@ -112,14 +104,21 @@ class Project:
             **self.env,
             "HOME": str(tmp / "home"),
             "DOCKER_CONFIG": str(tmp / "docker-config"),
-            "XDG_CACHE_HOME": str(tmp / "cache"),
+            # The sandbox stands for AWS: a fresh runner releases to the same one.
+            "XDG_CACHE_HOME": str(self.backend.shared_cache or tmp / "cache"),
         }
         return dataclasses.replace(self, root=root, env=env)
 
     def remove_images(self) -> None:
         """Remove every image of this project's repository from the engine (not the base)."""
         listed = docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
-        mine = [ref for ref in listed if ref.split(":")[0].endswith(self.repository)]
+        # REPOSITORY:TAG or HOST[:PORT]/REPOSITORY:TAG (the sandbox's host has a port).
+        names = {ref: ref.rsplit(":", 1)[0] for ref in listed}
+        mine = [
+            ref
+            for ref, name in names.items()
+            if name == self.repository or name.endswith(f"/{self.repository}")
+        ]
         if mine:
             docker("rmi", "-f", *mine)
 
@@ -173,9 +172,10 @@ class Project:
 
     def assert_no_secret(self, done: subprocess.CompletedProcess[str]) -> None:
         """Neither the fake AWS secret nor the registry password is ever printed."""
+        secrets = [secret for secret in (self.marker, self.password) if secret]
         for stream in (done.stdout, done.stderr):
-            assert self.marker not in stream
-            assert self.password not in stream
+            for secret in secrets:
+                assert secret not in stream
 
     def change_code(self, text: str) -> None:
         """A code-only change, committed: the next build differs in its last layer only."""
@@ -203,15 +203,7 @@ class Project:
     # -- what landed -------------------------------------------------------------------
 
     def ecr(self) -> ECRClient:
-        import boto3
-
-        return boto3.client(
-            "ecr",
-            region_name="us-east-1",
-            endpoint_url=self.moto_endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return self.backend.ecr()
 
     def remote(self, version: str) -> str:
         return f"{self.registry_host}/{self.repository}:{version}"

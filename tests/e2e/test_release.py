@@ -1,4 +1,5 @@
-"""`inv release` for real: a real engine, a real registry at ECR's host, moto as the ECR API."""
+"""`inv release` for real: a real engine, a real registry and moto as the ECR API, on the root
+stack (the registry at ECR's host) and on the local sandbox (a loopback registry)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from .backends import Backend
 from .project import (
     Project,
     digest_from_output,
@@ -19,17 +21,19 @@ from .project import (
 from .stack import Stack
 from .stack.processes import free_port
 
+pytestmark = pytest.mark.backends("stack", "sandbox")
+
 
 def test_release_builds_pushes_and_the_image_runs(
-    project: Project, stack: Stack, tmp_path: Path, docker_images_to_remove: list[str]
+    project: Project, backend: Backend, tmp_path: Path, docker_images_to_remove: list[str]
 ) -> None:
     done = project.inv("release", "--version", "v1")
     assert done.returncode == 0, done.stderr
     assert "released and verified" in done.stdout
     digest = digest_from_output(done.stdout)
     assert f"image:  {project.remote('v1')}" in done.stdout
-    assert stack.registry_manifest_digest(project.repository, "v1") == digest
-    assert stack.registry_tags(project.repository) == ["v1"]
+    assert backend.registry_manifest_digest(project.repository, "v1") == digest
+    assert backend.registry_tags(project.repository) == ["v1"]
 
     # The repository exists in moto with the configured settings.
     repo = project.ecr().describe_repositories(repositoryNames=[project.repository])[
@@ -98,7 +102,7 @@ def test_release_builds_pushes_and_the_image_runs(
     assert leaks == []
 
 
-def test_code_change_pushes_only_the_changed_layer(project: Project, stack: Stack) -> None:
+def test_code_change_pushes_only_the_changed_layer(project: Project, backend: Backend) -> None:
     first = project.inv("release", "--version", "v1")
     assert first.returncode == 0, first.stderr
     project.change_code("a code-only change")
@@ -110,10 +114,10 @@ def test_code_change_pushes_only_the_changed_layer(project: Project, stack: Stac
     ]
     assert len(pushed) == 1, second.stdout
     assert len(existing) >= 1, second.stdout
-    assert stack.registry_tags(project.repository) == ["v1", "v2"]
+    assert backend.registry_tags(project.repository) == ["v1", "v2"]
 
 
-def test_steps_one_by_one_reach_the_same_result(project: Project, stack: Stack) -> None:
+def test_steps_one_by_one_reach_the_same_result(project: Project, backend: Backend) -> None:
     for step in (
         ["build", "--version", "v3"],
         ["ensure-repo"],
@@ -130,10 +134,11 @@ def test_steps_one_by_one_reach_the_same_result(project: Project, stack: Stack) 
     assert pushed.returncode == 0, pushed.stderr
     digest = pushed.stdout.strip().splitlines()[-1]
     assert digest.startswith("sha256:")
-    assert stack.registry_manifest_digest(project.repository, "v3") == digest
-    assert stack.registry_tags(project.repository) == ["v3"]
+    assert backend.registry_manifest_digest(project.repository, "v3") == digest
+    assert backend.registry_tags(project.repository) == ["v3"]
 
 
+@pytest.mark.backends("stack")  # the sandbox ignores AWS_ACCOUNT_ID: it has one account
 def test_wrong_account_id_is_one_line(project: Project, stack: Stack) -> None:
     project.write_env(AWS_ACCOUNT_ID="000000000000")
     done = project.inv("release", "--version", "v1")
@@ -141,6 +146,7 @@ def test_wrong_account_id_is_one_line(project: Project, stack: Stack) -> None:
     assert stack.registry_tags(project.repository) == []
 
 
+@pytest.mark.backends("stack")  # a --sandbox run heals a stopped sandbox registry
 def test_stopped_registry_is_one_line_then_a_rerun_succeeds(project: Project, stack: Stack) -> None:
     stack.stop_registry()
     fails_then_heals(project, stack, "cannot reach registry", code=5, heal=stack.start_registry)
@@ -156,7 +162,7 @@ def test_stopped_registry_is_one_line_then_a_rerun_succeeds(project: Project, st
     ],
 )
 def test_dry_run_changes_nothing(
-    project: Project, stack: Stack, argv: list[str], folder: str
+    project: Project, backend: Backend, argv: list[str], folder: str
 ) -> None:
     done = project.inv(*argv, cwd=project.root / folder)
     assert done.returncode == 0, done.stderr
@@ -164,12 +170,12 @@ def test_dry_run_changes_nothing(
     assert f"-f {project.root}/Dockerfile" in done.stderr
     names = [r["repositoryName"] for r in project.ecr().describe_repositories()["repositories"]]
     assert project.repository not in names
-    assert stack.registry_tags(project.repository) == []
+    assert backend.registry_tags(project.repository) == []
     assert docker("images", "-q", f"{project.repository}:v1") == ""
     assert not (Path(project.env["DOCKER_CONFIG"]) / "config.json").exists()
 
 
-def test_the_readme_chain_in_one_command(project: Project, stack: Stack) -> None:
+def test_the_readme_chain_in_one_command(project: Project, backend: Backend) -> None:
     chain = [
         "build",
         "--version",
@@ -185,5 +191,5 @@ def test_the_readme_chain_in_one_command(project: Project, stack: Stack) -> None
     ]
     done = project.inv(*chain)
     assert done.returncode == 0, done.stderr
-    assert stack.registry_tags(project.repository) == ["v4"]
-    assert stack.registry_manifest_digest(project.repository, "v4") == done.stdout.split()[-1]
+    assert backend.registry_tags(project.repository) == ["v4"]
+    assert backend.registry_manifest_digest(project.repository, "v4") == done.stdout.split()[-1]

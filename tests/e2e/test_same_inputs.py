@@ -7,24 +7,28 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
+
 from ecr_release.model.buildcontext import DockerIgnore, walk_context
 
+from .backends import Backend
 from .project import Project, digest_from_output, docker, one_line_error
-from .stack import Stack
+
+pytestmark = pytest.mark.backends("stack", "sandbox")
 
 
-def _released(project: Project, stack: Stack, version: str) -> str:
+def _released(project: Project, backend: Backend, version: str) -> str:
     done = project.inv("release", "--version", version)
     assert done.returncode == 0, done.stderr
     digest = digest_from_output(done.stdout)
-    assert stack.registry_manifest_digest(project.repository, version) == digest
+    assert backend.registry_manifest_digest(project.repository, version) == digest
     return digest
 
 
 def test_a_rerun_on_a_fresh_runner_is_a_no_op(
-    project: Project, stack: Stack, tmp_path: Path
+    project: Project, backend: Backend, tmp_path: Path
 ) -> None:
-    digest = _released(project, stack, "v5")
+    digest = _released(project, backend, "v5")
     project.remove_images()  # the job reruns on a new runner: no image of ours is here
     runner = project.second_checkout(tmp_path / "runner")
     again = runner.inv("release", "--version", "v5")
@@ -34,13 +38,13 @@ def test_a_rerun_on_a_fresh_runner_is_a_no_op(
     assert digest_from_output(again.stdout) == digest
     assert "==> build" not in again.stderr and "==> push" not in again.stderr
     assert docker("images", "-q", f"{project.repository}:v5") == ""  # nothing was built
-    assert stack.registry_tags(project.repository) == ["v5"]
+    assert backend.registry_tags(project.repository) == ["v5"]
 
 
 def test_a_rerun_on_a_fresh_runner_with_one_changed_file_is_refused(
-    project: Project, stack: Stack, tmp_path: Path
+    project: Project, backend: Backend, tmp_path: Path
 ) -> None:
-    digest = _released(project, stack, "v5")
+    digest = _released(project, backend, "v5")
     project.remove_images()
     runner = project.second_checkout(tmp_path / "runner")
     runner.change_code("one changed file on the rerun")  # committed: VCS_REF changes too
@@ -53,28 +57,28 @@ def test_a_rerun_on_a_fresh_runner_with_one_changed_file_is_refused(
     )
     assert "choose a new --version" in line
     assert "==> build" not in refused.stderr
-    assert stack.registry_manifest_digest(project.repository, "v5") == digest
+    assert backend.registry_manifest_digest(project.repository, "v5") == digest
 
 
 def test_changed_code_on_the_same_machine_is_refused_without_a_rebuild(
-    project: Project, stack: Stack
+    project: Project, backend: Backend
 ) -> None:
-    digest = _released(project, stack, "v5")
+    digest = _released(project, backend, "v5")
     # The image released as v5 is still here under its tag; only the code changed.
     (project.root / "widget_server" / "__init__.py").write_text("# changed, not released\n")
     refused = project.inv("release", "--version", "v5")
     assert refused.returncode == 6
     assert "the build context differs" in one_line_error(refused)
-    assert stack.registry_manifest_digest(project.repository, "v5") == digest
+    assert backend.registry_manifest_digest(project.repository, "v5") == digest
 
 
-def test_json_result_and_github_files(project: Project, stack: Stack, tmp_path: Path) -> None:
+def test_json_result_and_github_files(project: Project, backend: Backend, tmp_path: Path) -> None:
     output, summary = tmp_path / "github_output", tmp_path / "step_summary.md"
     env = {"GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
     done = project.inv("release", "--version", "v6", "--json", env=env)
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)  # stdout is exactly one JSON document
-    digest = stack.registry_manifest_digest(project.repository, "v6")
+    digest = backend.registry_manifest_digest(project.repository, "v6")
     image = project.remote("v6")
     assert document["ok"] is True
     assert (document["image"], document["digest"], document["tags"]) == (image, digest, ["v6"])
@@ -97,7 +101,7 @@ def test_json_result_and_github_files(project: Project, stack: Stack, tmp_path: 
     # The pushed image carries its fingerprint and the OCI base labels.
     labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", image))
     assert labels["io.ecr-release.fingerprint"] == document["fingerprint"]["digest"]
-    assert labels["org.opencontainers.image.base.name"] == stack.info.base_image
+    assert labels["org.opencontainers.image.base.name"] == backend.base_image
 
     rerun = project.inv("push", "--version", "v6", "--json")
     assert rerun.returncode == 0, rerun.stderr
@@ -110,7 +114,7 @@ def test_json_result_and_github_files(project: Project, stack: Stack, tmp_path: 
     assert f"the image was released as {image}@{digest} (nothing was undone)" in line
     document = json.loads(late.stdout)  # still exactly one JSON document: the error's
     assert document["ok"] is False and document["exit_code"] == 9
-    assert stack.registry_manifest_digest(project.repository, "v6") == digest
+    assert backend.registry_manifest_digest(project.repository, "v6") == digest
 
 
 # A .dockerignore whose corners a simple glob gets wrong, and the files it meets.
@@ -137,13 +141,13 @@ TRICKY_FILES = [
 ]  # fmt: skip
 
 
-def test_the_context_walk_is_what_docker_sends(stack: Stack, tmp_path: Path) -> None:
+def test_the_context_walk_is_what_docker_sends(engine: str, tmp_path: Path) -> None:
     context = tmp_path / "ctx"
     for name in TRICKY_FILES:
         (context / name).parent.mkdir(parents=True, exist_ok=True)
         (context / name).write_text(name)
     (context / ".dockerignore").write_text(TRICKY_IGNORE)
-    (context / "Dockerfile").write_text(f"FROM {stack.info.base_image}\nCOPY . /ctx/\n")
+    (context / "Dockerfile").write_text(f"FROM {engine}\nCOPY . /ctx/\n")
     tag = f"e2e-context-{uuid.uuid4().hex[:8]}:probe"
     docker("build", "-q", "-t", tag, str(context))
     try:

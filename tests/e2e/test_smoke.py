@@ -19,8 +19,8 @@ from ecr_release.errors import SmokeTestError
 from ecr_release.flows.smoke import HEALTHY, ONE_SHOT, SMOKE_LABEL, SmokeResult, smoke_test
 from ecr_release.outside.docker import Docker, SubprocessRunner
 
+from .backends import Backend
 from .project import ROOT, Project, docker, one_line_error
-from .stack import Stack
 
 LEFT = ("ps", "-a", "--filter", f"label={SMOKE_LABEL}=1", "-q")
 
@@ -37,14 +37,14 @@ Build = Callable[..., str]
 
 
 @pytest.fixture
-def build(stack: Stack, tmp_path: Path) -> Iterator[Build]:
-    """``build(*instructions)``: an image FROM the stack's base, removed after the test."""
+def build(engine: str, tmp_path: Path) -> Iterator[Build]:
+    """``build(*instructions)``: an image FROM the e2e base image, removed after the test."""
     tags: list[str] = []
 
     def make(*instructions: str) -> str:
         context = tmp_path / f"image-{len(tags)}"
         context.mkdir()
-        body = "\n".join((f"FROM {stack.info.base_image}", *instructions))
+        body = "\n".join((f"FROM {engine}", *instructions))
         (context / "Dockerfile").write_text(body + "\n")
         tag = f"smoke-e2e-{uuid.uuid4().hex[:10]}:latest"
         tags.append(tag)
@@ -135,7 +135,7 @@ def test_a_health_command_that_never_returns_is_stopped_after_the_timeout(build:
     assert_nothing_left()
 
 
-def test_the_shipped_image_passes_in_about_a_second(stack: Stack, tmp_path: Path) -> None:
+def test_the_shipped_image_passes_in_about_a_second(engine: str, tmp_path: Path) -> None:
     context = tmp_path / "shipped"
     context.mkdir()
     for name in ("Dockerfile", ".dockerignore"):
@@ -146,9 +146,7 @@ def test_the_shipped_image_passes_in_about_a_second(stack: Stack, tmp_path: Path
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     tag = f"smoke-e2e-widget-{uuid.uuid4().hex[:10]}:v1"
-    docker(
-        "build", "-q", "--build-arg", f"BASE_IMAGE={stack.info.base_image}", "-t", tag, str(context)
-    )
+    docker("build", "-q", "--build-arg", f"BASE_IMAGE={engine}", "-t", tag, str(context))
     try:
         runs = [smoke(tag, timeout=60) for _ in range(3)]
     finally:
@@ -226,8 +224,9 @@ def _no_smoke_container_left() -> None:
     ],
     ids=["health-check-fails", "process-exits"],
 )
+@pytest.mark.backends("stack", "sandbox")
 def test_a_release_that_fails_its_smoke_test_pushes_nothing(
-    project: Project, stack: Stack, change: tuple[str, str], state: str, logged: str
+    project: Project, backend: Backend, change: tuple[str, str], state: str, logged: str
 ) -> None:
     dockerfile = project.root / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text().replace(*change, 1))
@@ -238,14 +237,15 @@ def test_a_release_that_fails_its_smoke_test_pushes_nothing(
     assert state in line and "nothing was pushed" in line
     # The container's last log lines, above the error.
     assert any(line.startswith("  | ") and logged in line for line in done.stderr.splitlines())
-    assert stack.registry_tags(project.repository) == []
+    assert backend.registry_tags(project.repository) == []
     names = [r["repositoryName"] for r in project.ecr().describe_repositories()["repositories"]]
     assert project.repository not in names  # stopped before ensure-repo
     _no_smoke_container_left()
 
 
+@pytest.mark.backends("stack", "sandbox")
 def test_the_shipped_image_passes_its_smoke_test_in_a_release(
-    project: Project, stack: Stack
+    project: Project, backend: Backend
 ) -> None:
     done = project.inv("release", "--version", "v1", "--json")
     assert done.returncode == 0, done.stderr

@@ -1,14 +1,18 @@
-"""Moving tags on the registry side and the lifecycle policy, on the real stack."""
+"""Moving tags on the registry side and the lifecycle policy, on the root stack and the sandbox."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 
+import pytest
+
 from ecr_release.outside.ecr import lifecycle_policy
 
+from .backends import Backend
 from .project import Project, digest_from_output, docker, one_line_error
-from .stack import Stack
+
+pytestmark = pytest.mark.backends("stack", "sandbox")
 
 
 def _release(project: Project, version: str, *args: str) -> str:
@@ -18,7 +22,7 @@ def _release(project: Project, version: str, *args: str) -> str:
 
 
 def test_promote_moves_latest_between_versions_without_pulling(
-    project: Project, stack: Stack
+    project: Project, backend: Backend
 ) -> None:
     project.write_env(
         ECR_TAG_MUTABILITY="IMMUTABLE_WITH_EXCLUSION", ECR_TAG_MUTABILITY_EXCLUSIONS="latest"
@@ -31,21 +35,21 @@ def test_promote_moves_latest_between_versions_without_pulling(
         done = project.inv("promote", "--version", version, "--tag", "latest")
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"latest -> {version} ({digest})"
-        assert stack.registry_manifest_digest(project.repository, "latest") == digest
+        assert backend.registry_manifest_digest(project.repository, "latest") == digest
     assert docker("images", "-q", f"{project.remote('latest')}") == ""  # nothing pulled
-    assert stack.registry_tags(project.repository) == ["latest", "v1", "v2"]
+    assert backend.registry_tags(project.repository) == ["latest", "v1", "v2"]
 
 
-def test_promote_on_an_immutable_repository_is_refused(project: Project, stack: Stack) -> None:
+def test_promote_on_an_immutable_repository_is_refused(project: Project, backend: Backend) -> None:
     digest = _release(project, "v1")  # the default: IMMUTABLE
     done = project.inv("promote", "--version", "v1", "--tag", "latest")
     assert "is IMMUTABLE: tag latest could never move again" in one_line_error(done)
     assert done.returncode == 6
-    assert stack.registry_tags(project.repository) == ["v1"]
-    assert stack.registry_manifest_digest(project.repository, "v1") == digest
+    assert backend.registry_tags(project.repository) == ["v1"]
+    assert backend.registry_manifest_digest(project.repository, "v1") == digest
 
 
-def test_also_tag_points_latest_at_the_release(project: Project, stack: Stack) -> None:
+def test_also_tag_points_latest_at_the_release(project: Project, backend: Backend) -> None:
     project.write_env(
         ECR_TAG_MUTABILITY="IMMUTABLE_WITH_EXCLUSION", ECR_TAG_MUTABILITY_EXCLUSIONS="latest"
     )
@@ -53,10 +57,10 @@ def test_also_tag_points_latest_at_the_release(project: Project, stack: Stack) -
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["tags"] == ["v1", "latest"]
-    assert stack.registry_manifest_digest(project.repository, "latest") == document["digest"]
+    assert backend.registry_manifest_digest(project.repository, "latest") == document["digest"]
 
 
-def test_ensure_repo_sets_the_lifecycle_policy(project: Project, stack: Stack) -> None:
+def test_ensure_repo_sets_the_lifecycle_policy(project: Project, backend: Backend) -> None:
     project.write_env(ECR_EXPIRE_UNTAGGED_DAYS="14")
     done = project.inv("ensure-repo")
     assert done.returncode == 0, done.stderr
@@ -71,7 +75,7 @@ def test_ensure_repo_sets_the_lifecycle_policy(project: Project, stack: Stack) -
 
 
 def test_a_released_version_is_never_moved_even_on_a_mutable_repository(
-    project: Project, stack: Stack
+    project: Project, backend: Backend
 ) -> None:
     project.write_env(ECR_TAG_MUTABILITY="MUTABLE")
     m1 = _release(project, "m1")
@@ -85,13 +89,13 @@ def test_a_released_version_is_never_moved_even_on_a_mutable_repository(
     assert again.returncode == 2, again.stderr
     assert "is the released version m1" in one_line_error(again)
     assert "==> build" not in again.stderr  # refused before anything ran
-    assert stack.registry_manifest_digest(project.repository, "m1") == m1
-    assert stack.registry_manifest_digest(project.repository, "m2") == m2
-    assert stack.registry_tags(project.repository) == ["m1", "m2"]
+    assert backend.registry_manifest_digest(project.repository, "m1") == m1
+    assert backend.registry_manifest_digest(project.repository, "m2") == m2
+    assert backend.registry_tags(project.repository) == ["m1", "m2"]
 
 
 def test_a_rerun_of_an_old_release_leaves_latest_where_it_moved(
-    project: Project, stack: Stack
+    project: Project, backend: Backend
 ) -> None:
     project.write_env(
         ECR_TAG_MUTABILITY="IMMUTABLE_WITH_EXCLUSION", ECR_TAG_MUTABILITY_EXCLUSIONS="latest"
@@ -104,4 +108,4 @@ def test_a_rerun_of_an_old_release_leaves_latest_where_it_moved(
     done = project.inv("release", "--version", "x1", "--also-tag", "latest")  # an old job, rerun
     assert done.returncode == 0, done.stderr
     assert "left alone (a rerun never moves a tag back" in done.stderr
-    assert stack.registry_manifest_digest(project.repository, "latest") == x2
+    assert backend.registry_manifest_digest(project.repository, "latest") == x2

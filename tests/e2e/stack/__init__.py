@@ -10,6 +10,7 @@ and as a script, from the repository's root::
 
     python -m tests.e2e.stack up   [--state-dir DIR]   # prints the stack's facts as JSON
     python -m tests.e2e.stack down [--state-dir DIR]   # tears down only what ``up`` started
+    python -m tests.e2e.stack images                   # only the base and registry images
 
 Everything ``up`` starts or changes is recorded in ``<state dir>/stack.json`` as it
 happens, so ``down`` (or the next ``up``, after an interrupted run) can undo exactly

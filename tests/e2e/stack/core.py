@@ -20,7 +20,14 @@ from typing import Any
 
 from . import services
 from .errors import StackError, StackUnavailable
-from .machine import ensure_base_image, ensure_packages, htpasswd_line, make_tls, remove_rootfs
+from .machine import (
+    BASE_IMAGE,
+    ensure_base_image,
+    ensure_packages,
+    htpasswd_line,
+    make_tls,
+    remove_rootfs,
+)
 from .processes import (
     MachineLock,
     free_port,
@@ -36,7 +43,6 @@ from .system_files import install_ca, install_hosts_line, restore_ca, restore_ho
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
-BASE_IMAGE = "local/python-base:bookworm"
 DEFAULT_STATE_DIR = Path("/tmp/ecr-e2e-stack")
 # One stack per machine (port 443, /etc/hosts): every Stack takes this lock for its lifetime.
 LOCK_PATH = Path("/tmp/ecr-e2e-stack.lock")

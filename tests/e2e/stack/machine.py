@@ -1,7 +1,10 @@
-"""What the stack needs from the machine: Debian packages, a base image, TLS files, htpasswd.
+"""What the stack needs from the machine: Debian packages, a base image, a registry image,
+TLS files, htpasswd.
 
 Each function makes one thing and keeps no record; undoing is the caller's job (the
-base image stays in the engine on purpose: making it takes about a minute).
+images stay in the engine on purpose: making the base takes about a minute). The two
+images are what a non-root user needs for the sandbox tests too: root makes them
+(``python -m tests.e2e.stack images``), the tests only check that they are there.
 """
 
 from __future__ import annotations
@@ -10,10 +13,17 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .errors import StackError, StackUnavailable
 from .processes import last_line, log, run
+
+# The images every e2e test builds on: Debian bookworm with python3 (nothing can be pulled
+# here), and a registry image laid out like Docker Hub's registry:2 (the sandbox's).
+BASE_IMAGE = "local/python-base:bookworm"
+REGISTRY_IMAGE = "local/registry:2"
+REGISTRY_BINARY = Path("/usr/bin/docker-registry")
 
 # binary -> Debian package that provides it
 REQUIRED_BINARIES = {
@@ -163,6 +173,79 @@ def ensure_base_image(image: str, work_dir: Path) -> None:
     check = run(["docker", "run", "--rm", image, "python3", "-c", "print(1)"], timeout=120)
     if check.stdout.strip() != "1":
         raise StackError(f"base image {image} cannot run python3: {last_line(check.stderr)}")
+
+
+# ---------------------------------------------------------------- the registry image
+
+# registry:2's own config (distribution's cmd/registry/config-example.yml): filesystem
+# storage at /var/lib/registry, plain HTTP on :5000; the sandbox overrides by environment.
+REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+"""
+
+REGISTRY_DOCKERFILE = """\
+FROM {base}
+COPY registry /bin/registry
+COPY config.yml /etc/docker/registry/config.yml
+VOLUME ["/var/lib/registry"]
+EXPOSE 5000
+ENTRYPOINT ["/bin/registry"]
+CMD ["serve", "/etc/docker/registry/config.yml"]
+"""
+
+
+def ensure_registry_image(image: str = REGISTRY_IMAGE, base: str = BASE_IMAGE) -> None:
+    """Make an image laid out like Docker Hub's ``registry:2`` (which cannot be pulled here),
+    unless it exists: Debian's ``docker-registry`` binary (CNCF distribution 2.8) at
+    ``/bin/registry`` in ``base``, its config at ``/etc/docker/registry/config.yml``.
+    The binary links only libc, which the bookworm base has."""
+    if image_exists(image):
+        return
+    if not REGISTRY_BINARY.exists():
+        raise StackUnavailable(
+            f"no {REGISTRY_BINARY} to build {image} from (apt-get install docker-registry)"
+        )
+    if not image_exists(base):
+        raise StackUnavailable(f"the base image {base} is missing: make it first")
+    log(f"building registry image {image} from {REGISTRY_BINARY}")
+    with tempfile.TemporaryDirectory(prefix="e2e-registry-image-") as tmp:
+        context = Path(tmp)
+        shutil.copy2(REGISTRY_BINARY, context / "registry")
+        (context / "config.yml").write_text(REGISTRY_CONFIG)
+        (context / "Dockerfile").write_text(REGISTRY_DOCKERFILE.format(base=base))
+        built = run(["docker", "build", "-q", "-t", image, str(context)], timeout=300)
+    if built.returncode != 0:
+        raise StackError(f"building {image} failed: {last_line(built.stderr or built.stdout)}")
+    check = run(["docker", "run", "--rm", "--entrypoint", "/bin/registry", image, "--version"])
+    if check.returncode != 0:
+        raise StackError(f"registry image {image} cannot run: {last_line(check.stderr)}")
+
+
+def ensure_images(base: str = BASE_IMAGE, registry: str = REGISTRY_IMAGE) -> None:
+    """The base image and the registry image, made (as root) when missing."""
+    if image_exists(base) and image_exists(registry):
+        return
+    ensure_packages()
+    with tempfile.TemporaryDirectory(prefix="e2e-base-image-") as work:
+        ensure_base_image(base, Path(work))
+    ensure_registry_image(registry, base)
 
 
 # ---------------------------------------------------------------- TLS and htpasswd

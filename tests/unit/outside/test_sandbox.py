@@ -26,7 +26,14 @@ import pytest
 from ecr_release.errors import DockerError
 from ecr_release.outside.docker import Docker
 from ecr_release.outside.process import Result
-from ecr_release.outside.sandbox import Sandbox, State, _password, _registry_options, _secret
+from ecr_release.outside.sandbox import (
+    Sandbox,
+    State,
+    _htpasswd,
+    _password,
+    _registry_options,
+    _secret,
+)
 
 FAKE_API = """
 import argparse, json, os, sys
@@ -102,7 +109,9 @@ class FakeDocker:
             if server is not None:
                 server.shutdown()
                 server.server_close()
-            return Result(0 if server else 1, "" if server else "Error: No such container")
+            if server is None:  # docker 23+: `rm -f` of a missing container exits 0
+                return Result(0, f"Error response from daemon: No such container: {args[-1]}")
+            return Result(0, f"{args[-1]}\n")
         return Result(0, "")  # volume rm, logout
 
     def _run(self, args: list[str]) -> Result:
@@ -166,6 +175,16 @@ def test_the_token_is_made_once_and_only_the_user_reads_it(tmp_path: Path) -> No
     token = _secret(path, _password)
     assert len(token) >= 32 and _secret(path, _password) == token
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_htpasswd_line_holds_the_token_at_the_least_bcrypt_cost() -> None:
+    import bcrypt
+
+    user, hashed = _htpasswd("AWS", "a-token").rstrip("\n").split(":", 1)
+    assert user == "AWS" and bcrypt.checkpw(b"a-token", hashed.encode())
+    assert not bcrypt.checkpw(b"another", hashed.encode())
+    # The registry pays this cost on every request of a push: 2^4 rounds, not 2^10.
+    assert hashed.startswith("$2b$04$")
 
 
 def test_registry_options_publish_on_loopback_or_bind_it_with_host_networking() -> None:
