@@ -53,17 +53,26 @@ def test_a_rerun_asks_aws_nothing_and_does_not_import_boto3(project: Project, st
     assert loaded == "LOADED []"
 
 
-def test_a_new_version_with_a_good_login_asks_aws_nothing(project: Project, stack: Stack) -> None:
+def test_a_new_version_with_a_good_login_asks_aws_only_the_repositorys_settings(
+    project: Project, stack: Stack
+) -> None:
+    # The rules for versions and moving tags follow the repository's own tag mutability:
+    # a new version asks DescribeRepositories, and nothing else (no token, no docker login).
     assert project.inv("release", "--version", "v1").returncode == 0
-    stack.stop_moto()
     project.change_code("a code-only change")
     code, out, err, loaded = _inv_counting_imports(project, "release", "--version", "v2")
     assert code == 0, err
     assert "released and verified" in out
-    assert "==> login" not in err and "==> ensure-repo" not in err
-    assert loaded == "LOADED []"
+    assert "==> login" not in err  # docker's login was good: no token, no docker login
+    assert "botocore" in loaded  # one boto3 client, for DescribeRepositories
     assert stack.registry_tags(project.repository) == ["v1", "v2"]
     assert stack.registry_manifest_digest(project.repository, "v2") == digest_from_output(out)
+    stack.stop_moto()  # and without the ECR API, a new version stops before anything runs
+    project.change_code("another change")
+    code, out, err, loaded = _inv_counting_imports(project, "release", "--version", "v3")
+    assert code == 4, err
+    assert "==> build" not in err
+    assert stack.registry_tags(project.repository) == ["v1", "v2"]
 
 
 def test_a_stale_stored_login_falls_back_to_a_fresh_one(project: Project, stack: Stack) -> None:
