@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
+from ..flows.candidate import Gates
 from ..flows.release import Summary
 
 
@@ -25,14 +26,13 @@ def as_text(summary: Summary) -> str:
         title = "already released: the same image is in the registry, nothing to do"
     else:
         title = "released and verified"
-    return "\n".join(
-        [
-            title,
-            f"  image:  {summary.image_uri}",
-            f"  digest: {summary.digest}",
-            f"  steps:  {_steps(summary)}",
-        ]
-    )
+    lines = [title, f"  image:  {summary.image_uri}", f"  digest: {summary.digest}"]
+    gates = summary.gates
+    if gates is not None:
+        reused = " (reused)" if gates.reused else ""
+        lines.append(f"  candidate: {gates.candidate}{reused}, {_gone(gates)}")
+        lines.append(f"  gates:  smoke test {gates.smoke or 'skipped'}; scan {_scan(summary)}")
+    return "\n".join([*lines, f"  steps:  {_steps(summary)}"])
 
 
 def as_json(summary: Summary, plan: Sequence[str] = ()) -> dict[str, Any]:
@@ -49,8 +49,10 @@ def as_json(summary: Summary, plan: Sequence[str] = ()) -> dict[str, Any]:
         "dry_run": summary.dry_run,
         "fingerprint": _fingerprint(summary),
         "steps": {name: round(seconds, 3) for name, seconds in summary.timings},
-        "total_seconds": round(sum(seconds for _, seconds in summary.timings), 3),
+        "total_seconds": round(_total(summary), 3),
     }
+    if summary.gates is not None:
+        document.update(summary.gates.as_json())
     if summary.dry_run:
         document["plan"] = list(plan)
     return document
@@ -70,6 +72,13 @@ def write_github_files(summary: Summary, environ: Mapping[str, str]) -> None:
         "registry": summary.registry,
         "tags": ",".join(summary.tags),
     }
+    gates = summary.gates
+    if gates is not None:
+        outputs |= {
+            "candidate": gates.candidate,
+            "smoke_test": gates.smoke or "skipped",
+            "scan": _scan(summary),
+        }
     if environ.get("GITHUB_OUTPUT"):
         lines = "".join(f"{key}={value}\n" for key, value in outputs.items())
         _append(summary, "GITHUB_OUTPUT", Path(environ["GITHUB_OUTPUT"]), lines)
@@ -80,6 +89,12 @@ def write_github_files(summary: Summary, environ: Mapping[str, str]) -> None:
             "| image | digest | steps |\n| --- | --- | --- |\n"
             f"| `{summary.image_uri}` | `{summary.digest}` | {_steps(summary)} |\n"
         )
+        if gates is not None:
+            table += (
+                "\n| candidate | smoke test | scan |\n| --- | --- | --- |\n"
+                f"| `{gates.candidate}` ({_gone(gates)}) | {gates.smoke or 'skipped'} | "
+                f"{_scan(summary)} |\n"
+            )
         _append(summary, "GITHUB_STEP_SUMMARY", Path(environ["GITHUB_STEP_SUMMARY"]), table)
 
 
@@ -95,9 +110,27 @@ def _append(summary: Summary, key: str, path: Path, text: str) -> None:
 
 
 def _steps(summary: Summary) -> str:
-    total = sum(seconds for _, seconds in summary.timings)
-    steps = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in summary.timings)
-    return f"{steps} (total {total:.1f}s)"
+    steps = ", ".join(
+        f"{name} {seconds:.1f}s" + (" (at the same time)" if name in summary.concurrent else "")
+        for name, seconds in summary.timings
+    )
+    return f"{steps} (total {_total(summary):.1f}s)"
+
+
+def _total(summary: Summary) -> float:
+    """Wall time: a step that ran during another one is not counted twice."""
+    if summary.total_seconds:
+        return summary.total_seconds
+    return sum(seconds for name, seconds in summary.timings if name not in summary.concurrent)
+
+
+def _gone(gates: Gates) -> str:
+    return "removed" if gates.removed else "left for the lifecycle rule"
+
+
+def _scan(summary: Summary) -> str:
+    report = summary.gates.scan if summary.gates is not None else None
+    return "not read" if report is None else str(report.summary_line())
 
 
 def _fingerprint(summary: Summary) -> dict[str, str] | None:

@@ -59,6 +59,19 @@ class Promoter:
         self._verify(version, keep, digest)
         return tuple(keep)
 
+    def put_version(self, version: str, candidate: str, digest: str) -> str:
+        """The version tag, put on the registry side with the candidate's exact manifest
+        bytes (its digest: ``digest``), then read back; return the version's digest."""
+        raw = self._released(candidate)
+        if raw.manifest.digest != digest:
+            raise RegistryError(
+                f"the candidate {candidate} moved to {raw.manifest.digest} while the gates ran "
+                f"(it was {digest}): release again"
+            )
+        self._put_all(version, raw, [version], what="version")
+        self._verify(version, [version], digest)
+        return digest
+
     def to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
         """The tags to put to point at ``digest`` (None: a release not pushed yet); refuses,
         before any change, a released version (exit 2) and a tag the repository's
@@ -83,10 +96,12 @@ class Promoter:
             )
         return raw
 
-    def _put_all(self, version: str, raw: RawManifest, tags: Sequence[str]) -> None:
+    def _put_all(
+        self, version: str, raw: RawManifest, tags: Sequence[str], *, what: str = "tag"
+    ) -> None:
         name, digest = self.published.name, raw.manifest.digest
         for tag in tags:
-            self.published.progress(f"tag {name}:{tag} -> {version} ({digest})")
+            self.published.progress(f"{what} {name}:{tag} -> {version} ({digest})")
             self.published.ecr.read(functools.partial(_put, name=name, tag=tag, raw=raw))
 
     def _verify(self, version: str, tags: Sequence[str], digest: str) -> None:
@@ -110,9 +125,17 @@ class PlanningPromoter(Promoter):
     is planned."""
 
     def to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
-        if getattr(self.published, "unreachable", False):
+        if self.published.unreachable:
             return list(tags)  # the plan cannot tell which are in place already
         return super().to_put(tags, digest)
 
     def _verify(self, version: str, tags: Sequence[str], digest: str) -> None:
         """Nothing was put: nothing to read back."""
+
+    def put_version(self, version: str, candidate: str, digest: str) -> str:
+        name = self.published.name
+        log.info(
+            "[dry-run] version: PUT /v2/%s/manifests/%s (the candidate %s's manifest)",
+            *(name, version, candidate),
+        )
+        return digest

@@ -83,6 +83,27 @@ class Published:
         )
         return manifest
 
+    def identical_candidate(self, tag: str, mine: Fingerprint) -> Manifest | None:
+        """The candidate an earlier run pushed under ``tag`` from these same inputs (to be
+        reused), or None. A candidate tag that holds other inputs is an error: its name is
+        this build's fingerprint, so something else has written it."""
+        name = self.name
+        manifest = self.ecr.read(lambda registry: registry.manifest(name, tag))
+        if manifest is None:
+            return None
+        if Fingerprint.from_labels(self._labels(manifest)) != mine:
+            raise RegistryError(
+                f"the candidate tag {name}:{tag} holds an image of other inputs: remove the "
+                "tag, then release again"
+            )
+        return manifest
+
+    def remove_tag(self, tag: str) -> bool:
+        """Remove a tag, not its image (ECR's BatchDeleteImage by tag); False when there
+        was no such tag."""
+        self.ecr.require_account()
+        return self.ecr.api.delete_tag(self.name, tag)
+
     def _labels(self, manifest: Manifest) -> dict[str, str]:
         """The released image's labels; for an index, its (first) image manifest's."""
         name = self.name
@@ -230,6 +251,9 @@ class PlanningPublished(Published):
 
     def knows_repository(self) -> bool:
         return False if self.unreachable else super().knows_repository()
+
+    def identical_candidate(self, tag: str, mine: Fingerprint) -> Manifest | None:
+        return None if self.unreachable else super().identical_candidate(tag, mine)
 
     def verify(self, version: str, pushed_digest: str | None, local: str) -> str:
         return DRY_RUN_DIGEST

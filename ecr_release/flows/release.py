@@ -42,6 +42,7 @@ from ..outside.docker import Docker, push_with_retries
 from ..outside.ecr import EcrAccess, Repository, RepositoryConfig
 from ..outside.localstate import LocalState
 from ..outside.registry import Manifest
+from .candidate import Gates, Shipping
 from .published import Published
 
 log = logging.getLogger("ecr_release")
@@ -71,6 +72,9 @@ class Summary:
     fingerprint: Fingerprint | None = None
 
     extra_tags: tuple[str, ...] = ()
+    total_seconds: float = 0.0  # wall time: steps that ran at the same time counted once
+    gates: Gates | None = None  # the candidate and what the gates found (a new release)
+    concurrent: frozenset[str] = frozenset()  # steps that ran during another one
 
     @property
     def tags(self) -> list[str]:
@@ -92,8 +96,9 @@ class Release:
         ecr: EcrAccess,
         state: LocalState,
         published: Published,
-        smoke: Callable[[str], object],
+        smoke: Callable[..., object],
         *,
+        scan: Callable[[str, str], object] = lambda repository, digest: None,
         revision: Callable[[Path], gitinfo.Revision] = gitinfo.revision,
         clock: Clock = Clock(),
         progress: Callable[[str], None] = announce,
@@ -104,12 +109,12 @@ class Release:
         self.state = state
         self.published = published
         self._smoke = smoke
+        self._scan = scan
+        self.gates: Gates | None = None  # what the last release's gates found
         self._revision = revision
         self._clock = clock
         self._progress = progress
         self._gathered: dict[str, BuildInputs] = {}
-
-    # -- the tasks ------------------------------------------------------------------
 
     def build(self, version: str) -> str:
         """``docker build`` the image ``IMAGE_NAME:version`` with its labels; return its name."""
@@ -182,7 +187,7 @@ class Release:
             if existing is None:
                 self.published.require_final(version)
             digest = existing.digest if existing else self._push_verified(version)
-        return self._summary(version, digest, timer, existing is not None, mine)
+        return _summary(self, version, digest, timer, existing is not None, mine)
 
     def promote(self, version: str, tags: Sequence[str]) -> str:
         """Point each tag at the released version, on the registry side; return its digest."""
@@ -200,24 +205,29 @@ class Release:
                 if extra:  # a rerun finishes the job, and never moves a tag back
                     with timer.step("also-tag"):
                         extra = self.published.tags.finish(version, extra)
-                return self._summary(version, existing.digest, timer, True, mine, extra)
+                return _summary(self, version, existing.digest, timer, True, mine, extra)
             with timer.step("build"):
                 self.build(version)
-            if self.settings.smoke_test:
-                with timer.step("smoke-test"):
-                    self._smoke(self.settings.image(version))
             with timer.step("ensure-repo"):
                 self.ensure_repo()
             with timer.step("login"):
                 self.login()
-            with timer.step("tag"):
-                self.tag(version)
-            with timer.step("push"):
-                digest = self._push_verified(version)
+            with timer.step("gates"):  # candidate push and smoke test at once, scan, version
+                digest, self.gates = self._shipping().ship(
+                    version, self.settings.image(version), self.remote_ref, mine
+                )
+            timer.record("smoke-test", self.gates.smoke_seconds, during="gates")
             if extra:
                 with timer.step("also-tag"):
                     self.promote(version, extra)
-        return self._summary(version, digest, timer, False, mine, extra)
+        return _summary(self, version, digest, timer, False, mine, extra)
+
+    def _shipping(self) -> Shipping:
+        smoke = self._smoke if self.settings.smoke_test else None
+        return Shipping(
+            *(self.docker, self.published, self._progress, smoke, self._scan, self._relogin),
+            *(self._clock.sleep, self._clock.monotonic),
+        )
 
     def remote_ref(self, version: str) -> str:
         """``HOST/REPOSITORY:version``, once the repository is known to exist."""
@@ -266,21 +276,6 @@ class Release:
             )
         return self._gathered[version]
 
-    def _summary(
-        self,
-        version: str,
-        digest: str,
-        timer: StepTimer,
-        already_released: bool,
-        fingerprint: Fingerprint | None,
-        extra_tags: tuple[str, ...] = (),
-    ) -> Summary:
-        host, settings = self.ecr.host(), self.settings
-        return Summary(  # in the order of Summary's fields
-            *(settings.remote_image(host, version), digest, settings.repository, version, host),
-            *(timer.timings, already_released, self.published.plan_only, fingerprint, extra_tags),
-        )
-
 
 class StepTimer:
     """Seconds per named step, in the order the steps ran."""
@@ -291,6 +286,18 @@ class StepTimer:
         self._clock = clock
         self._on_step = on_step  # e.g. each step's AWS budget starts afresh
         self.timings: list[tuple[str, float]] = []
+        self.overlapping: set[str] = set()  # steps that ran during another one
+        self.started = clock()
+
+    def record(self, name: str, seconds: float, *, during: str) -> None:
+        """A step that ran at the same time as ``during`` (not added to the total)."""
+        if seconds:
+            self.timings.append((name, seconds))
+            self.overlapping.add(name)
+
+    def total(self) -> float:
+        """The steps' wall time: overlapping steps are counted once."""
+        return sum(seconds for name, seconds in self.timings if name not in self.overlapping)
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -298,6 +305,23 @@ class StepTimer:
         start = self._clock()
         yield
         self.timings.append((name, self._clock() - start))
+
+
+def _summary(
+    run: Release,
+    version: str,
+    digest: str,
+    timer: StepTimer,
+    already_released: bool,
+    fingerprint: Fingerprint | None,
+    extra_tags: tuple[str, ...] = (),
+) -> Summary:
+    host, settings = run.ecr.host(), run.settings
+    return Summary(  # in the order of Summary's fields
+        *(settings.remote_image(host, version), digest, settings.repository, version, host),
+        *(timer.timings, already_released, run.published.plan_only, fingerprint, extra_tags),
+        *(timer.total(), run.gates, frozenset(timer.overlapping)),
+    )
 
 
 def also_tags(tags: Sequence[str], version: str) -> tuple[str, ...]:

@@ -383,7 +383,7 @@ def _clip(text: str) -> str:
     return line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 3] + "..."
 
 
-def plan_smoke_test(image: str, *, timeout: float) -> None:
+def plan_smoke_test(image: str, *, timeout: float, **_: object) -> None:
     """A dry run's smoke test: what it would do, as a plan line (nothing is run)."""
     log.info(
         "[dry-run] smoke-test: docker run -d --network none %s until its HEALTHCHECK "

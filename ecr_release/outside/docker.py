@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shlex
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,7 @@ class PlanningRunner:
         stream: bool = False,
         timeout: float | None = None,
         idle: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Result:
         if any(tuple(args[1 : 1 + len(verb)]) == verb for verb in _READ_ONLY):
             return self.real(args, input=input, stream=stream, timeout=timeout, idle=idle)
@@ -248,12 +250,17 @@ class DockerCli:
         stream: bool = False,
         timeout: float | None = ANSWER_SECONDS,
         idle: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Result:
         """Run a docker command within its limits: a stopped one is one ``DockerError`` line
         naming the command and the daemon."""
         if idle is not None:
             timeout = None  # a long command is bounded by its silence, not its length
-        result = self._run(args, input=input, stream=stream, timeout=timeout, idle=idle)
+        result = self._run(
+            args, input=input, stream=stream, timeout=timeout, idle=idle, cancel=cancel
+        )
+        if result.limit == "cancel":
+            return result  # the caller stopped it: it knows why
         if result.timed_out:
             raise DockerError(stopped_message(args, result, self._daemon()))
         return result
@@ -340,12 +347,14 @@ class Docker(DockerCli):
                 )
             self._raise("docker tag failed", result)
 
-    def push(self, reference: str) -> Result:
+    def push(self, reference: str, cancel: threading.Event | None = None) -> Result:
         """Run ``docker push``; return the result whatever it is (the caller classifies).
 
         A push that prints nothing for ``idle_limit`` seconds is stopped: that is a
-        ``DockerError`` here, never a result to retry (see :func:`push_with_retries`)."""
-        return self._call([self._binary, "push", reference], stream=True, idle=self._idle)
+        ``DockerError`` here, never a result to retry (see :func:`push_with_retries`).
+        Setting ``cancel`` stops it (a gate failed meanwhile): its result says so."""
+        args = [self._binary, "push", reference]
+        return self._call(args, stream=True, idle=self._idle, cancel=cancel)
 
     def login(self, host: str, username: str, password: str) -> None:
         """``docker login``; the password is never an argument: it goes on stdin."""
@@ -711,6 +720,11 @@ def classify_push_failure(output: str) -> tuple[PushFailure, str]:
     return PushFailure.FATAL, line
 
 
+class PushCancelled(DockerError):
+    """The push was stopped on purpose (a gate failed while it ran): the gate's error is
+    the one to report."""
+
+
 def push_with_retries(
     docker: Docker,
     reference: str,
@@ -719,6 +733,7 @@ def push_with_retries(
     sleep: Callable[[float], None] = time.sleep,
     attempts: int = PUSH_ATTEMPTS,
     backoff: float = BACKOFF_SECONDS,
+    cancel: threading.Event | None = None,
 ) -> str | None:
     """``docker push`` until it succeeds; return the digest docker reports (None if none).
 
@@ -732,7 +747,9 @@ def push_with_retries(
     relogged = False
     attempt = 1
     while True:
-        result = docker.push(reference)
+        result = docker.push(reference, cancel)
+        if result.limit == "cancel":
+            raise PushCancelled(f"docker push {reference} was stopped: a gate failed meanwhile")
         if result.returncode == 0:
             return parse_push_digest(result.output)
         kind, message = classify_push_failure(result.output)

@@ -242,6 +242,23 @@ class Ecr:
         """How the repository's lifecycle policy differs from ``days`` (None: it does not)."""
         return lifecycle_drift(self.lifecycle_policy(name), days)
 
+    def delete_tag(self, name: str, tag: str) -> bool:
+        """Remove a tag, not the image under its other tags (``BatchDeleteImage`` by tag);
+        False when there was no such tag. Any other refusal is an ``AwsError`` line."""
+        with aws_errors():
+            answer = self._client.batch_delete_image(
+                repositoryName=name, imageIds=[{"imageTag": tag}]
+            )
+        for failure in answer.get("failures", []):
+            code = failure.get("failureCode", "")
+            if code in ("ImageNotFound", "ImageTagDoesNotMatchDigest"):
+                return False
+            raise AwsError(
+                f"ecr:BatchDeleteImage refused to remove tag {tag} of {name} ({code}): "
+                f"{failure.get('failureReason', '')}"
+            )
+        return True
+
     def authorization(self) -> Authorization:
         """A fresh registry login. The host comes from ``proxyEndpoint``, never a template."""
         with aws_errors():
@@ -262,6 +279,10 @@ class PlanningEcr(Ecr):
 
     def put_lifecycle_policy(self, name: str, text: str) -> None:
         log.info("[dry-run] ensure-repo: ecr:PutLifecyclePolicy(%s, %s)", name, text)
+
+    def delete_tag(self, name: str, tag: str) -> bool:
+        log.info("[dry-run] candidate: ecr:BatchDeleteImage(%s, imageTag=%s)", name, tag)
+        return True
 
     def __init__(self, client: ECRClient, budget: Budget | None = None) -> None:
         super().__init__(client, budget)

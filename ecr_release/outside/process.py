@@ -26,6 +26,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from ..errors import DockerError
 # The exit code of a command stopped at a limit (as coreutils' `timeout` returns).
 TIMED_OUT = 124
 _READ = 65536
+# How often a command that may be cancelled looks at its cancel event (seconds).
+_CANCEL_POLL = 0.1
 # A non-blocking write to a pipe of up to PIPE_BUF bytes goes in whole or not at all.
 _PIPE_CHUNK = select.PIPE_BUF
 
@@ -63,7 +66,8 @@ class Result:
 class Runner(Protocol):
     """Runs one argument list. ``input`` goes on stdin; ``stream`` echoes the output to the
     user as it comes; ``timeout`` bounds the whole run and ``idle`` the silence between two
-    pieces of output, in seconds (None: no limit)."""
+    pieces of output, in seconds (None: no limit); setting ``cancel`` (from another
+    thread) stops it, as a limit does, with ``limit`` "cancel"."""
 
     def __call__(
         self,
@@ -73,6 +77,7 @@ class Runner(Protocol):
         stream: bool = False,
         timeout: float | None = None,
         idle: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Result: ...
 
 
@@ -104,6 +109,7 @@ class SubprocessRunner:
         stream: bool = False,
         timeout: float | None = None,
         idle: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Result:
         args = list(args)
         limit = _tightest(self._timeout, timeout)
@@ -121,7 +127,7 @@ class SubprocessRunner:
                 f"the {args[0]!r} command was not found: install Docker (the docker CLI) "
                 "and make sure it is on PATH"
             ) from exc
-        run = _Run(proc, (self._out or sys.stdout) if stream else None)
+        run = _Run(proc, (self._out or sys.stdout) if stream else None, cancel)
         try:
             which, stopped = run.communicate(input, limit, idle)
         except BaseException:  # Ctrl-C (or SIGTERM made one) must not leave docker running
@@ -144,8 +150,14 @@ class _Run:
     ``selectors``, so a chatty command never blocks on a full pipe and the limits are
     checked between reads. Streamed output is written whole lines at a time."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], out: TextIO | None) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        out: TextIO | None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self._proc, self._out, self._clock = proc, out, time.monotonic
+        self._cancel = cancel
         self._decoder = io.IncrementalNewlineDecoder(
             codecs.getincrementaldecoder("utf-8")(errors="replace"), translate=True
         )
@@ -177,6 +189,10 @@ class _Run:
                 wait, which = _next_limit(now, start, last, timeout, idle)
                 if wait is not None and wait <= 0:
                     return which, self._stopped(which, timeout, idle)
+                if self._cancel is not None:
+                    if self._cancel.is_set():
+                        return "cancel", self._stopped("cancel", timeout, idle)
+                    wait = _CANCEL_POLL if wait is None else min(wait, _CANCEL_POLL)
                 for key, _ in selector.select(wait):
                     if key.fileobj is proc.stdin:
                         pending = self._feed(pending)
@@ -229,6 +245,8 @@ class _Run:
             self._out.write(self._partial + "\n")
             self._out.flush()
             self._partial = ""
+        if which == "cancel":
+            return "was cancelled"
         if which == "idle":
             return f"printed nothing for {idle:g} s"
         if self._chunks:

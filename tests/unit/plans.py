@@ -1,10 +1,25 @@
-"""What a dry run shows: one ``[dry-run] <step>: ...`` line per step, in the release's order."""
+"""What a dry run shows: one ``[dry-run] <step>: ...`` line per step, in the release's order.
+
+The candidate's push and the smoke test run at the same time: their two plan lines may
+come in either order, so they are compared in one (push first).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-RELEASE_PLAN = ["check", "build", "smoke-test", "ensure-repo", "login", "tag", "push"]
+RELEASE_PLAN = [
+    "check",
+    "build",
+    "ensure-repo",
+    "login",
+    "tag",
+    "push",
+    "smoke-test",
+    "version",
+    "candidate",
+]
+AT_THE_SAME_TIME = ("push", "smoke-test")
 
 
 def plan_lines(lines: Iterable[str]) -> list[str]:
@@ -13,5 +28,14 @@ def plan_lines(lines: Iterable[str]) -> list[str]:
 
 
 def planned_steps(plan: Iterable[str]) -> list[str]:
-    """The step each plan line is about."""
-    return [line.removeprefix("[dry-run] ").split(":", 1)[0] for line in plan]
+    """The step each plan line is about, the steps that run at the same time in one order."""
+    steps = [line.removeprefix("[dry-run] ").split(":", 1)[0] for line in plan]
+    for index in range(len(steps) - 1):
+        if (steps[index], steps[index + 1]) == AT_THE_SAME_TIME[::-1]:
+            steps[index], steps[index + 1] = AT_THE_SAME_TIME
+    return steps
+
+
+def step_line(plan: Iterable[str], step: str) -> str:
+    """The plan line of one step."""
+    return next(line for line in plan if line.removeprefix("[dry-run] ").startswith(f"{step}:"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ..plans import RELEASE_PLAN, plan_lines, planned_steps
+from ..plans import RELEASE_PLAN, plan_lines, planned_steps, step_line
 
 ROOT = Path(__file__).resolve().parents[3]
 TASKS = ["build", "ensure-repo", "login", "tag", "push", "release", "promote", "config", "doctor"]
@@ -285,8 +285,8 @@ def test_dry_run_changes_nothing_anywhere(
     host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
     plan = plan_lines(done.stderr.splitlines())
     assert planned_steps(plan) == RELEASE_PLAN
-    assert (
-        f"docker login --username AWS --password-stdin {host}  (password on stdin: ***)" in plan[4]
+    assert f"docker login --username AWS --password-stdin {host}  (password on stdin: ***)" in (
+        step_line(plan, "login")
     )
     assert plan[0].startswith(f"[dry-run] check: could not ask the registry about {host}/")
     assert listener.connections >= 1  # it did try, through the proxy, and nowhere else

@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,7 @@ from ecr_release.outside.git import Revision
 from ecr_release.outside.localstate import LoginRecords, release_lock
 from ecr_release.outside.registry import Manifest, RawManifest, Registry
 
-from ..plans import RELEASE_PLAN, plan_lines, planned_steps
+from ..plans import RELEASE_PLAN, plan_lines, planned_steps, step_line
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -54,8 +55,9 @@ class FakeRegistry:
         self.logins: list[Authorization] = []
         self.puts: list[tuple[str, str]] = []  # tags put on the registry side
         self.list_denied = False
-        self.put_fails = False
+        self.put_fails: set[str] | bool = False  # True, or the tags whose PUT fails
         self.empty: set[str] = set()  # repositories that ECR knows with no tag in them
+        self.deleted: list[tuple[str, str]] = []  # tags removed through the ECR API
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         return self.manifests.get((repository, reference))
@@ -74,11 +76,24 @@ class FakeRegistry:
         return RawManifest(found, found.digest.encode(), "docker-v2") if found else None
 
     def put_manifest(self, repository: str, tag: str, raw: RawManifest) -> str:
-        if self.put_fails:
+        if self.put_fails is True or (isinstance(self.put_fails, set) and tag in self.put_fails):
             raise RegistryError("registry answered HTTP 500 for the tag")
         self.puts.append((repository, tag))
         self.manifests[(repository, tag)] = raw.manifest
         return raw.manifest.digest
+
+
+def _with_registry(kind: type[Ecr], registry: FakeRegistry) -> type[Ecr]:
+    """ECR over moto, whose BatchDeleteImage removes the tag from the fake registry (moto
+    alone knows nothing of what was pushed): as ECR removes a tag, keeping the image."""
+
+    def delete_tag(self: Ecr, name: str, tag: str) -> bool:
+        if kind is not Ecr:  # a dry run's: a plan line
+            return kind.delete_tag(self, name, tag)
+        registry.deleted.append((name, tag))
+        return registry.manifests.pop((name, tag), None) is not None
+
+    return type(f"World{kind.__name__}", (kind,), {"delete_tag": delete_tag})
 
 
 class FakeRegistryClient:
@@ -109,6 +124,8 @@ class FakeDocker:
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # image ID -> labels
     calls: list[tuple[list[str], str | None]] = field(default_factory=list)
     push_outcomes: list[str] = field(default_factory=list)
+    push_hangs: bool = False
+    push_cancelled: bool = False
     fail: dict[str, Result] = field(default_factory=dict)
     on_build: Callable[[], None] | None = None
     builds: int = 0
@@ -130,6 +147,7 @@ class FakeDocker:
         stream: bool = False,
         timeout: float | None = None,
         idle: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Result:
         args = list(args)
         self.calls.append((args, input))
@@ -167,6 +185,10 @@ class FakeDocker:
             inspected |= {"healthcheck": self.healthcheck, "shell": None}
             return Result(0, json.dumps(inspected) + "\n")
         elif verb == "push":
+            if self.push_hangs:  # until the other gate stops it
+                assert cancel is not None
+                self.push_cancelled = cancel.wait(30)
+                return Result(124, "", "was cancelled", "cancel")
             outcome = self.push_outcomes.pop(0) if self.push_outcomes else "ok"
             if outcome != "ok":
                 return Result(1, f"The push refers to repository\n{outcome}\n")
@@ -255,7 +277,7 @@ def make_world(
 
         def connect(settings: Settings, kind: type[Ecr]) -> Ecr:
             connects.append(1)
-            return kind(aws)
+            return _with_registry(kind, registry)(aws)
 
         def registry_for(auth: Authorization) -> Any:
             registries.append(auth)
@@ -297,18 +319,25 @@ def test_release_runs_the_steps_in_order_and_verifies(make_world: Callable[..., 
     assert [name for name, _ in summary.timings] == [
         "check",
         "build",
-        "smoke-test",
         "ensure-repo",
         "login",
-        "tag",
-        "push",
+        "gates",
+        "smoke-test",  # during the gates: the candidate's push and the smoke test at once
     ]
     assert repo_names(world.client) == ["widget-server"]
     assert summary.image_uri == f"{HOST}/widget-server:v1"
     assert summary.digest == world.registry.manifests[("widget-server", "v1")].digest
     assert world.connects == [1]  # one boto3 session for the whole run
+    gates = summary.gates
+    assert gates is not None and gates.candidate.startswith("ecr-release-candidate-")
     tag_args = next(args for args, _ in world.docker.calls if args[1] == "tag")
-    assert tag_args == ["docker", "tag", "widget-server:v1", f"{HOST}/widget-server:v1"]
+    candidate = f"{HOST}/widget-server:{gates.candidate}"
+    assert tag_args == ["docker", "tag", "widget-server:v1", candidate]
+    push_args = next(args for args, _ in world.docker.calls if args[1] == "push")
+    assert push_args == ["docker", "push", candidate]  # never the version itself
+    assert world.registry.puts == [("widget-server", "v1")]  # the candidate's bytes, put
+    assert world.registry.deleted == [("widget-server", gates.candidate)] and gates.removed
+    assert ("widget-server", gates.candidate) not in world.registry.manifests
 
 
 def test_build_arguments_labels_and_base_image(make_world: Callable[..., World]) -> None:
@@ -404,14 +433,19 @@ def test_verification_catches_a_digest_mismatch(make_world: Callable[..., World]
     def racing(args: Sequence[str], **kwargs: Any) -> Result:
         result = real_call(args, **kwargs)
         if args[1] == "push":  # someone else's push lands right after ours
-            world.registry.manifests[("widget-server", "v1")] = Manifest(
+            tag = args[-1].rsplit(":", 1)[1]
+            world.registry.manifests[("widget-server", tag)] = Manifest(
                 "sha256:" + "b" * 64, "x", "y"
             )
         return result
 
     world.release.docker = Docker(racing)
-    with pytest.raises(RegistryError, match="verification failed: tag v1 resolves to sha256:b"):
+    with pytest.raises(
+        RegistryError,
+        match=r"verification failed: tag ecr-release-candidate-\w+ resolves to sha256:b",
+    ):
         world.release.release("v1")
+    assert ("widget-server", "v1") not in world.registry.manifests  # no version tag
 
 
 def test_verification_catches_a_foreign_config(make_world: Callable[..., World]) -> None:
@@ -614,11 +648,16 @@ def test_dry_run_changes_nothing(
     plan = plan_lines(r.getMessage() for r in caplog.records)
     assert planned_steps(plan) == RELEASE_PLAN
     assert plan[0] == f"[dry-run] check: {HOST}/widget-server:v1 is not released yet"
-    assert "docker build -t widget-server:v1" in plan[1]
-    assert "docker run -d --network none widget-server:v1" in plan[2]
-    assert "ecr:CreateRepository(" in plan[3] and "'scanOnPush': True" in plan[3]
-    assert f"--password-stdin {HOST}" in plan[4] and "***" in plan[4]
-    assert plan[6] == f"[dry-run] push: docker push {HOST}/widget-server:v1"
+    assert "docker build -t widget-server:v1" in step_line(plan, "build")
+    assert "docker run -d --network none widget-server:v1" in step_line(plan, "smoke-test")
+    create = step_line(plan, "ensure-repo")
+    assert "ecr:CreateRepository(" in create and "'scanOnPush': True" in create
+    login = step_line(plan, "login")
+    assert f"--password-stdin {HOST}" in login and "***" in login
+    candidate = f"{HOST}/widget-server:ecr-release-candidate-"
+    assert step_line(plan, "push").startswith(f"[dry-run] push: docker push {candidate}")
+    assert "PUT /v2/widget-server/manifests/v1" in step_line(plan, "version")
+    assert "ecr:BatchDeleteImage(widget-server" in step_line(plan, "candidate")
     assert Ecr(aws).authorization().password not in caplog.text
 
 
@@ -1037,6 +1076,7 @@ def test_promote_moves_a_tag_between_versions_on_the_registry_side(
     (world.tmp / "ctx" / "app.py").write_text("v2\n")
     two = world.rerun().release("v2")
     world.docker.calls.clear()
+    world.registry.puts.clear()  # the versions' own
     assert world.release.promote("v1", ["latest"]) == one.digest
     assert world.registry.manifests[("widget-server", "latest")].digest == one.digest
     assert world.release.promote("v2", ["latest"]) == two.digest
@@ -1053,6 +1093,7 @@ def test_promote_on_an_immutable_repository_is_refused(
     _repo(aws, "IMMUTABLE")
     world = make_world()
     world.release.release("v1")
+    world.registry.puts.clear()  # v1's own
     with pytest.raises(VersionExistsError, match="is IMMUTABLE: tag latest could never move"):
         world.release.promote("v1", ["latest"])
     assert world.registry.puts == []
@@ -1075,7 +1116,7 @@ def test_also_tag_points_the_tags_after_the_verified_push(
     world = make_world(extra_tags=("latest", "stable"))
     summary = world.release.release("v1")
     assert summary.tags == ["v1", "latest", "stable"]
-    assert [name for name, _ in summary.timings][-2:] == ["push", "also-tag"]
+    assert [name for name, _ in summary.timings][-3:] == ["gates", "smoke-test", "also-tag"]
     for tag in ("latest", "stable"):
         assert world.registry.manifests[("widget-server", tag)].digest == summary.digest
 
@@ -1106,6 +1147,7 @@ def test_promote_never_moves_a_released_version_on_a_mutable_repository(
     _repo(aws, "MUTABLE")
     world = make_world(tag_mutability="MUTABLE")
     _, two = _two_versions(world, "m1", "m2")
+    world.registry.puts.clear()  # the versions' own
     with pytest.raises(SettingsError, match="tag m2 of widget-server is the released version m2"
                        ) as caught:  # fmt: skip
         world.release.promote("m1", ["m2"])
@@ -1183,7 +1225,7 @@ def test_also_tag_equal_to_the_version_is_a_no_op_with_a_note(
     with caplog.at_level(logging.INFO, logger="ecr_release"):
         summary = world.release.release("a1")
     assert "--also-tag a1 is the version itself: nothing more to do" in caplog.text
-    assert summary.tags == ["a1"] and world.registry.puts == []
+    assert summary.tags == ["a1"] and world.registry.puts == [("widget-server", "a1")]
     assert "also-tag" not in [name for name, _ in summary.timings]
 
 
@@ -1282,13 +1324,17 @@ def test_the_smoke_test_runs_between_build_and_push(make_world: Callable[..., Wo
     world = make_world()
     summary = world.release.release("v1")
     steps = [name for name, _ in summary.timings]
-    assert steps.index("build") < steps.index("smoke-test") < steps.index("push")
+    assert steps.index("build") < steps.index("gates") and "smoke-test" in summary.concurrent
+    assert summary.gates is not None and summary.gates.smoke is not None
+    assert summary.gates.smoke.startswith("health check passed")
     run = next(args for args, _ in world.docker.calls if args[1] == "run")
     assert run[2:5] == ["-d", "--network", "none"] and run[-1] == "widget-server:v1"
     assert world.docker.containers == []  # removed
 
 
-def test_a_failing_smoke_test_pushes_nothing(make_world: Callable[..., World], aws: Any) -> None:
+def test_a_failing_smoke_test_leaves_no_version_and_no_candidate(
+    make_world: Callable[..., World], aws: Any
+) -> None:
     world = make_world(smoke_timeout=5.0)
     world.docker.healthy = False
     with pytest.raises(SmokeTestError) as err:
@@ -1296,16 +1342,34 @@ def test_a_failing_smoke_test_pushes_nothing(make_world: Callable[..., World], a
     assert err.value.exit_code == 8
     assert "health check still failing after 5 s" in err.value.message
     assert err.value.log_tail == ["starting", "Traceback: boom"]
-    assert world.docker.verbs() == ["build"]  # no ensure-repo, no login, no tag, no push
-    assert repo_names(world.client) == [] and world.registry.manifests == {}
+    assert ("widget-server", "v1") not in world.registry.manifests  # no version
+    assert world.registry.puts == []
+    pushed = [tag for _, tag in world.registry.manifests]
+    assert pushed == []  # the candidate, if its push got that far, was removed
     assert world.docker.containers == []
 
 
-def test_smoke_test_false_skips_it(make_world: Callable[..., World]) -> None:
-    world = make_world(smoke_test=False)
-    summary = world.release.release("v1")
-    assert "smoke-test" not in [name for name, _ in summary.timings]
-    assert world.docker.smoke_verbs() == []
+def test_a_failing_smoke_test_stops_the_candidates_push(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    world = make_world(smoke_timeout=1.0)
+    world.docker.healthy = False
+    world.docker.push_hangs = True  # a push that would take long: stopped by the smoke test
+    with pytest.raises(SmokeTestError):
+        world.release.release("v1")
+    assert world.docker.push_cancelled
+    assert world.registry.manifests == {}
+
+
+def test_a_failing_push_stops_the_smoke_test(make_world: Callable[..., World], aws: Any) -> None:
+    world = make_world(smoke_timeout=60.0)
+    world.docker.healthy = False  # it would take the whole minute to fail
+    world.docker.push_outcomes = ["denied: requested access to the resource is denied"]
+    with pytest.raises(DockerError, match="denied"):
+        world.release.release("v1")
+    assert sum(world.sleeps) < 60  # the smoke test stopped at once, not after its minute
+    assert world.docker.containers == []
+    assert ("widget-server", "v1") not in world.registry.manifests
 
 
 def test_a_dry_run_shows_the_smoke_test_as_a_plan_line(
@@ -1316,7 +1380,7 @@ def test_a_dry_run_shows_the_smoke_test_as_a_plan_line(
         world.release.release("v1")
     plan = plan_lines(r.getMessage() for r in caplog.records)
     assert planned_steps(plan) == RELEASE_PLAN
-    assert "docker run -d --network none widget-server:v1" in plan[2]
+    assert "docker run -d --network none widget-server:v1" in step_line(plan, "smoke-test")
     assert world.docker.smoke_verbs() == []  # nothing run
 
 
@@ -1373,9 +1437,9 @@ def test_an_index_is_judged_by_its_image_manifest(make_world: Callable[..., Worl
 def test_also_tag_is_finished_by_a_rerun(make_world: Callable[..., World], aws: Any) -> None:
     _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest")
     world = make_world(extra_tags=("latest",))
-    world.registry.put_fails = True
+    world.registry.put_fails = {"latest"}
     with pytest.raises(RegistryError):
-        world.release.release("v1")  # pushed and verified, then the tag failed
+        world.release.release("v1")  # released and verified, then the tag failed
     world.registry.put_fails = False
     again = world.rerun().release("v1")
     assert again.already_released and again.tags == ["v1", "latest"]

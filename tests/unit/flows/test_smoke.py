@@ -96,6 +96,7 @@ class Engine:
         stream: bool = False,
         timeout: float | None = None,
         idle: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Result:
         self.calls.append(list(args))
         verb = args[1]

@@ -6,6 +6,7 @@ import ast
 import base64
 import io
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,7 @@ class FakeRunner:
         stream: bool = False,
         timeout: float | None = None,
         idle: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> Result:
         self.calls.append(Call(list(args), input, stream))
         self.limits.append((args[1], timeout, idle))
