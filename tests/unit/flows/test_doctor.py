@@ -116,6 +116,10 @@ class FakeDocker:
 class _RegistryHandler(BaseHTTPRequestHandler):
     """GET /v2/: 200 with basic auth AWS:GOOD, else 401 (as a registry answers)."""
 
+    def setup(self) -> None:
+        self.request.do_handshake()
+        super().setup()
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:
@@ -156,7 +160,11 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRegist
     httpd.seen = []  # type: ignore[attr-defined]
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    # The handshake happens in each connection's own thread (the handler's setup), never
+    # in the accept loop, where one slow or refused client would hold up the next.
+    httpd.socket = context.wrap_socket(
+        httpd.socket, server_side=True, do_handshake_on_connect=False
+    )
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     host = f"localhost:{httpd.server_address[1]}"

@@ -165,6 +165,10 @@ class _Handler(BaseHTTPRequestHandler):
     """Repositories: app (normal), nohead (no digest header), denied (401), forbidden (403),
     broken (500), list (a body that is not an object); tag v1 only; anything else is 404."""
 
+    def setup(self) -> None:
+        self.request.do_handshake()
+        super().setup()
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:
@@ -282,7 +286,11 @@ def _serve(certs: tuple[Path, Path, Path]) -> Iterator[_Server]:
     httpd = _Server()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    # The handshake happens in each connection's own thread (the handler's setup), never
+    # in the accept loop, where one slow or refused client would hold up the next.
+    httpd.socket = context.wrap_socket(
+        httpd.socket, server_side=True, do_handshake_on_connect=False
+    )
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
