@@ -33,11 +33,10 @@ from typing import Any
 from ..errors import RegistryError, ReleaseError
 from ..model.fingerprint import Fingerprint
 from ..outside.docker import Docker, push_with_retries
+from ..outside.ecr import CANDIDATE_PREFIX
 from .published import Published
 
 log = logging.getLogger("ecr_release")
-
-CANDIDATE_PREFIX = "ecr-release-candidate-"
 
 
 def candidate_tag(fingerprint: Fingerprint) -> str:
@@ -112,6 +111,14 @@ class Shipping:
             raise
         self._remove(gates, failed=False)
         return verified, gates
+
+    def tidy(self, mine: Fingerprint) -> None:
+        """A rerun of a released version: remove the candidate tag an earlier run of the same
+        inputs left (it could not remove it, or was stopped there). Asks the registry only,
+        unless there is one."""
+        tag = candidate_tag(mine)
+        if self.published.digest_of(tag) is not None and self.published.remove_tag(tag):
+            log.info("removed the candidate tag %s an earlier run left behind", tag)
 
     def _gates(self, gates: Gates, local: str, candidate: str, reused: str | None) -> str:
         """The push (unless reused) and the smoke test at the same time; the candidate's

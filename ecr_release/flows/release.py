@@ -202,6 +202,7 @@ class Release:
                 existing = self._preflight(version, extra)
             mine = self._inputs(version).fingerprint
             if existing is not None:
+                self._shipping().tidy(mine)
                 if extra:  # a rerun finishes the job, and never moves a tag back
                     with timer.step("also-tag"):
                         extra = self.published.tags.finish(version, extra)

@@ -62,10 +62,32 @@ NO_CREDENTIALS = (
 )
 
 
+# The suite's candidate tags (a release pushes its image under one before the version
+# tag appears): the lifecycle policy expires those a failed gate left behind.
+CANDIDATE_PREFIX = "ecr-release-candidate-"
+
+
 def lifecycle_policy(days: int) -> str:
-    """ECR's lifecycle policy that expires untagged images pushed more than ``days`` ago."""
-    rule = {
+    """ECR's lifecycle policy: images still tagged only as a candidate of this suite, and
+    untagged images, both pushed more than ``days`` ago, expire.
+
+    A rule expires images, not tags: an image that also carries its version would go with
+    the candidate rule. A release therefore removes the candidate tag right after the
+    version is verified, and says so loudly when it cannot (a rerun removes it)."""
+    candidates = {
         "rulePriority": 1,
+        "description": f"Expire candidates (failed gates) pushed more than {days} days ago",
+        "selection": {
+            "tagStatus": "tagged",
+            "tagPrefixList": [CANDIDATE_PREFIX],
+            "countType": "sinceImagePushed",
+            "countUnit": "days",
+            "countNumber": days,
+        },
+        "action": {"type": "expire"},
+    }
+    untagged = {
+        "rulePriority": 2,
         "description": f"Expire untagged images pushed more than {days} days ago",
         "selection": {
             "tagStatus": "untagged",
@@ -75,7 +97,7 @@ def lifecycle_policy(days: int) -> str:
         },
         "action": {"type": "expire"},
     }
-    return json.dumps({"rules": [rule]})
+    return json.dumps({"rules": [candidates, untagged]})
 
 
 def lifecycle_drift(found: str | None, days: int) -> str | None:

@@ -1488,3 +1488,70 @@ def test_a_sandbox_run_keeps_its_logins_and_locks_apart_and_asks_its_own_api(
     assert run.state.directory == tmp_path / "sandbox" / "local"
     with pytest.raises(AwsError, match=r"cannot reach the ECR API.*127\.0\.0\.1:1"):
         run.ensure_repo()  # the sandbox's endpoint, which nothing answers here
+
+
+# -- the candidate: the version appears only when every gate has passed ---------------------
+
+
+def test_a_rerun_after_an_interrupted_run_reuses_the_candidate(
+    make_world: Callable[..., World], aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = make_world()
+    world.registry.put_fails = {"v1"}  # stopped after the candidate's push, before the version
+
+    def stopped_there(self: Ecr, name: str, tag: str) -> bool:
+        raise AwsError("the run was killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(world.release.ecr.api.__class__, "delete_tag", stopped_there)
+        with pytest.raises(RegistryError):
+            world.release.release("v1")
+    left = [tag for _, tag in world.registry.manifests if tag.startswith("ecr-release-")]
+    assert len(left) == 1 and ("widget-server", "v1") not in world.registry.manifests
+    world.registry.put_fails = False
+    world.docker.calls.clear()
+    summary = world.rerun().release("v1")
+    assert summary.gates is not None and summary.gates.reused
+    assert summary.gates.candidate == left[0]
+    assert "push" not in world.docker.verbs()  # nothing pushed again
+    assert world.registry.manifests[("widget-server", "v1")].digest == summary.digest
+    assert ("widget-server", left[0]) not in world.registry.manifests  # removed at last
+
+
+def test_a_failed_gate_removes_the_candidate(make_world: Callable[..., World], aws: Any) -> None:
+    world = make_world()
+    world.registry.put_fails = {"v1"}
+    with pytest.raises(RegistryError):
+        world.release.release("v1")
+    assert [tag for _, tag in world.registry.manifests] == []
+    assert len(world.registry.deleted) == 1
+
+
+def test_a_leftover_candidate_is_removed_by_a_rerun_of_the_released_version(
+    make_world: Callable[..., World], aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world()
+    summary = world.release.release("v1")
+    assert summary.gates is not None
+    candidate = summary.gates.candidate
+    world.registry.manifests[("widget-server", candidate)] = world.registry.manifests[
+        ("widget-server", "v1")
+    ]  # its removal had failed
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        again = world.rerun().release("v1")
+    assert again.already_released
+    assert ("widget-server", candidate) not in world.registry.manifests
+    assert f"removed the candidate tag {candidate}" in caplog.text
+
+
+def test_a_candidate_that_cannot_be_removed_after_the_version_is_out_is_said_loudly(
+    make_world: Callable[..., World], aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: Ecr, name: str, tag: str) -> bool:
+        raise AwsError("AWS denied ecr:BatchDeleteImage: not allowed")
+
+    world = make_world()
+    monkeypatch.setattr(world.release.ecr.api.__class__, "delete_tag", refuse)
+    with pytest.raises(RegistryError, match="released and verified, but its candidate tag"):
+        world.release.release("v1")
+    assert ("widget-server", "v1") in world.registry.manifests  # the version is out

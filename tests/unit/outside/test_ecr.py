@@ -329,22 +329,25 @@ def test_a_malformed_endpoint_is_a_settings_error(make_settings: Callable[..., S
 # -- lifecycle: expiring untagged images ----------------------------------------------------
 
 
-def test_the_lifecycle_policy_expires_untagged_images_after_n_days() -> None:
-    assert json.loads(lifecycle_policy(14)) == {
-        "rules": [
-            {
-                "rulePriority": 1,
-                "description": "Expire untagged images pushed more than 14 days ago",
-                "selection": {
-                    "tagStatus": "untagged",
-                    "countType": "sinceImagePushed",
-                    "countUnit": "days",
-                    "countNumber": 14,
-                },
-                "action": {"type": "expire"},
-            }
-        ]
+def test_the_lifecycle_policy_expires_left_candidates_and_untagged_images_after_n_days() -> None:
+    rules = json.loads(lifecycle_policy(14))["rules"]
+    assert [rule["rulePriority"] for rule in rules] == [1, 2]
+    candidates, untagged = (rule["selection"] for rule in rules)
+    assert candidates == {
+        "tagStatus": "tagged",
+        "tagPrefixList": ["ecr-release-candidate-"],
+        "countType": "sinceImagePushed",
+        "countUnit": "days",
+        "countNumber": 14,
     }
+    assert untagged == {
+        "tagStatus": "untagged",
+        "countType": "sinceImagePushed",
+        "countUnit": "days",
+        "countNumber": 14,
+    }
+    assert all(rule["action"] == {"type": "expire"} for rule in rules)
+    assert "14 days" in rules[1]["description"]
 
 
 def test_a_new_repository_gets_the_lifecycle_policy(client: Any) -> None:
