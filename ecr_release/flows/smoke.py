@@ -24,7 +24,7 @@ HEALTHCHECK never passes, must stop the release before the push. The rule:
   bounded as well (see :class:`~..outside.docker.Docker`): a daemon that stops
   answering is a ``DockerError``, not a hang.
 * A failure is a :class:`~.errors.SmokeTestError` (exit 8): one line naming the
-  image and what happened, saying nothing was pushed, with the container's last 20
+  image and what happened, saying the version was not released, with the container's last 20
   log lines in ``log_tail`` for the task layer to print.
 
 This module only runs the image, through :class:`~..outside.docker.Docker` (whose
@@ -289,7 +289,7 @@ class _SmokeTest:
     def _failure(self, what: str) -> SmokeTestError:
         """The one-line error, with the container's last log lines (read while it exists)."""
         return SmokeTestError(
-            f"smoke test of {self.image} failed: {what}; nothing was pushed",
+            f"smoke test of {self.image} failed: {what}; the version was not released",
             self._fired_tail if self._fired.is_set() else self._log_tail(),
         )
 

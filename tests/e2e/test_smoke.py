@@ -94,7 +94,7 @@ def test_a_healthcheck_that_always_fails_fails_at_the_timeout(build: Build) -> N
     error, took = failed(image, timeout=4)
     assert error.message == (
         f"smoke test of {image} failed: health check still failing after 4 s "
-        "(exit 3, no output); nothing was pushed"
+        "(exit 3, no output); the version was not released"
     )
     assert 4 <= took < 8
     assert_nothing_left()
@@ -234,7 +234,7 @@ def test_a_release_that_fails_its_smoke_test_pushes_nothing(
     done = project.inv("release", "--version", "v1")
     line = one_line_error(done)
     assert done.returncode == 8
-    assert state in line and "nothing was pushed" in line
+    assert state in line and "the version was not released" in line
     # The container's last log lines, above the error.
     assert any(line.startswith("  | ") and logged in line for line in done.stderr.splitlines())
     assert backend.registry_tags(project.repository) == []

@@ -200,7 +200,7 @@ def failure(engine: Engine, **kw: object) -> SmokeTestError:
         smoke(engine, **kw)  # type: ignore[arg-type]
     assert "\n" not in info.value.message
     assert IMAGE in info.value.message
-    assert info.value.message.endswith("nothing was pushed")
+    assert info.value.message.endswith("the version was not released")
     assert engine.calls[-1][1:] == ["rm", "-f", NAME]
     assert engine.removed
     return info.value
@@ -268,7 +268,7 @@ def test_a_healthcheck_that_never_passes_fails_at_the_timeout_with_its_last_outp
     assert error.message == (
         f"smoke test of {IMAGE} failed: health check still failing after 8 s (exit 1: "
         "urllib.error.URLError: <urlopen error [Errno 111] Connection refused>); "
-        "nothing was pushed"
+        "the version was not released"
     )
     assert error.exit_code == 8
     assert isinstance(error, ReleaseError)
@@ -360,7 +360,7 @@ def test_without_healthcheck_exiting_1_fails_with_the_log_tail() -> None:
     engine = Engine(exits_at=100.5, exit_code=1, logs="Traceback\nValueError: bad PORT\n")
     error = failure(engine)
     assert error.message == (
-        f"smoke test of {IMAGE} failed: exited with code 1; nothing was pushed"
+        f"smoke test of {IMAGE} failed: exited with code 1; the version was not released"
     )
     assert error.log_tail == ["Traceback", "ValueError: bad PORT"]
     assert engine.clock.now < 101.5
@@ -470,7 +470,7 @@ def test_an_image_that_cannot_start_fails_with_dockers_line_and_is_removed() -> 
     engine = Engine(run_answer=Result(127, line + "\n"))
     error = failure(engine)
     assert error.message == (
-        f"smoke test of {IMAGE} failed: could not start: {line}; nothing was pushed"
+        f"smoke test of {IMAGE} failed: could not start: {line}; the version was not released"
     )
     assert "version" in engine.verbs()  # docker itself was checked first: it answers
 
@@ -652,7 +652,7 @@ def test_a_health_command_that_never_returns_is_stopped_by_the_watchdog() -> Non
     error = failure(engine, watchdog=watchdog, timeout=8)
     assert error.message == (
         f"smoke test of {IMAGE} failed: its health check command did not return within 8 s "
-        "(stopped by removing the container); nothing was pushed"
+        "(stopped by removing the container); the version was not released"
     )
     assert error.log_tail == ["deadlocked"]
     # the watchdog read the logs, then removed the container
