@@ -52,6 +52,15 @@ class AwsError(ReleaseError):
     exit_code = 4
 
 
+class ScanNotFoundError(AwsError):
+    """ECR has no scan of the image (``ScanNotFoundException``): none was started, yet or ever."""
+
+
+class ImageNotFoundError(AwsError):
+    """The ECR API does not know the image, or its repository (``ImageNotFoundException``,
+    ``RepositoryNotFoundException``)."""
+
+
 class RegistryError(ReleaseError):
     """The registry answered something unexpected (verification, manifests)."""
 
