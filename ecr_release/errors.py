@@ -89,6 +89,13 @@ class OutputError(ReleaseError):
     exit_code = 9
 
 
+class ScanGateError(ReleaseError):
+    """The image's scan found what ``SCAN_FAIL_ON`` refuses, or the image could not be shown
+    to be scanned while ``SCAN_FAIL_ON`` is set: the version is not given to it."""
+
+    exit_code = 10
+
+
 class SmokeTestError(ReleaseError):
     """The built image failed its smoke test (it exited, or never became healthy): nothing
     was pushed. ``log_tail`` holds the container's last log lines, for the task layer to
