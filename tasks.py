@@ -11,6 +11,7 @@ from ecr_release.cli.session import (
     run_sandbox,
     session,
     show_config,
+    show_scan,
 )
 
 # Every task takes the shared flags (repository, region, profile, sandbox: the settings
@@ -127,7 +128,26 @@ def sandbox(c, action, env_file=None):
     run_sandbox(c, action, Flags(env_file=env_file))
 
 
-ns = Collection(build, ensure_repo, login, tag, push, release, promote, config, doctor, sandbox)
+@task(help=flag_help("version", "json"))
+def scan(
+    c,
+    version=None,
+    json=False,
+    repository=None,
+    region=None,
+    profile=None,
+    sandbox=False,
+    env_file=None,
+):
+    """Show the image scan findings of a released VERSION (exit 10 if SCAN_FAIL_ON refuses)."""
+    flags = Flags.of(locals())
+    with session(c, "scan", flags, json=json) as run:
+        show_scan(run, json=json)
+
+
+ns = Collection(
+    build, ensure_repo, login, tag, push, release, promote, config, doctor, sandbox, scan
+)
 # Settings paths (.env, DOCKERFILE, BUILD_CONTEXT) are relative to this folder, wherever
 # inv runs from: invoke finds tasks.py upward, as make finds its Makefile.
 ns.configure({"ecr_release": {"root": str(Path(__file__).resolve().parent)}})

@@ -52,6 +52,15 @@ class AwsError(ReleaseError):
     exit_code = 4
 
 
+class ScanNotFoundError(AwsError):
+    """ECR has no scan of the image (``ScanNotFoundException``): none was started, yet or ever."""
+
+
+class ImageNotFoundError(AwsError):
+    """The ECR API does not know the image, or its repository (``ImageNotFoundException``,
+    ``RepositoryNotFoundException``)."""
+
+
 class RegistryError(ReleaseError):
     """The registry answered something unexpected (verification, manifests)."""
 
@@ -78,6 +87,13 @@ class OutputError(ReleaseError):
     """A result file (GITHUB_OUTPUT, GITHUB_STEP_SUMMARY) could not be written after a release."""
 
     exit_code = 9
+
+
+class ScanGateError(ReleaseError):
+    """The image's scan found what ``SCAN_FAIL_ON`` refuses, or the image could not be shown
+    to be scanned while ``SCAN_FAIL_ON`` is set: the version is not given to it."""
+
+    exit_code = 10
 
 
 class SmokeTestError(ReleaseError):

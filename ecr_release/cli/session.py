@@ -85,6 +85,32 @@ def run_doctor(c: Any, flags: Flags) -> None:
         raise Exit(code=code)
 
 
+def show_scan(run: Run, *, json: bool = False) -> None:
+    """``inv scan``: a released version's scan findings (read once, by its tag), in the
+    lines the release's gate prints; a ``ScanGateError`` (exit 10) when ``SCAN_FAIL_ON``
+    would refuse them. With ``json`` stdout holds one document, a refusal's too."""
+    from ..errors import ScanGateError
+    from ..flows.scan import judge, scan_of_version
+    from . import report
+
+    settings = run.steps.settings
+    assert settings.version is not None  # the task's needs require it
+    found = scan_of_version(
+        run.steps.ecr.api, settings.repository, settings.version, ignore=settings.scan_ignore
+    )
+    if not json:
+        print("\n".join(found.lines()))
+    try:
+        judge(found, settings.scan_fail_on, settings.scan_ignore)
+    except ScanGateError as exc:
+        if not json:
+            raise
+        _print_json({**report.error_json(exc.message, exc.exit_code), **found.as_json()})
+        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
+    if json:
+        _print_json({"ok": True, "version": settings.version, **found.as_json()})
+
+
 def show_config(c: Any, flags: Flags, *, json: bool = False) -> None:
     """``inv config``: every setting, its value and its source; exit 2 when not usable."""
     from .configview import view

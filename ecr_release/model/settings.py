@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError
+from .scan import THRESHOLDS
 
 # Docker's tag grammar; ECR's API allows 300 characters but docker refuses more than 128.
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -84,6 +85,9 @@ class Settings:
     smoke_test: bool = True
     smoke_timeout: float = 60.0
     docker_idle_timeout: float = 600.0
+    scan_timeout: float = 300.0
+    scan_fail_on: str | None = None
+    scan_ignore: tuple[str, ...] = ()
     sandbox: bool = False
     sandbox_registry_image: str = "registry:2"
     version: str | None = None
@@ -223,6 +227,10 @@ def _items(src: Sources, setting: Setting) -> tuple[str, ...]:
 
 def _tags(src: Sources, setting: Setting) -> tuple[str, ...]:
     return _unique(src.items(setting.key))
+
+
+def _upper_or_unset(src: Sources, setting: Setting) -> str | None:
+    return src.upper(setting.key) or None
 
 
 def _count(src: Sources, setting: Setting) -> int | None:
@@ -418,6 +426,26 @@ def _required_tags_problems(src: Sources, setting: Setting) -> list[str]:
     return _tags_problems(src, setting)
 
 
+def _threshold_problems(src: Sources, setting: Setting) -> list[str]:
+    value = src.get(setting.key)
+    if value is None or value.upper() in THRESHOLDS:
+        return []
+    return [
+        f"{setting.key} {value!r} is not one of {', '.join(THRESHOLDS)}: the lowest severity "
+        "that fails the release (leave it empty to only report findings)"
+    ]
+
+
+def _finding_ids_problems(src: Sources, setting: Setting) -> list[str]:
+    bad = [item for item in src.items(setting.key) if len(item.split()) > 1]
+    if bad:
+        return [
+            f"{setting.key} {bad[0]!r} is not one finding id: separate the ids with commas "
+            "(e.g. CVE-2024-1234,CVE-2023-44487)"
+        ]
+    return []
+
+
 def _whole(low: int, high: int, unit: str) -> Checker:
     """A whole number from ``low`` to ``high``, or unset."""
 
@@ -593,6 +621,30 @@ SETTINGS: tuple[Setting, ...] = (
         default="600",
     ),
     Setting(
+        "SCAN_TIMEOUT",
+        "scan_timeout",
+        "seconds the scan gate waits for ECR's scan of the pushed image",
+        _seconds,
+        _whole(10, 3600, "seconds"),
+        default="300",
+    ),
+    Setting(
+        "SCAN_FAIL_ON",
+        "scan_fail_on",
+        "the lowest scan finding severity that fails the release: CRITICAL, HIGH, MEDIUM or "
+        "LOW (unset: findings are reported only)",
+        _upper_or_unset,
+        _threshold_problems,
+        example="HIGH",
+    ),
+    Setting(
+        "SCAN_IGNORE",
+        "scan_ignore",
+        "scan finding ids accepted by the scan gate (shown as ignored), comma-separated",
+        _items,
+        _finding_ids_problems,
+    ),
+    Setting(
         "SANDBOX",
         "sandbox",
         "run against the local ECR sandbox on this machine: no AWS account, nothing sent to AWS",
@@ -642,6 +694,7 @@ TASK_NEEDS: Mapping[str, frozenset[str]] = {
     "config": frozenset({"aws", "build"}),
     "doctor": frozenset({"aws", "build"}),
     "sandbox": frozenset(),
+    "scan": frozenset({"version", "aws"}),
 }
 
 

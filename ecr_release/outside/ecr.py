@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from ..errors import AwsError, RegistryAuthError, SettingsError
+from ..errors import (
+    AwsError,
+    ImageNotFoundError,
+    RegistryAuthError,
+    ScanNotFoundError,
+    SettingsError,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr.client import ECRClient
@@ -55,7 +61,16 @@ IAM_ACTIONS: Mapping[str, str] = {
     "ecr:PutImage": "docker push, and promote (a tag put on the registry side)",
     "ecr:PutLifecyclePolicy": "expire untagged images (ECR_EXPIRE_UNTAGGED_DAYS), on create",
     "ecr:GetLifecyclePolicy": "warn when an existing repository's policy differs",
+    "ecr:DescribeImageScanFindings": "the scan gate and `inv scan`: the image's scan findings",
+    "ecr:GetRegistryScanningConfiguration": (
+        "does enhanced (or registry-level) scanning cover the repository (account-level)"
+    ),
+    "ecr:BatchDeleteImage": "remove a release candidate's tag (by tag only: never an image)",
 }
+# The actions IAM cannot scope to a repository: granted on every resource.
+ACCOUNT_LEVEL_ACTIONS = frozenset(
+    {"ecr:GetAuthorizationToken", "ecr:GetRegistryScanningConfiguration"}
+)
 NO_CREDENTIALS = (
     "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
     "in .env or the environment (or run `aws configure`)"
@@ -211,6 +226,52 @@ class Authorization:
     expires_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class ScanFindings:
+    """``DescribeImageScanFindings``' answer, every page joined: ECR's scan status and its
+    description, basic findings (``imageScanFindings.findings``), enhanced ones
+    (``enhancedFindings``) and ``findingSeverityCounts``, as ECR gives them."""
+
+    status: str
+    description: str
+    digest: str | None
+    findings: tuple[Mapping[str, Any], ...] = ()
+    enhanced: tuple[Mapping[str, Any], ...] = ()
+    severity_counts: Mapping[str, int] = field(default_factory=dict)
+    completed_at: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Nothing at all beside the status: no finding, no count, no completion time (what
+        an enhanced scan may answer before its findings arrive: aws/aws-sdk#289)."""
+        return not (self.findings or self.enhanced or self.severity_counts or self.completed_at)
+
+
+@dataclass(frozen=True)
+class RegistryScanning:
+    """What the registry's scanning configuration says of one repository: its scan type
+    (``BASIC``, ``ENHANCED``; None when it could not be read) and the frequency of the
+    first rule whose filters match the repository (None: no rule does)."""
+
+    scan_type: str | None
+    frequency: str | None = None
+    problem: str | None = None  # why it could not be read: then taken as not configured
+
+    @property
+    def scans_images(self) -> bool:
+        """Does a registry rule scan the repository's new images (on push, or continuously)?"""
+        return self.frequency in ("SCAN_ON_PUSH", "CONTINUOUS_SCAN")
+
+    @property
+    def enhanced(self) -> bool:
+        return self.scan_type == "ENHANCED" and self.scans_images
+
+
+def filter_matches(pattern: str, name: str) -> bool:
+    """A ``WILDCARD`` repository filter of a registry scanning rule (``*`` any characters)."""
+    return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), name) is not None
+
+
 class Ecr:
     """The ECR calls the release makes."""
 
@@ -264,6 +325,88 @@ class Ecr:
         """How the repository's lifecycle policy differs from ``days`` (None: it does not)."""
         return lifecycle_drift(self.lifecycle_policy(name), days)
 
+    def image_scan_findings(self, name: str, digest_or_tag: str) -> ScanFindings:
+        """The image's scan (``DescribeImageScanFindings``, every page), by digest
+        (``sha256:...``) or tag. Raises ``ScanNotFoundError`` when ECR has no scan of it,
+        ``ImageNotFoundError`` when the API does not know the image or the repository."""
+        image_id = (
+            {"imageDigest": digest_or_tag}
+            if digest_or_tag.startswith("sha256:")
+            else {"imageTag": digest_or_tag}
+        )
+        pages: list[Mapping[str, Any]] = []
+        token: str | None = None
+        exceptions = self._client.exceptions
+        with aws_errors():
+            while True:
+                kwargs: dict[str, Any] = {"repositoryName": name, "imageId": image_id}
+                if token:
+                    kwargs["nextToken"] = token
+                try:
+                    page = self._client.describe_image_scan_findings(**kwargs)
+                except exceptions.ScanNotFoundException as exc:
+                    raise ScanNotFoundError(
+                        f"ECR has no scan of {name}:{digest_or_tag}: {_aws_message(exc)}"
+                    ) from exc
+                except exceptions.ImageNotFoundException as exc:
+                    raise ImageNotFoundError(
+                        f"the ECR API does not know {name}:{digest_or_tag}: {_aws_message(exc)}"
+                    ) from exc
+                except exceptions.RepositoryNotFoundException as exc:
+                    raise ImageNotFoundError(
+                        f"the ECR API does not know {name}:{digest_or_tag}: repository {name} "
+                        "does not exist"
+                    ) from exc
+                pages.append(page)
+                token = page.get("nextToken")
+                if not token:
+                    break
+        first = pages[0]
+        status = first.get("imageScanStatus") or {}
+        found = first.get("imageScanFindings") or {}
+        return ScanFindings(
+            status=str(status.get("status") or ""),
+            description=str(status.get("description") or ""),
+            digest=(first.get("imageId") or {}).get("imageDigest"),
+            findings=tuple(
+                f
+                for page in pages
+                for f in (page.get("imageScanFindings") or {}).get("findings") or []
+            ),
+            enhanced=tuple(
+                f
+                for page in pages
+                for f in (page.get("imageScanFindings") or {}).get("enhancedFindings") or []
+            ),
+            severity_counts=dict(found.get("findingSeverityCounts") or {}),
+            completed_at=found.get("imageScanCompletedAt"),
+        )
+
+    def registry_scanning(self, name: str) -> RegistryScanning:
+        """Does the registry's scanning configuration (``GetRegistryScanningConfiguration``)
+        scan the repository's images? A refusal (no ``ecr:GetRegistryScanningConfiguration``)
+        is an answer too: unknown, taken as not configured, with the reason in ``problem``."""
+        from botocore.exceptions import ClientError
+
+        with aws_errors():
+            try:
+                answer = self._client.get_registry_scanning_configuration()
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code not in ("AccessDeniedException", "AccessDenied"):
+                    raise
+                return RegistryScanning(
+                    None,
+                    problem="AWS denied ecr:GetRegistryScanningConfiguration: whether the "
+                    "registry scans the repository is unknown, taken as not configured",
+                )
+        config = answer.get("scanningConfiguration") or {}
+        for rule in config.get("rules") or []:
+            filters = rule.get("repositoryFilters") or []
+            if any(filter_matches(str(f.get("filter", "")), name) for f in filters):
+                return RegistryScanning(config.get("scanType"), rule.get("scanFrequency"))
+        return RegistryScanning(config.get("scanType"))
+
     def delete_tag(self, name: str, tag: str) -> bool:
         """Remove a tag, not the image under its other tags (``BatchDeleteImage`` by tag);
         False when there was no such tag. Any other refusal is an ``AwsError`` line."""
@@ -297,7 +440,7 @@ class Ecr:
 
 class PlanningEcr(Ecr):
     """A dry run's ECR: it reads for real and shows the repository (and policy) it would
-    create."""
+    create, and the tag it would delete."""
 
     def put_lifecycle_policy(self, name: str, text: str) -> None:
         log.info("[dry-run] ensure-repo: ecr:PutLifecyclePolicy(%s, %s)", name, text)
@@ -559,6 +702,11 @@ def aws_errors() -> Iterator[None]:
         raise _client_error(exc) from exc
     except bx.BotoCoreError as exc:
         raise AwsError(f"AWS call failed: {exc}") from exc
+
+
+def _aws_message(exc: Any) -> str:
+    error = exc.response.get("Error", {})
+    return str(error.get("Message") or error.get("Code") or exc)
 
 
 def _client_error(exc: Any) -> AwsError:

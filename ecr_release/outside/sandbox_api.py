@@ -7,7 +7,7 @@ for ECR's and STS's APIs. The sandbox manager starts it as
     python -m ecr_release.outside.sandbox_api --port P --state-dir DIR \\
         --registry 127.0.0.1:R --account 123456789012
 
-It serves moto's server app on 127.0.0.1:P only, with five differences from plain moto:
+It serves moto's server app on 127.0.0.1:P only, with six differences from plain moto:
 
 1. Login. ``GetAuthorizationToken`` answers user ``AWS`` with the registry's password
    (read from ``DIR/token``), ``proxyEndpoint`` ``http://127.0.0.1:R`` and an expiry
@@ -24,15 +24,31 @@ It serves moto's server app on 127.0.0.1:P only, with five differences from plai
    JSON lines in ``DIR/journal.jsonl`` and replayed at start-up; images come back
    through the mirroring.
 5. ``GET /_sandbox/health`` tells the manager which process answers.
+6. Images are scanned as ECR scans them on push. When the mirroring registers a new
+   image in a repository whose ``imageScanningConfiguration.scanOnPush`` is true, it
+   starts moto's scan (moto answers ``DescribeImageScanFindings`` only after
+   ``StartImageScan``; its refusal of a second scan the same day is taken quietly). A
+   scan finds nothing (moto's would find a fixed fake CVE-9999-9999, HIGH), unless
+   findings were queued through moto's API: ``POST /moto-api/static/ecr/scan-finding-results``
+   with ``{"results": [<a whole DescribeImageScanFindings answer>]}`` (``"region"`` and
+   ``"account_id"`` default to the request's signed region and the sandbox's account),
+   served for the image whose repository and tag or digest match, asked by tag or digest.
+
+Every request, ``/moto-api/...`` ones included, must carry an AWS signature header naming
+the sandbox's access key id (the state directory's ``access-key`` file):
+``Authorization: AWS4-HMAC-SHA256 Credential=<key id>/<yyyymmdd>/<region>/ecr/aws4_request,
+...`` (only the key id is checked, and the region read); a request with an ``Origin``
+header (a web page) is refused.
 
 The manager may call :func:`main` (the command line), or :func:`load_config`,
 :func:`bind`, :func:`build_app` and :func:`make_server_on` to run it in-process.
 
 Not for: anything but loopback; the registry container, state directory, ports and
 locks (the manager's job); ``PutImage`` through the ECR API (moto records it, the
-registry never sees it: the sandbox pushes through the registry); image scans beyond
-what moto answers. Importing this module has no side effect: moto is imported and
-patched by :func:`build_app`.
+registry never sees it: the sandbox pushes through the registry); scanning beyond the
+above (registry-level scanning rules are stored, never run; no enhanced scanning).
+Importing this module has no side effect: moto is imported and patched by
+:func:`build_app`.
 """
 
 from __future__ import annotations
@@ -60,12 +76,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-    from moto.ecr.models import ECRBackend
+    from moto.ecr.models import ECRBackend, Image
     from werkzeug.serving import BaseWSGIServer
 
 EXIT_PORT_TAKEN = 98
 EXIT_BAD_SETUP = 2
 HEALTH_PATH = "/_sandbox/health"
+# moto's API to queue the findings DescribeImageScanFindings answers.
+SCAN_RESULTS_PATH = "/moto-api/static/ecr/scan-finding-results"
 ACCESS_KEY_FILE = "access-key"
 TOKEN_FILE = "token"  # noqa: S105 (a file name, not a secret)
 JOURNAL_FILE = "journal.jsonl"
@@ -319,7 +337,7 @@ class Mirror:
             if known.get(tag) == manifest.digest:
                 continue
             try:
-                backend.put_image(
+                image = backend.put_image(
                     name, manifest.body.decode("utf-8"), tag, manifest.media_type, manifest.digest
                 )
                 added += 1
@@ -327,9 +345,29 @@ class Mirror:
                 pass
             except Exception as exc:  # moto refuses the manifest: the other tags still count
                 notes.append(f"{name}:{tag} not mirrored: {type(exc).__name__}: {exc}")
+            else:
+                self._scan_on_push(backend, name, image, notes)
         if gone or added:
             notes.append(f"mirrored {name}: +{added} -{len(gone)} tags")
         return listing
+
+    @staticmethod
+    def _scan_on_push(backend: ECRBackend, name: str, image: Image, notes: list[str]) -> None:
+        """ECR scans a new image of a repository with scan on push; moto answers a scan
+        only after ``StartImageScan``, so the mirroring starts it. A new tag on an image
+        already scanned is not a new image."""
+        from moto.ecr.exceptions import LimitExceededException
+
+        scanning = backend.repositories[name].image_scanning_configuration
+        on_push = isinstance(scanning, dict) and scanning.get("scanOnPush") is True
+        if not on_push or image.last_scan is not None:
+            return
+        digest = image.get_image_digest()
+        try:
+            backend.start_image_scan(None, name, {"imageDigest": digest})  # type: ignore[arg-type]
+        except LimitExceededException:
+            return  # moto allows one scan of an image a day: it has its scan already
+        notes.append(f"scan on push: {name}@{digest}")
 
     def delete_images(
         self, name: str, image_ids: Iterable[dict[str, str]], listing: dict[str, Manifest]
@@ -496,6 +534,8 @@ class SandboxApp:
                         operation, request_region(environ), body, params, environ, notes
                     )
             else:
+                if path == SCAN_RESULTS_PATH and environ.get("REQUEST_METHOD") == "POST":
+                    what = self._queue_findings(environ)
                 answer = _run(self._moto, environ)
         elapsed = (time.monotonic() - started) * 1000
         log.info(
@@ -519,6 +559,19 @@ class SandboxApp:
         if not self.config.access_key or credential not in environ.get("HTTP_AUTHORIZATION", ""):
             return "The security token included in the request is invalid."
         return None
+
+    def _queue_findings(self, environ: WSGIEnvironment) -> str:
+        """Scan findings queued without an account or region go to the sandbox's account
+        and to the region of the request's signature (moto would file them under its
+        default account, where no sandbox repository is)."""
+        data = _params(_read_body(environ))
+        data.setdefault("account_id", self.config.account)
+        data.setdefault("region", request_region(environ))
+        body = json.dumps(data).encode()
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        results = data.get("results")
+        return f"queued {len(results) if isinstance(results, list) else 0} scan results"
 
     def health(self) -> dict[str, Any]:
         return {
@@ -653,6 +706,52 @@ def patch_moto_login(token: str, endpoint: str, hours: int = TOKEN_HOURS) -> Cal
     return undo
 
 
+def patch_scan_findings() -> Callable[[], None]:
+    """Makes moto's scan of an image find nothing unless findings were queued for it;
+    returns the undo.
+
+    moto answers a started scan with a fixed fake finding (CVE-9999-9999, HIGH, in
+    ``moto_fake``): every sandbox image would fail a scan gate. Findings queued through
+    moto's ``/moto-api/static/ecr/scan-finding-results`` are still served as given, matched
+    on the repository and the image's digest or any of its tags (moto matches only its
+    latest tag), and whether the image is then asked for by digest or by tag (moto hands
+    a queued result to the first form asked).
+    """
+    from moto.ecr.models import ECRBackend
+
+    original = ECRBackend.describe_image_scan_findings
+
+    def describe_image_scan_findings(
+        self: ECRBackend, registry_id: str, repository_name: str, image_id: dict[str, Any]
+    ) -> dict[str, Any]:
+        repository = self._get_repository(repository_name, registry_id)
+        image = repository._get_image(image_id.get("imageTag"), image_id.get("imageDigest"))
+        for result in list(self.scan_finding_results):
+            wanted = result.get("imageId") or {}
+            if result.get("repositoryName") == repository.name and (
+                wanted.get("imageTag") in image.image_tags
+            ):
+                image.scan_finding_results_queue.append(result)
+                self.scan_finding_results.remove(result)
+        answer: dict[str, Any] = original(self, registry_id, repository_name, image_id)
+        served = image.scan_finding_results
+        if json.dumps(image_id) in served:
+            return answer  # the queued result moto handed to this form of the image id
+        if served:
+            return dict(list(served.values())[-1])  # queued, and handed to the other form
+        clean: dict[str, Any] = json.loads(json.dumps(answer, default=str))
+        clean["imageScanFindings"]["findings"] = []
+        clean["imageScanFindings"].pop("findingSeverityCounts", None)
+        return clean
+
+    ECRBackend.describe_image_scan_findings = describe_image_scan_findings  # type: ignore[method-assign]
+
+    def undo() -> None:
+        ECRBackend.describe_image_scan_findings = original  # type: ignore[method-assign]
+
+    return undo
+
+
 def patch_repository_uri(registry: str) -> Callable[[], None]:
     """Makes moto's repositories name the sandbox registry in ``repositoryUri`` (it names
     ``<account>.dkr.ecr.<region>.amazonaws.com``), as ECR names its own; returns the undo."""
@@ -687,6 +786,7 @@ def build_app(config: SandboxConfig) -> SandboxApp:
     )
     app.on_close(patch_moto_login(config.token, config.proxy_endpoint))
     app.on_close(patch_repository_uri(config.registry))
+    app.on_close(patch_scan_findings())
     # A fresh process has no repositories; an in-process restart must not keep any either.
     ecr_backends[config.account].reset()
     cut = journal.repair()

@@ -21,7 +21,7 @@ import yaml
 from moto import mock_aws
 
 from ecr_release.model.settings import SETTINGS
-from ecr_release.outside.ecr import IAM_ACTIONS
+from ecr_release.outside.ecr import ACCOUNT_LEVEL_ACTIONS, IAM_ACTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -31,8 +31,9 @@ CI = WORKFLOWS / "ci.yml"
 
 # Every ECR action the suite needs: the library is the source of truth.
 SUITE_ECR_ACTIONS = frozenset(IAM_ACTIONS)
-# IAM cannot scope this one to a repository.
+# IAM cannot scope these to a repository: the login token, the registry's scanning rules.
 LOGIN_ACTION = "ecr:GetAuthorizationToken"
+assert LOGIN_ACTION in ACCOUNT_LEVEL_ACTIONS <= SUITE_ECR_ACTIONS
 REPOSITORY_ARN = "arn:aws:ecr:REGION:ACCOUNT:repository/REPOSITORY"
 
 OIDC_HOST = "token.actions.githubusercontent.com"
@@ -144,15 +145,18 @@ def test_policy_grants_no_wildcard_action() -> None:
             assert "*" not in action and "?" not in action, action
 
 
-def test_only_the_login_token_is_granted_on_every_resource() -> None:
-    login: list[dict[str, Any]] = []
+def test_only_the_account_level_actions_are_granted_on_every_resource() -> None:
+    account: list[dict[str, Any]] = []
     scoped: list[dict[str, Any]] = []
     for statement in statements(load_json("iam-policy.json")):
-        (login if LOGIN_ACTION in actions(statement) else scoped).append(statement)
+        (account if set(actions(statement)) & ACCOUNT_LEVEL_ACTIONS else scoped).append(statement)
 
-    assert len(login) == 1
-    assert actions(login[0]) == [LOGIN_ACTION], "nothing else may share its Resource '*'"
-    assert login[0]["Resource"] == "*"
+    # One statement each: nothing else may share their Resource '*'.
+    assert sorted(a for s in account for a in actions(s)) == sorted(ACCOUNT_LEVEL_ACTIONS)
+    for statement in account:
+        assert len(actions(statement)) == 1
+        assert statement["Resource"] == "*"
+        assert "Condition" not in statement
     assert scoped
     for statement in scoped:
         assert as_list(statement["Resource"]) == [REPOSITORY_ARN]

@@ -23,7 +23,18 @@ import pytest
 from ..plans import RELEASE_PLAN, plan_lines, planned_steps, step_line
 
 ROOT = Path(__file__).resolve().parents[3]
-TASKS = ["build", "ensure-repo", "login", "tag", "push", "release", "promote", "config", "doctor"]
+TASKS = [
+    "build",
+    "ensure-repo",
+    "login",
+    "tag",
+    "push",
+    "release",
+    "promote",
+    "config",
+    "doctor",
+    "scan",
+]
 
 
 class Listener:
@@ -190,6 +201,8 @@ BAD_ENV = [
     ("ECR_EXTRA_TAGS=latest,no way\n", "is not a valid image tag"),
     ("SMOKE_TIMEOUT=3601\n", "SMOKE_TIMEOUT"),
     ("ECR_EXPIRE_UNTAGGED_DAYS=0\n", "ECR_EXPIRE_UNTAGGED_DAYS"),
+    ("SCAN_FAIL_ON=SEVERE\n", "SCAN_FAIL_ON 'SEVERE' is not one of CRITICAL, HIGH, MEDIUM, LOW"),
+    ("SCAN_TIMEOUT=5\n", "SCAN_TIMEOUT '5' must be a whole number of seconds from 10 to 3600"),
 ]
 
 
@@ -469,3 +482,151 @@ def test_sigterm_stops_the_docker_command_under_way(tmp_path: Path) -> None:
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
+
+
+# -- inv scan: a released version's findings ----------------------------------------------
+
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "x", "size": 1, "digest": "sha256:" + "c0" * 32},
+        "layers": [],
+    }
+)
+
+
+@pytest.fixture
+def released(moto_server: str) -> str:
+    """moto's server with widget-server:v1 scanned (moto's fixed finding: CVE-9999-9999,
+    HIGH, in moto_fake 9.9.9) and widget-server:v2 not scanned."""
+    import urllib.request
+
+    import boto3
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"))
+    ecr = boto3.client("ecr", region_name="eu-west-1", endpoint_url=moto_server)
+    ecr.create_repository(repositoryName="widget-server")
+    ecr.put_image(repositoryName="widget-server", imageManifest=MANIFEST, imageTag="v1")
+    ecr.start_image_scan(repositoryName="widget-server", imageId={"imageTag": "v1"})
+    other = MANIFEST.replace("c0", "d1")
+    ecr.put_image(repositoryName="widget-server", imageManifest=other, imageTag="v2")
+    return moto_server
+
+
+def test_scan_shows_a_released_versions_findings(cli: Cli, released: str) -> None:
+    done = cli(
+        "scan", "--version", "v1", env_file="AWS_REGION=eu-west-1\n", AWS_ENDPOINT_URL=released
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "scan of widget-server:v1: COMPLETE, 1 finding: 1 HIGH"
+    assert " ".join(lines[1].split()) == "CVE-9999-9999 HIGH moto_fake 9.9.9 no fix listed"
+    assert len(lines) == 2
+    assert not cli.docker_log.exists()  # docker is never asked
+
+
+def test_scan_fails_with_exit_10_when_scan_fail_on_refuses(cli: Cli, released: str) -> None:
+    env = "AWS_REGION=eu-west-1\nSCAN_FAIL_ON=HIGH\n"
+    done = cli("scan", "--version", "v1", env_file=env, AWS_ENDPOINT_URL=released)
+    assert_one_line_error(
+        done,
+        10,
+        "error: the image's scan found 1 finding at HIGH or above (worst: CVE-9999-9999 HIGH "
+        "in moto_fake 9.9.9): SCAN_FAIL_ON=HIGH refuses it; fix them, or accept them in "
+        "SCAN_IGNORE",
+    )
+    assert done.stdout.startswith("scan of widget-server:v1: COMPLETE, 1 finding: 1 HIGH\n")
+    # Accepted, it is shown as ignored and passes.
+    done = cli(
+        "scan",
+        "--version",
+        "v1",
+        env_file=env + "SCAN_IGNORE=CVE-9999-9999\n",
+        AWS_ENDPOINT_URL=released,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "(1 ignored by SCAN_IGNORE)" in done.stdout
+    assert done.stdout.splitlines()[1].endswith("ignored (SCAN_IGNORE)")
+    # Below the threshold passes too.
+    done = cli(
+        "scan",
+        "--version",
+        "v1",
+        SCAN_FAIL_ON="CRITICAL",
+        AWS_ENDPOINT_URL=released,
+        AWS_REGION="eu-west-1",
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_scan_json_is_one_document_a_refusals_too(cli: Cli, released: str) -> None:
+    done = cli(
+        "scan",
+        "--version",
+        "v1",
+        "--json",
+        env_file="AWS_REGION=eu-west-1\n",
+        AWS_ENDPOINT_URL=released,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["ok"] is True and document["version"] == "v1"
+    assert document["counts"] == {"HIGH": 1}
+    assert [f["id"] for f in document["findings"]] == ["CVE-9999-9999"]
+    done = cli(
+        "scan",
+        "--version",
+        "v1",
+        "--json",
+        env_file="AWS_REGION=eu-west-1\nSCAN_FAIL_ON=LOW\n",
+        AWS_ENDPOINT_URL=released,
+    )
+    assert done.returncode == 10
+    document = json.loads(done.stdout)
+    assert document["ok"] is False and document["exit_code"] == 10
+    assert "SCAN_FAIL_ON=LOW refuses it" in document["error"]
+    assert document["worst"][0]["id"] == "CVE-9999-9999"
+
+
+def test_scan_of_a_version_that_is_not_released_is_one_line_exit_2(cli: Cli, released: str) -> None:
+    done = cli(
+        "scan", "--version", "v9", env_file="AWS_REGION=eu-west-1\n", AWS_ENDPOINT_URL=released
+    )
+    assert_one_line_error(done, 2, "widget-server:v9 is not released, so it has no scan")
+    done = cli(
+        "scan",
+        "--version",
+        "v1",
+        "--repository",
+        "nothing-here",
+        env_file="AWS_REGION=eu-west-1\n",
+        AWS_ENDPOINT_URL=released,
+    )
+    assert_one_line_error(done, 2, "repository nothing-here does not exist")
+
+
+def test_scan_of_a_version_without_a_scan_is_one_line(cli: Cli, released: str) -> None:
+    done = cli(
+        "scan", "--version", "v2", env_file="AWS_REGION=eu-west-1\n", AWS_ENDPOINT_URL=released
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "warning: widget-server:v2 was not scanned: ECR has no scan of it (scanning did not "
+        "cover the repository when it was pushed, or the scan has not started)"
+    ]
+    # With a threshold, an image that cannot be shown scanned is refused.
+    done = cli(
+        "scan",
+        "--version",
+        "v2",
+        env_file="AWS_REGION=eu-west-1\nSCAN_FAIL_ON=CRITICAL\n",
+        AWS_ENDPOINT_URL=released,
+    )
+    assert_one_line_error(done, 10, "widget-server:v2 was not scanned (ECR has no scan of it")
+
+
+def test_scan_needs_a_version(cli: Cli, listener: Listener) -> None:
+    done = cli("scan", env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, "--version is required")
+    assert listener.connections == 0

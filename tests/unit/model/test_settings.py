@@ -385,12 +385,47 @@ def test_gate_and_tag_settings_are_read(workdir: Path) -> None:
         ({"SMOKE_TEST": "sometimes"}, "SMOKE_TEST 'sometimes' is not a boolean"),
         ({"ECR_EXPIRE_UNTAGGED_DAYS": "0"}, "ECR_EXPIRE_UNTAGGED_DAYS '0' must be a whole number"),
         ({"ECR_EXPIRE_UNTAGGED_DAYS": "3651"}, "of days from 1 to 3650"),
+        ({"SCAN_TIMEOUT": "9"}, "SCAN_TIMEOUT '9' must be a whole number of seconds from 10 to"),
+        ({"SCAN_TIMEOUT": "3601"}, "SCAN_TIMEOUT '3601' must be a whole number of seconds"),
+        (
+            {"SCAN_FAIL_ON": "SEVERE"},
+            "SCAN_FAIL_ON 'SEVERE' is not one of CRITICAL, HIGH, MEDIUM, LOW: the lowest",
+        ),
+        ({"SCAN_FAIL_ON": "INFORMATIONAL"}, "SCAN_FAIL_ON 'INFORMATIONAL' is not one of"),
+        (
+            {"SCAN_IGNORE": "CVE-2024-1 CVE-2024-2"},
+            "SCAN_IGNORE 'CVE-2024-1 CVE-2024-2' is not one finding id: separate the ids with",
+        ),
     ],
 )
 def test_bad_gate_and_tag_settings(workdir: Path, values: dict[str, str], expected: str) -> None:
     write_env(workdir, AWS_REGION="eu-west-1", **values)
     with pytest.raises(SettingsError, match=re.escape(expected)):
         load_settings(task="login", environ={})
+
+
+def test_the_scan_gate_settings_and_their_defaults(workdir: Path) -> None:
+    write_env(
+        workdir,
+        AWS_REGION="eu-west-1",
+        SCAN_TIMEOUT="600",
+        SCAN_FAIL_ON="high",
+        SCAN_IGNORE="CVE-2024-1234, GHSA-abcd-efgh-ijkl,",
+    )
+    found = load_settings(task="login", environ={})
+    assert (found.scan_timeout, found.scan_fail_on) == (600.0, "HIGH")
+    assert found.scan_ignore == ("CVE-2024-1234", "GHSA-abcd-efgh-ijkl")
+    defaults = load_settings(
+        task="login", environ={"AWS_REGION": "eu-west-1"}, root=workdir / "elsewhere"
+    )
+    assert (defaults.scan_timeout, defaults.scan_fail_on, defaults.scan_ignore) == (300.0, None, ())
+    # An empty value is unset: findings are reported only.
+    empty = load_settings(
+        task="login",
+        environ={"AWS_REGION": "eu-west-1", "SCAN_FAIL_ON": ""},
+        root=workdir / "elsewhere",
+    )
+    assert empty.scan_fail_on is None
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,8 @@ def test_each_value_has_its_attributes_type(tmp_path: Path) -> None:
         "ECR_EXTRA_TAGS": "stable",
         "ECR_EXPIRE_UNTAGGED_DAYS": "7",
         "SMOKE_TIMEOUT": "30",
+        "SCAN_FAIL_ON": "high",
+        "SCAN_IGNORE": "CVE-2024-1234",
     }
     assert set(every) | {k for k in KEYS if DECLARED[k].default} >= set(KEYS)
     for environ in ({"AWS_REGION": "eu-west-1"}, every):

@@ -436,6 +436,134 @@ def test_a_scan_sees_a_pushed_image(
     assert found["imageScanStatus"]["status"] == "COMPLETE"
 
 
+# --- scanning as ECR scans on push ------------------------------------------------------
+
+
+def queue_findings(sandbox: Sandbox, results: list[dict[str, Any]], key: str = ACCESS_KEY) -> int:
+    """POST to moto's findings API through the sandbox, signed (by key id) as it requires."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{sandbox.port}/moto-api/static/ecr/scan-finding-results",
+        data=json.dumps({"results": results}).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={key}/20300101/{REGION}/ecr/"
+            "aws4_request, SignedHeaders=host, Signature=0",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return int(refused.code)
+
+
+def test_scan_on_push_scans_a_pushed_image_clean(
+    sandbox: Sandbox, registry: tuple[Store, ThreadingHTTPServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    ecr = sandbox.client()
+    ecr.create_repository(repositoryName="widget", imageScanningConfiguration={"scanOnPush": True})
+    digest = registry[0].push("widget", "candidate", manifest_bytes("a1"))
+    caplog.set_level(logging.INFO, logger="ecr_release.outside.sandbox_api")
+
+    found = ecr.describe_image_scan_findings(
+        repositoryName="widget", imageId={"imageDigest": digest}
+    )
+
+    assert found["imageScanStatus"]["status"] == "COMPLETE"
+    assert found["imageScanFindings"]["findings"] == []  # not moto's fake CVE-9999-9999
+    assert found["imageScanFindings"].get("findingSeverityCounts", {}) == {}
+    assert "imageScanCompletedAt" in found["imageScanFindings"]
+    assert any(f"scan on push: widget@{digest}" in r.getMessage() for r in caplog.records)
+    # A second tag on the same image is no new image: no second scan, no refusal.
+    registry[0].push("widget", "v1", manifest_bytes("a1"))
+    again = ecr.describe_image_scan_findings(repositoryName="widget", imageId={"imageTag": "v1"})
+    assert again["imageScanStatus"]["status"] == "COMPLETE"
+    assert again["imageScanFindings"]["findings"] == []
+
+
+def test_without_scan_on_push_there_is_no_scan_until_one_is_started(
+    sandbox: Sandbox, registry: tuple[Store, ThreadingHTTPServer]
+) -> None:
+    ecr = sandbox.client()
+    ecr.create_repository(repositoryName="widget")
+    registry[0].push("widget", "v1", manifest_bytes("a1"))
+
+    with pytest.raises(ClientError) as caught:
+        ecr.describe_image_scan_findings(repositoryName="widget", imageId={"imageTag": "v1"})
+    assert caught.value.response["Error"]["Code"] == "ScanNotFoundException"
+    ecr.start_image_scan(repositoryName="widget", imageId={"imageTag": "v1"})
+    found = ecr.describe_image_scan_findings(repositoryName="widget", imageId={"imageTag": "v1"})
+    assert found["imageScanFindings"]["findings"] == []
+
+
+def test_a_refused_second_scan_leaves_the_mirroring_quiet(
+    sandbox: Sandbox, registry: tuple[Store, ThreadingHTTPServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.ecr.exceptions import LimitExceededException
+    from moto.ecr.models import ECRBackend
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise LimitExceededException()
+
+    monkeypatch.setattr(ECRBackend, "start_image_scan", refuse)
+    ecr = sandbox.client()
+    ecr.create_repository(repositoryName="widget", imageScanningConfiguration={"scanOnPush": True})
+    digest = registry[0].push("widget", "v1", manifest_bytes("a1"))
+
+    assert tags_of(ecr, "widget") == {digest: ["v1"]}  # mirrored all the same
+
+
+def test_queued_findings_are_served_by_tag_or_digest(
+    sandbox: Sandbox, registry: tuple[Store, ThreadingHTTPServer]
+) -> None:
+    ecr = sandbox.client()
+    ecr.create_repository(repositoryName="widget", imageScanningConfiguration={"scanOnPush": True})
+    digest = registry[0].push("widget", "v1", manifest_bytes("a1"))
+    # Mirrored after v1 (tags in order), "weekly" becomes the image's last tag, the only
+    # one moto itself would match.
+    registry[0].push("widget", "weekly", manifest_bytes("a1"))
+    result = {
+        "repositoryName": "widget",
+        "imageId": {"imageTag": "v1"},
+        "imageScanStatus": {"status": "COMPLETE", "description": "queued"},
+        "imageScanFindings": {
+            "findings": [{"name": "CVE-2024-1234", "severity": "CRITICAL"}],
+            "findingSeverityCounts": {"CRITICAL": 1},
+        },
+    }
+
+    # Unsigned, or signed with another key, the queue is refused.
+    assert queue_findings(sandbox, [result], key="AKIASOMEONEELSE00001") == 400
+    assert queue_findings(sandbox, [result]) == 201  # account and region: the sandbox's
+
+    by_digest = ecr.describe_image_scan_findings(
+        repositoryName="widget", imageId={"imageDigest": digest}
+    )
+    by_tag = ecr.describe_image_scan_findings(repositoryName="widget", imageId={"imageTag": "v1"})
+    for found in (by_digest, by_tag):
+        assert found["imageScanStatus"]["description"] == "queued"
+        assert found["imageScanFindings"]["findings"][0]["name"] == "CVE-2024-1234"
+    # Another image of the repository stays clean.
+    other = registry[0].push("widget", "v2", manifest_bytes("b2"))
+    clean = ecr.describe_image_scan_findings(
+        repositoryName="widget", imageId={"imageDigest": other}
+    )
+    assert clean["imageScanFindings"]["findings"] == []
+
+
+def test_the_scan_patch_is_undone_when_the_app_closes(sandbox: Sandbox) -> None:
+    from moto.ecr.models import ECRBackend
+
+    patched = ECRBackend.describe_image_scan_findings
+    assert sandbox.app is not None
+    sandbox.app.close()
+    try:
+        assert ECRBackend.describe_image_scan_findings is not patched
+    finally:
+        sandbox.restart()
+
+
 def test_an_unknown_repository_is_not_found_and_the_registry_is_not_read(
     sandbox: Sandbox, registry: tuple[Store, ThreadingHTTPServer]
 ) -> None:
