@@ -906,10 +906,23 @@ def test_daemon_info_when_the_daemon_is_down() -> None:
         docker.daemon_info()
 
 
+def _status(registry: Registry, *, login: bool = True) -> int:
+    """``api_status``, asked again after a TLS EOF: twice in about 2,000 runs on a loaded
+    CI machine this local server's connection ended during the handshake (cause not
+    found; it never reproduced alone). Any other error, or a third EOF, fails the test."""
+    for attempt in range(3):
+        try:
+            return registry.api_status(login=login)
+        except RegistryError as exc:
+            if "EOF occurred" not in exc.message or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def test_api_status_of_a_registry(tls_registry: TlsRegistry) -> None:
-    assert tls_registry.client("", "", "").api_status(login=False) == 401
-    assert tls_registry.client("", "AWS", GOOD).api_status() == 200
-    assert tls_registry.client("", "AWS", "wrong").api_status() == 401
+    assert _status(tls_registry.client("", "", ""), login=False) == 401
+    assert _status(tls_registry.client("", "AWS", GOOD)) == 200
+    assert _status(tls_registry.client("", "AWS", "wrong")) == 401
     with pytest.raises(RegistryError, match="cannot reach registry"):
         Registry("localhost:1", "", "", timeout=2).api_status(login=False)
 
