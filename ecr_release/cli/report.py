@@ -94,7 +94,7 @@ def write_github_files(summary: Summary, environ: Mapping[str, str]) -> None:
                 "\n| candidate | smoke test | scan |\n| --- | --- | --- |\n"
                 f"| `{gates.candidate}` ({_gone(gates)}) | {gates.smoke or 'skipped'} | "
                 f"{_scan(summary)} |\n"
-            )
+            ) + _worst_rows(gates.scan)
         _append(summary, "GITHUB_STEP_SUMMARY", Path(environ["GITHUB_STEP_SUMMARY"]), table)
 
 
@@ -131,6 +131,20 @@ def _gone(gates: Gates) -> str:
 def _scan(summary: Summary) -> str:
     report = summary.gates.scan if summary.gates is not None else None
     return "not read" if report is None else str(report.summary_line())
+
+
+def _worst_rows(report: Any) -> str:
+    """The scan's worst findings as a Markdown table (nothing when it found none)."""
+    found = report.as_json()["worst"] if report is not None and report.scanned else []
+    if not found:
+        return ""
+    rows = "".join(
+        f"| {f['id']} | {f['severity']}{' (ignored)' if f['ignored'] else ''} | "
+        f"{' '.join(filter(None, [f['package'], f['version']])) or '-'} | "
+        f"{f['fixed_in'] or '-'} |\n"
+        for f in found
+    )
+    return "\n| finding | severity | package | fixed in |\n| --- | --- | --- | --- |\n" + rows
 
 
 def _fingerprint(summary: Summary) -> dict[str, str] | None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the rest is imported when a task runs: `inv --list` stays f
     from ..flows.release import Clock, Release, Summary
     from ..model.settings import Settings
     from ..outside.docker import Runner
-    from ..outside.ecr import Authorization, Ecr
+    from ..outside.ecr import Authorization, Ecr, Repository
     from ..outside.registry import Registry
     from ..outside.sandbox import Sandbox, Target
 
@@ -197,6 +197,7 @@ def make_release(
     progress goes (stdout, or stderr when stdout carries JSON)."""
     from ..flows.published import PlanningPublished, Published
     from ..flows.release import Clock, Release, announce
+    from ..flows.scan import ScanGate
     from ..flows.smoke import plan_smoke_test, smoke_test
     from ..outside import ecr
     from ..outside.docker import Docker, PlanningRunner
@@ -242,9 +243,38 @@ def make_release(
         )
     )
 
+    scan: Callable[[str, str], object]
+    if dry_run:
+        scan = functools.partial(
+            _plan_scan, timeout=settings.scan_timeout, fail_on=settings.scan_fail_on
+        )
+    else:
+        scan = ScanGate(
+            lambda: access.api,
+            lambda: _scan_on_push(published.described(), settings.scan_on_push),
+            settings.scan_timeout,
+            settings.scan_fail_on,
+            settings.scan_ignore,
+            progress=progress,
+            clock=clock.monotonic,
+            sleep=clock.sleep,
+        )
+    options.setdefault("scan", scan)
     return Release(
         settings, docker, access, state, published, smoke, clock=clock, progress=progress, **options
     )
+
+
+def _plan_scan(name: str, digest: str, *, timeout: float, fail_on: str | None) -> None:
+    from ..flows.scan import plan_scan
+
+    plan_scan(f"{name}@{digest}", timeout=timeout, fail_on=fail_on)
+
+
+def _scan_on_push(repository: Repository | None, configured: bool) -> bool:
+    """The repository's own scan on push, as ECR describes it (the configured value for a
+    repository not described yet)."""
+    return configured if repository is None else repository.scan_on_push
 
 
 def sandbox_for(image: str, environ: Mapping[str, str] | None = None) -> Sandbox:

@@ -146,6 +146,17 @@ class ScanReport:
             lines.append(f"  note: {self.note}")
         return lines
 
+    def summary_line(self) -> str:
+        """A few words for the summary: the status and the counts, or why there is no scan."""
+        if not self.configured:
+            return "not configured"
+        if not self.scanned:
+            return f"not scanned ({self.status or 'no scan'})"
+        if not self.findings:
+            return f"{self.status}, no findings"
+        words = f"{self.status}, {count_words(self.counts)}"
+        return words + (f" ({len(self.ignored)} ignored)" if self.ignored else "")
+
     def as_json(self) -> dict[str, Any]:
         return {
             "repository": self.repository,
@@ -351,6 +362,42 @@ def judge(report: ScanReport, fail_on: str | None, ignore: Collection[str]) -> N
             f"{found[0].words()}): SCAN_FAIL_ON={fail_on} refuses it; fix them, or accept "
             "them in SCAN_IGNORE"
         )
+
+
+@dataclass(frozen=True)
+class ScanGate:
+    """The release's scan gate, as ``Shipping`` calls it: wait for the candidate's scan
+    (the repository's own scan on push, as ECR describes it, decides whether a missing scan
+    is worth waiting for), print what it found, judge it. Returns the report; raises
+    :class:`ScanGateError` when ``SCAN_FAIL_ON`` refuses the image."""
+
+    ecr: Callable[[], Ecr]  # the run's bounded ECR client, opened on first use
+    scan_on_push: Callable[[], bool]
+    timeout: float
+    fail_on: str | None
+    ignore: Collection[str] = ()
+    progress: Callable[[str], None] = _silent
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def __call__(self, repository_name: str, digest: str) -> ScanReport:
+        report = wait_for_scan(
+            self.ecr(),
+            repository_name,
+            digest,
+            scan_on_push=self.scan_on_push(),
+            timeout=self.timeout,
+            clock=self.clock,
+            sleep=self.sleep,
+            progress=self.progress,
+            ignore=self.ignore,
+        )
+        lines = report.lines()
+        quiet = not report.configured and self.fail_on is None
+        for line in lines:
+            (log.info if quiet or report.scanned else log.warning)("%s", line)
+        judge(report, self.fail_on, self.ignore)
+        return report
 
 
 def plan_scan(subject: str, *, timeout: float, fail_on: str | None) -> None:

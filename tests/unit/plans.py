@@ -16,6 +16,7 @@ RELEASE_PLAN = [
     "tag",
     "push",
     "smoke-test",
+    "scan",
     "version",
     "candidate",
 ]

@@ -115,3 +115,42 @@ def test_an_unwritable_output_file_says_the_image_was_released(tmp_path: Path) -
     assert message.startswith(f"the image was released as {HOST}/widget-server:v1@{DIGEST}")
     assert "nothing was undone" in message and "GITHUB_OUTPUT" in message
     assert info.value.exit_code == 9
+
+
+def gated() -> Summary:
+    from ecr_release.flows.candidate import Gates
+    from ecr_release.flows.scan import ScanReport
+    from ecr_release.model.scan import Finding
+
+    scan = ScanReport(
+        "widget-server",
+        DIGEST,
+        "COMPLETE",
+        True,
+        (
+            Finding("CVE-2026-0001", "HIGH", "openssl", "3.0.1", "3.0.2"),
+            Finding("CVE-2026-0002", "LOW", "zlib", "1.2", None),
+        ),
+        ignored=("CVE-2026-0002",),
+    )
+    gates = Gates("ecr-release-candidate-" + "a" * 24, smoke="passed", scan=scan, removed=True)
+    return summary(gates=gates)
+
+
+def test_the_gates_are_named_in_the_text_json_and_github_files(tmp_path: Path) -> None:
+    text = as_text(gated()).splitlines()
+    assert text[3] == f"  candidate: ecr-release-candidate-{'a' * 24}, removed"
+    assert text[4] == "  gates:  smoke test passed; scan COMPLETE, 1 HIGH, 1 LOW (1 ignored)"
+    document = json.loads(json.dumps(as_json(gated())))
+    assert document["candidate"] == "ecr-release-candidate-" + "a" * 24
+    assert document["smoke_test"] == "passed" and document["candidate_removed"] is True
+    assert document["scan"]["counts"] == {"HIGH": 1, "LOW": 1}
+    assert [f["id"] for f in document["scan"]["worst"]] == ["CVE-2026-0001", "CVE-2026-0002"]
+    assert document["scan"]["worst"][1]["ignored"] is True
+    output, step_summary = tmp_path / "output", tmp_path / "summary.md"
+    environ = {"GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(step_summary)}
+    write_github_files(gated(), environ)
+    assert "scan=COMPLETE, 1 HIGH, 1 LOW (1 ignored)\n" in output.read_text()
+    table = step_summary.read_text()
+    assert "| CVE-2026-0001 | HIGH | openssl 3.0.1 | 3.0.2 |\n" in table
+    assert "| CVE-2026-0002 | LOW (ignored) | zlib 1.2 | - |\n" in table

@@ -23,9 +23,11 @@ from ecr_release.cli.session import make_release
 from ecr_release.errors import (
     AwsError,
     DockerError,
+    ImageNotFoundError,
     LockedError,
     RegistryAuthError,
     RegistryError,
+    ScanGateError,
     SettingsError,
     SmokeTestError,
     VersionExistsError,
@@ -33,7 +35,7 @@ from ecr_release.errors import (
 from ecr_release.flows.release import Clock, Release, Summary
 from ecr_release.model.settings import Settings
 from ecr_release.outside.docker import Docker, Result
-from ecr_release.outside.ecr import Authorization, Ecr
+from ecr_release.outside.ecr import Authorization, Ecr, ScanFindings
 from ecr_release.outside.git import Revision
 from ecr_release.outside.localstate import LoginRecords, release_lock
 from ecr_release.outside.registry import Manifest, RawManifest, Registry
@@ -58,6 +60,8 @@ class FakeRegistry:
         self.put_fails: set[str] | bool = False  # True, or the tags whose PUT fails
         self.empty: set[str] = set()  # repositories that ECR knows with no tag in them
         self.deleted: list[tuple[str, str]] = []  # tags removed through the ECR API
+        self.findings: list[dict[str, Any]] = []  # what a scan of any pushed image finds
+        self.scans: list[tuple[str, str]] = []  # scans read through the ECR API
 
     def manifest(self, repository: str, reference: str) -> Manifest | None:
         return self.manifests.get((repository, reference))
@@ -93,7 +97,24 @@ def _with_registry(kind: type[Ecr], registry: FakeRegistry) -> type[Ecr]:
         registry.deleted.append((name, tag))
         return registry.manifests.pop((name, tag), None) is not None
 
-    return type(f"World{kind.__name__}", (kind,), {"delete_tag": delete_tag})
+    def image_scan_findings(self: Ecr, name: str, digest_or_tag: str) -> ScanFindings:
+        """A pushed image's scan is COMPLETE with the world's findings (ECR with scan on
+        push); one the registry does not hold is unknown, as to ECR."""
+        registry.scans.append((name, digest_or_tag))
+        held = any(
+            repository == name and digest_or_tag in (tag, manifest.digest)
+            for (repository, tag), manifest in registry.manifests.items()
+        )
+        if not held:
+            raise ImageNotFoundError(f"the ECR API does not know {name}:{digest_or_tag}")
+        counts: dict[str, int] = {}
+        for finding in registry.findings:
+            counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
+        found = tuple(registry.findings)
+        return ScanFindings("COMPLETE", "", digest_or_tag, found, (), counts, NOW)
+
+    methods = {"delete_tag": delete_tag, "image_scan_findings": image_scan_findings}
+    return type(f"World{kind.__name__}", (kind,), methods)
 
 
 class FakeRegistryClient:
@@ -1555,3 +1576,73 @@ def test_a_candidate_that_cannot_be_removed_after_the_version_is_out_is_said_lou
     with pytest.raises(RegistryError, match="released and verified, but its candidate tag"):
         world.release.release("v1")
     assert ("widget-server", "v1") in world.registry.manifests  # the version is out
+
+
+# -- the scan gate --------------------------------------------------------------------------
+
+HIGH = {
+    "name": "CVE-2026-0001",
+    "severity": "HIGH",
+    "attributes": [
+        {"key": "package_name", "value": "openssl"},
+        {"key": "package_version", "value": "3.0.1"},
+    ],
+}
+LOW = {"name": "CVE-2026-0002", "severity": "LOW", "attributes": []}
+
+
+def test_the_candidates_scan_is_read_by_digest_and_reported(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world()
+    world.registry.findings = [HIGH, LOW]
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        summary = world.release.release("v1")
+    assert summary.gates is not None and summary.gates.scan is not None
+    assert world.registry.scans == [("widget-server", summary.digest)]  # the candidate's
+    assert summary.gates.scan.counts == {"HIGH": 1, "LOW": 1}
+    assert summary.gates.scan.summary_line() == "COMPLETE, 1 HIGH, 1 LOW"
+    shown = [r.getMessage() for r in caplog.records]
+    head = f"scan of widget-server@{summary.digest}: COMPLETE, 2 findings: 1 HIGH, 1 LOW"
+    assert head in shown
+    assert any("CVE-2026-0001" in line and "openssl 3.0.1" in line for line in shown)
+    assert ("widget-server", "v1") in world.registry.manifests  # SCAN_FAIL_ON unset: reported
+
+
+def test_a_finding_at_the_threshold_leaves_no_version_and_no_candidate(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(scan_fail_on="HIGH")
+    world.registry.findings = [HIGH, LOW]
+    with pytest.raises(ScanGateError) as err:
+        world.release.release("v1")
+    assert err.value.exit_code == 10
+    assert "1 finding at HIGH or above (worst: CVE-2026-0001 HIGH" in err.value.message
+    assert world.registry.puts == []  # the version was never put
+    assert world.registry.manifests == {}  # and the candidate tag is gone
+    assert world.registry.deleted[0][1].startswith("ecr-release-candidate-")
+
+
+def test_an_ignored_finding_does_not_hold_the_version_back(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(scan_fail_on="HIGH", scan_ignore=("cve-2026-0001",))
+    world.registry.findings = [HIGH, LOW]
+    summary = world.release.release("v1")
+    assert summary.gates is not None and summary.gates.scan.ignored == ("CVE-2026-0001",)
+    assert ("widget-server", "v1") in world.registry.manifests
+
+
+def test_a_rerun_after_a_failed_scan_gate_scans_the_same_image_again(
+    make_world: Callable[..., World],
+) -> None:
+    """The findings were fixed upstream (here: the scan answers clean): the same inputs are
+    not 'released', so the rerun ships them."""
+    world = make_world(scan_fail_on="HIGH")
+    world.registry.findings = [HIGH]
+    with pytest.raises(ScanGateError):
+        world.release.release("v1")
+    world.registry.findings = []
+    summary = world.rerun().release("v1")
+    assert not summary.already_released
+    assert ("widget-server", "v1") in world.registry.manifests
