@@ -13,7 +13,9 @@ person would choose), and:
 3. **the scan gate**: the candidate's image scan is awaited and judged (``flows.scan``).
 4. **the version**: the candidate's exact manifest bytes are put under the version tag,
    on the registry side (nothing is pulled or pushed), and the version tag is verified.
-5. the candidate tag is **removed**, by tag only: the image stays under its version.
+5. the candidate tag is **removed**, by tag only: the image stays under its version. The
+   local image is tagged ``HOST/REPOSITORY:version`` (as the manual flow leaves it) and
+   loses its local candidate tag.
 
 A gate that fails leaves no version tag: the candidate tag is removed, and where that
 fails, a lifecycle rule (with ``ECR_EXPIRE_UNTAGGED_DAYS``) expires it. A rerun after an
@@ -108,8 +110,12 @@ class Shipping:
             verified = self.published.tags.put_version(version, gates.candidate, digest)
         except BaseException:
             self._remove(gates, failed=True)
+            self.docker.untag(candidate)
             raise
         self._remove(gates, failed=False)
+        # Here as in the registry: the image carries its version's name, not the candidate's.
+        self.docker.tag(local, remote(version))
+        self.docker.untag(candidate)
         return verified, gates
 
     def tidy(self, mine: Fingerprint) -> None:

@@ -347,6 +347,13 @@ class Docker(DockerCli):
                 )
             self._raise("docker tag failed", result)
 
+    def untag(self, reference: str) -> bool:
+        """Take a tag off its local image (``docker rmi --no-prune``: an image that keeps
+        another tag stays, and no parent is pruned); False when it could not."""
+        self._inspected.pop(reference, None)
+        result = self._call([self._binary, "rmi", "--no-prune", reference])
+        return result.returncode == 0
+
     def push(self, reference: str, cancel: threading.Event | None = None) -> Result:
         """Run ``docker push``; return the result whatever it is (the caller classifies).
 

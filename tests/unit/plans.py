@@ -19,6 +19,8 @@ RELEASE_PLAN = [
     "scan",
     "version",
     "candidate",
+    "tag",  # the local image gets its version's remote name
+    "rmi",  # and loses its local candidate tag
 ]
 AT_THE_SAME_TIME = ("push", "smoke-test")
 

@@ -336,7 +336,7 @@ def test_release_runs_the_steps_in_order_and_verifies(make_world: Callable[..., 
     world = make_world()
     summary = world.release.release("v1")
 
-    assert world.docker.verbs() == ["build", "login", "tag", "push"]
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "tag", "rmi"]
     assert [name for name, _ in summary.timings] == [
         "check",
         "build",
@@ -359,6 +359,12 @@ def test_release_runs_the_steps_in_order_and_verifies(make_world: Callable[..., 
     assert world.registry.puts == [("widget-server", "v1")]  # the candidate's bytes, put
     assert world.registry.deleted == [("widget-server", gates.candidate)] and gates.removed
     assert ("widget-server", gates.candidate) not in world.registry.manifests
+    # Locally too, the image ends under its version's remote name, not the candidate's.
+    local_tags = [args for args, _ in world.docker.calls if args[1] in ("tag", "rmi")][1:]
+    assert local_tags == [
+        ["docker", "tag", "widget-server:v1", f"{HOST}/widget-server:v1"],
+        ["docker", "rmi", "--no-prune", candidate],
+    ]
 
 
 def test_build_arguments_labels_and_base_image(make_world: Callable[..., World]) -> None:
@@ -496,7 +502,7 @@ def test_transient_push_failures_are_retried_with_backoff(
     world.docker.push_outcomes = [failure, failure]
     with caplog.at_level(logging.INFO, logger="ecr_release"):
         summary = world.release.release("v1")
-    assert world.docker.verbs() == ["build", "login", "tag", "push", "push", "push"]
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "push", "push", "tag", "rmi"]
     assert world.sleeps == [2.0, 4.0]
     assert "push attempt 1/4 failed" in caplog.text
     assert "push attempt 2/4 failed" in caplog.text
@@ -525,7 +531,7 @@ def test_expired_login_triggers_one_fresh_login(
     world = make_world()
     world.docker.push_outcomes = [failure]
     world.release.release("v1")
-    assert world.docker.verbs() == ["build", "login", "tag", "push", "login", "push"]
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "login", "push", "tag", "rmi"]
     assert world.sleeps == []
 
 
@@ -534,7 +540,7 @@ def test_second_auth_failure_is_final(make_world: Callable[..., World]) -> None:
     world.docker.push_outcomes = ["unauthorized: authentication required"] * 2
     with pytest.raises(DockerError, match="unauthorized"):
         world.release.release("v1")
-    assert world.docker.verbs() == ["build", "login", "tag", "push", "login", "push"]
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "login", "push", "rmi"]
 
 
 @pytest.mark.parametrize(
@@ -1030,7 +1036,7 @@ def test_a_new_version_with_dockers_login_asks_aws_only_the_repositorys_settings
     assert not summary.already_released
     assert world.connects == [1, 1]  # a session for DescribeRepositories, the one question
     assert tokens == []  # no GetAuthorizationToken: docker's login was good
-    assert world.docker.verbs() == ["build", "tag", "push"]  # no docker login either
+    assert world.docker.verbs() == ["build", "tag", "push", "tag", "rmi"]  # no docker login either
     assert world.registry.manifests[("widget-server", "v2")].digest == summary.digest
 
 
@@ -1046,7 +1052,8 @@ def test_a_stale_stored_login_falls_back_to_a_token_without_a_word(
         summary = world.rerun().release("v2")
     assert not summary.already_released
     assert world.connects == [1, 1]  # fell back to GetAuthorizationToken
-    assert world.docker.verbs() == ["build", "login", "tag", "push"]  # a fresh docker login
+    # a fresh docker login, then the local image is named as released
+    assert world.docker.verbs() == ["build", "login", "tag", "push", "tag", "rmi"]
     assert caplog.records == []  # no warning, no error: the fallback is silent
 
 
