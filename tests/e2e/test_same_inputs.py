@@ -85,8 +85,13 @@ def test_json_result_and_github_files(project: Project, backend: Backend, tmp_pa
     assert document["registry"] == project.registry_host
     assert document["already_released"] is False and document["dry_run"] is False
     assert set(document["steps"]) == {
-        *("check", "build", "smoke-test", "ensure-repo", "login", "tag", "push")
+        *("check", "build", "ensure-repo", "login", "gates", "smoke-test")
     }
+    candidate = document["candidate"]
+    assert candidate.startswith("ecr-release-candidate-") and document["candidate_removed"]
+    assert candidate not in backend.registry_tags(project.repository)  # removed, by tag only
+    assert document["smoke_test"].startswith("health check passed")
+    assert (document["scan"]["status"], document["scan"]["counts"]) == ("COMPLETE", {})
     assert document["fingerprint"]["digest"].startswith("sha256:")
     assert "The push refers to repository" in done.stderr  # docker's progress: stderr
     assert output.read_text().splitlines() == [
@@ -94,6 +99,9 @@ def test_json_result_and_github_files(project: Project, backend: Backend, tmp_pa
         f"digest={digest}",
         f"registry={project.registry_host}",
         "tags=v6",
+        f"candidate={candidate}",
+        f"smoke_test={document['smoke_test']}",
+        "scan=COMPLETE, no findings",
     ]
     assert f"| `{image}` | `{digest}` |" in summary.read_text()
     for written in (output.read_text(), summary.read_text()):

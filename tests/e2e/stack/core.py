@@ -184,6 +184,7 @@ class Stack:
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["MOTO_ACCOUNT_ID"] = self.account_id
+        env["ECR_E2E_STACK_DIR"] = st.state_dir  # the registry moto's patched answers read
         # moto's server, with ECR tokens that expire in twelve hours as ECR's do.
         launcher = Path(__file__).with_name("moto_ecr.py")
         argv = [sys.executable, str(launcher), "-H", "127.0.0.1", "-p", str(st.moto_port)]
