@@ -715,7 +715,9 @@ def patch_scan_findings() -> Callable[[], None]:
     moto's ``/moto-api/static/ecr/scan-finding-results`` are still served as given, matched
     on the repository and the image's digest or any of its tags (moto matches only its
     latest tag), and whether the image is then asked for by digest or by tag (moto hands
-    a queued result to the first form asked).
+    a queued result to the first form asked). A result without an ``imageId`` is served
+    for the next image of its repository whose scan is read (a candidate's tag is not
+    known before its build).
     """
     from moto.ecr.models import ECRBackend
 
@@ -728,8 +730,9 @@ def patch_scan_findings() -> Callable[[], None]:
         image = repository._get_image(image_id.get("imageTag"), image_id.get("imageDigest"))
         for result in list(self.scan_finding_results):
             wanted = result.get("imageId") or {}
+            anyone = not (wanted.get("imageTag") or wanted.get("imageDigest"))
             if result.get("repositoryName") == repository.name and (
-                wanted.get("imageTag") in image.image_tags
+                anyone or wanted.get("imageTag") in image.image_tags
             ):
                 image.scan_finding_results_queue.append(result)
                 self.scan_finding_results.remove(result)

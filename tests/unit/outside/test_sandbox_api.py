@@ -552,6 +552,29 @@ def test_queued_findings_are_served_by_tag_or_digest(
     assert clean["imageScanFindings"]["findings"] == []
 
 
+def test_findings_queued_without_an_image_id_go_to_the_next_image_scanned(
+    sandbox: Sandbox, registry: tuple[Store, ThreadingHTTPServer]
+) -> None:
+    """A candidate's tag is not known before its build: a result without ``imageId`` is
+    served for the next image of its repository whose scan is read, and only for it."""
+    ecr = sandbox.client()
+    ecr.create_repository(repositoryName="widget", imageScanningConfiguration={"scanOnPush": True})
+    result = {
+        "repositoryName": "widget",
+        "imageScanStatus": {"status": "COMPLETE", "description": "queued"},
+        "imageScanFindings": {"findings": [{"name": "CVE-2024-1234", "severity": "HIGH"}]},
+    }
+    assert queue_findings(sandbox, [result]) == 201
+    first = registry[0].push("widget", "c1", manifest_bytes("a1"))
+    found = ecr.describe_image_scan_findings(repositoryName="widget", imageId={"imageDigest": first})
+    assert found["imageScanFindings"]["findings"][0]["name"] == "CVE-2024-1234"
+    second = registry[0].push("widget", "c2", manifest_bytes("b2"))
+    clean = ecr.describe_image_scan_findings(
+        repositoryName="widget", imageId={"imageDigest": second}
+    )
+    assert clean["imageScanFindings"]["findings"] == []
+
+
 def test_the_scan_patch_is_undone_when_the_app_closes(sandbox: Sandbox) -> None:
     from moto.ecr.models import ECRBackend
 
