@@ -18,9 +18,9 @@ person would choose), and:
    loses its local candidate tag.
 
 A gate that fails leaves no version tag: the candidate tag is removed, and where that
-fails, a lifecycle rule (with ``ECR_EXPIRE_UNTAGGED_DAYS``) expires it. A rerun after an
-interrupted run finds the candidate of the same fingerprint and reuses it (no second
-push); the gates still run.
+fails, a lifecycle rule (with ``ECR_EXPIRE_UNTAGGED_DAYS``) expires it. An interrupted run
+(Ctrl-C, SIGTERM, a killed job) leaves its candidate: the rerun of the same inputs finds
+it by its fingerprint and reuses it (no second push); the gates still run.
 """
 
 from __future__ import annotations
@@ -108,6 +108,15 @@ class Shipping:
             digest = self._gates(gates, local, candidate, reused.digest if reused else None)
             gates.scan = self.scan(name, digest)
             verified = self.published.tags.put_version(version, gates.candidate, digest)
+        except KeyboardInterrupt:
+            # Stopped, not refused: a candidate that made it to the registry stays for a
+            # rerun of the same inputs to reuse (the lifecycle rule expires it otherwise).
+            log.warning(
+                "interrupted: the candidate tag %s stays if its push got through; a rerun "
+                "of the same inputs reuses it",
+                gates.candidate,
+            )
+            raise
         except BaseException:
             self._remove(gates, failed=True)
             self.docker.untag(candidate)

@@ -13,12 +13,14 @@ import urllib.request
 
 import pytest
 
+from ecr_release.flows.smoke import SMOKE_LABEL
+
 from .backends import Backend, SandboxBackend
 from .project import Project, docker, one_line_error
 
 pytestmark = pytest.mark.backends("sandbox")
 
-HIGH = {
+HIGH: dict[str, object] = {
     "name": "CVE-2026-4242",
     "severity": "HIGH",
     "attributes": [
@@ -76,11 +78,13 @@ def test_a_failing_scan_gate_leaves_an_immutable_version_free(
     assert backend.registry_tags(project.repository) == ["v1"]
 
 
-def test_a_killed_release_leaves_its_candidate_and_the_rerun_reuses_it(
-    project: Project, backend: Backend
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
+def test_an_interrupted_release_leaves_its_candidate_and_the_rerun_reuses_it(
+    project: Project, backend: Backend, how: signal.Signals
 ) -> None:
-    """A CI job cancelled mid-release (SIGKILL: no clean-up ran) after the candidate was
-    pushed: the rerun of the same inputs reuses the candidate, no second push."""
+    """Ctrl-C, or a CI job killed mid-release (no clean-up ran), after the candidate was
+    pushed, during the smoke test: the rerun of the same inputs reuses the candidate, no
+    second push."""
     dockerfile = project.root / "Dockerfile"
     slow = 'CMD ["sh", "-c", "sleep 6; exec python3 -m widget_server"]'
     text = dockerfile.read_text()
@@ -99,9 +103,13 @@ def test_a_killed_release_leaves_its_candidate_and_the_rerun_reuses_it(
         )
         candidates = [t for t in tags if t.startswith("ecr-release-candidate-")]
         time.sleep(0.2)
-    run.send_signal(signal.SIGKILL)
-    run.communicate(timeout=30)
-    _remove_smoke_containers()
+    run.send_signal(how)
+    _, stderr = run.communicate(timeout=60)
+    if how == signal.SIGINT:
+        assert run.returncode == 130, stderr
+        assert f"interrupted: the candidate tag {candidates[0]} stays" in stderr
+        assert docker("ps", "-aq", "--filter", f"label={SMOKE_LABEL}=1") == ""  # cleaned up
+    _remove_smoke_containers()  # what a killed run could not
     assert backend.registry_tags(project.repository) == candidates  # left behind, no version
 
     done = project.inv("release", "--version", "v1", "--json")
@@ -119,8 +127,6 @@ def project_has_repo(backend: Backend, project: Project) -> bool:
 
 
 def _remove_smoke_containers() -> None:
-    from ecr_release.flows.smoke import SMOKE_LABEL
-
     left = docker("ps", "-aq", "--filter", f"label={SMOKE_LABEL}=1").split()
     if left:
         docker("rm", "-f", *left)

@@ -1546,6 +1546,30 @@ def test_a_rerun_after_an_interrupted_run_reuses_the_candidate(
     assert ("widget-server", left[0]) not in world.registry.manifests  # removed at last
 
 
+def test_an_interrupted_run_leaves_its_pushed_candidate_for_the_rerun(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C (or SIGTERM, turned into it) is no failed gate: the pushed candidate stays,
+    so the rerun reuses it instead of pushing again."""
+    world = make_world()
+
+    def interrupted(repository: str, digest: str) -> None:
+        raise KeyboardInterrupt
+
+    world.release._scan = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        world.release.release("v1")
+    left = [tag for _, tag in world.registry.manifests]
+    assert len(left) == 1 and left[0].startswith("ecr-release-candidate-")
+    assert world.registry.deleted == []
+    assert f"interrupted: the candidate tag {left[0]} stays" in caplog.text
+    world.docker.calls.clear()
+    summary = world.rerun().release("v1")
+    assert summary.gates is not None and summary.gates.reused
+    assert "push" not in world.docker.verbs()
+    assert [tag for _, tag in world.registry.manifests] == ["v1"]
+
+
 def test_a_failed_gate_removes_the_candidate(make_world: Callable[..., World], aws: Any) -> None:
     world = make_world()
     world.registry.put_fails = {"v1"}

@@ -566,7 +566,9 @@ def test_findings_queued_without_an_image_id_go_to_the_next_image_scanned(
     }
     assert queue_findings(sandbox, [result]) == 201
     first = registry[0].push("widget", "c1", manifest_bytes("a1"))
-    found = ecr.describe_image_scan_findings(repositoryName="widget", imageId={"imageDigest": first})
+    found = ecr.describe_image_scan_findings(
+        repositoryName="widget", imageId={"imageDigest": first}
+    )
     assert found["imageScanFindings"]["findings"][0]["name"] == "CVE-2024-1234"
     second = registry[0].push("widget", "c2", manifest_bytes("b2"))
     clean = ecr.describe_image_scan_findings(
