@@ -3,7 +3,7 @@
 Prints figures; asserts nothing. Needs what the end-to-end tests need (root, a Docker
 engine that can start) except for the ``list`` case. Run:
 
-    uv run --group dev python -m benchmarks.compare [--runs N] [--cases rerun,new,first,list]
+    uv run --group dev python -m benchmarks.compare [--runs N] [--cases rerun,new,gated,first,list]
 
 The manual flow is the tutorial's commands, command for command, with the aws CLI
 (reaching moto through ``AWS_ENDPOINT_URL``) and docker (its own ``DOCKER_CONFIG``)::
@@ -21,19 +21,21 @@ so that a machine getting busier or calmer weighs on both alike. Cases and goals
 
 - rerun: an already released version again, docker holding a valid login (suite <= 0.4x);
 - new:   a fresh code-only change released as a new version (suite <= 0.75x);
+- gated: the same with the suite's gates on, as by default: the smoke test beside the
+         candidate's push, the scan (suite <= 0.75x; the manual flow has no gates);
 - first: the first release to an empty registry, everything pushed (suite <= 1.05x);
 - list:  ``inv --list`` in the project vs. in a one-task tasks.py (<= 1.1x).
 
 The suite runs with ``SMOKE_TEST=false`` (the manual flow has no smoke test) and
-``--json``; its per-step times come from the ``steps`` of that JSON document. After
-the ``new`` case, as many more suite releases run with the smoke test on: its own
-cost is printed apart, outside the ratios.
+``--json``, except in ``gated``; its per-step times come from the ``steps`` of that JSON
+document.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -45,7 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -55,15 +57,16 @@ from tests.e2e.project import INV, Project, docker
 from tests.e2e.stack import Stack, StackState
 
 AWS = Path(sys.executable).with_name("aws")
-CASES = ("rerun", "new", "first", "list")
-GOALS = {"rerun": 0.4, "new": 0.75, "first": 1.05, "list": 1.1}
+CASES = ("rerun", "new", "gated", "first", "list")
+GOALS = {"rerun": 0.4, "new": 0.75, "gated": 0.75, "first": 1.05, "list": 1.1}
 TITLES = {
     "rerun": "rerun (already released)",
     "new": "new version, code change",
+    "gated": "new version, gates on",
     "first": "first release, empty reg.",
     "list": "inv --list (vs one-task)",
 }
-DEFAULT_RUNS = {"rerun": 7, "new": 7, "first": 3, "list": 21}
+DEFAULT_RUNS = {"rerun": 7, "new": 7, "gated": 7, "first": 3, "list": 21}
 SUITE_ENV = {"SMOKE_TEST": "false"}
 ONE_TASK = "from invoke import task\n\n\n@task\ndef hello(c):\n    pass\n"
 OUTSIDE = "(outside steps)"
@@ -105,7 +108,6 @@ class Result:
     case: str
     suite: Series = field(default_factory=Series)
     manual: Series = field(default_factory=Series)  # in `list`: the one-task tasks.py
-    smoked: Series = field(default_factory=Series)  # in `new`: the suite with its smoke test
 
 
 def timed(pairs: int) -> Iterator[tuple[int, str]]:
@@ -318,29 +320,26 @@ def case_rerun(bench: Bench, runs: int) -> Result:
     return result
 
 
-def case_new(bench: Bench, runs: int) -> Result:
+def case_new(bench: Bench, runs: int, *, smoke: bool = False) -> Result:
+    """A code-only change as a new version; with ``smoke``, the suite runs its gates as it
+    does by default (the smoke test beside the candidate's push, the scan), the manual
+    flow as ever (it has neither)."""
     bench.warm_up()
-    result = Result("new")
+    result = Result("gated" if smoke else "new")
+    base = 200 if smoke else 100
     for i, tool in timed(runs):
-        version = f"v{100 + i}"
+        version = f"v{base + i}"
         # A change unique to this tool and run: neither tool may reuse the other's COPY layer.
         text = f"benchmark {tool} {version} {uuid.uuid4().hex}"
         if tool == "suite":
             bench.suite.project.change_code(text)
-            total, steps, _ = bench.suite.release(version)
+            total, steps, _ = bench.suite.release(version, smoke=smoke)
             result.suite.add(total, steps)
         else:
             bench.manual.project.change_code(text)
             total, steps = bench.manual.release(version)
             result.manual.add(total, steps)
-        progress(f"new    {i + 1}/{runs} {tool:<6} {version:<5} {total:6.2f}s")
-    # The smoke test's own cost, apart: the same kind of release with it on.
-    for i in range(runs):
-        version = f"v{200 + i}"
-        bench.suite.project.change_code(f"benchmark smoke {version} {uuid.uuid4().hex}")
-        total, steps, _ = bench.suite.release(version, smoke=True)
-        result.smoked.add(total, steps)
-        progress(f"smoke  {i + 1}/{runs} suite  {version:<5} {total:6.2f}s")
+        progress(f"{result.case:<6} {i + 1}/{runs} {tool:<6} {version:<5} {total:6.2f}s")
     return result
 
 
@@ -415,12 +414,9 @@ def report(results: Sequence[Result]) -> None:
         print(f"  {r.case:<6} suite   {r.suite.breakdown()}")
         print(f"  {'':<6} manual  {r.manual.breakdown()}")
     for r in results:
-        if r.smoked.totals:
-            smoke = statistics.median(r.smoked.steps.get("smoke-test", [0.0]))
-            print(
-                f"\nsmoke test (not in the ratios): {smoke:.2f}s median; a new version with it: "
-                f"{r.smoked.median:.2f}s ({len(r.smoked.totals)} runs)"
-            )
+        if r.case == "gated":
+            smoke = statistics.median(r.suite.steps.get("smoke-test", [0.0]))
+            print(f"\ngated: the smoke test took {smoke:.2f}s median, beside the push")
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -469,7 +465,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             bench = Bench(Path(tmp), info, stack)
             counts = ", ".join(f"{c} {runs[c]}+{runs[c]}" for c in cases)
             progress(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; runs: {counts}")
-            run_case = {"rerun": case_rerun, "new": case_new, "first": case_first}
+            run_case: dict[str, Callable[[Bench, int], Result]] = {
+                "rerun": case_rerun,
+                "new": case_new,
+                "gated": functools.partial(case_new, smoke=True),
+                "first": case_first,
+            }
             results = []
             for case in cases:
                 if case == "list":
