@@ -69,7 +69,11 @@ def push(
         run.report(run.steps.push(version))
 
 
-@task(help=flag_help("version", "dry_run", "json", "also_tag", "no_smoke"))
+@task(
+    help=flag_help(
+        "version", "dry_run", "json", "also_tag", "no_smoke", "require_clean", "allow_dirty"
+    )
+)
 def release(
     c,
     version=None,
@@ -77,6 +81,8 @@ def release(
     json=False,
     also_tag=None,
     no_smoke=False,
+    require_clean=False,
+    allow_dirty=False,
     repository=None,
     region=None,
     profile=None,

@@ -32,6 +32,14 @@ def as_text(summary: Summary) -> str:
         reused = " (reused)" if gates.reused else ""
         lines.append(f"  candidate: {gates.candidate}{reused}, {_gone(gates)}")
         lines.append(f"  gates:  smoke test {gates.smoke or 'skipped'}; scan {_scan(summary)}")
+    made = summary.provenance
+    if made is not None and made.dirty:
+        allowed = ", --allow-dirty" if summary.allow_dirty else ""
+        count = len(made.dirty)
+        lines.append(
+            f"  tree:   dirty{allowed}: {count} uncommitted change{'s' if count > 1 else ''} "
+            f"({made.listed()}), revision {made.revision}"
+        )
     return "\n".join([*lines, f"  steps:  {_steps(summary)}"])
 
 
@@ -51,6 +59,12 @@ def as_json(summary: Summary, plan: Sequence[str] = ()) -> dict[str, Any]:
         "steps": {name: round(seconds, 3) for name, seconds in summary.timings},
         "total_seconds": round(_total(summary), 3),
     }
+    made = summary.provenance
+    if made is not None:
+        document["revision"] = made.revision
+        document["dirty"] = bool(made.dirty)
+        document["uncommitted"] = list(made.dirty)
+        document["allow_dirty"] = summary.allow_dirty
     if summary.gates is not None:
         document.update(summary.gates.as_json())
     if summary.dry_run:

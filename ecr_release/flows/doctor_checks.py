@@ -155,6 +155,35 @@ def build_context(run: Doctor) -> str:
     return f"{run.shown(context)}: no secrets in what docker would send"
 
 
+def working_tree(run: Doctor) -> str:
+    from ..model.provenance import provenance
+    from ..outside.git import revision
+
+    src = run.sources
+    if src is None or not (context := src.path("BUILD_CONTEXT")).is_dir():
+        raise Blocked("settings")
+    made = provenance(revision(context), context, src.path("DOCKERFILE"))
+    if made.commit is None and not made.dirty:
+        return f"revision unknown: {made.unknown}; images get no revision label"
+    if not made.dirty:
+        return f"clean at {(made.commit or '')[:12]}: nothing uncommitted reaches the image"
+    many = len(made.dirty) > 1
+    count = f"{len(made.dirty)} uncommitted change{'s' if many else ''}"
+    reach = "reach" if many else "reaches"
+    found = run.settings
+    if found is not None and found.require_clean and not found.allow_dirty:
+        raise Failed(
+            f"{count} {reach} the image ({made.listed()}), and a clean tree is required "
+            "(CI=true or REQUIRE_CLEAN)",
+            "commit them, or release them with --allow-dirty",
+            "the tree is dirty",
+        )
+    return (
+        f"dirty: {count} {reach} the image ({made.listed()}); a release warns and labels it "
+        f"{made.revision}"
+    )
+
+
 # -- AWS -----------------------------------------------------------------------------------
 
 
@@ -374,6 +403,7 @@ CHECKS: tuple[tuple[str, str, Callable[[Doctor], str]], ...] = (
     ("docker", "credential helpers", credential_helpers),
     ("settings", "settings", settings),
     ("settings", "build context", build_context),
+    ("settings", "working tree", working_tree),
     ("aws", "AWS credentials", credentials),  # boto3 is imported from here on
     ("aws", "AWS identity", identity),
     ("aws", "AWS account", account),

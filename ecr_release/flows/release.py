@@ -36,6 +36,7 @@ from pathlib import Path
 from ..errors import DockerError, SettingsError
 from ..model.fingerprint import Fingerprint
 from ..model.inputs import BuildInputs, gather
+from ..model.provenance import Provenance, judge_tree, naming_uncommitted
 from ..model.settings import Settings, reference_name_problem
 from ..outside import git as gitinfo
 from ..outside.docker import Docker, push_with_retries
@@ -75,6 +76,8 @@ class Summary:
     total_seconds: float = 0.0  # wall time: steps that ran at the same time counted once
     gates: Gates | None = None  # the candidate and what the gates found (a new release)
     concurrent: frozenset[str] = frozenset()  # steps that ran during another one
+    provenance: Provenance | None = None  # the commit, and uncommitted changes released
+    allow_dirty: bool = False  # --allow-dirty let a dirty tree through where one is refused
 
     @property
     def tags(self) -> list[str]:
@@ -245,8 +248,11 @@ class Release:
         problem = reference_name_problem(self.ecr.host(), self.settings.repository)
         if problem:
             raise SettingsError(problem)
-        existing = self.published.identical_release(version, mine, local)
+        made = self._inputs(version).provenance
+        with naming_uncommitted(made):  # says so when the version exists with other inputs
+            existing = self.published.identical_release(version, mine, local)
         if existing is None:  # the repository's own rules: DescribeRepositories, once
+            judge_tree(made, self.settings.require_clean, self.settings.allow_dirty)
             self.published.require_final(version)
             if extra:
                 self.published.tags.to_put(extra, None)  # may they move?
@@ -318,10 +324,13 @@ def _summary(
     extra_tags: tuple[str, ...] = (),
 ) -> Summary:
     host, settings = run.ecr.host(), run.settings
+    gathered = run._gathered.get(version)
+    made = gathered.provenance if gathered is not None else None
+    allowed = bool(made and made.dirty and settings.require_clean and settings.allow_dirty)
     return Summary(  # in the order of Summary's fields
         *(settings.remote_image(host, version), digest, settings.repository, version, host),
         *(timer.timings, already_released, run.published.plan_only, fingerprint, extra_tags),
-        *(timer.total(), run.gates, frozenset(timer.overlapping)),
+        *(timer.total(), run.gates, frozenset(timer.overlapping), made, allowed),
     )
 
 

@@ -11,7 +11,7 @@ fingerprint (pushed by another tool), the same local image or not.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import VersionExistsError
 from ..outside.git import Revision
@@ -19,6 +19,7 @@ from ..outside.registry import Manifest
 from .buildcontext import raise_on_secrets, scan_context
 from .dockerfile import Dockerfile, split_labels
 from .fingerprint import BaseImage, Fingerprint, base_labels, fingerprint, verb_for
+from .provenance import UNCOMMITTED_LABEL, Provenance, provenance
 from .settings import Settings
 
 REVISION = "org.opencontainers.image.revision"
@@ -34,20 +35,30 @@ class BuildInputs:
     labels: dict[str, str]
     fingerprint: Fingerprint
     bases: tuple[BaseImage, ...]
+    provenance: Provenance = field(default_factory=lambda: Provenance(None))
 
 
 def build_metadata(
-    version: str, created: str, revision: Revision, base_image: str | None
+    version: str,
+    created: str,
+    revision: Revision,
+    base_image: str | None,
+    made: Provenance | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The build arguments and OCI labels of an image: (build_args, labels)."""
+    """The build arguments and OCI labels of an image: (build_args, labels). With
+    uncommitted changes that reach the image (``made``), the revision is ``<commit>-dirty``
+    and a label holds the changes' digest."""
     labels = {
         "org.opencontainers.image.version": version,
         "org.opencontainers.image.created": created,
     }
     build_args = {"APP_VERSION": version, "BUILD_DATE": created}
-    if revision.commit:
-        labels[REVISION] = revision.commit
-        build_args["VCS_REF"] = revision.commit
+    commit = made.revision if made is not None else revision.commit
+    if commit:
+        labels[REVISION] = commit
+        build_args["VCS_REF"] = commit
+    if made is not None and made.digest:
+        labels[UNCOMMITTED_LABEL] = made.digest
     if revision.source:
         labels["org.opencontainers.image.source"] = revision.source
         build_args["SOURCE_URL"] = revision.source
@@ -70,13 +81,14 @@ def gather(
         settings.build_context, settings.dockerfile, settings.secret_scan_allow, also
     )
     raise_on_secrets(settings.build_context, scan.secrets)
-    build_args, labels = build_metadata(version, created, revision, settings.base_image)
+    made = provenance(revision, settings.build_context, settings.dockerfile)
+    build_args, labels = build_metadata(version, created, revision, settings.base_image, made)
     dockerfile = Dockerfile.read(settings.dockerfile, build_args)
     found, bases = fingerprint(scan.digest, dockerfile, build_args, resolve_base)
     wanted = {**labels, **found.labels(), **base_labels(bases)}
     # What the Dockerfile's LABEL reads from build arguments costs no build step of its own.
     carried, passed = split_labels(dockerfile, wanted, build_args)
-    return BuildInputs({**build_args, **carried}, passed, found, tuple(bases))
+    return BuildInputs({**build_args, **carried}, passed, found, tuple(bases), made)
 
 
 def judge(

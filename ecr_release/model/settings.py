@@ -88,6 +88,8 @@ class Settings:
     scan_timeout: float = 300.0
     scan_fail_on: str | None = None
     scan_ignore: tuple[str, ...] = ()
+    require_clean: bool = False
+    allow_dirty: bool = False
     sandbox: bool = False
     sandbox_registry_image: str = "registry:2"
     version: str | None = None
@@ -215,6 +217,13 @@ def _aws_only(src: Sources, setting: Setting) -> str | None:
 
 def _switch(src: Sources, setting: Setting) -> bool:
     return _parse_bool(src.get(setting.key)) is True
+
+
+def _require_clean(src: Sources, setting: Setting) -> bool:
+    """Its own value when set; unset, whether the run is CI's (``CI=true``, as GitHub
+    Actions, GitLab CI and most others set it)."""
+    given = _parse_bool(src.get(setting.key))
+    return given if given is not None else _parse_bool(src.environ.get("CI")) is True
 
 
 def _upper(src: Sources, setting: Setting) -> str:
@@ -346,6 +355,10 @@ def _image_name_problems(src: Sources, setting: Setting) -> list[str]:
         f"IMAGE_NAME {image_name!r} is not a valid local image name: lowercase letters, "
         "digits and '.', '_', '-' separators (e.g. widget-server)"
     ]
+
+
+def _unset_or_boolean_problems(src: Sources, setting: Setting) -> list[str]:
+    return _boolean_problems(src, setting) if (src.get(setting.key) or "").strip() else []
 
 
 def _boolean_problems(src: Sources, setting: Setting) -> list[str]:
@@ -643,6 +656,29 @@ SETTINGS: tuple[Setting, ...] = (
         "scan finding ids accepted by the scan gate (shown as ignored), comma-separated",
         _items,
         _finding_ids_problems,
+    ),
+    Setting(
+        "REQUIRE_CLEAN",
+        "require_clean",
+        "refuse to release uncommitted changes that reach the image (unset: refuse when "
+        "CI=true, warn otherwise)",
+        _require_clean,
+        _unset_or_boolean_problems,
+        example="true",
+        flag=Flag("require_clean", sets="true"),
+        need="build",
+        workflow=False,  # CI=true already refuses
+    ),
+    Setting(
+        "ALLOW_DIRTY",
+        "allow_dirty",
+        "release uncommitted changes even where a clean tree is required (said in the summary)",
+        _switch,
+        _boolean_problems,
+        default="false",
+        flag=Flag("allow_dirty", sets="true"),
+        need="build",
+        workflow=False,
     ),
     Setting(
         "SANDBOX",

@@ -199,15 +199,21 @@ class Registry:
         if login:
             token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             request.add_unredirected_header("Authorization", f"Basic {token}")
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            return exc.code
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RegistryError(f"cannot reach registry {self.host}: {reason}") from exc
+        for attempt in (1, 2):
+            try:
+                with self._opener.open(request, timeout=self.timeout) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                return exc.code
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                reason = getattr(exc, "reason", exc)
+                # A connection the far end dropped during the TLS handshake is asked once
+                # more (a proxy or load balancer recycling it); anything else is the answer.
+                if attempt == 1 and isinstance(reason, (ssl.SSLEOFError, ConnectionResetError)):
+                    continue
+                raise RegistryError(f"cannot reach registry {self.host}: {reason}") from exc
+        raise AssertionError("unreachable")
 
     def tags(self, repository: str) -> list[str] | None:
         """The repository's tags (``GET /v2/<name>/tags/list``); None when the registry does

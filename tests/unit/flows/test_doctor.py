@@ -52,6 +52,7 @@ NAMES = [
     "credential helpers",
     "settings",
     "build context",
+    "working tree",
     "AWS credentials",
     "AWS identity",
     "AWS account",
@@ -447,7 +448,7 @@ def test_no_region_blocks_every_aws_check(setup: Setup, aws: None) -> None:
     (setup.root / ".env").write_text("ECR_REPOSITORY=widget-server\n")
     checks = doctor(setup)
     assert "AWS_REGION is not set" in checks["settings"].detail
-    for name in NAMES[6:]:
+    for name in NAMES[7:]:
         assert checks[name].detail == "not checked: the settings are invalid", name
     assert exit_code(checks.values()) == 2
 
@@ -492,7 +493,7 @@ def test_no_credentials(setup: Setup, aws: None, monkeypatch: pytest.MonkeyPatch
     assert not credentials.ok
     assert credentials.detail.startswith("no AWS credentials found")
     assert credentials.fix is not None and "AWS_PROFILE" in credentials.fix
-    for name in NAMES[7:]:
+    for name in NAMES[8:]:
         assert checks[name].detail == "not checked: no AWS credentials", name
         assert checks[name].fix == "fix 'AWS credentials' first"
     assert exit_code(checks.values()) == 4
@@ -738,7 +739,11 @@ def test_everything_broken_still_gives_every_line(
     (setup.docker_config / "config.json").write_text("{")
     (setup.root / ".env").write_text("AWS_REGION=mars\n")
     checks = doctor(setup, runner=FakeDocker(missing=True))
-    assert all(not check.ok for name, check in checks.items() if name != "build context")
+    assert all(
+        not check.ok
+        for name, check in checks.items()
+        if name not in ("build context", "working tree")
+    )
     assert exit_code(checks.values()) == 3
 
 
@@ -971,3 +976,26 @@ def _sandbox_probe() -> Any:
         return connect_probe(region, None, {}, timeout=2)
 
     return connect
+
+
+def _commit_all(root: Path) -> None:
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+
+
+def test_the_working_tree_clean_dirty_and_refused_in_ci(setup: Setup) -> None:
+    (setup.root / ".gitignore").write_text(".env\n")
+    _commit_all(setup.root)
+    tree = doctor(setup)["working tree"]
+    assert tree.ok and tree.detail.startswith("clean at ")
+    (setup.root / "app.py").write_text("print('uncommitted')\n")
+    tree = doctor(setup)["working tree"]
+    assert tree.ok and tree.detail.startswith("dirty: 1 uncommitted change reaches")
+    assert "(app.py)" in tree.detail and "-dirty" in tree.detail
+    checks = doctor(setup, environ={**setup.environ, "CI": "true"})
+    assert not checks["working tree"].ok
+    assert "a clean tree is required" in checks["working tree"].detail
+    allowed = doctor(setup, environ={**setup.environ, "CI": "true", "ALLOW_DIRTY": "true"})
+    assert allowed["working tree"].ok

@@ -33,10 +33,11 @@ from ecr_release.errors import (
     VersionExistsError,
 )
 from ecr_release.flows.release import Clock, Release, Summary
+from ecr_release.model.provenance import UNCOMMITTED_LABEL
 from ecr_release.model.settings import Settings
 from ecr_release.outside.docker import Docker, Result
 from ecr_release.outside.ecr import Authorization, Ecr, ScanFindings
-from ecr_release.outside.git import Revision
+from ecr_release.outside.git import Change, Revision
 from ecr_release.outside.localstate import LoginRecords, release_lock
 from ecr_release.outside.registry import Manifest, RawManifest, Registry
 
@@ -46,6 +47,7 @@ REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+CLEAN = Revision("0123abc", "https://example.invalid/widget.git")
 
 
 class FakeRegistry:
@@ -278,7 +280,13 @@ def aws() -> Iterator[Any]:
 def make_world(
     aws: Any, tmp_path: Path, make_settings: Callable[..., Settings]
 ) -> Callable[..., World]:
-    def make(*, dry_run: bool = False, now: datetime = NOW, **overrides: Any) -> World:
+    def make(
+        *,
+        dry_run: bool = False,
+        now: datetime = NOW,
+        revision: Revision = CLEAN,
+        **overrides: Any,
+    ) -> World:
         context = tmp_path / "ctx"
         context.mkdir(exist_ok=True)
         (context / "Dockerfile").write_text("ARG BASE_IMAGE=python:3.12-slim\nFROM ${BASE_IMAGE}\n")
@@ -318,7 +326,7 @@ def make_world(
                 connect=connect,
                 registry_for=registry_for,
                 clock=Clock(now=lambda: now, monotonic=ticks.__next__, sleep=sleeps.append),
-                revision=lambda path: Revision("0123abc", "https://example.invalid/widget.git"),
+                revision=lambda path: revision,
             )
 
         return World(
@@ -1677,3 +1685,81 @@ def test_a_rerun_after_a_failed_scan_gate_scans_the_same_image_again(
     summary = world.rerun().release("v1")
     assert not summary.already_released
     assert ("widget-server", "v1") in world.registry.manifests
+
+
+# -- uncommitted changes --------------------------------------------------------------------
+
+
+def dirty(tmp_path: Path) -> Revision:
+    """The world's checkout (its top is the temp folder; the context is ``ctx``) with an
+    edited file in the context and another outside it."""
+    (tmp_path / "ctx").mkdir(exist_ok=True)
+    (tmp_path / "ctx" / "app.py").write_text("print('edited')\n")
+    return Revision(
+        "0123abc",
+        None,
+        tmp_path,
+        (Change("ctx/app.py", "modified"), Change("README.md", "modified")),
+    )
+
+
+def test_a_dirty_release_at_a_desk_warns_and_labels_the_image(
+    make_world: Callable[..., World], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world(revision=dirty(tmp_path))
+    summary = world.release.release("v1")
+    assert "warning: releasing uncommitted changes: ctx/app.py; the image's revision is " in (
+        caplog.text
+    )
+    build = next(args for args, _ in world.docker.calls if args[1] == "build")
+    assert "VCS_REF=0123abc-dirty" in build
+    assert any(arg.startswith(f"{UNCOMMITTED_LABEL}=sha256:") for arg in build)
+    assert summary.provenance is not None and summary.provenance.dirty == ("ctx/app.py",)
+    assert not summary.allow_dirty
+
+
+def test_a_dirty_tree_is_refused_where_a_clean_one_is_required_before_anything_runs(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world(revision=dirty(tmp_path), require_clean=True)
+    with pytest.raises(SettingsError) as err:
+        world.release.release("v1")
+    assert err.value.exit_code == 2
+    assert "uncommitted changes that reach the image (ctx/app.py)" in err.value.message
+    assert "--allow-dirty" in err.value.message
+    assert world.docker.verbs() == []  # nothing built, nothing pushed
+    assert world.registry.manifests == {}
+
+
+def test_allow_dirty_lets_it_through_and_says_so(
+    make_world: Callable[..., World], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_world(revision=dirty(tmp_path), require_clean=True, allow_dirty=True)
+    summary = world.release.release("v1")
+    assert summary.allow_dirty
+    assert "warning: releasing uncommitted changes (--allow-dirty): ctx/app.py" in caplog.text
+
+
+def test_a_dirty_rerun_of_the_same_content_is_already_released(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world(revision=dirty(tmp_path), require_clean=True, allow_dirty=True)
+    world.release.release("v1")
+    strict = make_world(revision=dirty(tmp_path), require_clean=True)
+    strict.registry.manifests = world.registry.manifests
+    strict.registry.configs = world.registry.configs
+    assert strict.release.release("v1").already_released  # nothing refused: nothing ships
+
+
+def test_other_content_under_a_released_version_names_the_uncommitted_paths(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world()
+    world.release.release("v1")
+    world.registry.manifests, configs = dict(world.registry.manifests), world.registry.configs
+    other = make_world(revision=dirty(tmp_path))
+    other.registry.manifests, other.registry.configs = world.registry.manifests, configs
+    with pytest.raises(VersionExistsError) as err:
+        other.release.release("v1")
+    assert err.value.exit_code == 6
+    assert err.value.message.endswith("(this tree has uncommitted changes: ctx/app.py)")

@@ -79,6 +79,7 @@ def test_each_value_has_its_attributes_type(tmp_path: Path) -> None:
         "SMOKE_TIMEOUT": "30",
         "SCAN_FAIL_ON": "high",
         "SCAN_IGNORE": "CVE-2024-1234",
+        "REQUIRE_CLEAN": "true",
     }
     assert set(every) | {k for k in KEYS if DECLARED[k].default} >= set(KEYS)
     for environ in ({"AWS_REGION": "eu-west-1"}, every):

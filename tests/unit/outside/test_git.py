@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ecr_release.outside.git import Revision, public_url, revision
+from ecr_release.outside.git import Change, Revision, public_url, revision
 
 
 def git(path: Path, *args: str) -> str:
@@ -29,20 +29,58 @@ def test_revision_of_a_checkout_names_its_commit_and_a_clean_remote(tmp_path: Pa
     sub.mkdir()
     found = revision(sub)
     assert found == Revision(
-        git(tmp_path, "rev-parse", "HEAD"), "https://git.example.com/org/widget.git"
+        git(tmp_path, "rev-parse", "HEAD"),
+        "https://git.example.com/org/widget.git",
+        Path(git(tmp_path, "rev-parse", "--show-toplevel")),
     )
     assert "s3cret" not in repr(found)
 
 
 def test_revision_outside_git_is_unknown(tmp_path: Path) -> None:
-    assert revision(tmp_path) == Revision(None, None)
+    found = revision(tmp_path)
+    assert (found.commit, found.source, found.changes) == (None, None, ())
+    assert found.unknown is not None and "not a git repository" in found.unknown
 
 
 def test_revision_without_git_on_path_is_unknown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert revision(tmp_path) == Revision(None, None)
+    assert revision(tmp_path) == Revision(unknown="git is not installed")
+
+
+def test_a_repository_without_a_commit_has_no_revision(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "f").write_text("x")
+    found = revision(tmp_path)
+    assert found.commit is None and found.unknown == "the repository has no commit yet"
+    assert found.changes == (Change("f", "untracked"),)
+
+
+def test_the_status_of_every_kind_of_change(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    for name in ("kept", "edited", "staged", "gone", "old name", "indexed"):
+        (tmp_path / name).write_text(name)
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "one")
+    (tmp_path / "edited").write_text("changed")
+    (tmp_path / "staged").write_text("changed")
+    git(tmp_path, "add", "staged")
+    (tmp_path / "gone").unlink()
+    git(tmp_path, "mv", "old name", "new name")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "new file").write_text("new")
+    git(tmp_path, "rm", "-q", "--cached", "indexed")  # staged deletion, file still here
+    found = revision(tmp_path)
+    assert sorted(found.changes, key=lambda c: c.path) == [
+        Change("dir/new file", "untracked"),
+        Change("edited", "modified"),
+        Change("gone", "deleted"),
+        Change("indexed", "deleted"),
+        Change("indexed", "untracked"),
+        Change("new name", "renamed", "old name"),
+        Change("staged", "staged"),
+    ]
 
 
 @pytest.mark.parametrize(

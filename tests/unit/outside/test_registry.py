@@ -604,3 +604,42 @@ def test_a_loopback_registry_is_spoken_to_in_plain_http_and_a_name_always_with_t
         True,
         False,
     ]
+
+
+def test_api_status_asks_once_more_after_a_dropped_tls_handshake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+    import urllib.error
+
+    calls: list[str] = []
+
+    class Answer:
+        status = 401
+
+        def __enter__(self) -> Answer:
+            return self
+
+        def __exit__(self, *args: object) -> None:
+            pass
+
+    def open_(request: object, timeout: float) -> Answer:
+        calls.append("open")
+        if len(calls) == 1:
+            raise urllib.error.URLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+        return Answer()
+
+    client = Registry("registry.example:443", "", "", timeout=2)
+    monkeypatch.setattr(client, "_opener", type("Opener", (), {"open": staticmethod(open_)}))
+    assert client.api_status(login=False) == 401
+    assert calls == ["open", "open"]
+    calls.clear()
+
+    def always(request: object, timeout: float) -> Answer:
+        calls.append("open")
+        raise urllib.error.URLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+
+    monkeypatch.setattr(client, "_opener", type("Opener", (), {"open": staticmethod(always)}))
+    with pytest.raises(RegistryError, match="cannot reach registry registry.example:443: .*EOF"):
+        client.api_status(login=False)
+    assert calls == ["open", "open"]  # once more, not forever
