@@ -640,6 +640,6 @@ def test_api_status_asks_once_more_after_a_dropped_tls_handshake(
         raise urllib.error.URLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
 
     monkeypatch.setattr(client, "_opener", type("Opener", (), {"open": staticmethod(always)}))
-    with pytest.raises(RegistryError, match="cannot reach registry registry.example:443: .*EOF"):
+    with pytest.raises(RegistryError, match=r"cannot reach registry registry\.example:443: .*EOF"):
         client.api_status(login=False)
     assert calls == ["open", "open"]  # once more, not forever
