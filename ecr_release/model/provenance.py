@@ -6,7 +6,8 @@ build context and ``.dockerignore`` does not exclude it, or it is the Dockerfile
 cannot reach the image and is not counted. An image built with counted changes is
 *dirty*: its revision label is the commit with ``-dirty``, and the label
 ``io.ecr-release.uncommitted`` holds a digest of the counted changes (each path, its kind
-and its bytes as they are now; a submodule counts by its path and kind).
+and its bytes as they are now; an untracked folder by every file in it; a submodule by
+its path and kind).
 
 :func:`judge_tree` says what a dirty tree means for a new version: a warning at a desk, a
 refusal where a clean tree is required (CI, ``--require-clean``) unless ``--allow-dirty``.
@@ -125,7 +126,13 @@ def _reaches(path: Path, context: Path, dockerfile: Path, ignore: DockerIgnore) 
         relative = path.relative_to(context).as_posix()
     except ValueError:
         return False  # outside the context: it cannot reach the image
-    return relative == ".dockerignore" or not ignore.excludes(relative)
+    if relative == ".dockerignore":
+        return True
+    if path.is_dir() and not path.is_symlink():  # an untracked folder, as git lists it
+        if not ignore.excludes(relative) or ignore.may_reinclude_below(relative):
+            return True
+        return False
+    return not ignore.excludes(relative)
 
 
 def _content(path: Path) -> str:
@@ -133,8 +140,15 @@ def _content(path: Path) -> str:
     try:
         if path.is_symlink():
             return "link:" + os.readlink(path)
-        if path.is_dir():
-            return "directory"
+        if path.is_dir():  # an untracked folder: everything in it, by path and bytes
+            inside = hashlib.sha256()
+            for folder, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    file = Path(folder) / name
+                    inside.update(f"{file.relative_to(path).as_posix()}\0".encode())
+                    inside.update(_content(file).encode() + b"\n")
+            return "directory:" + inside.hexdigest()
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
         return "deleted"

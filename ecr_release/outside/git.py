@@ -4,8 +4,10 @@ its uncommitted changes.
 They become OCI labels and build arguments. Outside a git checkout, or without git, the
 commit and source are None (``unknown`` says why): a build never fails for want of git.
 The changes come from one ``git status --porcelain=v2 -z``: modified, staged, deleted,
-renamed, unmerged, untracked (each untracked file, not ignored by git) and submodules
-with changes, by path from the repository's top. Which of them reach the image is the
+renamed, unmerged, untracked (not ignored by git; a folder with nothing tracked in it is
+one change, its path ending in ``/``, as git lists it: listing each file in it would cost
+a walk of every untracked folder) and submodules with changes, by path from the
+repository's top. Which of them reach the image is the
 model's to decide (``model/provenance.py``). Nothing here writes.
 """
 
@@ -56,7 +58,7 @@ def revision(path: Path) -> Revision:
         return Revision(unknown=lines[-1].removeprefix("fatal: "))
     status = _git(
         Path(top),
-        *("status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all"),
+        *("status", "--porcelain=v2", "-z", "--branch", "--untracked-files=normal"),
         strip=False,
     )
     commit, changes = parse_status(status or "")

@@ -159,3 +159,20 @@ def test_outside_a_repository_nothing_is_dirty(tmp_path: Path) -> None:
     found = provenance(revision(tmp_path), tmp_path, tmp_path / "Dockerfile")
     assert found.commit is None and found.dirty == ()
     assert found.unknown is not None and "not a git repository" in found.unknown
+
+
+def test_an_untracked_folder_counts_by_everything_in_it(repo: Path, made: Made) -> None:
+    (repo / "app" / "plugins").mkdir()
+    (repo / "app" / "plugins" / "a.py").write_text("a\n")
+    found = made()
+    assert found.dirty == ("app/plugins/",)  # as git lists it: one change
+    (repo / "app" / "plugins" / "a.py").write_text("b\n")
+    assert made().digest != found.digest  # its files' bytes are in the digest
+
+
+def test_an_ignored_folder_with_an_exception_inside_counts(repo: Path, made: Made) -> None:
+    (repo / "app" / ".dockerignore").write_text("tests/\n!tests/keep.py\n")
+    git(repo, "commit", "-qam", "exception")
+    (repo / "app" / "tests").mkdir()
+    (repo / "app" / "tests" / "keep.py").write_text("k\n")
+    assert made().dirty == ("app/tests/",)

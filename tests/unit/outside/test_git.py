@@ -73,7 +73,7 @@ def test_the_status_of_every_kind_of_change(tmp_path: Path) -> None:
     git(tmp_path, "rm", "-q", "--cached", "indexed")  # staged deletion, file still here
     found = revision(tmp_path)
     assert sorted(found.changes, key=lambda c: c.path) == [
-        Change("dir/new file", "untracked"),
+        Change("dir/", "untracked"),  # a folder with nothing tracked: one change
         Change("edited", "modified"),
         Change("gone", "deleted"),
         Change("indexed", "deleted"),
