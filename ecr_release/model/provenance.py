@@ -129,9 +129,7 @@ def _reaches(path: Path, context: Path, dockerfile: Path, ignore: DockerIgnore) 
     if relative == ".dockerignore":
         return True
     if path.is_dir() and not path.is_symlink():  # an untracked folder, as git lists it
-        if not ignore.excludes(relative) or ignore.may_reinclude_below(relative):
-            return True
-        return False
+        return not ignore.excludes(relative) or ignore.may_reinclude_below(relative)
     return not ignore.excludes(relative)
 
 

@@ -64,6 +64,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -201,10 +202,18 @@ class Manifest:
 class RegistryLink:
     """The few registry v2 calls the mirroring needs, with basic auth ``AWS:<token>``."""
 
-    def __init__(self, address: str, token: str, timeout: float = REGISTRY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        timeout: float = REGISTRY_TIMEOUT,
+        *,
+        user: str = "AWS",
+        tls: ssl.SSLContext | None = None,  # HTTPS with it (the e2e stack's); plain HTTP without
+    ) -> None:
         host, _, port = address.rpartition(":")
-        self._host, self._port, self._timeout = host, int(port), timeout
-        self._auth = "Basic " + base64.b64encode(f"AWS:{token}".encode()).decode()
+        self._host, self._port, self._timeout, self._tls = host, int(port), timeout, tls
+        self._auth = "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
 
     def listing(self, name: str) -> dict[str, Manifest]:
         """Every tag of a repository with its manifest; an unknown repository has none."""
@@ -262,7 +271,13 @@ class RegistryLink:
             headers["Accept"] = accept
         if kind:
             headers["Content-Type"] = kind
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        connection = (
+            http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._timeout, context=self._tls
+            )
+            if self._tls is not None
+            else http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        )
         try:
             connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()

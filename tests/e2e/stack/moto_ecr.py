@@ -21,8 +21,6 @@ address, CA and password are read from there at each call: a test may change the
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
 import os
 import ssl
@@ -36,7 +34,7 @@ from moto.ecr.exceptions import ImageNotFoundException, ScanNotFoundException
 from moto.ecr.responses import ECRResponse
 from moto.server import main
 
-from ecr_release.outside.sandbox_api import Mirror, RegistryLink, RegistryTrouble
+from ecr_release.outside.sandbox_api import Mirror, RegistryLink
 
 TOKEN_HOURS = 12
 _moto_token = ECRResponse.get_authorization_token
@@ -44,39 +42,17 @@ _moto_delete = ECRResponse.batch_delete_image
 _moto_findings = ECRResponse.describe_image_scan_findings
 
 
-class StackLink(RegistryLink):
-    """The stack's registry: TLS with the stack's CA, on its ECR-like host name."""
-
-    def __init__(self, state: dict[str, Any]) -> None:
-        super().__init__(f"{state['registry_host']}:443", "")
-        user, password = state["registry_user"], state["registry_password"]
-        self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-        self._context = ssl.create_default_context(cafile=state["ca_path"])
-
-    def _call(
-        self, method: str, path: str, *, accept: str = "", body: bytes | None = None, kind: str = ""
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        headers = {"Authorization": self._auth}
-        if accept:
-            headers["Accept"] = accept
-        if kind:
-            headers["Content-Type"] = kind
-        connection = http.client.HTTPSConnection(
-            self._host, self._port, timeout=self._timeout, context=self._context
-        )
-        try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            return response.status, response.headers, response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise RegistryTrouble(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            connection.close()
-
-
-def _link() -> StackLink:
+def _link() -> RegistryLink:
+    """The stack's registry: TLS with the stack's CA, on its ECR-like host name, with the
+    password a test may have changed (read at each call)."""
     state_dir = Path(os.environ["ECR_E2E_STACK_DIR"])
-    return StackLink(json.loads((state_dir / "stack.json").read_text()))
+    state = json.loads((state_dir / "stack.json").read_text())
+    return RegistryLink(
+        f"{state['registry_host']}:443",
+        state["registry_password"],
+        user=state["registry_user"],
+        tls=ssl.create_default_context(cafile=state["ca_path"]),
+    )
 
 
 def get_authorization_token(self: ECRResponse) -> Any:
