@@ -14,7 +14,7 @@ from ..unit.flows.test_doctor import NAMES  # the checks, in the order the docto
 from .project import Project
 from .stack import Stack
 
-AWS_NAMES = NAMES[6:12]
+AWS_NAMES = NAMES[7:13]
 
 
 def doctor(
@@ -126,7 +126,7 @@ def test_no_credentials_name_the_broken_part(project: Project, stack: Stack) -> 
         "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         in (lines["AWS credentials"])
     )
-    for name in NAMES[7:]:
+    for name in NAMES[8:]:
         assert lines[name] == (
             "FAIL not checked: no AWS credentials -- fix 'AWS credentials' first"
         ), done.stdout
