@@ -199,7 +199,7 @@ class Registry:
         if login:
             token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             request.add_unredirected_header("Authorization", f"Basic {token}")
-        for attempt in (1, 2):
+        for attempt in (1, 2):  # once more after a TLS handshake the far end dropped
             try:
                 with self._opener.open(request, timeout=self.timeout) as response:
                     return int(response.status)
@@ -208,11 +208,8 @@ class Registry:
                 return exc.code
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", exc)
-                # A connection the far end dropped during the TLS handshake is asked once
-                # more (a proxy or load balancer recycling it); anything else is the answer.
-                if attempt == 1 and isinstance(reason, (ssl.SSLEOFError, ConnectionResetError)):
-                    continue
-                raise RegistryError(f"cannot reach registry {self.host}: {reason}") from exc
+                if attempt == 2 or not isinstance(reason, (ssl.SSLEOFError, ConnectionResetError)):
+                    raise RegistryError(f"cannot reach registry {self.host}: {reason}") from exc
         raise AssertionError("unreachable")
 
     def tags(self, repository: str) -> list[str] | None:

@@ -68,7 +68,10 @@ def test_changed_code_on_the_same_machine_is_refused_without_a_rebuild(
     (project.root / "widget_server" / "__init__.py").write_text("# changed, not released\n")
     refused = project.inv("release", "--version", "v5")
     assert refused.returncode == 6
-    assert "the build context differs" in one_line_error(refused)
+    line = one_line_error(refused)
+    # The context differs, and so does the revision (the commit, with -dirty): a build arg.
+    assert "the build context and the build arguments differ" in line
+    assert line.endswith("(this tree has uncommitted changes: widget_server/__init__.py)")
     assert backend.registry_manifest_digest(project.repository, "v5") == digest
 
 

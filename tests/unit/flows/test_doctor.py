@@ -988,14 +988,15 @@ def _commit_all(root: Path) -> None:
 def test_the_working_tree_clean_dirty_and_refused_in_ci(setup: Setup) -> None:
     (setup.root / ".gitignore").write_text(".env\n")
     _commit_all(setup.root)
-    tree = doctor(setup)["working tree"]
+    desk = {key: value for key, value in setup.environ.items() if key != "CI"}
+    tree = doctor(setup, environ=desk)["working tree"]
     assert tree.ok and tree.detail.startswith("clean at ")
     (setup.root / "app.py").write_text("print('uncommitted')\n")
-    tree = doctor(setup)["working tree"]
+    tree = doctor(setup, environ=desk)["working tree"]
     assert tree.ok and tree.detail.startswith("dirty: 1 uncommitted change reaches")
     assert "(app.py)" in tree.detail and "-dirty" in tree.detail
-    checks = doctor(setup, environ={**setup.environ, "CI": "true"})
+    checks = doctor(setup, environ={**desk, "CI": "true"})
     assert not checks["working tree"].ok
     assert "a clean tree is required" in checks["working tree"].detail
-    allowed = doctor(setup, environ={**setup.environ, "CI": "true", "ALLOW_DIRTY": "true"})
+    allowed = doctor(setup, environ={**desk, "CI": "true", "ALLOW_DIRTY": "true"})
     assert allowed["working tree"].ok
