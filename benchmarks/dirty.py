@@ -4,8 +4,10 @@ Prints figures; asserts nothing. Makes a git repository of 20,000 committed file
 temporary folder (a build context with a ``.dockerignore``), then times, as the release
 does, ``revision()`` (``git rev-parse``, one ``git status --porcelain=v2 -z``, the remote)
 plus ``provenance()`` (which changes reach the image), clean and with a few changes, and
-the old ``revision()`` cost (``git rev-parse HEAD``, the remote) for comparison. Goal: the check
-adds at most 50 ms. Run:
+the old ``revision()`` cost (``git rev-parse HEAD``, the remote) for comparison. A release
+asks git while it walks the context (its secret scan and digest, which it makes anyway):
+what the check adds to a release is the walk with git beside it, less the walk alone.
+Goal: at most 50 ms. Run:
 
     uv run --group dev python -m benchmarks.dirty [--files N] [--runs N]
 """
@@ -13,13 +15,16 @@ adds at most 50 ms. Run:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ecr_release.model.buildcontext import scan_context
 from ecr_release.model.provenance import Provenance, provenance
 from ecr_release.outside.git import revision
 
@@ -42,6 +47,11 @@ def make_repository(root: Path, files: int) -> Path:
         (folder / f"module{i:05d}.py").write_text(f"VALUE = {i}\n")
     (context / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
     (context / ".dockerignore").write_text("pkg000/\n")
+    # As in a real checkout, the files are older than git's index: written in the same
+    # second as the index, each would be "racily clean" and read again by every status.
+    past = time.time() - 3600
+    for path in context.rglob("*"):
+        os.utime(path, (past, past))
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "files")
@@ -76,21 +86,37 @@ def main() -> None:
         def check() -> Provenance:
             return provenance(revision(context), context, dockerfile)
 
+        def walk() -> object:  # the context walk every release makes (secrets, digest)
+            return scan_context(context, dockerfile)
+
+        def walk_and_check() -> Provenance:  # as the release does: git asked during the walk
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(revision, context)
+                walk()
+                return provenance(pending.result(), context, dockerfile)
+
         check()  # a first status refreshes git's index stat cache, as any earlier git command
         before = median_ms(old, args.runs)
         clean = median_ms(check, args.runs)
+        walked = median_ms(walk, args.runs)
+        beside = median_ms(walk_and_check, args.runs)
         for i in range(5):
             (context / f"pkg{1 + i:03d}" / f"module{(1 + i) * 500:05d}.py").write_text("edited\n")
         (context / "untracked.py").write_text("new\n")
         dirty = median_ms(check, args.runs)
         found = check()
-    added = max(clean, dirty) - before
+    added = beside - walked
     print(f"{args.files} files, medians of {args.runs} runs")
     print(f"  the revision before (rev-parse HEAD, remote):  {before:7.1f} ms")
     print(f"  revision + provenance, clean tree:             {clean:7.1f} ms")
     print(f"  revision + provenance, 6 changes:              {dirty:7.1f} ms ({found.listed()})")
+    print(f"  the context walk alone (secrets, digest):      {walked:7.1f} ms")
+    print(f"  the walk with the check beside it, clean:      {beside:7.1f} ms")
     verdict = "met" if added <= GOAL_MS else "NOT met"
-    print(f"  added by the check: {added:.1f} ms (goal <= {GOAL_MS:.0f} ms: {verdict})")
+    print(
+        f"  added to a release by the check: {added:.1f} ms, over the old revision's "
+        f"{before:.1f} ms (goal <= {GOAL_MS:.0f} ms: {verdict})"
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,13 +275,16 @@ class Release:
         """What this version's build is made of, gathered once per run."""
         if version not in self._gathered:
             settings = self.settings
-            self._gathered[version] = gather(
-                settings,
-                version,
-                revision=self._revision(settings.build_context),
-                created=self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                resolve_base=self.docker.image_identity,
-            )
+            # git's status is asked while the context is walked: its cost hides in the walk.
+            with ThreadPoolExecutor(1, thread_name_prefix="git") as pool:
+                pending = pool.submit(self._revision, settings.build_context)
+                self._gathered[version] = gather(
+                    settings,
+                    version,
+                    revision=pending.result,
+                    created=self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    resolve_base=self.docker.image_identity,
+                )
         return self._gathered[version]
 
 

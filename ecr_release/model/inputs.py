@@ -71,16 +71,19 @@ def gather(
     settings: Settings,
     version: str,
     *,
-    revision: Revision,
+    revision: Revision | Callable[[], Revision],
     created: str,
     resolve_base: Callable[[str], str],
 ) -> BuildInputs:
-    """Scan the context (secrets refused here, before anything runs) and fingerprint the build."""
+    """Scan the context (secrets refused here, before anything runs) and fingerprint the build.
+    ``revision`` may be a pending answer (git's, asked while the context is walked): it is
+    waited for once the walk is done."""
     also = [settings.env_file] if settings.env_file else []  # the settings file itself
     scan = scan_context(
         settings.build_context, settings.dockerfile, settings.secret_scan_allow, also
     )
     raise_on_secrets(settings.build_context, scan.secrets)
+    revision = revision() if callable(revision) else revision
     made = provenance(revision, settings.build_context, settings.dockerfile)
     build_args, labels = build_metadata(version, created, revision, settings.base_image, made)
     dockerfile = Dockerfile.read(settings.dockerfile, build_args)
