@@ -23,45 +23,19 @@ from ecr_release.flows.scan import (
 from ecr_release.model.scan import Finding
 from ecr_release.outside.ecr import Ecr
 
+from ..fakes import BASIC_FINDING as OPENSSL
+from ..fakes import ENHANCED_FINDING as CURL
+from ..fakes import FakeTime
+
 REPO = "widget"
 DIGEST = "sha256:" + "ab" * 32
 ASKED = {"repositoryName": REPO, "imageId": {"imageDigest": DIGEST}}
 DONE_AT = datetime(2030, 1, 1, tzinfo=UTC)
-OPENSSL = {
-    "name": "CVE-2024-1234",
-    "severity": "CRITICAL",
-    "attributes": [
-        {"key": "package_name", "value": "openssl"},
-        {"key": "package_version", "value": "3.0.2"},
-    ],
-}
-CURL = {
-    "severity": "HIGH",
-    "packageVulnerabilityDetails": {
-        "vulnerabilityId": "CVE-2024-9999",
-        "vulnerablePackages": [{"name": "curl", "version": "7.88.1", "fixedInVersion": "8.0.0"}],
-    },
-}
-
-
-class FakeTime:
-    """A clock that moves only when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
 def time_() -> FakeTime:
-    return FakeTime()
+    return FakeTime(1000.0)
 
 
 class EcrStub(Stubber):

@@ -15,22 +15,10 @@ from moto import mock_aws
 from ecr_release.errors import AwsError, ImageNotFoundError, ScanNotFoundError
 from ecr_release.outside.ecr import Ecr, PlanningEcr, filter_matches
 
+from ..fakes import BASIC_FINDING as BASIC
+from ..fakes import ENHANCED_FINDING as ENHANCED
+
 DIGEST = "sha256:" + "ab" * 32
-BASIC = {
-    "name": "CVE-2024-1234",
-    "severity": "CRITICAL",
-    "attributes": [
-        {"key": "package_name", "value": "openssl"},
-        {"key": "package_version", "value": "3.0.2"},
-    ],
-}
-ENHANCED = {
-    "severity": "HIGH",
-    "packageVulnerabilityDetails": {
-        "vulnerabilityId": "CVE-2024-9999",
-        "vulnerablePackages": [{"name": "curl", "version": "7.88.1", "fixedInVersion": "8.0.0"}],
-    },
-}
 
 
 def stubbed() -> tuple[Any, Stubber]:

@@ -27,6 +27,8 @@ from ecr_release.outside.localstate import (
     release_lock,
 )
 
+from ..fakes import FakeTime
+
 HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 OTHER_HOST = "210987654321.dkr.ecr.us-east-1.amazonaws.com"
 EXPIRY = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -197,21 +199,6 @@ def test_the_file_holds_only_config_host_and_expiry(
 
 
 # -- release lock ----------------------------------------------------------------------
-
-
-class FakeTime:
-    """A monotonic clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Holder:
