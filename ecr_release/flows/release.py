@@ -284,6 +284,7 @@ class Release:
                     revision=pending.result,
                     created=self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     resolve_base=self.docker.image_identity,
+                    digests=self.state.context_digests(settings.build_context),
                 )
         return self._gathered[version]
 

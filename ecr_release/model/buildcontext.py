@@ -25,6 +25,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import SettingsError
 
@@ -48,7 +49,7 @@ def _translate(pattern: str) -> str:
                 i += 1
                 if i < n and pattern[i] == "/":
                     i += 1  # "**/" is "**"
-                out.append(".*" if i >= n else "(.*/)?")
+                out.append(".*" if i >= n else "(?:.*/)?")
             else:
                 out.append("[^/]*")
         elif ch == "?":
@@ -97,6 +98,7 @@ class DockerIgnore:
 
     def __init__(self, text: str, *, source: str = ".dockerignore") -> None:
         self._rules: list[_Rule] = []
+        self._combined: re.Pattern[str] | None = None
         for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
             if raw.startswith("#"):
                 continue
@@ -124,6 +126,7 @@ class DockerIgnore:
                 "refuse it too: fix the line"
             ) from exc
         self._rules.append(_Rule(exclusion, pattern, regex))
+        self._combined = None
 
     @classmethod
     def for_build(cls, context: Path, dockerfile: Path | None = None) -> DockerIgnore:
@@ -154,15 +157,27 @@ class DockerIgnore:
         A pattern counts when it matches the path or any directory above it
         (moby's ``MatchesOrParentMatches``); the last such pattern decides.
         """
-        parents = relpath.split("/")[:-1]
-        prefixes = ["/".join(parents[: i + 1]) for i in range(len(parents))]
-        excluded = False
-        for rule in self._rules:
-            if rule.exclusion != excluded:
-                continue  # it could not change the verdict
-            if rule.regex.match(relpath) or any(rule.regex.match(p) for p in prefixes):
-                excluded = not rule.exclusion
-        return excluded
+        parts = relpath.split("/")
+        last = -1
+        for i in range(1, len(parts) + 1):
+            last = max(last, self.last_match("/".join(parts[:i])))
+        return self.verdict(last)
+
+    def last_match(self, relpath: str) -> int:
+        """The index of the last pattern that matches this very path (not its parents), or
+        -1. One regular expression holds every pattern, the last first, so one match finds
+        it: the walk calls this once per entry, whatever the number of patterns."""
+        if not self._rules:
+            return -1
+        if self._combined is None:
+            bodies = (f"({rule.regex.pattern[1:-1]})" for rule in reversed(self._rules))
+            self._combined = re.compile("^(?:" + "|".join(bodies) + ")$")
+        found = self._combined.match(relpath)
+        return -1 if found is None else len(self._rules) - found.lastindex  # type: ignore[operator]
+
+    def verdict(self, last: int) -> bool:
+        """Excluded, when the last pattern that matched (``last_match``) is not an exception."""
+        return last >= 0 and not self._rules[last].exclusion
 
     def may_reinclude_below(self, reldir: str) -> bool:
         """Does an exception pattern lie inside this excluded directory (so the CLI walks it)?"""
@@ -177,54 +192,67 @@ class ContextEntry:
     """One path the CLI sends to the daemon."""
 
     relpath: str  # relative to the context, '/'-separated
-    path: Path
-    mode: int  # from lstat: the type bits tell file, directory and symlink apart
+    fspath: str  # where it is
+    stat: os.stat_result  # lstat: the type bits tell file, directory and symlink apart
+
+    @property
+    def path(self) -> Path:
+        return Path(self.fspath)
+
+    @property
+    def mode(self) -> int:
+        return self.stat.st_mode
 
     @property
     def is_file(self) -> bool:
-        return stat.S_ISREG(self.mode)
+        return stat.S_ISREG(self.stat.st_mode)
 
     @property
     def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
+        return stat.S_ISDIR(self.stat.st_mode)
 
     @property
     def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.mode)
+        return stat.S_ISLNK(self.stat.st_mode)
+
+
+def _unreadable(what: str, exc: OSError) -> SettingsError:
+    return SettingsError(
+        f"cannot read {what} in the build context: {exc.strerror or exc}; "
+        "fix its permissions or add it to .dockerignore"
+    )
 
 
 def walk_context(context: Path, ignore: DockerIgnore) -> Iterator[ContextEntry]:
-    """Every path the CLI would send, in a stable (sorted) order. Unreadable directories
+    """Every path the CLI would send, in a stable (sorted) order: one ``os.scandir`` pass,
+    an excluded directory never entered unless an exception pattern lies inside it. Each
+    entry is matched once (its parents' verdicts are carried down). Unreadable directories
     raise ``SettingsError`` naming them: docker build would fail on them too."""
 
-    def walk(directory: Path, prefix: str) -> Iterator[ContextEntry]:
+    def walk(directory: str, prefix: str, above: int) -> Iterator[ContextEntry]:
         try:
-            names = sorted(os.listdir(directory))
+            with os.scandir(directory) as listing:
+                found = sorted(listing, key=lambda item: item.name)
         except OSError as exc:
-            raise SettingsError(
-                f"cannot read {directory} in the build context: {exc.strerror or exc}; "
-                "fix its permissions or add it to .dockerignore"
-            ) from exc
-        for name in names:
-            path = directory / name
-            relpath = prefix + name
+            raise _unreadable(directory, exc) from exc
+        for item in found:
+            relpath = prefix + item.name
             try:
-                mode = path.lstat().st_mode
+                info = item.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # gone since the listing: the CLI would not send it either
             except OSError as exc:
-                raise SettingsError(
-                    f"cannot read {relpath} in the build context: {exc.strerror or exc}; "
-                    "fix its permissions or add it to .dockerignore"
-                ) from exc
-            if not ignore.excludes(relpath):
-                yield ContextEntry(relpath, path, mode)
-            elif not (stat.S_ISDIR(mode) and ignore.may_reinclude_below(relpath)):
+                raise _unreadable(relpath, exc) from exc
+            last = max(above, ignore.last_match(relpath))
+            is_dir = stat.S_ISDIR(info.st_mode)
+            if not ignore.verdict(last):
+                yield ContextEntry(relpath, item.path, info)
+            elif not (is_dir and ignore.may_reinclude_below(relpath)):
                 continue
-            if stat.S_ISDIR(mode):
-                yield from walk(path, relpath + "/")
+            if is_dir:
+                yield from walk(item.path, relpath + "/", last)
 
-    yield from walk(context, "")
+    yield from walk(os.fspath(context), "", -1)
 
 
 # -- secrets -----------------------------------------------------------------------------
@@ -306,38 +334,81 @@ class ContextScan:
     digest: str
 
 
+class FileDigests(Protocol):
+    """What a file's bytes were found to be, the last time they were read: its sha256 and
+    what secret its content holds (``None``: none, or not looked at). Kept by stat; an
+    answer is given only while the file cannot have changed since (see
+    ``outside.contextcache``). ``begin`` starts a walk (``rules`` names the content rules
+    in force: other rules, other answers), ``finish`` ends a completed one."""
+
+    def begin(self, rules: str) -> None: ...
+
+    def lookup(self, relpath: str, info: os.stat_result) -> tuple[str, str | None] | None: ...
+
+    def store(
+        self, relpath: str, info: os.stat_result, digest: str, secret: str | None
+    ) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def content_rules() -> str:
+    """A digest of what decides a file's content verdict: a cached verdict from other rules
+    is not reused."""
+    rules = [pattern.pattern for pattern, _ in _CONTENT_RULES] + [_NPM_TOKEN.pattern]
+    text = repr((rules, MAX_SCAN_BYTES, _BINARY_SNIFF))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _inside(context: Path, paths: Sequence[Path | None]) -> set[str]:
+    """The context-relative paths of those of ``paths`` that lie in the context."""
+    root = context.resolve()
+    found = set()
+    for path in paths:
+        if path is not None and (real := path.resolve()).is_relative_to(root):
+            found.add(real.relative_to(root).as_posix())
+    return found
+
+
 def scan_context(
     context: Path,
     dockerfile: Path | None = None,
     allow: Sequence[str] = (),
     also: Sequence[Path] = (),
+    cache: FileDigests | None = None,
 ) -> ContextScan:
     """Walk the context once, as the CLI sends it: find secrets (except paths matching
     ``allow``) and digest every entry except the Dockerfile, which is an input of its own.
 
     The digest covers relative paths, entry types, the executable bit, file contents and
     symlink targets, in a stable order: it changes exactly when what Docker sends changes.
+    With a ``cache``, a file whose stat says it is unchanged is not read again.
     """
     ignore = DockerIgnore.for_build(context, dockerfile)
     allowed = DockerIgnore("\n".join(allow), source="SECRET_SCAN_ALLOW")
-    skip = dockerfile.resolve() if dockerfile is not None else None
-    secret_files = {path.resolve() for path in also}  # e.g. the settings file in use
+    skip = _inside(context, [dockerfile])
+    secret_files = _inside(context, list(also))  # e.g. the settings file in use
     found: list[Finding] = []
     reported_dirs: list[str] = []
     total = hashlib.sha256()
+    if cache is not None:
+        cache.begin(content_rules())
     for entry in walk_context(context, ignore):
-        relpath, name = entry.relpath, entry.path.name
-        data: bytes | None = None
+        relpath = entry.relpath
+        name = relpath.rpartition("/")[2]
+        secret: str | None = None
         if entry.is_dir:
             total.update(f"d {relpath}\0".encode())
         elif entry.is_symlink:
-            total.update(f"l {relpath}\0{os.readlink(entry.path)}\0".encode())
+            total.update(f"l {relpath}\0{os.readlink(entry.fspath)}\0".encode())
         elif entry.is_file:
-            data, content = _read(entry)
-            if entry.path.resolve() != skip:
+            content, secret = _digest(entry, name, cache)
+            if relpath not in skip:
                 executable = "x" if entry.mode & 0o111 else "-"
                 total.update(f"f {relpath}\0{executable}\0{content}\0".encode())
-        if any(relpath.startswith(d) for d in reported_dirs) or allowed.excludes(relpath):
+        if reported_dirs and any(relpath.startswith(d) for d in reported_dirs):
+            continue
+        if allow and allowed.excludes(relpath):
             continue
         if entry.is_dir:
             if name in _SECRET_DIRS:
@@ -345,14 +416,28 @@ def scan_context(
                 reported_dirs.append(relpath + "/")
             continue
         in_secret_dir = not _SECRET_DIRS.isdisjoint(relpath.split("/")[:-1])
-        named = _secret_by_name(relpath, name) or entry.path.resolve() in secret_files
+        named = _secret_by_name(relpath, name) or relpath in secret_files
         if entry.is_file and (in_secret_dir or named):
             found.append(Finding(relpath, ""))
-        elif entry.is_file and data is not None and (why := _secret_in(data, name)):
-            found.append(Finding(relpath, why))
+        elif secret:
+            found.append(Finding(relpath, secret))
+    if cache is not None:
+        cache.finish()
     return ContextScan(
         sorted(found, key=lambda finding: finding.relpath), f"sha256:{total.hexdigest()}"
     )
+
+
+def _digest(entry: ContextEntry, name: str, cache: FileDigests | None) -> tuple[str, str | None]:
+    """A file's sha256 and the secret its content holds: from the cache while its stat says it
+    is unchanged, else read (and remembered)."""
+    if cache is not None and (known := cache.lookup(entry.relpath, entry.stat)) is not None:
+        return known
+    data, content = _read(entry)
+    secret = _secret_in(data, name) if data is not None else None
+    if cache is not None:
+        cache.store(entry.relpath, entry.stat, content, secret)
+    return content, secret
 
 
 def _read(entry: ContextEntry) -> tuple[bytes | None, str]:
@@ -360,16 +445,13 @@ def _read(entry: ContextEntry) -> tuple[bytes | None, str]:
     digest = hashlib.sha256()
     head = b""
     try:
-        with open(entry.path, "rb") as handle:
+        with open(entry.fspath, "rb") as handle:
             while chunk := handle.read(1024 * 1024):
                 if len(head) <= MAX_SCAN_BYTES:
                     head += chunk
                 digest.update(chunk)
     except OSError as exc:
-        raise SettingsError(
-            f"cannot read {entry.relpath} in the build context: {exc.strerror or exc}; "
-            "fix its permissions or add it to .dockerignore"
-        ) from exc
+        raise _unreadable(entry.relpath, exc) from exc
     return (head if len(head) <= MAX_SCAN_BYTES else None), digest.hexdigest()
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ..errors import VersionExistsError
 from ..outside.git import Revision
 from ..outside.registry import Manifest
-from .buildcontext import raise_on_secrets, scan_context
+from .buildcontext import FileDigests, raise_on_secrets, scan_context
 from .dockerfile import Dockerfile, split_labels
 from .fingerprint import BaseImage, Fingerprint, base_labels, fingerprint, verb_for
 from .provenance import UNCOMMITTED_LABEL, Provenance, provenance
@@ -74,13 +74,15 @@ def gather(
     revision: Revision | Callable[[], Revision],
     created: str,
     resolve_base: Callable[[str], str],
+    digests: FileDigests | None = None,
 ) -> BuildInputs:
     """Scan the context (secrets refused here, before anything runs) and fingerprint the build.
     ``revision`` may be a pending answer (git's, asked while the context is walked): it is
-    waited for once the walk is done."""
+    waited for once the walk is done. ``digests`` keeps the context's file digests between
+    runs, so that a file unchanged since is not read again."""
     also = [settings.env_file] if settings.env_file else []  # the settings file itself
     scan = scan_context(
-        settings.build_context, settings.dockerfile, settings.secret_scan_allow, also
+        settings.build_context, settings.dockerfile, settings.secret_scan_allow, also, digests
     )
     raise_on_secrets(settings.build_context, scan.secrets)
     revision = revision() if callable(revision) else revision

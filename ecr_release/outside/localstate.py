@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from ..errors import LockedError, SettingsError
 
 if TYPE_CHECKING:
+    from .contextcache import DigestCache
     from .docker import Docker, DockerConfig
     from .ecr import Authorization
 
@@ -130,12 +131,19 @@ class LoginRecords:
 
 
 class LocalState:
-    """One run's use of the cache directory: its login records and its release locks."""
+    """One run's use of the cache directory: its login records, its release locks and the
+    build contexts' file digests."""
 
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
         self.directory = directory
         self.read_only = read_only
         self.logins = LoginRecords(directory / "logins.json", read_only=read_only)
+
+    def context_digests(self, context: Path) -> DigestCache:
+        """The build context's file digests, kept between runs (see ``contextcache``)."""
+        from .contextcache import DigestCache
+
+        return DigestCache.for_context(self.directory, context, read_only=self.read_only)
 
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Serialize releases of ``name`` on this machine (nothing to hold in a dry run)."""

@@ -9,6 +9,10 @@ Docker's rules, on the syntax where the two agree.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +22,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ecr_release.errors import RegistryError, SettingsError
-from ecr_release.model.buildcontext import DockerIgnore
+from ecr_release.model.buildcontext import DockerIgnore, scan_context
 from ecr_release.model.settings import REGION_RE, REPOSITORY_RE, TAG_RE, load_settings
+from ecr_release.outside.contextcache import DigestCache
 from ecr_release.outside.docker import PushFailure, classify_push_failure, last_error_line
 from ecr_release.outside.registry import _parse_manifest
 
@@ -221,3 +226,74 @@ def test_where_docker_py_differs_we_follow_docker(rules: list[str], path: str, o
     theirs: Any = PatternMatcher(list(rules))
     assert DockerIgnore("\n".join(rules)).excludes(path) is ours
     assert bool(theirs.matches(path)) is not ours
+
+
+# -- the context's digest cache ------------------------------------------------------------
+
+SECOND = 10**9
+FILES = ["a.txt", "b.txt", "sub/c.txt", "sub/deep/d.bin"]
+edits = st.lists(
+    st.tuples(
+        st.sampled_from(["write", "same-size", "mode", "rename", "delete", "touch", "create"]),
+        st.sampled_from(FILES),
+        st.integers(min_value=0, max_value=3 * SECOND),  # time passing before the edit
+        st.booleans(),  # scan (with the cache) after this edit
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def _edit(context: Path, kind: str, name: str, now: int, count: int) -> None:
+    """One edit, on a filesystem whose clock ticks once a second (mtime is ``now`` rounded
+    down): a same-size change within the second leaves size and mtime as they were."""
+    path = context / name
+    if kind == "create" or not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"new {name} {count}".encode())
+    elif kind == "write":
+        path.write_bytes(path.read_bytes() + b"+")
+    elif kind == "same-size":
+        data = path.read_bytes()
+        path.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+    elif kind == "mode":
+        path.chmod(path.stat().st_mode ^ 0o111)  # ctime only
+        return
+    elif kind == "rename":
+        path.rename(path.with_name(path.name + ".moved"))
+        return
+    elif kind == "delete":
+        path.unlink()
+        return
+    tick = now // SECOND * SECOND
+    os.utime(path, ns=(tick, tick))
+
+
+def _at(moment: int) -> Callable[[], int]:
+    return lambda: moment
+
+
+@PROPERTY
+@given(steps=edits)
+@example(steps=[("write", "a.txt", 0, True), ("same-size", "a.txt", 10, True)])
+@example(steps=[("touch", "a.txt", 2 * SECOND, True), ("same-size", "a.txt", 0, True)])
+def test_the_context_cache_never_changes_the_digest(
+    steps: list[tuple[str, str, int, bool]],
+) -> None:
+    """Whatever was edited, however soon after the cache was written, the digest (and the
+    secrets found) with the cache are the ones a walk from scratch gives."""
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp) / "context"
+        for name in FILES:
+            (context / name).parent.mkdir(parents=True, exist_ok=True)
+            (context / name).write_bytes(f"{name} first".encode())
+        now = time.time_ns()
+        for count, (kind, name, passing, scan) in enumerate(steps):
+            now += passing
+            _edit(context, kind, name, now, count)
+            if not scan:
+                continue
+            cache = DigestCache.for_context(Path(tmp) / "cache", context, clock=_at(now))
+            cached = scan_context(context, cache=cache)
+            fresh = scan_context(context)
+            assert (cached.digest, cached.secrets) == (fresh.digest, fresh.secrets)

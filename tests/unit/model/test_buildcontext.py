@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -458,13 +460,22 @@ def test_an_unreadable_directory_entry_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "locked").write_text("x")
-    real = Path.lstat
+    real = os.scandir
 
-    def lstat(path: Path) -> os.stat_result:
-        if path.name == "locked":
-            raise PermissionError(13, "Permission denied")
-        return real(path)
+    class Entry:  # os.DirEntry, whose lstat is refused for "locked"
+        def __init__(self, entry: os.DirEntry[str]) -> None:
+            self.name, self.path, self._entry = entry.name, entry.path, entry
 
-    monkeypatch.setattr(Path, "lstat", lstat)
+        def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+            if self.name == "locked":
+                raise PermissionError(13, "Permission denied")
+            return self._entry.stat(follow_symlinks=follow_symlinks)
+
+    @contextlib.contextmanager
+    def scandir(path: str) -> Iterator[list[Entry]]:
+        with real(path) as listing:
+            yield [Entry(entry) for entry in listing]
+
+    monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(SettingsError, match="cannot read locked in the build context"):
         find_secrets(tmp_path)

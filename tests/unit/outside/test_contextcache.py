@@ -1,0 +1,296 @@
+"""The context's file digests kept between runs: reused only while a file cannot have
+changed, never a different result, never a traceback for a bad cache file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ecr_release.model import buildcontext
+from ecr_release.model.buildcontext import scan_context
+from ecr_release.outside.contextcache import FORMAT, RACY_NS, DigestCache
+from ecr_release.outside.localstate import LocalState
+
+PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END"
+LATER = 3600 * 10**9  # an hour: every file in the context is old by then
+
+
+def _context(root: Path) -> Path:
+    context = root / "context"
+    for name, text in {
+        "Dockerfile": "FROM scratch\nCOPY . /app\n",
+        "app/main.py": "print('hello')\n",
+        "app/data.txt": "x" * 5000,
+        "README.md": "readme\n",
+    }.items():
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_text(text)
+    return context
+
+
+def _cache(root: Path, context: Path, *, offset: int = LATER, **options: bool) -> DigestCache:
+    return DigestCache.for_context(
+        root / "cache", context, clock=lambda: time.time_ns() + offset, **options
+    )
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files the scan reads, in order."""
+    seen: list[str] = []
+    real = buildcontext._read
+
+    def counting(entry: buildcontext.ContextEntry) -> tuple[bytes | None, str]:
+        seen.append(entry.relpath)
+        return real(entry)
+
+    monkeypatch.setattr(buildcontext, "_read", counting)
+    return seen
+
+
+def test_a_rerun_reads_no_file_and_gives_the_same_digest(tmp_path: Path, reads: list[str]) -> None:
+    context = _context(tmp_path)
+    fresh = scan_context(context, context / "Dockerfile")
+    first = scan_context(context, context / "Dockerfile", cache=_cache(tmp_path, context))
+    assert len(reads) == 2 * 4  # the fresh scan, then the cache's first walk: all read
+    reads.clear()
+    cache = _cache(tmp_path, context)
+    again = scan_context(context, context / "Dockerfile", cache=cache)
+    assert reads == []
+    assert (cache.reused, cache.read) == (4, 0)
+    assert fresh.digest == first.digest == again.digest
+
+
+def test_only_the_changed_file_is_read_again(tmp_path: Path, reads: list[str]) -> None:
+    context = _context(tmp_path)
+    scan_context(context, cache=_cache(tmp_path, context))
+    (context / "app" / "main.py").write_text("print('changed')\n")
+    reads.clear()
+    found = scan_context(context, cache=_cache(tmp_path, context))
+    assert reads == ["app/main.py"]
+    assert found.digest == scan_context(context).digest
+
+
+def test_a_file_changed_close_to_the_cache_write_is_read_again(
+    tmp_path: Path, reads: list[str]
+) -> None:
+    """git's racy rule: a stat no older than the walk that wrote the cache proves nothing."""
+    context = _context(tmp_path)
+    scan_context(context, cache=_cache(tmp_path, context, offset=0))
+    reads.clear()
+    # Written just now: every file's ctime is within RACY_NS of the cache's write.
+    cache = _cache(tmp_path, context, offset=0)
+    scan_context(context, cache=cache)
+    assert sorted(reads) == ["Dockerfile", "README.md", "app/data.txt", "app/main.py"]
+    assert cache.reused == 0
+    # Once the cache was written long after the files' last change, they are trusted.
+    scan_context(context, cache=_cache(tmp_path, context, offset=RACY_NS + 10**9))
+    reads.clear()
+    trusted = _cache(tmp_path, context)
+    scan_context(context, cache=trusted)
+    assert (reads, trusted.reused) == ([], 4)
+
+
+def test_a_same_size_change_with_the_old_mtime_is_caught_by_its_ctime(
+    tmp_path: Path, reads: list[str]
+) -> None:
+    """A coarse clock can leave mtime as it was; ctime, which no program can set, moves."""
+    context = _context(tmp_path)
+    path = context / "app" / "main.py"
+    before = path.stat()
+    time.sleep(0.02)  # past the kernel's timestamp tick
+    scan_context(context, cache=_cache(tmp_path, context))
+    path.write_text("print('HELLO')\n")  # same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    reads.clear()
+    found = scan_context(context, cache=_cache(tmp_path, context))
+    assert reads == ["app/main.py"]
+    assert found.digest == scan_context(context).digest
+
+
+def test_mode_rename_and_delete_change_the_digest_as_from_scratch(tmp_path: Path) -> None:
+    context = _context(tmp_path)
+    scan_context(context, cache=_cache(tmp_path, context))
+    edits: list[Callable[[], object]] = [
+        lambda: (context / "README.md").chmod(0o755),
+        lambda: (context / "app" / "data.txt").rename(context / "app" / "moved.txt"),
+        lambda: (context / "README.md").unlink(),
+        lambda: os.utime(context / "app" / "main.py"),  # touched, content unchanged
+    ]
+    digests = set()
+    for edit in edits:
+        edit()
+        found = scan_context(context, cache=_cache(tmp_path, context))
+        assert found.digest == scan_context(context).digest
+        digests.add(found.digest)
+    assert len(digests) == 3  # the touch changed nothing
+
+
+def test_a_secret_found_in_content_is_reported_from_the_cache_too(
+    tmp_path: Path, reads: list[str]
+) -> None:
+    context = _context(tmp_path)
+    (context / "certs").mkdir()
+    (context / "certs" / "server.pem").write_text(PRIVATE_KEY)
+    first = scan_context(context, cache=_cache(tmp_path, context))
+    reads.clear()
+    again = scan_context(context, cache=_cache(tmp_path, context))
+    assert reads == []
+    assert [str(f) for f in first.secrets] == [str(f) for f in again.secrets]
+    assert [str(f) for f in again.secrets] == ["certs/server.pem (a private key)"]
+
+
+def test_files_gone_are_dropped_from_the_cache(tmp_path: Path) -> None:
+    context = _context(tmp_path)
+    cache = _cache(tmp_path, context)
+    scan_context(context, cache=cache)
+    (context / "README.md").unlink()
+    scan_context(context, cache=_cache(tmp_path, context))
+    kept = json.loads(cache.path.read_text())["files"]
+    assert sorted(kept) == ["Dockerfile", "app/data.txt", "app/main.py"]
+    assert all(len(entry) == 7 for entry in kept.values())
+    assert "hello" not in cache.path.read_text()  # digests and stats, never content
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"not json at all",
+        b"\xff\xfe garbage",
+        b"[]",
+        b'{"format": 999}',
+        b"{}",
+        json.dumps({"format": FORMAT, "context": "/elsewhere", "files": {}}).encode(),
+    ],
+)
+def test_a_corrupt_or_foreign_cache_is_ignored_and_rewritten(
+    tmp_path: Path, reads: list[str], content: bytes
+) -> None:
+    context = _context(tmp_path)
+    cache = _cache(tmp_path, context)
+    cache.path.parent.mkdir(parents=True)
+    cache.path.write_bytes(content)
+    found = scan_context(context, cache=cache)
+    assert found.digest == scan_context(context).digest
+    document = json.loads(cache.path.read_text())
+    assert document["format"] == FORMAT and len(document["files"]) == 4
+    reads.clear()
+    scan_context(context, cache=_cache(tmp_path, context))
+    assert reads == []
+
+
+def test_entries_of_the_wrong_shape_are_read_again(tmp_path: Path, reads: list[str]) -> None:
+    context = _context(tmp_path)
+    cache = _cache(tmp_path, context)
+    scan_context(context, cache=cache)
+    document = json.loads(cache.path.read_text())
+    files = document["files"]
+    files["README.md"][5] = "short"  # not a sha256
+    files["app/main.py"] = "a string"
+    files["app/data.txt"][6] = 42  # not a finding
+    cache.path.write_text(json.dumps(document))
+    reads.clear()
+    found = scan_context(context, cache=_cache(tmp_path, context))
+    assert sorted(reads) == ["README.md", "app/data.txt", "app/main.py"]
+    assert found.digest == scan_context(context).digest
+
+
+def test_other_content_rules_ignore_the_cache(
+    tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = _context(tmp_path)
+    scan_context(context, cache=_cache(tmp_path, context))
+    monkeypatch.setattr(buildcontext, "MAX_SCAN_BYTES", 10)  # what a file's verdict means
+    reads.clear()
+    scan_context(context, cache=_cache(tmp_path, context))
+    assert len(reads) == 4
+
+
+def test_a_dry_run_reads_the_cache_but_never_writes_it(tmp_path: Path, reads: list[str]) -> None:
+    context = _context(tmp_path)
+    planning = _cache(tmp_path, context, read_only=True)
+    scan_context(context, cache=planning)
+    assert not planning.path.exists()
+    scan_context(context, cache=_cache(tmp_path, context))
+    reads.clear()
+    scan_context(context, cache=_cache(tmp_path, context, read_only=True))
+    assert reads == []
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(tmp_path: Path) -> None:
+    context = _context(tmp_path)
+    (tmp_path / "cache").write_text("a file where the directory should be")
+    found = scan_context(context, cache=_cache(tmp_path, context))
+    assert found.digest == scan_context(context).digest
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = _context(tmp_path)
+    cache = _cache(tmp_path, context)
+    scan_context(context, cache=cache)
+    before = cache.path.read_bytes()
+    (context / "new.txt").write_text("new")
+
+    def torn(document: object, out: object, **options: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", torn)
+    scan_context(context, cache=_cache(tmp_path, context))
+    assert cache.path.read_bytes() == before
+    assert sorted(p.name for p in cache.path.parent.iterdir()) == [cache.path.name]
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from ecr_release.model.buildcontext import scan_context
+from ecr_release.outside.contextcache import DigestCache
+
+class EveryTime(DigestCache):  # every walk writes: the race is the point
+    def finish(self):
+        self._changed = True
+        super().finish()
+
+context, cache = Path(sys.argv[1]), Path(sys.argv[2])
+for _ in range(15):
+    digests = EveryTime.for_context(cache, context, clock=lambda: time.time_ns() + 3600 * 10**9)
+    print(scan_context(context, cache=digests).digest)
+"""
+
+
+def test_two_releases_at_once_never_leave_a_torn_cache(tmp_path: Path) -> None:
+    context = _context(tmp_path)
+    for i in range(300):  # a cache file of some size, so that a write takes a while
+        (context / "assets" / f"{i:03}.txt").parent.mkdir(exist_ok=True)
+        (context / "assets" / f"{i:03}.txt").write_text(str(i))
+    expected = scan_context(context).digest
+    argv = [sys.executable, "-c", WRITER, str(context), str(tmp_path / "cache")]
+    writers = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [writer.communicate(timeout=120)[0].split() for writer in writers]
+    assert all(writer.returncode == 0 for writer in writers)
+    assert {digest for output in outputs for digest in output} == {expected}
+    cache = _cache(tmp_path, context)
+    assert len(json.loads(cache.path.read_text())["files"]) == 304
+    assert [p.name for p in cache.path.parent.iterdir()] == [cache.path.name]
+
+
+def test_each_context_has_its_own_file_under_the_local_state(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    state = LocalState(tmp_path / "state")
+    first, second = state.context_digests(one), state.context_digests(two)
+    assert first.path.parent == tmp_path / "state" / "contexts"
+    assert first.path != second.path
+    assert str(tmp_path) not in first.path.name  # a hash names it, not the path
+    assert LocalState(tmp_path / "state", read_only=True).context_digests(one).path == first.path
