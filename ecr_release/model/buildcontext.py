@@ -223,36 +223,73 @@ def _unreadable(what: str, exc: OSError) -> SettingsError:
     )
 
 
-def walk_context(context: Path, ignore: DockerIgnore) -> Iterator[ContextEntry]:
-    """Every path the CLI would send, in a stable (sorted) order: one ``os.scandir`` pass,
-    an excluded directory never entered unless an exception pattern lies inside it. Each
-    entry is matched once (its parents' verdicts are carried down). Unreadable directories
-    raise ``SettingsError`` naming them: docker build would fail on them too."""
+_FILE, _DIR, _LINK, _OTHER = range(4)
+# A name that is not UTF-8 is digested as its bytes (UTF-8 names as ever).
+_NAMES = "surrogateescape"
 
-    def walk(directory: str, prefix: str, above: int) -> Iterator[ContextEntry]:
+
+def _kind(item: os.DirEntry[str]) -> int:
+    """What an entry is, from the directory listing (no ``stat`` where the filesystem says)."""
+    if item.is_dir(follow_symlinks=False):
+        return _DIR
+    if item.is_symlink():
+        return _LINK
+    return _FILE if item.is_file(follow_symlinks=False) else _OTHER
+
+
+def _listing(directory: str) -> Iterator[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as found:
+            return iter(sorted(found, key=lambda item: item.name))
+    except OSError as exc:
+        raise _unreadable(directory, exc) from exc
+
+
+def _walk(context: Path, ignore: DockerIgnore) -> Iterator[tuple[str, os.DirEntry[str], int]]:
+    """``(relpath, entry, kind)`` of every path the CLI would send: depth first, in name
+    order, in one ``os.scandir`` pass. An excluded directory is never entered unless an
+    exception pattern lies inside it; each entry is matched once against the patterns (its
+    parents' last match is carried down)."""
+    stack = [(_listing(os.fspath(context)), "", -1)]
+    last_match, verdict = ignore.last_match, ignore.verdict
+    while stack:
+        items, prefix, above = stack[-1]
+        item = next(items, None)
+        if item is None:
+            stack.pop()
+            continue
+        relpath = prefix + item.name
         try:
-            with os.scandir(directory) as listing:
-                found = sorted(listing, key=lambda item: item.name)
+            kind = _kind(item)
         except OSError as exc:
-            raise _unreadable(directory, exc) from exc
-        for item in found:
-            relpath = prefix + item.name
-            try:
-                info = item.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # gone since the listing: the CLI would not send it either
-            except OSError as exc:
-                raise _unreadable(relpath, exc) from exc
-            last = max(above, ignore.last_match(relpath))
-            is_dir = stat.S_ISDIR(info.st_mode)
-            if not ignore.verdict(last):
-                yield ContextEntry(relpath, item.path, info)
-            elif not (is_dir and ignore.may_reinclude_below(relpath)):
-                continue
-            if is_dir:
-                yield from walk(item.path, relpath + "/", last)
+            raise _unreadable(relpath, exc) from exc
+        last = max(above, last_match(relpath))
+        if not verdict(last):
+            yield relpath, item, kind
+        elif not (kind == _DIR and ignore.may_reinclude_below(relpath)):
+            continue
+        if kind == _DIR:
+            stack.append((_listing(item.path), relpath + "/", last))
 
-    yield from walk(os.fspath(context), "", -1)
+
+def _lstat(relpath: str, item: os.DirEntry[str]) -> os.stat_result | None:
+    """The entry's lstat; None when it is gone since the listing (the CLI would not send it
+    either)."""
+    try:
+        return item.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _unreadable(relpath, exc) from exc
+
+
+def walk_context(context: Path, ignore: DockerIgnore) -> Iterator[ContextEntry]:
+    """Every path the CLI would send, in a stable (sorted) order (see ``_walk``): symlinks
+    are not followed. Unreadable directories raise ``SettingsError`` naming them: docker
+    build would fail on them too."""
+    for relpath, item, _ in _walk(context, ignore):
+        if (info := _lstat(relpath, item)) is not None:
+            yield ContextEntry(relpath, item.path, info)
 
 
 # -- secrets -----------------------------------------------------------------------------
@@ -301,7 +338,17 @@ class Finding:
         return f"{self.relpath} ({self.why})" if self.why else self.relpath
 
 
+_NAMED_ENDINGS = (".env", *_SECRET_SUFFIXES, "/.docker/config.json")
+
+
 def _secret_by_name(relpath: str, name: str) -> bool:
+    if not (
+        name in _SECRET_FILES
+        or name.startswith(".env.")
+        or relpath.endswith(_NAMED_ENDINGS)
+        or relpath == ".docker/config.json"
+    ):
+        return False  # most files: one look
     if name == ".env" or (name.startswith(".env.") and name != ".env.example"):
         return True
     if name.endswith(".env") and name != "example.env":  # prod.env, release.env
@@ -393,31 +440,33 @@ def scan_context(
     total = hashlib.sha256()
     if cache is not None:
         cache.begin(content_rules())
-    for entry in walk_context(context, ignore):
-        relpath = entry.relpath
-        name = relpath.rpartition("/")[2]
+    for relpath, item, kind in _walk(context, ignore):
+        name = item.name
         secret: str | None = None
-        if entry.is_dir:
-            total.update(f"d {relpath}\0".encode())
-        elif entry.is_symlink:
-            total.update(f"l {relpath}\0{os.readlink(entry.fspath)}\0".encode())
-        elif entry.is_file:
-            content, secret = _digest(entry, name, cache)
+        if kind == _DIR:
+            total.update(f"d {relpath}\0".encode(errors=_NAMES))
+        elif kind == _LINK:
+            total.update(f"l {relpath}\0{os.readlink(item.path)}\0".encode(errors=_NAMES))
+        elif kind == _FILE:
+            if (info := _lstat(relpath, item)) is None:
+                continue
+            content, secret = _digest(relpath, item.path, info, cache)
             if relpath not in skip:
-                executable = "x" if entry.mode & 0o111 else "-"
-                total.update(f"f {relpath}\0{executable}\0{content}\0".encode())
+                executable = "x" if info.st_mode & 0o111 else "-"
+                total.update(f"f {relpath}\0{executable}\0{content}\0".encode(errors=_NAMES))
         if reported_dirs and any(relpath.startswith(d) for d in reported_dirs):
             continue
         if allow and allowed.excludes(relpath):
             continue
-        if entry.is_dir:
+        if kind == _DIR:
             if name in _SECRET_DIRS:
                 found.append(Finding(relpath + "/", ""))
                 reported_dirs.append(relpath + "/")
             continue
-        in_secret_dir = not _SECRET_DIRS.isdisjoint(relpath.split("/")[:-1])
+        parents = relpath[: -len(name)]
+        in_secret_dir = "." in parents and not _SECRET_DIRS.isdisjoint(parents.split("/"))
         named = _secret_by_name(relpath, name) or relpath in secret_files
-        if entry.is_file and (in_secret_dir or named):
+        if kind == _FILE and (in_secret_dir or named):
             found.append(Finding(relpath, ""))
         elif secret:
             found.append(Finding(relpath, secret))
@@ -428,30 +477,32 @@ def scan_context(
     )
 
 
-def _digest(entry: ContextEntry, name: str, cache: FileDigests | None) -> tuple[str, str | None]:
+def _digest(
+    relpath: str, fspath: str, info: os.stat_result, cache: FileDigests | None
+) -> tuple[str, str | None]:
     """A file's sha256 and the secret its content holds: from the cache while its stat says it
     is unchanged, else read (and remembered)."""
-    if cache is not None and (known := cache.lookup(entry.relpath, entry.stat)) is not None:
+    if cache is not None and (known := cache.lookup(relpath, info)) is not None:
         return known
-    data, content = _read(entry)
-    secret = _secret_in(data, name) if data is not None else None
+    data, content = _read(fspath, relpath)
+    secret = _secret_in(data, relpath.rpartition("/")[2]) if data is not None else None
     if cache is not None:
-        cache.store(entry.relpath, entry.stat, content, secret)
+        cache.store(relpath, info, content, secret)
     return content, secret
 
 
-def _read(entry: ContextEntry) -> tuple[bytes | None, str]:
+def _read(fspath: str, relpath: str) -> tuple[bytes | None, str]:
     """(the content when small enough to scan, else None; the sha256 of the whole file)."""
     digest = hashlib.sha256()
     head = b""
     try:
-        with open(entry.fspath, "rb") as handle:
+        with open(fspath, "rb") as handle:
             while chunk := handle.read(1024 * 1024):
                 if len(head) <= MAX_SCAN_BYTES:
                     head += chunk
                 digest.update(chunk)
     except OSError as exc:
-        raise _unreadable(entry.relpath, exc) from exc
+        raise _unreadable(relpath, exc) from exc
     return (head if len(head) <= MAX_SCAN_BYTES else None), digest.hexdigest()
 
 

@@ -32,20 +32,43 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 # Changes this close to the walk that wrote the cache are not trusted to show in the stat.
 RACY_NS = 2_000_000_000
 
-# (size, mtime_ns, ctime_ns, inode, mode, sha256 hex, secret or None)
-Entry = list[object]
+# relpath -> (its stat as "size mtime_ns ctime_ns inode mode", sha256 hex, secret or "")
+Entries = dict[str, tuple[str, str, str]]
 
 
-def _key(info: os.stat_result) -> list[int]:
-    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_mode]
+def _key(info: os.stat_result) -> str:
+    return f"{info.st_size} {info.st_mtime_ns} {info.st_ctime_ns} {info.st_ino} {info.st_mode}"
+
+
+def parse(data: bytes) -> tuple[dict[str, object], Entries]:
+    """A cache file: its header (one JSON line), then its entries, four NUL-separated fields
+    each (a path holds any byte but NUL; JSON would take twice as long to read back).
+    ``ValueError`` when it is not one."""
+    head, _, body = data.partition(b"\n")
+    header = json.loads(head)
+    if not isinstance(header, dict):
+        raise ValueError("no header")
+    fields = body.decode("utf-8", "surrogateescape").split("\0") if body else []
+    if len(fields) % 4:
+        raise ValueError("torn entries")
+    entries = dict(
+        zip(fields[0::4], zip(fields[1::4], fields[2::4], fields[3::4], strict=True), strict=True)
+    )
+    return header, entries
+
+
+def render(header: dict[str, object], entries: Entries) -> bytes:
+    body = "\0".join(field for path, entry in entries.items() for field in (path, *entry))
+    text = json.dumps(header, separators=(",", ":")) + "\n" + body
+    return text.encode("utf-8", "surrogateescape")
 
 
 class DigestCache:
-    """One build context's file digests, in one JSON file (see the module's text).
+    """One build context's file digests, in one file (see the module's text).
 
     Implements ``model.buildcontext.FileDigests``: ``begin`` reads the file, ``lookup`` and
     ``store`` serve the walk, ``finish`` writes what this walk saw (files gone since are
@@ -63,8 +86,8 @@ class DigestCache:
         self._context = str(context.resolve())
         self._read_only = read_only
         self._clock = clock
-        self._old: dict[str, Entry] = {}
-        self._new: dict[str, Entry] = {}
+        self._old: Entries = {}
+        self._new: Entries = {}
         self._rules = ""
         self._trusted_before = 0  # files changed at or after this time are read again
         self._started = 0
@@ -84,7 +107,7 @@ class DigestCache:
         """The cache of ``context``, under ``directory``: one file per context, named by a
         hash of its real path (so two checkouts never share one, and a name says nothing)."""
         real = str(context.resolve())
-        name = hashlib.sha256(real.encode()).hexdigest()[:32] + ".json"
+        name = hashlib.sha256(real.encode()).hexdigest()[:32] + ".digests"
         return cls(directory / "contexts" / name, context, read_only=read_only, clock=clock)
 
     def begin(self, rules: str) -> None:
@@ -96,47 +119,43 @@ class DigestCache:
         self._old, written = self._load()
         self._trusted_before = written - RACY_NS
 
-    def _load(self) -> tuple[dict[str, Entry], int]:
+    def _load(self) -> tuple[Entries, int]:
         try:
-            document = json.loads(self.path.read_bytes())
+            header, entries = parse(self.path.read_bytes())
         except FileNotFoundError:
             self._changed = True
             return {}, 0
-        except (OSError, ValueError) as exc:  # unreadable, not JSON, not UTF-8
+        except (OSError, ValueError) as exc:  # unreadable, not ours, torn
             log.debug("ignoring the context cache %s: %s", self.path, exc)
             self._changed = True
             return {}, 0
+        written = header.get("written_ns")
         if not (
-            isinstance(document, dict)
-            and document.get("format") == FORMAT
-            and document.get("context") == self._context
-            and document.get("rules") == self._rules
-            and type(document.get("written_ns")) is int
-            and isinstance(files := document.get("files"), dict)
+            header.get("format") == FORMAT
+            and header.get("context") == self._context
+            and header.get("rules") == self._rules
+            and type(written) is int
         ):
             log.debug("ignoring the context cache %s: another format or context", self.path)
             self._changed = True
             return {}, 0
-        return files, document["written_ns"]
+        return entries, written
 
     def lookup(self, relpath: str, info: os.stat_result) -> tuple[str, str | None] | None:
         entry = self._old.get(relpath)
         if (
-            type(entry) is list
-            and len(entry) == 7
-            and entry[:5] == _key(info)
+            entry is not None
+            and entry[0] == _key(info)
             and max(info.st_mtime_ns, info.st_ctime_ns) < self._trusted_before
-            and type(digest := entry[5]) is str
-            and len(digest) == 64
-            and (entry[6] is None or type(entry[6]) is str)
+            and len(entry[1]) == 64
         ):
             self._new[relpath] = entry
             self.reused += 1
-            return digest, entry[6]
+            return entry[1], entry[2] or None
         return None
 
     def store(self, relpath: str, info: os.stat_result, digest: str, secret: str | None) -> None:
-        self._new[relpath] = [*_key(info), digest, secret]
+        self._new[relpath] = (_key(info), digest, secret or "")
         self.read += 1
         self._changed = True
 
@@ -144,21 +163,18 @@ class DigestCache:
         """Write what this walk saw, when it differs from what was read."""
         if self._read_only or not (self._changed or len(self._new) != len(self._old)):
             return
-        document = {
+        header: dict[str, object] = {
             "format": FORMAT,
             "context": self._context,
             "rules": self._rules,
             "written_ns": self._started,  # the walk's start: what it read is at least as new
-            "files": self._new,
         }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(
-                dir=self.path.parent, prefix=".tmp-", suffix=".json"
-            )
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-")
             try:
-                with os.fdopen(handle, "w") as out:
-                    json.dump(document, out, separators=(",", ":"))
+                with os.fdopen(handle, "wb") as out:
+                    out.write(render(header, self._new))
                 os.replace(temporary, self.path)
             except BaseException:
                 with contextlib.suppress(OSError):

@@ -465,6 +465,8 @@ def test_an_unreadable_directory_entry_is_named(
     class Entry:  # os.DirEntry, whose lstat is refused for "locked"
         def __init__(self, entry: os.DirEntry[str]) -> None:
             self.name, self.path, self._entry = entry.name, entry.path, entry
+            self.is_dir, self.is_file = entry.is_dir, entry.is_file
+            self.is_symlink = entry.is_symlink
 
         def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
             if self.name == "locked":

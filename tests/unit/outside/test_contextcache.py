@@ -3,7 +3,6 @@ changed, never a different result, never a traceback for a bad cache file."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,8 @@ import pytest
 
 from ecr_release.model import buildcontext
 from ecr_release.model.buildcontext import scan_context
-from ecr_release.outside.contextcache import FORMAT, RACY_NS, DigestCache
+from ecr_release.outside import contextcache
+from ecr_release.outside.contextcache import FORMAT, RACY_NS, DigestCache, parse, render
 from ecr_release.outside.localstate import LocalState
 
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END"
@@ -47,9 +47,9 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = buildcontext._read
 
-    def counting(entry: buildcontext.ContextEntry) -> tuple[bytes | None, str]:
-        seen.append(entry.relpath)
-        return real(entry)
+    def counting(fspath: str, relpath: str) -> tuple[bytes | None, str]:
+        seen.append(relpath)
+        return real(fspath, relpath)
 
     monkeypatch.setattr(buildcontext, "_read", counting)
     return seen
@@ -154,10 +154,14 @@ def test_files_gone_are_dropped_from_the_cache(tmp_path: Path) -> None:
     scan_context(context, cache=cache)
     (context / "README.md").unlink()
     scan_context(context, cache=_cache(tmp_path, context))
-    kept = json.loads(cache.path.read_text())["files"]
+    header, kept = parse(cache.path.read_bytes())
     assert sorted(kept) == ["Dockerfile", "app/data.txt", "app/main.py"]
-    assert all(len(entry) == 7 for entry in kept.values())
-    assert "hello" not in cache.path.read_text()  # digests and stats, never content
+    assert header["format"] == FORMAT and header["context"] == str(context.resolve())
+    assert b"hello" not in cache.path.read_bytes()  # digests and stats, never content
+
+
+def _header(**changes: object) -> bytes:
+    return render({"format": FORMAT, "written_ns": 1, **changes}, {})
 
 
 @pytest.mark.parametrize(
@@ -168,7 +172,9 @@ def test_files_gone_are_dropped_from_the_cache(tmp_path: Path) -> None:
         b"[]",
         b'{"format": 999}',
         b"{}",
-        json.dumps({"format": FORMAT, "context": "/elsewhere", "files": {}}).encode(),
+        _header(context="/elsewhere", rules="x"),
+        _header(written_ns="soon"),
+        b'{"format": 2}\na.txt\x001 2 3 4 5\x00abc',  # torn: three fields of four
     ],
 )
 def test_a_corrupt_or_foreign_cache_is_ignored_and_rewritten(
@@ -180,8 +186,8 @@ def test_a_corrupt_or_foreign_cache_is_ignored_and_rewritten(
     cache.path.write_bytes(content)
     found = scan_context(context, cache=cache)
     assert found.digest == scan_context(context).digest
-    document = json.loads(cache.path.read_text())
-    assert document["format"] == FORMAT and len(document["files"]) == 4
+    header, entries = parse(cache.path.read_bytes())
+    assert header["format"] == FORMAT and len(entries) == 4
     reads.clear()
     scan_context(context, cache=_cache(tmp_path, context))
     assert reads == []
@@ -191,15 +197,24 @@ def test_entries_of_the_wrong_shape_are_read_again(tmp_path: Path, reads: list[s
     context = _context(tmp_path)
     cache = _cache(tmp_path, context)
     scan_context(context, cache=cache)
-    document = json.loads(cache.path.read_text())
-    files = document["files"]
-    files["README.md"][5] = "short"  # not a sha256
-    files["app/main.py"] = "a string"
-    files["app/data.txt"][6] = 42  # not a finding
-    cache.path.write_text(json.dumps(document))
+    header, entries = parse(cache.path.read_bytes())
+    key, digest, secret = entries["README.md"]
+    entries["README.md"] = (key, "short", secret)  # not a sha256
+    entries["app/main.py"] = ("1 2 3", digest, secret)  # not a stat
+    cache.path.write_bytes(render(header, entries))
     reads.clear()
     found = scan_context(context, cache=_cache(tmp_path, context))
-    assert sorted(reads) == ["README.md", "app/data.txt", "app/main.py"]
+    assert sorted(reads) == ["README.md", "app/main.py"]
+    assert found.digest == scan_context(context).digest
+
+
+def test_a_path_that_is_not_utf8_is_kept(tmp_path: Path, reads: list[str]) -> None:
+    context = _context(tmp_path)
+    (context / os.fsdecode(b"caf\xe9.txt")).write_text("latin-1 name")
+    scan_context(context, cache=_cache(tmp_path, context))
+    reads.clear()
+    found = scan_context(context, cache=_cache(tmp_path, context))
+    assert reads == []
     assert found.digest == scan_context(context).digest
 
 
@@ -241,10 +256,10 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(
     before = cache.path.read_bytes()
     (context / "new.txt").write_text("new")
 
-    def torn(document: object, out: object, **options: object) -> None:
+    def torn(header: object, entries: object) -> bytes:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(json, "dump", torn)
+    monkeypatch.setattr(contextcache, "render", torn)
     scan_context(context, cache=_cache(tmp_path, context))
     assert cache.path.read_bytes() == before
     assert sorted(p.name for p in cache.path.parent.iterdir()) == [cache.path.name]
@@ -280,7 +295,7 @@ def test_two_releases_at_once_never_leave_a_torn_cache(tmp_path: Path) -> None:
     assert all(writer.returncode == 0 for writer in writers)
     assert {digest for output in outputs for digest in output} == {expected}
     cache = _cache(tmp_path, context)
-    assert len(json.loads(cache.path.read_text())["files"]) == 304
+    assert len(parse(cache.path.read_bytes())[1]) == 304
     assert [p.name for p in cache.path.parent.iterdir()] == [cache.path.name]
 
 
