@@ -93,12 +93,62 @@ class _Rule:
     regex: re.Pattern[str]
 
 
+# One regular expression for several patterns, and the pattern index of each of its groups.
+_Matcher = tuple[re.Pattern[str] | None, list[int]]
+
+
+def _combine(bodies: list[tuple[int, str]]) -> _Matcher:
+    """``(index, regex body)`` pairs as one expression whose matching group names the last
+    pattern that matches (the alternatives run last first; the first to match wins)."""
+    if not bodies:
+        return None, []
+    ordered = list(reversed(bodies))
+    combined = re.compile("^(?:" + "|".join(f"({body})" for _, body in ordered) + ")$")
+    return combined, [-1] + [index for index, _ in ordered]
+
+
+class _Names:
+    """The ``**/NAME`` patterns, which match a path by its last part alone: exact names by
+    a dictionary, ``*SUFFIX`` and ``PREFIX*`` by one ``endswith``/``startswith`` that turns
+    away most names at once, the rest by one regular expression."""
+
+    def __init__(self, rules: list[tuple[int, str]]) -> None:
+        self.exact: dict[str, int] = {}
+        self.suffixes: list[tuple[int, str]] = []
+        self.prefixes: list[tuple[int, str]] = []
+        other: list[tuple[int, str]] = []
+        for index, name in rules:
+            wild = name.count("*") + name.count("?")
+            if not wild:
+                self.exact[name] = max(self.exact.get(name, -1), index)
+            elif wild == 1 and name.startswith("*"):
+                self.suffixes.insert(0, (index, name[1:]))  # the last pattern first
+            elif wild == 1 and name.endswith("*"):
+                self.prefixes.insert(0, (index, name[:-1]))
+            else:
+                other.append((index, _translate(name)[1:-1]))
+        self.any_suffix = tuple(suffix for _, suffix in self.suffixes)
+        self.any_prefix = tuple(prefix for _, prefix in self.prefixes)
+        self.other, self.other_index = _combine(other)
+
+    def last(self, name: str) -> int:
+        """The index of the last of these patterns that matches ``name``, or -1."""
+        last = self.exact.get(name, -1)
+        if self.any_suffix and name.endswith(self.any_suffix):
+            last = max(last, next(i for i, suffix in self.suffixes if name.endswith(suffix)))
+        if self.any_prefix and name.startswith(self.any_prefix):
+            last = max(last, next(i for i, prefix in self.prefixes if name.startswith(prefix)))
+        if self.other is not None and (found := self.other.match(name)) is not None:
+            last = max(last, self.other_index[found.lastindex or 0])
+        return last
+
+
 class DockerIgnore:
     """The patterns of one ``.dockerignore``, with Docker's matching rules."""
 
     def __init__(self, text: str, *, source: str = ".dockerignore") -> None:
         self._rules: list[_Rule] = []
-        self._combined: re.Pattern[str] | None = None
+        self._matchers: tuple[_Matcher, _Names] | None = None
         for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
             if raw.startswith("#"):
                 continue
@@ -126,7 +176,7 @@ class DockerIgnore:
                 "refuse it too: fix the line"
             ) from exc
         self._rules.append(_Rule(exclusion, pattern, regex))
-        self._combined = None
+        self._matchers = None
 
     @classmethod
     def for_build(cls, context: Path, dockerfile: Path | None = None) -> DockerIgnore:
@@ -165,15 +215,35 @@ class DockerIgnore:
 
     def last_match(self, relpath: str) -> int:
         """The index of the last pattern that matches this very path (not its parents), or
-        -1. One regular expression holds every pattern, the last first, so one match finds
-        it: the walk calls this once per entry, whatever the number of patterns."""
+        -1. The walk calls this once per entry, so it costs about one match whatever the
+        number of patterns: one regular expression holds the patterns that match a whole
+        path, the last first; those of the form ``**/NAME`` (NAME with no ``/``, ``**``,
+        class or escape) are matched against the last part of the path only (``_Names``):
+        the same verdict, without trying ``.*/`` at every ``/`` of every path."""
         if not self._rules:
             return -1
-        if self._combined is None:
-            bodies = (f"({rule.regex.pattern[1:-1]})" for rule in reversed(self._rules))
-            self._combined = re.compile("^(?:" + "|".join(bodies) + ")$")
-        found = self._combined.match(relpath)
-        return -1 if found is None else len(self._rules) - found.lastindex  # type: ignore[operator]
+        if self._matchers is None:
+            self._matchers = self._compile()
+        (whole, whole_index), names = self._matchers
+        last = -1
+        if whole is not None and (found := whole.match(relpath)) is not None:
+            last = whole_index[found.lastindex or 0]
+        return max(last, names.last(relpath.rpartition("/")[2]))
+
+    def _compile(self) -> tuple[_Matcher, _Names]:
+        whole: list[tuple[int, str]] = []
+        named: list[tuple[int, str]] = []
+        for index, rule in enumerate(self._rules):
+            rest = rule.pattern[3:]
+            if (
+                rule.pattern.startswith("**/")
+                and not any(c in rest for c in "/[\\")
+                and ("**" not in rest)
+            ):
+                named.append((index, rest))
+            else:
+                whole.append((index, rule.regex.pattern[1:-1]))
+        return _combine(whole), _Names(named)
 
     def verdict(self, last: int) -> bool:
         """Excluded, when the last pattern that matched (``last_match``) is not an exception."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ecr_release.errors import RegistryError, SettingsError
+from ecr_release.model import buildcontext
 from ecr_release.model.buildcontext import DockerIgnore, scan_context
 from ecr_release.model.settings import REGION_RE, REPOSITORY_RE, TAG_RE, load_settings
 from ecr_release.outside.contextcache import DigestCache
@@ -226,6 +228,48 @@ def test_where_docker_py_differs_we_follow_docker(rules: list[str], path: str, o
     theirs: Any = PatternMatcher(list(rules))
     assert DockerIgnore("\n".join(rules)).excludes(path) is ours
     assert bool(theirs.matches(path)) is not ours
+
+
+# Every shape the matcher treats apart: exact names, *SUFFIX, PREFIX*, other wildcards, each
+# with or without "**/" in front, exceptions among them.
+any_rule = st.builds(
+    lambda neg, deep, parts: ("!" if neg else "") + ("**/" if deep else "") + "/".join(parts),
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.text(alphabet="ab.*?", min_size=1, max_size=4), min_size=1, max_size=2),
+).filter(lambda p: p.strip("!").strip("/.*") != "" and ".." not in p)
+deep_paths = st.lists(st.text(alphabet="ab.", min_size=1, max_size=4), min_size=1, max_size=4).map(
+    "/".join
+)
+
+
+def _one_rule_at_a_time(rules: list[str], path: str) -> bool:
+    """Docker's rule, the slow way: each pattern against the path and every parent, in order,
+    the last match deciding (moby's MatchesOrParentMatches)."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for line in rules:
+        exception = line.startswith("!")
+        pattern = buildcontext._clean(line.removeprefix("!").strip())
+        regex = re.compile(buildcontext._translate(pattern))
+        if any(regex.match(candidate) for candidate in candidates):
+            excluded = not exception
+    return excluded
+
+
+@PROPERTY
+@given(rules=st.lists(any_rule, min_size=1, max_size=8), path=deep_paths)
+@example(rules=["**/*.pyc", "!**/keep.pyc"], path="a/keep.pyc")
+@example(rules=["**/a*", "**/ab"], path="b/ab")
+@example(rules=["a", "!**/a"], path="a")  # a whole-path pattern, then a name pattern
+@example(rules=["**/*a", "!**/*ba"], path="b/ba")  # two suffixes: the last pattern wins
+@example(rules=["**/a*", "!**/ab*"], path="ab")  # two prefixes
+@example(rules=["!**/*a", "**/a?a"], path="b/aba")  # a suffix, then another wildcard
+def test_one_match_per_path_agrees_with_every_pattern_in_turn(rules: list[str], path: str) -> None:
+    if any(part in (".", "..") for part in path.split("/")):
+        return
+    assert DockerIgnore("\n".join(rules)).excludes(path) is _one_rule_at_a_time(rules, path)
 
 
 # -- the context's digest cache ------------------------------------------------------------
