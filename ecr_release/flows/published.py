@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..errors import AwsError, DockerError, RegistryAuthError, RegistryError, SettingsError
 from ..model.fingerprint import Fingerprint
@@ -31,6 +32,14 @@ log = logging.getLogger("ecr_release")
 # What a dry run reports as the digest: nothing was pushed.
 DRY_RUN_DIGEST = "(dry-run)"
 _UNSET = object()
+
+
+@dataclass(frozen=True)
+class Released:
+    """A version as the registry holds it: its manifest, and its image's labels."""
+
+    manifest: Manifest
+    labels: dict[str, str]
 
 
 class Published:
@@ -61,21 +70,29 @@ class Published:
     def name(self) -> str:
         return self.settings.repository
 
-    def identical_release(
-        self, version: str, mine: Fingerprint | None, local: str
-    ) -> Manifest | None:
-        """The released manifest when ``version`` is already released from these inputs
-        (``mine``; else the image ID of ``local``); None when ``version`` is new. Raises
-        ``VersionExistsError`` when it is released from anything else."""
-        name = self.name
-        manifest = self.ecr.read(lambda registry: registry.manifest(name, version))
+    def released(self, version: str) -> Released | None:
+        """What the registry holds under ``version`` (None: nothing). Reads only."""
+        manifest = self.ecr.read(lambda registry: registry.manifest(self.name, version))
         if manifest is None:
             return None
         self.repository_known = True
-        released = self._labels(manifest)
-        why = judge(
-            name, version, manifest, released, mine, lambda: self.docker.image_id(local), local
-        )
+        return Released(manifest, self._labels(manifest))
+
+    def identical_release(
+        self,
+        version: str,
+        mine: Fingerprint | None,
+        local: str,
+        released: Callable[[], Released | None] | None = None,
+    ) -> Manifest | None:
+        """The released manifest when ``version`` is already released from these inputs
+        (``mine``; else the image ID of ``local``); None when ``version`` is new; else
+        ``VersionExistsError``. ``released``: the registry's answer, if asked beforehand."""
+        found = released() if released is not None else self.released(version)
+        if found is None:
+            return None
+        manifest, name, local_id = found.manifest, self.name, self.docker.image_id
+        why = judge(name, version, manifest, found.labels, mine, lambda: local_id(local), local)
         log.info(
             "%s:%s is already released as %s, %s: nothing to do (to ship newer changes, release "
             "a new --version)",
@@ -236,11 +253,15 @@ class PlanningPublished(Published):
     promoter = PlanningPromoter
 
     def identical_release(
-        self, version: str, mine: Fingerprint | None, local: str
+        self,
+        version: str,
+        mine: Fingerprint | None,
+        local: str,
+        released: Callable[[], Released | None] | None = None,
     ) -> Manifest | None:
         where = self.settings.remote_image(self.ecr.host(), version)
         try:
-            existing = super().identical_release(version, mine, local)
+            existing = super().identical_release(version, mine, local, released)
         except RegistryError as exc:
             log.info("[dry-run] check: could not ask the registry about %s (%s)", where, exc)
             self.unreachable = True

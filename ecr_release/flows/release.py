@@ -29,12 +29,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import DockerError, SettingsError
+from ..errors import DockerError, ReleaseError, SettingsError
 from ..model.fingerprint import Fingerprint
 from ..model.inputs import BuildInputs, gather
 from ..model.provenance import Provenance, judge_tree, naming_uncommitted
@@ -45,7 +45,7 @@ from ..outside.ecr import EcrAccess, Repository, RepositoryConfig
 from ..outside.localstate import LocalState
 from ..outside.registry import Manifest
 from .candidate import Gates, Shipping
-from .published import Published
+from .published import Published, Released
 
 log = logging.getLogger("ecr_release")
 
@@ -241,19 +241,21 @@ class Release:
 
     def _preflight(self, version: str, extra: Sequence[str]) -> Manifest | None:
         """Before anything changes: docker answers, the inputs (no secret in the context), the
-        version's state in the registry; a new version must stay final, and its extra tags
-        must be free to point at it."""
+        version in the registry; a new version must stay final, its extra tags free to move."""
         self.docker.config()  # a corrupt one stops the run now, not at the login after the build
-        self.docker.check_daemon()
-        mine, local = self._inputs(version).fingerprint, self.settings.image(version)
-        problem = reference_name_problem(self.ecr.host(), self.settings.repository)
-        if problem:
-            raise SettingsError(problem)
-        made = self._inputs(version).provenance
-        with naming_uncommitted(made):  # says so when the version exists with other inputs
-            existing = self.published.identical_release(version, mine, local)
+        # Docker and the registry are asked during the walk (reads only; failures in turn).
+        with ThreadPoolExecutor(2, thread_name_prefix="check") as pool:
+            daemon = pool.submit(self.docker.check_daemon)
+            early = pool.submit(read_early, self.ecr, self.published, version)
+            inputs = self._inputs(version, daemon.result)
+            daemon.result(), wait([early])
+            mine, local = inputs.fingerprint, self.settings.image(version)
+            if problem := reference_name_problem(self.ecr.host(), self.settings.repository):
+                raise SettingsError(problem)
+            with naming_uncommitted(inputs.provenance):  # when released from other inputs
+                existing = self.published.identical_release(version, mine, local, early.result())
         if existing is None:  # the repository's own rules: DescribeRepositories, once
-            judge_tree(made, self.settings.require_clean, self.settings.allow_dirty)
+            judge_tree(inputs.provenance, self.settings.require_clean, self.settings.allow_dirty)
             self.published.require_final(version)
             if extra:
                 self.published.tags.to_put(extra, None)  # may they move?
@@ -271,8 +273,9 @@ class Release:
         self.state.logins.forget(self.docker.config().directory, self.ecr.host())
         self.login(force=True)
 
-    def _inputs(self, version: str) -> BuildInputs:
-        """What this version's build is made of, gathered once per run."""
+    def _inputs(self, version: str, docker_ready: Callable[[], object] = bool) -> BuildInputs:
+        """What this version's build is made of, gathered once per run (the images it reads
+        are asked of docker once ``docker_ready`` returned)."""
         if version not in self._gathered:
             settings = self.settings
             # git's status is asked while the context is walked: its cost hides in the walk.
@@ -283,10 +286,40 @@ class Release:
                     version,
                     revision=pending.result,
                     created=self._clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    resolve_base=self.docker.image_identity,
+                    resolve_base=_after(docker_ready, self.docker.image_identity),
                     digests=self.state.context_digests(settings.build_context),
                 )
         return self._gathered[version]
+
+
+def read_early(
+    ecr: EcrAccess, published: Published, version: str
+) -> Callable[[], Released | None] | None:
+    """What the registry holds under ``version``, asked while the context is walked, when
+    docker's stored login can ask it (no AWS call before docker answers); None: ask it in
+    turn. A failure is raised in turn too (by the callable), after the checks before it."""
+    try:
+        if not ecr.stored_login():
+            return None
+        found = published.released(version)
+    except ReleaseError as exc:
+        failure = exc
+
+        def fail() -> Released | None:
+            raise failure
+
+        return fail
+    return lambda: found
+
+
+def _after(ready: Callable[[], object], ask: Callable[[str], str]) -> Callable[[str], str]:
+    """``ask``, once ``ready`` has returned."""
+
+    def asking(name: str) -> str:
+        ready()
+        return ask(name)
+
+    return asking
 
 
 class StepTimer:

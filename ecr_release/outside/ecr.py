@@ -574,14 +574,19 @@ class EcrAccess:
         if self._account_id:
             self.token()
 
-    def registry(self) -> Registry:
-        """The registry client: with docker's stored login when usable, else the token's."""
+    def stored_login(self) -> bool:
+        """Will the registry be asked with docker's stored login (no AWS call before it)?"""
         if self._token is None and self._stored is None and (host := self._known_host()):
             assert self._known is not None
             stored = self._known.credential(host)
             if stored is not None:
                 self._stored = Authorization(host, *stored)
                 self._used_host = host
+        return self._stored is not None
+
+    def registry(self) -> Registry:
+        """The registry client: with docker's stored login when usable, else the token's."""
+        self.stored_login()
         auth = self._stored or self.token()
         if self._registry is None or self._registry[0] is not auth:
             self._registry = (auth, self._registry_for(auth))
