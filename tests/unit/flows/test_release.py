@@ -1031,6 +1031,57 @@ def test_a_rerun_with_dockers_login_asks_aws_nothing(make_world: Callable[..., W
     assert world.docker.verbs() == []
 
 
+def test_a_rerun_asks_the_registry_while_the_context_is_walked(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With docker's stored login the registry's answer is read in a thread of its own,
+    started before the walk: its time hides in the walk's."""
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    seen: list[str] = []
+    real_read = world.registry.manifest
+
+    def manifest(repository: str, reference: str) -> Manifest | None:
+        seen.append(f"registry in {threading.current_thread().name}")
+        return real_read(repository, reference)
+
+    monkeypatch.setattr(world.registry, "manifest", manifest)
+    again = _fresh_release(world)
+    assert again.already_released
+    assert seen and seen[0].startswith("registry in check")
+    assert world.connects == [1]  # still no AWS call
+
+
+def test_without_a_stored_login_the_registry_is_asked_after_docker_answers(
+    make_world: Callable[..., World],
+) -> None:
+    """No stored login means a token, so AWS: not before docker has answered, as ever."""
+    world = make_world()
+    world.docker.fail["version"] = Result(1, "Cannot connect to the Docker daemon")
+    asked: list[object] = []
+    with patch_method(FakeRegistry, "manifest", asked), pytest.raises(DockerError):
+        world.release.release("v1")
+    assert asked == [] and world.connects == []
+
+
+def test_a_registry_failure_read_early_is_told_after_the_secrets_check(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+
+    def broken(repository: str, reference: str) -> Manifest | None:
+        raise RegistryError("the registry answered 500")
+
+    monkeypatch.setattr(world.registry, "manifest", broken)
+    (world.tmp / "ctx" / ".env").write_text("SECRET=1\n")
+    with pytest.raises(SettingsError, match=r"holds \.env"):
+        _fresh_release(world)
+    (world.tmp / "ctx" / ".env").unlink()
+    with pytest.raises(RegistryError, match="answered 500"):
+        _fresh_release(world)
+
+
 def test_a_new_version_with_dockers_login_asks_aws_only_the_repositorys_settings(
     make_world: Callable[..., World], aws: Any
 ) -> None:
