@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import platform
+import os
 import re
 import shlex
 from collections.abc import Iterator, Mapping
@@ -101,8 +101,9 @@ class Dockerfile:
     def images_read(self) -> ImagesRead:
         """Every image the build reads from outside this Dockerfile (see the module)."""
         # What FROM lines see: BuildKit's platform arguments, then the ARGs before the first
-        # FROM; a build argument overrides either.
-        meta = platform_args(platform.machine(), self._target_stage())
+        # FROM; a build argument overrides either. The machine is uname's (what
+        # platform.machine() returns on Linux, without importing platform: 3 ms).
+        meta = platform_args(os.uname().machine, self._target_stage())
         meta.update((key, value) for key, value in self.build_args.items() if key in meta)
         stages: dict[str, str] = {}  # stage name -> the external image it builds on
         chain: list[str] = []  # each stage's external image, in order
