@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 
 # scheme://anything@ (to the last @ before a blank or a quote): a URL's user-info, which
-# may hold a password (botocore's errors quote the endpoint URL whole).
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(?!\*\*\*@)[^\s\"'<>]*@")
+# may hold a password (botocore's errors quote the endpoint URL whole). Text: re compiles
+# it on first use, not when every command imports this module.
+_URL_USERINFO = r"([A-Za-z][A-Za-z0-9+.-]*://)(?!\*\*\*@)[^\s\"'<>]*@"
 
 
 def mask_urls(text: str) -> str:
     """Every URL in a message without its user-info: ``scheme://***@host...``."""
-    return _URL_USERINFO.sub(r"\1***@", text)
+    return re.sub(_URL_USERINFO, r"\1***@", text)
 
 
 class ReleaseError(Exception):

@@ -21,6 +21,7 @@ blocks which check); ``doctor_checks`` is what each check looks at.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -140,7 +141,7 @@ class Doctor:
         from ..model.settings import REGION_RE
 
         src = self.sources
-        if src is None or not src.region or not REGION_RE.fullmatch(src.region):
+        if src is None or not src.region or not re.fullmatch(REGION_RE, src.region):
             raise Blocked("settings")
         if src.sandbox_problem:
             raise Blocked("settings")  # AWS or the sandbox? Nothing is sent until it is said

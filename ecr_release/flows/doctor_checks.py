@@ -14,6 +14,7 @@ failed). Each asks the package's own parts: ``Docker``, ``Sources`` and
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -252,7 +253,7 @@ def account(run: Doctor) -> str:
     found, wanted = str(run.sts.identity.get("Account", "")), run.sources.get("AWS_ACCOUNT_ID")
     if wanted is None:
         return f"{found} (AWS_ACCOUNT_ID is not set: not enforced)"
-    if not ACCOUNT_RE.fullmatch(wanted):
+    if not re.fullmatch(ACCOUNT_RE, wanted):
         raise Blocked("settings")
     if found != wanted:
         raise Failed(

@@ -38,10 +38,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType, TracebackType
@@ -127,7 +127,7 @@ def smoke_test(
     return _SmokeTest(
         docker,
         image,
-        name or f"ecr-release-smoke-{uuid.uuid4().hex[:12]}",
+        name or f"ecr-release-smoke-{os.urandom(6).hex()}",  # 48 random bits; no uuid import
         timeout=timeout,
         settle=settle,
         poll=poll,

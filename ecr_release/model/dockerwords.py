@@ -32,7 +32,7 @@ from typing import NamedTuple
 _SPECIAL_PARAMETERS = frozenset("@*#?-$!0")
 # A word that opens a heredoc: an optional file descriptor, <<, an optional - (strip tabs),
 # blanks, the delimiter (BuildKit's reHeredoc; Go's \s and $ spelled out).
-_HEREDOC = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)")
+_HEREDOC = r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)"  # re compiles it on first use
 
 
 class ExpansionError(ValueError):
@@ -146,7 +146,7 @@ def heredocs(line: str) -> list[Heredoc]:
         return []  # BuildKit reads no heredoc from a line its lexer refuses
     found: list[Heredoc] = []
     for word in words:
-        match = _HEREDOC.fullmatch(word)
+        match = re.fullmatch(_HEREDOC, word)
         if match is None or not match.group(3):
             continue
         names = _shell_words(match.group(3), raw=False)

@@ -18,7 +18,8 @@ kept apart in ``Settings.aws_env`` and handed to boto3 by ``ecr.connect``.
 Every problem is collected and reported in one ``SettingsError`` line, before any
 docker command or AWS call. This module does not talk to AWS or Docker, and importing
 it stays cheap (``inv --list`` imports it): python-dotenv and configparser are imported
-when a file is read.
+when a file is read, the scan's model when SCAN_FAIL_ON is checked, and a pattern is
+compiled when it is first matched.
 """
 
 from __future__ import annotations
@@ -32,24 +33,25 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SettingsError
-from .scan import THRESHOLDS
 
+# The patterns are text, matched with re.fullmatch: re compiles each on its first use
+# (and keeps it), so importing this module (`inv --list` does) compiles none.
 # Docker's tag grammar; ECR's API allows 300 characters but docker refuses more than 128.
-TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+TAG_RE = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 # ECR's repository-name pattern (2 to 256 characters, lowercase).
-REPOSITORY_RE = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+REPOSITORY_RE = r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*"
 # Docker's local image name: optional registry host[:port], lowercase path components.
-IMAGE_NAME_RE = re.compile(
+IMAGE_NAME_RE = (
     r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
-ACCOUNT_RE = re.compile(r"[0-9]{12}")
+ACCOUNT_RE = r"[0-9]{12}"
 # AWS region names: eu-west-1, us-gov-west-1, us-isob-east-1, ap-southeast-4, ...
-REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+){1,3}-[0-9]{1,2}")
+REGION_RE = r"[a-z]{2}(?:-[a-z]+){1,3}-[0-9]{1,2}"
 # Docker refuses a reference name (registry host, '/', repository) longer than this.
 DOCKER_NAME_MAX = 255
 # ECR's ImageTagMutabilityExclusionFilterValue.
-EXCLUSION_RE = re.compile(r"[0-9a-zA-Z._*-]{1,128}")
+EXCLUSION_RE = r"[0-9a-zA-Z._*-]{1,128}"
 
 # The sandbox's region when AWS_REGION is not set (it reads no AWS config).
 SANDBOX_REGION = "us-east-1"
@@ -265,7 +267,7 @@ def _version_problems(src: Sources, setting: Setting) -> list[str]:
     version, label = src.version, setting.label
     if version is None or version == "":
         return [f"{label} is required: a Docker tag such as v1 or 1.4.2"]
-    if not version.isascii() or not TAG_RE.fullmatch(version):
+    if not version.isascii() or not re.fullmatch(TAG_RE, version):
         shown = version if len(version) <= 40 else version[:37] + "..."
         return [
             f"{label} {shown!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
@@ -276,7 +278,7 @@ def _version_problems(src: Sources, setting: Setting) -> list[str]:
 
 def _region_problems(src: Sources, setting: Setting) -> list[str]:
     if src.region:
-        if REGION_RE.fullmatch(src.region):
+        if re.fullmatch(REGION_RE, src.region):
             return []
         where = "AWS_REGION" if src.get("AWS_REGION") else "the region from the AWS config"
         hint = (
@@ -295,7 +297,7 @@ def _region_problems(src: Sources, setting: Setting) -> list[str]:
 
 def _account_problems(src: Sources, setting: Setting) -> list[str]:
     account_id = None if src.sandbox else src.get(setting.key)  # the sandbox ignores it
-    if account_id and not ACCOUNT_RE.fullmatch(account_id):
+    if account_id and not re.fullmatch(ACCOUNT_RE, account_id):
         return [f"AWS_ACCOUNT_ID {account_id!r} must be exactly 12 digits"]
     return []
 
@@ -307,7 +309,7 @@ def _repository_name_problems(name: str) -> list[str]:
             f"ECR_REPOSITORY {name!r} looks like an image URI: give only the repository name "
             f"(e.g. {short!r})"
         ]
-    if not 2 <= len(name) <= 256 or not REPOSITORY_RE.fullmatch(name):
+    if not 2 <= len(name) <= 256 or not re.fullmatch(REPOSITORY_RE, name):
         why = "must be lowercase" if name != name.lower() else "is not a valid ECR repository name"
         return [
             f"ECR_REPOSITORY {name!r} {why}: 2 to 256 characters of lowercase letters and "
@@ -320,7 +322,7 @@ def _repository_problems(src: Sources, setting: Setting) -> list[str]:
     """The name itself, then Docker's limit on the image name it makes in the region."""
     repository, region = src.get(setting.key) or "", src.region
     problems = _repository_name_problems(repository)
-    if problems or not region or not REGION_RE.fullmatch(region):
+    if problems or not region or not re.fullmatch(REGION_RE, region):
         return problems
     problem = reference_name_problem(
         registry_host_for(region, src.get("AWS_ACCOUNT_ID")), repository
@@ -349,7 +351,7 @@ def reference_name_problem(host: str, repository: str) -> str | None:
 
 def _image_name_problems(src: Sources, setting: Setting) -> list[str]:
     image_name = src.get(setting.key) or ""
-    if IMAGE_NAME_RE.fullmatch(image_name):
+    if re.fullmatch(IMAGE_NAME_RE, image_name):
         return []
     return [
         f"IMAGE_NAME {image_name!r} is not a valid local image name: lowercase letters, "
@@ -377,7 +379,7 @@ def _mutability_problems(src: Sources, setting: Setting) -> list[str]:
             + ", ".join(TAG_MUTABILITY)
         ]
     if mutability.endswith("_WITH_EXCLUSION"):
-        bad = [part for part in exclusions if not EXCLUSION_RE.fullmatch(part)]
+        bad = [part for part in exclusions if not re.fullmatch(EXCLUSION_RE, part)]
         if not exclusions or len(exclusions) > 5 or bad:
             return [
                 f"ECR_TAG_MUTABILITY={mutability} needs ECR_TAG_MUTABILITY_EXCLUSIONS: 1 to 5 "
@@ -422,7 +424,7 @@ def _file_problems(src: Sources, setting: Setting) -> list[str]:
 
 def _tags_problems(src: Sources, setting: Setting) -> list[str]:
     tags, name = src.items(setting.key), setting.label
-    bad = [tag for tag in tags if not tag.isascii() or not TAG_RE.fullmatch(tag)]
+    bad = [tag for tag in tags if not tag.isascii() or not re.fullmatch(TAG_RE, tag)]
     if bad:
         return [
             f"{name} {bad[0]!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
@@ -440,6 +442,8 @@ def _required_tags_problems(src: Sources, setting: Setting) -> list[str]:
 
 
 def _threshold_problems(src: Sources, setting: Setting) -> list[str]:
+    from .scan import THRESHOLDS  # the scan's model: not imported by `inv --list`
+
     value = src.get(setting.key)
     if value is None or value.upper() in THRESHOLDS:
         return []

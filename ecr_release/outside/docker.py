@@ -58,7 +58,8 @@ LOGIN_SECONDS = 30.0  # docker login (the daemon asks the registry); docker run 
 IDLE_SECONDS = 600.0
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
-_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+# The patterns here are text: re compiles each on its first use (a rerun uses none).
+_DIGEST_RE = r"digest: (sha256:[0-9a-f]{64})"
 _DAEMON_DOWN = (
     "cannot connect to the docker daemon",
     "is the docker daemon running",
@@ -84,7 +85,7 @@ _INFO = (
     '"status": {{json .DriverStatus}}}'
 )
 # `docker --version`: "Docker version 28.2.2, build e6534b4".
-_VERSION_RE = re.compile(r"version ([0-9]+\.[0-9][^,\s]*)", re.IGNORECASE)
+_VERSION_RE = r"(?i)version ([0-9]+\.[0-9][^,\s]*)"
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ class PlanningRunner:
 # Lines that are docker's narration, not its verdict: the push header and per-layer
 # progress ("5f70bf18a086: Pushed"). A repository named "timeout-svc" must not make
 # every failure look transient.
-_NARRATION_RE = re.compile(
+_NARRATION_RE = (
     r"^(The push refers to repository .*|[0-9a-f]{12}: (Preparing|Waiting|Pushing.*|Pushed|"
     r"Layer already exists|Mounted from .*|Retrying in .*))$"
 )
@@ -167,7 +168,7 @@ _NARRATION_RE = re.compile(
 
 def _verdict_lines(output: str) -> list[str]:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    return [line for line in lines if not _NARRATION_RE.match(line)]
+    return [line for line in lines if not re.match(_NARRATION_RE, line)]
 
 
 def last_error_line(output: str) -> str:
@@ -200,7 +201,7 @@ class DockerCli:
         dead or hung DOCKER_HOST cannot hold it up). ``DockerError`` when the CLI is missing
         or prints no version."""
         result = self._call([self._binary, "--version"])
-        found = _VERSION_RE.search(result.output)
+        found = re.search(_VERSION_RE, result.output)
         if result.returncode != 0 or found is None:
             raise DockerError(
                 f"docker --version printed no version (exit {result.returncode}): "
@@ -566,7 +567,7 @@ def _strings(value: object) -> tuple[str, ...]:
 
 def parse_push_digest(output: str) -> str | None:
     """The manifest digest from ``docker push`` output (``v1: digest: sha256:... size: N``)."""
-    found = _DIGEST_RE.findall(output)
+    found = re.findall(_DIGEST_RE, output)
     return found[-1] if found else None
 
 
@@ -683,9 +684,8 @@ _TRANSIENT_MARKERS = (
     "tls handshake",
 )
 # Whole words only: a bare "EOF" or "i/o timeout" is transient, "thereof" is not.
-_TRANSIENT_RE = re.compile(
-    "|".join([re.escape(marker) for marker in _TRANSIENT_MARKERS] + [r"\beof\b", r"\btimeout\b"]),
-    re.IGNORECASE,
+_TRANSIENT_RE = "(?i)" + "|".join(
+    [re.escape(marker) for marker in _TRANSIENT_MARKERS] + [r"\beof\b", r"\btimeout\b"]
 )
 
 
@@ -722,7 +722,7 @@ def classify_push_failure(output: str) -> tuple[PushFailure, str]:
         )
     if "tag invalid" in low:
         return PushFailure.FATAL, line
-    if _TRANSIENT_RE.search(low):
+    if re.search(_TRANSIENT_RE, low):
         return PushFailure.TRANSIENT, line
     return PushFailure.FATAL, line
 

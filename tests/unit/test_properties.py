@@ -80,8 +80,8 @@ def test_any_dotenv_text_is_accepted_or_one_settings_error(
     except SettingsError as exc:
         assert "\n" not in exc.message
         return
-    assert found.region is not None and REGION_RE.fullmatch(found.region)
-    assert REPOSITORY_RE.fullmatch(found.repository)
+    assert found.region is not None and re.fullmatch(REGION_RE, found.region)
+    assert re.fullmatch(REPOSITORY_RE, found.repository)
 
 
 @PROPERTY
@@ -107,8 +107,8 @@ def test_any_flags_are_accepted_or_one_settings_error(
     except SettingsError as exc:
         assert "\n" not in exc.message
         return
-    assert found.version is not None and TAG_RE.fullmatch(found.version)
-    assert found.region is not None and REGION_RE.fullmatch(found.region)
+    assert found.version is not None and re.fullmatch(TAG_RE, found.version)
+    assert found.region is not None and re.fullmatch(REGION_RE, found.region)
     assert len(f"000000000000.dkr.ecr.{found.region}.amazonaws.com/{found.repository}") <= 255
 
 

@@ -4,6 +4,7 @@ the images COPY --from and RUN --mount from= name that are not stages of the fil
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -305,7 +306,7 @@ def test_from_sees_buildkits_platform_arguments(
     args: dict[str, str],
     base: str,
 ) -> None:
-    monkeypatch.setattr("platform.machine", lambda: machine)
+    monkeypatch.setattr("os.uname", lambda: SimpleNamespace(machine=machine))
     assert _read(tmp_path, text, args).final_base == base
 
 
