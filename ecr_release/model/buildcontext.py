@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -107,48 +107,12 @@ def _combine(bodies: list[tuple[int, str]]) -> _Matcher:
     return combined, [-1] + [index for index, _ in ordered]
 
 
-class _Names:
-    """The ``**/NAME`` patterns, which match a path by its last part alone: exact names by
-    a dictionary, ``*SUFFIX`` and ``PREFIX*`` by one ``endswith``/``startswith`` that turns
-    away most names at once, the rest by one regular expression."""
-
-    def __init__(self, rules: list[tuple[int, str]]) -> None:
-        self.exact: dict[str, int] = {}
-        self.suffixes: list[tuple[int, str]] = []
-        self.prefixes: list[tuple[int, str]] = []
-        other: list[tuple[int, str]] = []
-        for index, name in rules:
-            wild = name.count("*") + name.count("?")
-            if not wild:
-                self.exact[name] = max(self.exact.get(name, -1), index)
-            elif wild == 1 and name.startswith("*"):
-                self.suffixes.insert(0, (index, name[1:]))  # the last pattern first
-            elif wild == 1 and name.endswith("*"):
-                self.prefixes.insert(0, (index, name[:-1]))
-            else:
-                other.append((index, _translate(name)[1:-1]))
-        self.any_suffix = tuple(suffix for _, suffix in self.suffixes)
-        self.any_prefix = tuple(prefix for _, prefix in self.prefixes)
-        self.other, self.other_index = _combine(other)
-
-    def last(self, name: str) -> int:
-        """The index of the last of these patterns that matches ``name``, or -1."""
-        last = self.exact.get(name, -1)
-        if self.any_suffix and name.endswith(self.any_suffix):
-            last = max(last, next(i for i, suffix in self.suffixes if name.endswith(suffix)))
-        if self.any_prefix and name.startswith(self.any_prefix):
-            last = max(last, next(i for i, prefix in self.prefixes if name.startswith(prefix)))
-        if self.other is not None and (found := self.other.match(name)) is not None:
-            last = max(last, self.other_index[found.lastindex or 0])
-        return last
-
-
 class DockerIgnore:
     """The patterns of one ``.dockerignore``, with Docker's matching rules."""
 
     def __init__(self, text: str, *, source: str = ".dockerignore") -> None:
         self._rules: list[_Rule] = []
-        self._matchers: tuple[_Matcher, _Names] | None = None
+        self._matcher: Callable[[str, str], int] | None = None
         for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
             if raw.startswith("#"):
                 continue
@@ -176,7 +140,7 @@ class DockerIgnore:
                 "refuse it too: fix the line"
             ) from exc
         self._rules.append(_Rule(exclusion, pattern, regex))
-        self._matchers = None
+        self._matcher = None
 
     @classmethod
     def for_build(cls, context: Path, dockerfile: Path | None = None) -> DockerIgnore:
@@ -215,35 +179,66 @@ class DockerIgnore:
 
     def last_match(self, relpath: str) -> int:
         """The index of the last pattern that matches this very path (not its parents), or
-        -1. The walk calls this once per entry, so it costs about one match whatever the
-        number of patterns: one regular expression holds the patterns that match a whole
-        path, the last first; those of the form ``**/NAME`` (NAME with no ``/``, ``**``,
-        class or escape) are matched against the last part of the path only (``_Names``):
-        the same verdict, without trying ``.*/`` at every ``/`` of every path."""
-        if not self._rules:
-            return -1
-        if self._matchers is None:
-            self._matchers = self._compile()
-        (whole, whole_index), names = self._matchers
-        last = -1
-        if whole is not None and (found := whole.match(relpath)) is not None:
-            last = whole_index[found.lastindex or 0]
-        return max(last, names.last(relpath.rpartition("/")[2]))
+        -1 (see ``matcher``)."""
+        return self.matcher()(relpath, relpath.rpartition("/")[2])
 
-    def _compile(self) -> tuple[_Matcher, _Names]:
-        whole: list[tuple[int, str]] = []
-        named: list[tuple[int, str]] = []
+    def matcher(self) -> Callable[[str, str], int]:
+        """``last_match`` as one function of (path, its last part), for the walk, which calls
+        it once per entry: about one match whatever the number of patterns. One regular
+        expression holds the patterns that match a whole path, the last first. Those of the
+        form ``**/NAME`` (NAME with no ``/``, ``**``, class or escape) match a path by its
+        last part alone: exact names by a dictionary, ``*SUFFIX`` and ``PREFIX*`` by one
+        ``endswith``/``startswith`` that turns away most names at once, the rest by another
+        expression. The same verdicts, without trying ``.*/`` at every ``/`` of every path."""
+        if self._matcher is None:
+            self._matcher = self._compile()
+        return self._matcher
+
+    def _compile(self) -> Callable[[str, str], int]:
+        if not self._rules:
+            return lambda relpath, name: -1
+        whole_rules: list[tuple[int, str]] = []
+        other_rules: list[tuple[int, str]] = []
+        exact: dict[str, int] = {}
+        suffixes: list[tuple[int, str]] = []  # the last pattern first
+        prefixes: list[tuple[int, str]] = []
         for index, rule in enumerate(self._rules):
-            rest = rule.pattern[3:]
-            if (
-                rule.pattern.startswith("**/")
-                and not any(c in rest for c in "/[\\")
-                and ("**" not in rest)
-            ):
-                named.append((index, rest))
+            name = rule.pattern[3:]
+            if not rule.pattern.startswith("**/") or "**" in name or any(c in name for c in "/[\\"):
+                whole_rules.append((index, rule.regex.pattern[1:-1]))
+                continue
+            wild = name.count("*") + name.count("?")
+            if not wild:
+                exact[name] = index
+            elif wild == 1 and name.startswith("*"):
+                suffixes.insert(0, (index, name[1:]))
+            elif wild == 1 and name.endswith("*"):
+                prefixes.insert(0, (index, name[:-1]))
             else:
-                whole.append((index, rule.regex.pattern[1:-1]))
-        return _combine(whole), _Names(named)
+                other_rules.append((index, _translate(name)[1:-1]))
+        whole, whole_index = _combine(whole_rules)
+        other, other_index = _combine(other_rules)
+        any_suffix = tuple(suffix for _, suffix in suffixes)
+        any_prefix = tuple(prefix for _, prefix in prefixes)
+
+        def last_match(relpath: str, name: str) -> int:
+            last = exact.get(name, -1)
+            if whole is not None and (found := whole.match(relpath)) is not None:
+                last = max(last, whole_index[found.lastindex or 0])
+            if any_suffix and name.endswith(any_suffix):
+                last = max(last, next(i for i, end in suffixes if name.endswith(end)))
+            if any_prefix and name.startswith(any_prefix):
+                last = max(last, next(i for i, start in prefixes if name.startswith(start)))
+            if other is not None and (found := other.match(name)) is not None:
+                last = max(last, other_index[found.lastindex or 0])
+            return last
+
+        return last_match
+
+    def excluding(self) -> list[bool]:
+        """Whether each pattern excludes (not an exception), by index; and at -1, for no
+        pattern, False: ``excluding()[last_match(path)]`` is the path's own verdict."""
+        return [not rule.exclusion for rule in self._rules] + [False]
 
     def verdict(self, last: int) -> bool:
         """Excluded, when the last pattern that matched (``last_match``) is not an exception."""
@@ -298,15 +293,6 @@ _FILE, _DIR, _LINK, _OTHER = range(4)
 _NAMES = "surrogateescape"
 
 
-def _kind(item: os.DirEntry[str]) -> int:
-    """What an entry is, from the directory listing (no ``stat`` where the filesystem says)."""
-    if item.is_dir(follow_symlinks=False):
-        return _DIR
-    if item.is_symlink():
-        return _LINK
-    return _FILE if item.is_file(follow_symlinks=False) else _OTHER
-
-
 def _listing(directory: str) -> Iterator[os.DirEntry[str]]:
     try:
         with os.scandir(directory) as found:
@@ -317,29 +303,38 @@ def _listing(directory: str) -> Iterator[os.DirEntry[str]]:
 
 def _walk(context: Path, ignore: DockerIgnore) -> Iterator[tuple[str, os.DirEntry[str], int]]:
     """``(relpath, entry, kind)`` of every path the CLI would send: depth first, in name
-    order, in one ``os.scandir`` pass. An excluded directory is never entered unless an
-    exception pattern lies inside it; each entry is matched once against the patterns (its
-    parents' last match is carried down)."""
+    order, in one ``os.scandir`` pass (the kind from the listing: no ``stat``). An excluded
+    directory is never entered unless an exception pattern lies inside it; each entry is
+    matched once against the patterns (its parents' last match is carried down). This loop
+    runs once per file of the context: it calls as little as it can."""
     stack = [(_listing(os.fspath(context)), "", -1)]
-    last_match, verdict = ignore.last_match, ignore.verdict
+    last_match, excluding = ignore.matcher(), ignore.excluding()
     while stack:
         items, prefix, above = stack[-1]
-        item = next(items, None)
-        if item is None:
+        for item in items:
+            name = item.name
+            relpath = prefix + name
+            last = last_match(relpath, name)
+            if above > last:
+                last = above
+            try:
+                if item.is_dir(follow_symlinks=False):
+                    kind = _DIR
+                elif item.is_file(follow_symlinks=False):
+                    kind = _FILE
+                else:
+                    kind = _LINK if item.is_symlink() else _OTHER
+            except OSError as exc:
+                raise _unreadable(relpath, exc) from exc
+            if not excluding[last]:
+                yield relpath, item, kind
+            elif not (kind == _DIR and ignore.may_reinclude_below(relpath)):
+                continue
+            if kind == _DIR:
+                stack.append((_listing(item.path), relpath + "/", last))
+                break  # its entries come next
+        else:
             stack.pop()
-            continue
-        relpath = prefix + item.name
-        try:
-            kind = _kind(item)
-        except OSError as exc:
-            raise _unreadable(relpath, exc) from exc
-        last = max(above, last_match(relpath))
-        if not verdict(last):
-            yield relpath, item, kind
-        elif not (kind == _DIR and ignore.may_reinclude_below(relpath)):
-            continue
-        if kind == _DIR:
-            stack.append((_listing(item.path), relpath + "/", last))
 
 
 def _lstat(relpath: str, item: os.DirEntry[str]) -> os.stat_result | None:
@@ -409,6 +404,7 @@ class Finding:
 
 
 _NAMED_ENDINGS = (".env", *_SECRET_SUFFIXES, "/.docker/config.json")
+_NAMED = _SECRET_FILES | {"config.json"}  # with _NAMED_ENDINGS: every name worth a closer look
 
 
 def _secret_by_name(relpath: str, name: str) -> bool:
@@ -510,20 +506,26 @@ def scan_context(
     total = hashlib.sha256()
     if cache is not None:
         cache.begin(content_rules())
+    lookup = cache.lookup if cache is not None else None
     for relpath, item, kind in _walk(context, ignore):
         name = item.name
         secret: str | None = None
-        if kind == _DIR:
-            total.update(f"d {relpath}\0".encode(errors=_NAMES))
-        elif kind == _LINK:
-            total.update(f"l {relpath}\0{os.readlink(item.path)}\0".encode(errors=_NAMES))
-        elif kind == _FILE:
-            if (info := _lstat(relpath, item)) is None:
-                continue
-            content, secret = _digest(relpath, item.path, info, cache)
+        if kind == _FILE:
+            try:
+                info = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since the listing: the CLI would not send it either
+            except OSError as exc:
+                raise _unreadable(relpath, exc) from exc
+            known = lookup(relpath, info) if lookup is not None else None
+            content, secret = known or _digest(relpath, item.path, info, cache)
             if relpath not in skip:
                 executable = "x" if info.st_mode & 0o111 else "-"
                 total.update(f"f {relpath}\0{executable}\0{content}\0".encode(errors=_NAMES))
+        elif kind == _DIR:
+            total.update(f"d {relpath}\0".encode(errors=_NAMES))
+        elif kind == _LINK:
+            total.update(f"l {relpath}\0{os.readlink(item.path)}\0".encode(errors=_NAMES))
         if reported_dirs and any(relpath.startswith(d) for d in reported_dirs):
             continue
         if allow and allowed.excludes(relpath):
@@ -534,8 +536,11 @@ def scan_context(
                 reported_dirs.append(relpath + "/")
             continue
         parents = relpath[: -len(name)]
-        in_secret_dir = "." in parents and not _SECRET_DIRS.isdisjoint(parents.split("/"))
-        named = _secret_by_name(relpath, name) or relpath in secret_files
+        in_secret_dir = "/." in "/" + parents and not _SECRET_DIRS.isdisjoint(parents.split("/"))
+        named = (relpath in secret_files) or (
+            (name in _NAMED or name.endswith(_NAMED_ENDINGS) or name.startswith(".env."))
+            and _secret_by_name(relpath, name)
+        )
         if kind == _FILE and (in_secret_dir or named):
             found.append(Finding(relpath, ""))
         elif secret:
@@ -550,10 +555,7 @@ def scan_context(
 def _digest(
     relpath: str, fspath: str, info: os.stat_result, cache: FileDigests | None
 ) -> tuple[str, str | None]:
-    """A file's sha256 and the secret its content holds: from the cache while its stat says it
-    is unchanged, else read (and remembered)."""
-    if cache is not None and (known := cache.lookup(relpath, info)) is not None:
-        return known
+    """A file's sha256 and the secret its content holds, read (and remembered in the cache)."""
     data, content = _read(fspath, relpath)
     secret = _secret_in(data, relpath.rpartition("/")[2]) if data is not None else None
     if cache is not None:

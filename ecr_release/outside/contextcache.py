@@ -145,8 +145,10 @@ class DigestCache:
         entry = self._old.get(relpath)
         if (
             entry is not None
-            and entry[0] == _key(info)
-            and max(info.st_mtime_ns, info.st_ctime_ns) < self._trusted_before
+            and info.st_mtime_ns < self._trusted_before
+            and info.st_ctime_ns < self._trusted_before
+            and entry[0]
+            == f"{info.st_size} {info.st_mtime_ns} {info.st_ctime_ns} {info.st_ino} {info.st_mode}"
             and len(entry[1]) == 64
         ):
             self._new[relpath] = entry
