@@ -90,7 +90,7 @@ def _clean(path: str) -> str:
 class _Rule:
     exclusion: bool
     pattern: str
-    regex: re.Pattern[str]
+    regex: str  # the pattern as a regular expression (matched in ``DockerIgnore.matcher``)
 
 
 # One regular expression for several patterns, and the pattern index of each of its groups.
@@ -133,7 +133,9 @@ class DockerIgnore:
     def add(self, pattern: str, *, exclusion: bool, where: str = ".dockerignore") -> None:
         """Append a cleaned pattern (the CLI appends ``!Dockerfile`` and ``!.dockerignore``)."""
         try:
-            regex = re.compile(_translate(pattern))
+            regex = _translate(pattern)
+            if "[" in pattern:  # a class is the only part that can be malformed
+                re.compile(regex)
         except re.error as exc:
             raise SettingsError(
                 f"{where}: {pattern!r} is not a valid pattern ({exc.msg}); docker build would "
@@ -205,7 +207,7 @@ class DockerIgnore:
         for index, rule in enumerate(self._rules):
             name = rule.pattern[3:]
             if not rule.pattern.startswith("**/") or "**" in name or any(c in name for c in "/[\\"):
-                whole_rules.append((index, rule.regex.pattern[1:-1]))
+                whole_rules.append((index, rule.regex[1:-1]))
                 continue
             wild = name.count("*") + name.count("?")
             if not wild:
