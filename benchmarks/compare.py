@@ -131,7 +131,7 @@ class Suite:
         """Wall time, seconds per step (plus the time outside them), already released?"""
         start = time.perf_counter()
         env = {} if smoke else SUITE_ENV
-        done = self.project.inv("release", "--version", version, "--json", env=env)
+        done = self.inv("release", "--version", version, "--json", env=env)
         elapsed = time.perf_counter() - start
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -139,6 +139,9 @@ class Suite:
         steps, already = parse_summary(done.stdout)
         steps[OUTSIDE] = max(elapsed - sum(steps.values()), 0.0)
         return elapsed, steps, already
+
+    def inv(self, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return self.project.inv(*args, env=env)
 
 
 def parse_summary(stdout: str) -> tuple[dict[str, float], bool]:
@@ -304,9 +307,9 @@ def image_ids() -> set[str]:
 # -- the cases -------------------------------------------------------------------------------
 
 
-def case_rerun(bench: Bench, runs: int) -> Result:
+def case_rerun(bench: Bench, runs: int, name: str = "rerun") -> Result:
     bench.warm_up()
-    result = Result("rerun")
+    result = Result(name)
     for i, tool in timed(runs):
         if tool == "suite":
             total, steps, already = bench.suite.release("v1")
@@ -316,7 +319,7 @@ def case_rerun(bench: Bench, runs: int) -> Result:
             total, steps = bench.manual.release("v1")
             result.manual.add(total, steps)
             note = ""
-        progress(f"rerun  {i + 1}/{runs} {tool:<6} {total:6.2f}s{note}")
+        progress(f"{name:<7} {i + 1}/{runs} {tool:<6} {total:6.2f}s{note}")
     return result
 
 

@@ -34,20 +34,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 from benchmarks.compare import (
-    SUITE_ENV,
     Bench,
     Result,
+    Suite,
     case_list,
+    case_new,
+    case_rerun,
     image_ids,
-    parse_summary,
     progress,
-    timed,
 )
 from tests.e2e.project import ROOT, Project
 from tests.e2e.stack import Stack
@@ -73,30 +72,24 @@ def uv_binary() -> str:
     return found
 
 
-class UvSuite:
-    """``uv run inv release --version V --json`` in a project copy (the README's way)."""
+class UvSuite(Suite):
+    """``uv run inv release --version V --json`` in a project copy (the README's way): the
+    project's own environment (``uv run --project``), from the copy."""
 
     def __init__(self, project: Project) -> None:
-        self.project = project
+        super().__init__(project)
         self.argv = [uv_binary(), "run", "--project", str(ROOT), "inv"]
-        self.env = {**project.env, "UV_CACHE_DIR": uv_cache_dir(), **SUITE_ENV}
+        self.env = {**project.env, "UV_CACHE_DIR": uv_cache_dir()}
 
-    def release(self, version: str) -> tuple[float, dict[str, float], bool]:
-        start = time.perf_counter()
-        done = subprocess.run(
-            [*self.argv, "release", "--version", version, "--json"],
+    def inv(self, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.argv, *args],
             cwd=self.project.root,
-            env=self.env,
+            env={**self.env, **env},
             capture_output=True,
             text=True,
             timeout=1800,
         )
-        elapsed = time.perf_counter() - start
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise SystemExit(f"suite: release {version} exited {done.returncode}: {last}")
-        steps, already = parse_summary(done.stdout)
-        return elapsed, steps, already
 
 
 def uv_cache_dir() -> str:
@@ -130,42 +123,13 @@ def share_assets(source: Project, target: Project) -> None:
 # -- the cases -------------------------------------------------------------------------------
 
 
-def warm_up(bench: Bench, suite: UvSuite) -> None:
-    progress("warm-up: v1 with each tool (not timed; the suite's first walk reads every file)")
-    suite.release("v1")
-    bench.manual.release("v1", create=True)
-
-
-def case_rerun(bench: Bench, suite: UvSuite, runs: int, name: str) -> Result:
-    result = Result(name)
-    for i, tool in timed(runs):
-        if tool == "suite":
-            total, steps, already = suite.release("v1")
-            result.suite.add(total, steps)
-            note = "" if already else "  (NOT reported as already released)"
-        else:
-            total, steps = bench.manual.release("v1")
-            result.manual.add(total, steps)
-            note = ""
-        progress(f"{name:<7} {i + 1}/{runs} {tool:<6} {total:6.2f}s{note}")
-    return result
-
-
-def case_new(bench: Bench, suite: UvSuite, runs: int) -> Result:
-    result = Result("new")
-    for i, tool in timed(runs):
-        version = f"v{100 + i}"
-        text = f"benchmark {tool} {version} {uuid.uuid4().hex}"  # one line, in one file
-        if tool == "suite":
-            suite.project.change_code(text)
-            total, steps, _ = suite.release(version)
-            result.suite.add(total, steps)
-        else:
-            bench.manual.project.change_code(text)
-            total, steps = bench.manual.release(version)
-            result.manual.add(total, steps)
-        progress(f"new     {i + 1}/{runs} {tool:<6} {version:<5} {total:6.2f}s")
-    return result
+def with_uv(bench: Bench) -> Bench:
+    """The bench, its suite run the README's way; v1 released with each tool (not timed:
+    the suite's first walk reads every file)."""
+    bench.suite = UvSuite(bench.suite.project)
+    progress("warm-up: v1 with each tool (not timed)")
+    bench.warm_up()
+    return bench
 
 
 def case_growth(bench: Bench, sizes: Sequence[int], bytes_per_file: int) -> list[str]:
@@ -263,17 +227,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 progress(f"generating {args.files} files, {args.megabytes} MB, in each copy")
                 make_assets(bench.suite.project, args.files, total_bytes)
                 share_assets(bench.suite.project, bench.manual.project)
-                suite = UvSuite(bench.suite.project)
-                warm_up(bench, suite)
+                with_uv(bench)
                 if "rerun" in cases:
-                    results.append(case_rerun(bench, suite, runs["rerun"], "rerun"))
+                    results.append(case_rerun(bench, runs["rerun"]))
                 if "new" in cases:
-                    results.append(case_new(bench, suite, runs["new"]))
+                    results.append(case_new(bench, runs["new"]))
             if "shipped" in cases:
-                shipped = Bench(Path(tmp) / "shipped", info, stack)
-                suite = UvSuite(shipped.suite.project)
-                warm_up(shipped, suite)
-                results.append(case_rerun(shipped, suite, runs["shipped"], "shipped"))
+                shipped = with_uv(Bench(Path(tmp) / "shipped", info, stack))
+                results.append(case_rerun(shipped, runs["shipped"], "shipped"))
             if "list" in cases:
                 results.append(case_list(bench, runs["list"]))
             if "growth" in cases:

@@ -130,15 +130,17 @@ def settings(run: Doctor) -> str:
 
 def build_context(run: Doctor) -> str:
     from ..model.buildcontext import listed, scan_context
+    from ..outside.localstate import LocalState, cache_dir
 
     src = run.sources  # the scan needs only the paths: it runs when another setting is wrong
     if src is None or not (context := src.path("BUILD_CONTEXT")).is_dir():
         raise Blocked("settings")  # which has said why
     dockerfile = src.path("DOCKERFILE")
     try:
-        scan = scan_context(
-            context, dockerfile if dockerfile.is_file() else None, src.items("SECRET_SCAN_ALLOW")
-        )
+        # The releases' file digests: only what changed since is read (and nothing written).
+        digests = LocalState(cache_dir(run.environ), read_only=True).context_digests(context)
+        found = dockerfile if dockerfile.is_file() else None
+        scan = scan_context(context, found, src.items("SECRET_SCAN_ALLOW"), (), digests)
     except SettingsError as exc:
         raise Failed(
             exc.message,

@@ -481,6 +481,30 @@ def test_the_build_context_is_scanned_even_when_other_settings_are_wrong(setup: 
     assert checks["build context"].detail.startswith(". holds .aws/,")
 
 
+def test_the_build_context_check_reads_the_releases_digests_and_writes_none(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecr_release.model import buildcontext
+    from ecr_release.outside.contextcache import DigestCache
+
+    cache = Path(setup.environ["XDG_CACHE_HOME"]) / "ecr-release"
+    doctor(setup)
+    assert not (cache / "contexts").exists()  # the doctor changes nothing
+    hour_later = time.time_ns() + 3600 * 10**9  # a release's walk, long after these files
+    released = DigestCache.for_context(cache, setup.root, clock=lambda: hour_later)
+    buildcontext.scan_context(setup.root, setup.root / "Dockerfile", cache=released)
+    reads: list[str] = []
+    real = buildcontext._read
+
+    def counting(fspath: str, relpath: str) -> tuple[bytes | None, str]:
+        reads.append(relpath)
+        return real(fspath, relpath)
+
+    monkeypatch.setattr(buildcontext, "_read", counting)
+    assert doctor(setup)["build context"].ok
+    assert reads == []
+
+
 # -- AWS -------------------------------------------------------------------------------------
 
 
