@@ -40,6 +40,7 @@ from ..model.inputs import BuildInputs, gather
 from ..model.provenance import Provenance, judge_tree, naming_uncommitted
 from ..model.settings import Settings, reference_name_problem
 from ..outside import git as gitinfo
+from ..outside import sendcontext
 from ..outside.docker import Docker, push_with_retries
 from ..outside.ecr import EcrAccess, Repository, RepositoryConfig
 from ..outside.localstate import LocalState
@@ -124,12 +125,11 @@ class Release:
         """``docker build`` the image ``IMAGE_NAME:version`` with its labels; return its name."""
         settings, inputs = self.settings, self._inputs(version)
         image = settings.image(version)
-        self._progress(f"build {image}")
-        self.docker.build(
-            self.docker.build_command(
-                image, settings.dockerfile, settings.build_context, inputs.build_args, inputs.labels
-            )
-        )
+        sending, note = sent_context(self, inputs)
+        self._progress(f"build {image}{note}")
+        build, args = self.docker.build_command, (inputs.build_args, inputs.labels)
+        with sending as context:
+            self.docker.build(build(image, settings.dockerfile, context, *args))
         return image
 
     def ensure_repo(self) -> Repository:
@@ -290,6 +290,25 @@ class Release:
                     digests=self.state.context_digests(settings.build_context),
                 )
         return self._gathered[version]
+
+
+def sent_context(
+    run: Release, inputs: BuildInputs
+) -> tuple[contextlib.AbstractContextManager[Path], str]:
+    """The context ``docker build`` is given, and a note for the person: only what the
+    build reads (see ``sendcontext``: the classic builder sends all it is given) when that
+    is known for certain and no image it builds on has ``ONBUILD`` triggers (they may read
+    anything); else the whole context. A dry run, which writes nothing, names the whole."""
+    context, needed = run.settings.build_context, inputs.needed
+    whole = contextlib.nullcontext(context), ""
+    if needed is None or run.state.read_only or len(needed) >= inputs.entries:
+        return whole
+    for base in inputs.bases:
+        found = run.docker.inspect(base.name)
+        if found is None or found.onbuild:
+            return whole
+    note = f" (sending {len(needed)} of {inputs.entries} context entries: what COPY and ADD read)"
+    return sendcontext.only(context, needed, run.state.directory / "build"), note
 
 
 def read_early(

@@ -447,6 +447,7 @@ class ContextScan:
 
     secrets: list[Finding]
     digest: str
+    entries: tuple[str, ...] = ()  # every path sent, in walk order (a directory before its own)
 
 
 class FileDigests(Protocol):
@@ -509,6 +510,7 @@ def scan_context(
     if cache is not None:
         cache.begin(content_rules())
     lookup = cache.lookup if cache is not None else None
+    sent: list[str] = []
     for relpath, item, kind in _walk(context, ignore):
         name = item.name
         secret: str | None = None
@@ -528,6 +530,7 @@ def scan_context(
             total.update(f"d {relpath}\0".encode(errors=_NAMES))
         elif kind == _LINK:
             total.update(f"l {relpath}\0{os.readlink(item.path)}\0".encode(errors=_NAMES))
+        sent.append(relpath)
         if reported_dirs and any(relpath.startswith(d) for d in reported_dirs):
             continue
         if allow and allowed.excludes(relpath):
@@ -550,8 +553,24 @@ def scan_context(
     if cache is not None:
         cache.finish()
     return ContextScan(
-        sorted(found, key=lambda finding: finding.relpath), f"sha256:{total.hexdigest()}"
+        sorted(found, key=lambda finding: finding.relpath),
+        f"sha256:{total.hexdigest()}",
+        tuple(sent),
     )
+
+
+def needed(entries: Sequence[str], sources: Sequence[str]) -> tuple[str, ...] | None:
+    """Of the context's ``entries`` (walk order), those a build whose ``COPY``/``ADD`` read
+    ``sources`` needs: each source and all below it, and ``.dockerignore``. None when a
+    source is not among them (Docker then says so itself, from the whole context)."""
+    below = tuple(source + "/" for source in sources)
+    wanted = set(sources)
+    chosen = tuple(
+        entry
+        for entry in entries
+        if entry in wanted or entry.startswith(below) or entry == ".dockerignore"
+    )
+    return chosen if wanted <= set(chosen) else None
 
 
 def _digest(

@@ -43,6 +43,8 @@ _ONE_ARG = r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))"
 _DIRECTIVE = r"#[ \t]*([A-Za-z][A-Za-z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*"
 # `COPY --from=1` names the second stage (Go's strconv.Atoi takes the sign too).
 _STAGE_INDEX = r"[+-]?[0-9]+"
+# The COPY/ADD flags that change nothing about which context paths are read.
+_CONTEXT_FLAGS = frozenset({"--chown", "--chmod", "--link", "--checksum"})
 # What uname calls a machine, in Go's names (GOARCH, variant), as containerd's platforms
 # package normalises them; an armvNl not listed is arm/vN, anything else keeps its name.
 _GO_ARCH = {
@@ -351,6 +353,72 @@ def _expands(word: str, escape: str) -> bool:
         return expand(word, {}, escape) != word
     except ExpansionError:
         return True
+
+
+def context_sources(dockerfile: Dockerfile) -> tuple[str, ...] | None:
+    """The paths of the build context that the build reads: each ``COPY``/``ADD`` source
+    (not ``--from``, not an ``ADD`` URL), cleaned, relative to the context. None when
+    that cannot be known for certain: a source with a wildcard, a variable, a quote or
+    an escape, the whole context (``.``), a path leaving it, a heredoc, a flag other
+    than ``--chown``/``--chmod``/``--link``/``--checksum``, or a ``RUN --mount``."""
+    found: list[str] = []
+    for item in dockerfile.structure:
+        instruction, value = item["instruction"], str(item["value"])
+        if instruction == "RUN" and "--mount" in value:
+            return None
+        if instruction not in ("COPY", "ADD"):
+            continue
+        flags, rest = split_flags(value, dockerfile.escape)
+        names = {flag.split("=", 1)[0] for flag in flags}
+        if "--from" in names:
+            continue  # another stage or image, not the context
+        if names - _CONTEXT_FLAGS:
+            return None
+        words = _json_words(rest)
+        if words is None:
+            words = rest.split()
+        if len(words) < 2:
+            return None
+        for source in words[:-1]:
+            if instruction == "ADD" and re.match(r"[a-z][a-z0-9+.-]*://|git@", source):
+                continue
+            cleaned = _clean_source(source)
+            if cleaned is None:
+                return None
+            found.append(cleaned)
+    return tuple(dict.fromkeys(found))
+
+
+def _json_words(rest: str) -> list[str] | None:
+    """The JSON form's words, or None (Docker then reads the line as words on blanks)."""
+    if not rest.startswith("["):
+        return None
+    try:
+        words = json.loads(rest)
+    except ValueError:
+        return None
+    if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+        return None
+    return words
+
+
+def _clean_source(source: str) -> str | None:
+    """A COPY/ADD source as a context-relative path, cleaned; None when it is not one plain
+    path inside the context (a wildcard, a variable, a quote, an escape, a heredoc, ``.``,
+    or a path that leaves the context)."""
+    if not source or any(ch in source for ch in "*?[]$\\'\"<"):
+        return None
+    parts: list[str] = []
+    for part in source.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(part)
+    return "/".join(parts) or None
 
 
 def _words(value: str) -> list[str]:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from ..errors import VersionExistsError
 from ..outside.git import Revision
 from ..outside.registry import Manifest
-from .buildcontext import FileDigests, raise_on_secrets, scan_context
-from .dockerfile import Dockerfile, split_labels
+from .buildcontext import FileDigests, needed, raise_on_secrets, scan_context
+from .dockerfile import Dockerfile, context_sources, split_labels
 from .fingerprint import BaseImage, Fingerprint, base_labels, fingerprint, verb_for
 from .provenance import UNCOMMITTED_LABEL, Provenance, provenance
 from .settings import Settings
@@ -36,6 +36,10 @@ class BuildInputs:
     fingerprint: Fingerprint
     bases: tuple[BaseImage, ...]
     provenance: Provenance = field(default_factory=lambda: Provenance(None))
+    # What the build reads of the context (see ``buildcontext.needed``; None: all of it),
+    # and how many entries the context holds.
+    needed: tuple[str, ...] | None = None
+    entries: int = 0
 
 
 def build_metadata(
@@ -93,7 +97,11 @@ def gather(
     wanted = {**labels, **found.labels(), **base_labels(bases)}
     # What the Dockerfile's LABEL reads from build arguments costs no build step of its own.
     carried, passed = split_labels(dockerfile, wanted, build_args)
-    return BuildInputs({**build_args, **carried}, passed, found, tuple(bases), made)
+    sources = context_sources(dockerfile)
+    reads = needed(scan.entries, sources) if sources is not None else None
+    return BuildInputs(
+        {**build_args, **carried}, passed, found, tuple(bases), made, reads, len(scan.entries)
+    )
 
 
 def judge(

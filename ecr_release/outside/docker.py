@@ -75,7 +75,8 @@ _DAEMON_DOWN = (
 # it retry on the daemon's raw JSON, where a key the daemon omits is an error.
 _INSPECT = (
     '{"id": {{json .ID}}, "digests": {{json .RepoDigests}}, "labels": {{json .Config.Labels}}, '
-    '"healthcheck": {{json .Config.Healthcheck}}, "shell": {{json .Config.Shell}}}'
+    '"healthcheck": {{json .Config.Healthcheck}}, "shell": {{json .Config.Shell}}, '
+    '"onbuild": {{json .Config.OnBuild}}}'
 )
 
 
@@ -92,13 +93,14 @@ _VERSION_RE = r"(?i)version ([0-9]+\.[0-9][^,\s]*)"
 class ImageInfo:
     """A local image: its ID, the repo digests docker knows for it, its labels, its
     HEALTHCHECK's test (``.Config.Healthcheck.Test``, e.g. ``("CMD", "true")``; empty when
-    it has none) and its SHELL (empty when it sets none)."""
+    it has none), its SHELL (empty when it sets none) and its ONBUILD triggers."""
 
     id: str
     repo_digests: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     health_test: tuple[str, ...] = ()
     shell: tuple[str, ...] = ()
+    onbuild: tuple[str, ...] = ()  # ONBUILD triggers: what a build FROM it runs first
 
     def identity_for(self, reference: str) -> str:
         """``NAME@sha256:...`` for the reference's repository when docker has it, else the ID."""
@@ -417,6 +419,7 @@ class Docker(DockerCli):
             {str(k): str(v) for k, v in (labels or {}).items()},
             health_test=_strings(health.get("Test") if isinstance(health, dict) else None),
             shell=_strings(data.get("shell")),
+            onbuild=_strings(data.get("onbuild")),
         )
 
     def pull(self, reference: str) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -160,6 +161,7 @@ class FakeDocker:
     )
     healthy: bool = True
     containers: list[str] = field(default_factory=list)
+    onbuild: list[str] | None = None  # every image's ONBUILD triggers
     idle_limits: dict[str, float | None] = field(default_factory=dict)  # verb -> idle limit
 
     def __call__(
@@ -205,7 +207,7 @@ class FakeDocker:
                 return Result(1, "Error: No such image")
             labels = self.labels.get(found) or None
             inspected: dict[str, object] = {"id": found, "digests": [], "labels": labels}
-            inspected |= {"healthcheck": self.healthcheck, "shell": None}
+            inspected |= {"healthcheck": self.healthcheck, "shell": None, "onbuild": self.onbuild}
             return Result(0, json.dumps(inspected) + "\n")
         elif verb == "push":
             if self.push_hangs:  # until the other gate stops it
@@ -381,7 +383,9 @@ def test_build_arguments_labels_and_base_image(make_world: Callable[..., World])
     args = next(args for args, _ in world.docker.calls if args[1] == "build")
     context = str(world.tmp / "ctx")
     assert args[:6] == ["docker", "build", "-t", "widget-server:v7", "-f", f"{context}/Dockerfile"]
-    assert args[-1] == context
+    # The Dockerfile copies nothing: docker is given a folder of what it reads, now gone.
+    sent = Path(args[-1])
+    assert sent.parent == world.tmp / "cache" / "ecr-release" / "build" and not sent.exists()
     pairs = {args[i + 1] for i, a in enumerate(args) if a in ("--label", "--build-arg")}
     assert {
         "org.opencontainers.image.version=v7",
@@ -392,6 +396,109 @@ def test_build_arguments_labels_and_base_image(make_world: Callable[..., World])
         "APP_VERSION=v7",
         "VCS_REF=0123abc",
     } <= pairs
+
+
+def _sent_at_build(world: World) -> dict[str, Any]:
+    """What docker is given to build, as it is during the build (and whether it stays)."""
+    seen: dict[str, Any] = {}
+
+    def look() -> None:
+        context = Path(world.docker.calls[-1][0][-1])
+        seen["context"] = context
+        seen["paths"] = sorted(p.relative_to(context).as_posix() for p in context.rglob("*"))
+
+    world.docker.on_build = look
+    return seen
+
+
+def _copying(world: World, dockerfile: str) -> None:
+    context = world.tmp / "ctx"
+    (context / "Dockerfile").write_text(dockerfile)
+    for name in ("app/main.py", "app/lib/util.py", "assets/big.bin", "README.md"):
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_text(name)
+    (context / "app" / "run.sh").write_text("#!/bin/sh\n")
+    (context / "app" / "run.sh").chmod(0o755)
+    (context / "app" / "link").symlink_to("main.py")
+
+
+COPY_APP = "ARG BASE_IMAGE=python:3.12-slim\nFROM ${BASE_IMAGE}\nCOPY app/ /app/\n"
+
+
+def test_the_build_is_given_only_what_copy_and_add_read(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The classic builder sends all it is given before the first step: a folder of
+    assets the Dockerfile never copies must not cost a build its upload."""
+    world = make_world()
+    _copying(world, COPY_APP)
+    (world.tmp / "ctx" / ".dockerignore").write_text("app/lib/\n")
+    seen = _sent_at_build(world)
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        world.release.release("v1")
+    assert seen["paths"] == [".dockerignore", "app", "app/link", "app/main.py", "app/run.sh"]
+    sent, context = seen["context"], world.tmp / "ctx"
+    assert not sent.exists()  # removed after the build
+    assert (
+        "==> build widget-server:v1 (sending 5 of the context's 9 entries: what COPY and ADD read)"
+        in caplog.text
+    )
+    args = next(args for args, _ in world.docker.calls if args[1] == "build")
+    assert args[args.index("-f") + 1] == str(context / "Dockerfile")  # the Dockerfile as it is
+
+
+def test_files_are_sent_with_their_content_mode_and_times(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = make_world()
+    _copying(world, COPY_APP)
+    context = world.tmp / "ctx"
+    os.utime(context / "app" / "main.py", ns=(10**18, 10**18))
+    found: dict[str, Any] = {}
+
+    def look() -> None:
+        sent = Path(world.docker.calls[-1][0][-1])
+        found["main"] = (sent / "app" / "main.py").stat()
+        found["run"] = (sent / "app" / "run.sh").stat()
+        found["text"] = (sent / "app" / "main.py").read_text()
+        found["link"] = os.readlink(sent / "app" / "link")
+
+    world.docker.on_build = look
+    world.release.build("v1")
+    assert found["text"] == "app/main.py" and found["link"] == "main.py"
+    assert found["main"].st_mtime_ns == 10**18
+    assert found["run"].st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    [
+        "FROM python:3.12-slim\nCOPY . /app/\n",  # the whole context
+        "FROM python:3.12-slim\nCOPY app/*.py /app/\n",  # a wildcard
+        "FROM python:3.12-slim\nARG DIR=app\nCOPY ${DIR} /app/\n",  # a variable
+        "FROM python:3.12-slim\nCOPY missing/ /app/\n",  # not in the context: docker says so
+    ],
+)
+def test_when_what_the_build_reads_is_not_certain_it_gets_the_whole_context(
+    make_world: Callable[..., World], dockerfile: str
+) -> None:
+    world = make_world(base_image=None)
+    _copying(world, dockerfile)
+    world.docker.images["python:3.12-slim"] = BASE_ID
+    world.release.build("v1")
+    args = next(args for args, _ in world.docker.calls if args[1] == "build")
+    assert args[-1] == str(world.tmp / "ctx")
+
+
+def test_a_base_with_onbuild_triggers_gets_the_whole_context(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    _copying(world, COPY_APP)
+    world.docker.onbuild = ["COPY . /src"]  # runs first, in our build, reading anything
+    world.release.build("v1")
+    args = next(args for args, _ in world.docker.calls if args[1] == "build")
+    assert args[-1] == str(world.tmp / "ctx")
 
 
 def test_a_failing_step_stops_the_release(make_world: Callable[..., World]) -> None:
