@@ -17,6 +17,7 @@ from ecr_release.model.buildcontext import (
     DockerIgnore,
     check_no_secrets,
     find_secrets,
+    needed,
     scan_context,
     unignored_secrets,
     walk_context,
@@ -481,3 +482,37 @@ def test_an_unreadable_directory_entry_is_named(
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.raises(SettingsError, match="cannot read locked in the build context"):
         find_secrets(tmp_path)
+
+
+# -- what a build needs sent ---------------------------------------------------------------
+
+
+def test_the_scan_lists_what_is_sent_in_walk_order(tmp_path: Path) -> None:
+    _files(tmp_path, "app/main.py", "app/lib/x.py", "build/out.bin", "README.md")
+    (tmp_path / ".dockerignore").write_text("build\n")
+    entries = scan_context(tmp_path).entries
+    assert entries == (
+        ".dockerignore",
+        "README.md",
+        "app",
+        "app/lib",
+        "app/lib/x.py",
+        "app/main.py",
+    )
+
+
+def test_needed_is_each_source_and_all_below_it_with_the_dockerignore() -> None:
+    entries = (".dockerignore", "Dockerfile", "app", "app/a.py", "apple", "assets", "assets/x")
+    assert needed(entries, ["app"]) == (".dockerignore", "app", "app/a.py")  # not "apple"
+    assert needed(entries, ["app/a.py", "assets"]) == (
+        ".dockerignore",
+        "app/a.py",
+        "assets",
+        "assets/x",
+    )
+    assert needed(entries, []) == (".dockerignore",)
+
+
+def test_needed_is_unknown_when_a_source_is_not_sent() -> None:
+    """Missing, or excluded by .dockerignore: Docker's own error names it, from the whole."""
+    assert needed(("app", "app/a.py"), ["app", "missing"]) is None

@@ -11,7 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecr_release.errors import SettingsError
-from ecr_release.model.dockerfile import Dockerfile, ImagesRead, platform_args, split_labels
+from ecr_release.model.dockerfile import (
+    Dockerfile,
+    ImagesRead,
+    context_sources,
+    platform_args,
+    split_labels,
+)
 
 
 def _read(tmp_path: Path, text: str, args: dict[str, str] | None = None) -> ImagesRead:
@@ -363,3 +369,54 @@ def test_a_label_is_not_carried_by_an_argument_that_would_move_a_from(tmp_path: 
     )
     dockerfile = Dockerfile.read(tmp_path / "Dockerfile", {})
     assert split_labels(dockerfile, wanted, {}) == ({"BASE_IMAGE": "alpine:3"}, {})
+
+
+# -- what the build reads of the context ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "sources"),
+    [
+        ("COPY widget_server/ /app/widget_server/\n", ("widget_server",)),
+        ("COPY a.txt b/ /dst/\nADD c.tar.gz /x/\n", ("a.txt", "b", "c.tar.gz")),
+        ('COPY ["with space.txt", "/dst/"]\n', ("with space.txt",)),
+        ("COPY --chown=1000:1000 --chmod=644 ./app/./lib/../main.py /app/\n", ("app/main.py",)),
+        ("COPY /abs/path /dst\n", ("abs/path",)),
+        ("ADD https://example.invalid/x.tgz /x\nCOPY app /app\n", ("app",)),
+        ("FROM scratch AS build\nCOPY --from=build /out /out\n", ()),  # another stage
+        ("RUN echo no context\n", ()),
+        ("COPY app /a\nCOPY app /b\n", ("app",)),  # each once
+    ],
+)
+def test_context_sources_name_what_copy_and_add_read(
+    tmp_path: Path, body: str, sources: tuple[str, ...]
+) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text("FROM python:3.12-slim\n" + body)
+    assert context_sources(Dockerfile.read(path, {})) == sources
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "COPY . /app/\n",  # the whole context
+        "COPY ./ /app/\n",
+        "COPY *.py /app/\n",  # a wildcard: Docker's matching decides
+        "COPY app/file?.txt /app/\n",
+        "COPY [ab].txt /app/\n",
+        "ARG DIR=app\nCOPY $DIR /app/\n",  # a variable
+        "ENV DIR=app\nCOPY ${DIR} /app/\n",
+        "COPY ../outside /app/\n",  # leaves the context: Docker refuses it, with the context
+        "COPY a/../../b /app/\n",
+        "COPY --parents app/ /dst/\n",  # a flag that changes what is read
+        "COPY --exclude=*.md app/ /dst/\n",
+        "RUN --mount=type=bind,target=/src make\n",  # a bind mount reads the context
+        "COPY <<EOF /etc/x\nhello\nEOF\n",  # a heredoc
+        'COPY "app" /dst/\n',  # a quote, taken as part of the name by Docker
+        "COPY onlyone\n",
+    ],
+)
+def test_context_sources_are_unknown_when_not_certain(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text("FROM python:3.12-slim\n" + body)
+    assert context_sources(Dockerfile.read(path, {})) is None
