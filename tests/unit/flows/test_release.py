@@ -439,10 +439,8 @@ def test_the_build_is_given_only_what_copy_and_add_read(
     assert seen["paths"] == [".dockerignore", "app", "app/link", "app/main.py", "app/run.sh"]
     sent, context = seen["context"], world.tmp / "ctx"
     assert not sent.exists()  # removed after the build
-    assert (
-        "==> build widget-server:v1 (sending 5 of the context's 9 entries: what COPY and ADD read)"
-        in caplog.text
-    )
+    sending = "==> build widget-server:v1 (sending 5 of 9 context entries: what COPY and ADD read)"
+    assert sending in caplog.text
     args = next(args for args, _ in world.docker.calls if args[1] == "build")
     assert args[args.index("-f") + 1] == str(context / "Dockerfile")  # the Dockerfile as it is
 
