@@ -42,7 +42,7 @@ from ..model.settings import Settings, reference_name_problem
 from ..outside import git as gitinfo
 from ..outside import sendcontext
 from ..outside.docker import Docker, push_with_retries
-from ..outside.ecr import EcrAccess, Repository, RepositoryConfig
+from ..outside.ecr import EcrAccess, Repository, RepositoryConfig, load_sdk
 from ..outside.localstate import LocalState
 from ..outside.registry import Manifest
 from .candidate import Gates, Shipping
@@ -316,11 +316,14 @@ def read_early(
 ) -> Callable[[], Released | None] | None:
     """What the registry holds under ``version``, asked while the context is walked, when
     docker's stored login can ask it (no AWS call before docker answers); None: ask it in
-    turn. A failure is raised in turn too (by the callable), after the checks before it."""
+    turn. A failure is raised in turn too (by the callable), after the checks before it.
+    For a new version, boto3 is imported meanwhile too: the ECR API is asked next."""
     try:
         if not ecr.stored_login():
             return None
         found = published.released(version)
+        if found is None:  # new: the ECR API is asked next (DescribeRepositories)
+            load_sdk()
     except ReleaseError as exc:
         failure = exc
 

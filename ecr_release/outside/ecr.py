@@ -923,6 +923,14 @@ def _is_proxy_variable(key: str) -> bool:
     return key.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
+def load_sdk() -> None:
+    """Import boto3 and botocore's config ahead of need (no AWS call, no file read): a new
+    version asks the ECR API, and the import, the largest part of its first call, can run
+    while the context is walked."""
+    import boto3  # noqa: F401
+    from botocore.config import Config  # noqa: F401
+
+
 def connect(
     settings: AwsTarget,
     kind: type[Ecr] = Ecr,

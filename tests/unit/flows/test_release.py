@@ -33,6 +33,7 @@ from ecr_release.errors import (
     SmokeTestError,
     VersionExistsError,
 )
+from ecr_release.flows import release as release_module
 from ecr_release.flows.release import Clock, Release, Summary
 from ecr_release.model.provenance import UNCOMMITTED_LABEL
 from ecr_release.model.settings import Settings
@@ -1155,6 +1156,24 @@ def test_a_rerun_asks_the_registry_while_the_context_is_walked(
     assert again.already_released
     assert seen and seen[0].startswith("registry in check")
     assert world.connects == [1]  # still no AWS call
+
+
+def test_a_new_version_loads_boto3_while_the_context_is_walked(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new version asks the ECR API next: boto3's import runs beside the walk; a rerun,
+    which asks AWS nothing, never imports it."""
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    loaded: list[str] = []
+    monkeypatch.setattr(
+        release_module, "load_sdk", lambda: loaded.append(threading.current_thread().name)
+    )
+    assert _fresh_release(world).already_released
+    assert loaded == []
+    (world.tmp / "ctx" / "app.py").write_text("print('v2')\n")
+    assert not world.rerun().release("v2").already_released
+    assert len(loaded) == 1 and loaded[0].startswith("check")
 
 
 def test_without_a_stored_login_the_registry_is_asked_after_docker_answers(
