@@ -4,9 +4,10 @@ The classic builder (an engine without BuildKit) uploads the whole context to th
 before the first instruction runs, whatever the ``COPY`` lines read: beside a large
 folder of assets, a one-line change takes as long to build as the assets take to send.
 BuildKit sends only what the ``COPY``/``ADD`` lines read. :func:`only` gives the
-classic builder the same: a temporary folder with just those entries, each file
-hard-linked from the context where the filesystem allows (else copied with its mode and
-times), symlinks as links, directories with their mode and times; removed afterwards.
+classic builder the same: a temporary folder with just those entries, files copied with
+their mode and times (a hard link would change the file's ctime: git would then refresh
+its index, and the digest cache read the file again), symlinks as links, directories
+with their mode and times; removed afterwards.
 Which entries those are is decided in ``model.buildcontext.needed``.
 """
 
@@ -42,10 +43,9 @@ def only(context: Path, entries: Sequence[str], under: Path) -> Iterator[Path]:
             elif stat.S_ISLNK(info.st_mode):
                 os.symlink(os.readlink(source), target)
             elif stat.S_ISREG(info.st_mode):
-                try:
-                    os.link(source, target)
-                except OSError:  # another filesystem, or links refused: the bytes, copied
-                    shutil.copy2(source, target)
+                # Copied, not hard-linked: a link would move the file's ctime, and git (its
+                # index) and the digest cache would read the file again on the next run.
+                shutil.copy2(source, target)
         for folder, info in reversed(folders):  # the deepest first: filling one moves its time
             os.chmod(folder, stat.S_IMODE(info.st_mode))
             os.utime(folder, ns=(info.st_atime_ns, info.st_mtime_ns))
