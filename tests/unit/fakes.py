@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from ecr_release.model import buildcontext
+
 
 class FakeTime:
     """A monotonic clock that only moves when the code under test sleeps."""
@@ -34,3 +38,16 @@ ENHANCED_FINDING = {
         "vulnerablePackages": [{"name": "curl", "version": "7.88.1", "fixedInVersion": "8.0.0"}],
     },
 }
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The build-context files that scans read from now on (not answered by the cache)."""
+    seen: list[str] = []
+    real = buildcontext._read
+
+    def counting(fspath: str, relpath: str) -> tuple[bytes | None, str]:
+        seen.append(relpath)
+        return real(fspath, relpath)
+
+    monkeypatch.setattr(buildcontext, "_read", counting)
+    return seen

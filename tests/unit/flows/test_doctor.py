@@ -39,6 +39,7 @@ from ecr_release.outside.docker import Docker
 from ecr_release.outside.ecr import AwsProbe, Ecr, connect_probe
 from ecr_release.outside.process import Result, SubprocessRunner
 from ecr_release.outside.registry import Registry
+from tests.unit.fakes import count_reads
 from tests.unit.outside.test_registry import _make_certs
 
 ACCOUNT = "123456789012"
@@ -493,14 +494,7 @@ def test_the_build_context_check_reads_the_releases_digests_and_writes_none(
     hour_later = time.time_ns() + 3600 * 10**9  # a release's walk, long after these files
     released = DigestCache.for_context(cache, setup.root, clock=lambda: hour_later)
     buildcontext.scan_context(setup.root, setup.root / "Dockerfile", cache=released)
-    reads: list[str] = []
-    real = buildcontext._read
-
-    def counting(fspath: str, relpath: str) -> tuple[bytes | None, str]:
-        reads.append(relpath)
-        return real(fspath, relpath)
-
-    monkeypatch.setattr(buildcontext, "_read", counting)
+    reads = count_reads(monkeypatch)
     assert doctor(setup)["build context"].ok
     assert reads == []
 

@@ -18,6 +18,8 @@ from ecr_release.outside import contextcache
 from ecr_release.outside.contextcache import FORMAT, RACY_NS, DigestCache, parse, render
 from ecr_release.outside.localstate import LocalState
 
+from ..fakes import count_reads
+
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END"
 LATER = 3600 * 10**9  # an hour: every file in the context is old by then
 
@@ -44,15 +46,7 @@ def _cache(root: Path, context: Path, *, offset: int = LATER, **options: bool) -
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The files the scan reads, in order."""
-    seen: list[str] = []
-    real = buildcontext._read
-
-    def counting(fspath: str, relpath: str) -> tuple[bytes | None, str]:
-        seen.append(relpath)
-        return real(fspath, relpath)
-
-    monkeypatch.setattr(buildcontext, "_read", counting)
-    return seen
+    return count_reads(monkeypatch)
 
 
 def test_a_rerun_reads_no_file_and_gives_the_same_digest(tmp_path: Path, reads: list[str]) -> None:
