@@ -177,7 +177,7 @@ class DockerIgnore:
         last = -1
         for i in range(1, len(parts) + 1):
             last = max(last, self.last_match("/".join(parts[:i])))
-        return self.verdict(last)
+        return self.excluding()[last]
 
     def last_match(self, relpath: str) -> int:
         """The index of the last pattern that matches this very path (not its parents), or
@@ -241,10 +241,6 @@ class DockerIgnore:
         """Whether each pattern excludes (not an exception), by index; and at -1, for no
         pattern, False: ``excluding()[last_match(path)]`` is the path's own verdict."""
         return [not rule.exclusion for rule in self._rules] + [False]
-
-    def verdict(self, last: int) -> bool:
-        """Excluded, when the last pattern that matched (``last_match``) is not an exception."""
-        return last >= 0 and not self._rules[last].exclusion
 
     def may_reinclude_below(self, reldir: str) -> bool:
         """Does an exception pattern lie inside this excluded directory (so the CLI walks it)?"""
@@ -405,18 +401,15 @@ class Finding:
         return f"{self.relpath} ({self.why})" if self.why else self.relpath
 
 
-_NAMED_ENDINGS = (".env", *_SECRET_SUFFIXES, "/.docker/config.json")
-_NAMED = _SECRET_FILES | {"config.json"}  # with _NAMED_ENDINGS: every name worth a closer look
+# A name _secret_by_name may say yes to is in _NAMED, ends with one of _NAMED_ENDINGS or
+# starts with ".env.".
+_NAMED_ENDINGS = (".env", *_SECRET_SUFFIXES)
+_NAMED = _SECRET_FILES | {"config.json"}
 
 
 def _secret_by_name(relpath: str, name: str) -> bool:
-    if not (
-        name in _SECRET_FILES
-        or name.startswith(".env.")
-        or relpath.endswith(_NAMED_ENDINGS)
-        or relpath == ".docker/config.json"
-    ):
-        return False  # most files: one look
+    """Does the name say it holds credentials? (The walk asks only for names that
+    ``_NAMED``/``_NAMED_ENDINGS`` let through: most files need one look.)"""
     if name == ".env" or (name.startswith(".env.") and name != ".env.example"):
         return True
     if name.endswith(".env") and name != "example.env":  # prod.env, release.env
