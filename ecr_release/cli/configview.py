@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import SettingsError
 from ..model.masking import shown
+from ..model.services import Service
 from ..model.settings import KEYS, Sources, is_boto3_variable, load_settings
 
 
@@ -75,11 +76,20 @@ def view(
     env_file_required: bool,
     root: Path,
     sandbox: Callable[[], str] = lambda: "the local sandbox",
+    service: Service | None = None,
 ) -> ConfigView:
     """What ``release`` would read, from where; ``SettingsError`` only for an unreadable or
     missing named ``--env-file`` (nothing else to show then). ``sandbox`` describes the
-    local sandbox, when it is the target (the AWS settings are then ignored)."""
-    src = Sources.read(flags, environ, Path(env_file), root, env_file_required=env_file_required)
+    local sandbox, when it is the target (the AWS settings are then ignored). ``service``: a
+    declared service, whose own values come from its declaration."""
+    src = Sources.read(
+        flags,
+        environ,
+        Path(env_file),
+        root,
+        env_file_required=env_file_required,
+        service=service,
+    )
     lines: list[Line] = []
     ignored = ("AWS_PROFILE", "AWS_ACCOUNT_ID")  # the sandbox reads no AWS set-up
     for key in KEYS:
@@ -105,6 +115,7 @@ def view(
             env_file=env_file,
             env_file_required=env_file_required,
             root=root,
+            service=service,
         )
         problems = None
     except SettingsError as exc:

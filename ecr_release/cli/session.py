@@ -30,6 +30,7 @@ from ..model.settings import FLAGS, Setting
 
 if TYPE_CHECKING:  # the rest is imported when a task runs: `inv --list` stays fast
     from ..flows.release import Clock, Release, Summary
+    from ..model.services import Service
     from ..model.settings import Settings
     from ..outside.docker import Runner
     from ..outside.ecr import Authorization, Ecr, Repository
@@ -43,6 +44,9 @@ TASK_FLAGS_HELP: Mapping[str, str] = {
     "dry_run": "print every step's command, change nothing",
     "force": "log in even when a valid login exists",
     "json": "print one JSON document on stdout (docker's progress and the log go to stderr)",
+    "service": "the declared services to act on, comma-separated (default: all of them)",
+    "jobs": "services released at once (default: the number of CPUs, at most 4)",
+    "fail_fast": "stop the other services' releases at the first failure",
 }
 # The flags every task has, by name: each a declared setting's.
 SHARED_FLAGS: Mapping[str, Setting] = {
@@ -50,9 +54,90 @@ SHARED_FLAGS: Mapping[str, Setting] = {
 }
 
 
-def run_doctor(c: Any, flags: Flags) -> None:
-    """``inv doctor``: every check, one line each; exit with the first failing area's code.
-    With ``--sandbox`` the sandbox is started (or healed) first, and checked."""
+def one_service(root: Path, task: str, wanted: str | None) -> Service | None:
+    """The declared service a one-image task acts on: the one ``--service`` names, or the
+    only one declared; None when the project declares none (the settings are the one)."""
+    from ..errors import SettingsError
+    from ..model.services import read_services
+
+    chosen = read_services(root).select(wanted)
+    if len(chosen) > 1 and task == "login":  # the services share the registry: one login
+        return chosen[0]
+    if len(chosen) > 1:
+        names = ", ".join(service.name for service in chosen)
+        raise SettingsError(
+            f"{len(chosen)} services are declared ({names}): name one with --service "
+            f"(inv {task} --service {chosen[0].name} ...)"
+        )
+    return chosen[0] if chosen else None
+
+
+def promote_all(c: Any, flags: Flags, version: str | None, *, service: str | None) -> None:
+    """``inv promote``: the tags on VERSION of the service, or of every selected service
+    once each of them has VERSION released (else nothing moves: ``latest`` never points
+    at a mix of releases)."""
+    from ..model.services import read_services
+
+    try:
+        chosen = read_services(project_root(c)).select(service)
+    except ReleaseError as exc:
+        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
+    with contextlib.ExitStack() as stack:
+        names: list[str | None] = [one.name for one in chosen] or [None]
+        runs = [
+            (name, stack.enter_context(session(c, "promote", flags, service=name)))
+            for name in names
+        ]
+        assert version is not None  # the task's needs require it
+        if len(runs) > 1:
+            _require_everywhere(version, runs)
+        for name, run in runs:
+            digest = run.steps.promote(version, run.steps.settings.tags)
+            where = f"{name}: " if len(runs) > 1 else ""
+            for tag in run.steps.settings.tags:
+                print(f"{where}{tag} -> {version} ({digest})")
+
+
+def _require_everywhere(version: str, runs: list[tuple[str | None, Run]]) -> None:
+    from ..errors import SettingsError
+
+    missing = [str(name) for name, run in runs if run.steps.published.released(version) is None]
+    if missing:
+        raise SettingsError(
+            f"{version} is not released for {', '.join(missing)}: no tag was moved (every "
+            f"service must have it first, so that no tag points at a mix): inv release "
+            f"--version {version}"
+        )
+
+
+def run_doctor(c: Any, flags: Flags, *, service: str | None = None) -> None:
+    """``inv doctor``: every check, one line each, for each selected service; exit with the
+    first failing area's code. With ``--sandbox`` the sandbox is started (or healed)
+    first, and checked."""
+    from ..model.services import read_services
+
+    try:
+        chosen = read_services(project_root(c)).select(service)
+    except ReleaseError as exc:
+        print(render_failure("services", exc.message, tty=sys.stdout.isatty()))
+        raise Exit(code=exc.exit_code) from exc
+    codes = []
+    for one in chosen or (None,):
+        if one is not None:
+            print(f"service {one.name}:")
+        codes.append(_doctor(c, flags, one))
+    worst = max(codes)
+    if worst:
+        raise Exit(code=worst)
+
+
+def render_failure(name: str, detail: str, *, tty: bool) -> str:
+    from ..flows.doctor import Check, render
+
+    return render([Check("settings", name, False, detail, "fix pyproject.toml")], tty=tty)
+
+
+def _doctor(c: Any, flags: Flags, service: Service | None) -> int:
     from ..flows.doctor import exit_code, render, run_checks
     from ..model.settings import Sources
     from ..outside.ecr import SandboxApi, connect_probe
@@ -78,11 +163,11 @@ def run_doctor(c: Any, flags: Flags) -> None:
         env_file=env_file,
         env_file_required=flags.env_file is not None,
         connect=connect,
+        service=service,
     )
-    print(render(checks, tty=sys.stdout.isatty()))
-    code = exit_code(checks)
-    if code:
-        raise Exit(code=code)
+    text = render(checks, tty=sys.stdout.isatty())
+    print(text if service is None else "\n".join(f"  {line}" for line in text.splitlines()))
+    return exit_code(checks)
 
 
 def show_scan(run: Run, *, json: bool = False) -> None:
@@ -111,19 +196,27 @@ def show_scan(run: Run, *, json: bool = False) -> None:
         _print_json({"ok": True, "version": settings.version, **found.as_json()})
 
 
-def show_config(c: Any, flags: Flags, *, json: bool = False) -> None:
-    """``inv config``: every setting, its value and its source; exit 2 when not usable."""
+def show_config(c: Any, flags: Flags, *, json: bool = False, service: str | None = None) -> None:
+    """``inv config``: every setting, its value and its source (for each selected service:
+    its own values come from its declaration); exit 2 when not usable."""
+    from ..model.services import read_services
     from .configview import view
 
+    root = project_root(c)
     try:
-        found = view(
-            flags.settings(),
-            environ=os.environ,
-            env_file=flags.env_file or ".env",
-            env_file_required=flags.env_file is not None,
-            root=project_root(c),
-            sandbox=_sandbox_words,
-        )
+        chosen = read_services(root).select(service)
+        found = {
+            (one.name if one else None): view(
+                flags.settings(),
+                environ=os.environ,
+                env_file=flags.env_file or ".env",
+                env_file_required=flags.env_file is not None,
+                root=root,
+                sandbox=_sandbox_words,
+                service=one,
+            )
+            for one in chosen or (None,)
+        }
     except ReleaseError as exc:
         if json:
             from . import report
@@ -131,11 +224,19 @@ def show_config(c: Any, flags: Flags, *, json: bool = False) -> None:
             _print_json(report.error_json(exc.message, exc.exit_code))
         raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
     if json:
-        _print_json(found.as_json())
+        views = {name: one.as_json() for name, one in found.items()}
+        _print_json(views.get(None, {"services": views}))
     else:
-        print(found.as_text())
-    if found.problems is not None:
+        print("\n".join(
+            one.as_text() if name is None else f"service {name}:\n" + _indented(one.as_text())
+            for name, one in found.items()
+        ))  # fmt: skip
+    if any(one.problems is not None for one in found.values()):
         raise Exit(code=2)
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
 
 
 class Flags:
@@ -396,12 +497,15 @@ def session(
     *,
     dry_run: bool = False,
     json: bool = False,
+    service: str | None = None,
 ) -> Iterator[Run]:
     """Validate everything first, then yield the run; map library errors to ``Exit``.
 
     What is validated is the task's declared needs (``TASK_NEEDS``). With ``json``,
     stdout carries exactly one JSON document, even for an error (the error's line still
-    goes to stderr); everything else goes to stderr.
+    goes to stderr); everything else goes to stderr. ``service`` (``--service``) names
+    the declared service the run is for: it may be left out when the project declares
+    none, or one.
     """
     from ..model.settings import load_settings
     from . import report
@@ -413,12 +517,14 @@ def session(
     cleanup = contextlib.ExitStack()
     cleanup.enter_context(_signals_as_interrupts())
     try:
+        root = project_root(c)
         settings = load_settings(
             flags.settings(),
             task=task,
             env_file=flags.env_file or ".env",
             env_file_required=flags.env_file is not None,
-            root=project_root(c),
+            root=root,
+            service=one_service(root, task, service),
         )
         for warning in settings.warnings:
             logger.warning("warning: %s", warning)
@@ -434,7 +540,8 @@ def session(
             # The files first: if they fail, stdout's one document is the error's.
             report.write_github_files(summary, os.environ)
             if json:
-                _print_json(report.as_json(summary, plan.lines))
+                named = {"service": settings.service} if settings.service else {}
+                _print_json({**named, **report.as_json(summary, plan.lines)})
             else:  # push alone prints just the digest, for scripts
                 print(summary.digest if task == "push" else report.as_text(summary))
 

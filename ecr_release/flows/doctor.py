@@ -33,6 +33,7 @@ from ..outside.docker import Docker, DockerConfig
 from ..outside.process import Runner, SubprocessRunner
 
 if TYPE_CHECKING:
+    from ..model.services import Service
     from ..model.settings import Settings, Sources
     from ..outside.ecr import AwsProbe, CallerIdentity
     from ..outside.registry import Registry
@@ -120,6 +121,7 @@ class Doctor:
     registry_for: RegistryFor | None
     now: Callable[[], datetime]
     timeout: float
+    service: Service | None = None  # a declared service: its values come from there
     config: DockerConfig | None = None
     missing_helpers: list[str] = field(default_factory=list)
     sources: Sources | None = None
@@ -185,6 +187,7 @@ def run_checks(
     registry_for: RegistryFor | None = None,
     now: Callable[[], datetime] | None = None,
     timeout: float = TIMEOUT,
+    service: Service | None = None,
 ) -> list[Check]:
     """Run every check, in order; return one per line, any secret a message quoted masked.
 
@@ -205,6 +208,7 @@ def run_checks(
         registry_for=registry_for,
         now=now or (lambda: datetime.now(UTC)),
         timeout=timeout,
+        service=service,
     )
     from .doctor_checks import CHECKS
 

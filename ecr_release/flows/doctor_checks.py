@@ -110,7 +110,12 @@ def settings(run: Doctor) -> str:
 
     try:
         run.sources = Sources.read(
-            run.flags, run.environ, run.env_file, run.root, env_file_required=run.env_file_required
+            run.flags,
+            run.environ,
+            run.env_file,
+            run.root,
+            env_file_required=run.env_file_required,
+            service=run.service,
         )
         for key in AWS_SECRET_KEYS:
             run.secrets.update(s[key] for s in (run.environ, run.sources.aws_env) if s.get(key))

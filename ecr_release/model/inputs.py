@@ -48,15 +48,17 @@ def build_metadata(
     revision: Revision,
     base_image: str | None,
     made: Provenance | None = None,
+    declared: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The build arguments and OCI labels of an image: (build_args, labels). With
     uncommitted changes that reach the image (``made``), the revision is ``<commit>-dirty``
-    and a label holds the changes' digest."""
+    and a label holds the changes' digest. ``declared``: a service's own build arguments
+    (the suite's own, above, are never among them)."""
     labels = {
         "org.opencontainers.image.version": version,
         "org.opencontainers.image.created": created,
     }
-    build_args = {"APP_VERSION": version, "BUILD_DATE": created}
+    build_args = {**(declared or {}), "APP_VERSION": version, "BUILD_DATE": created}
     commit = made.revision if made is not None else revision.commit
     if commit:
         labels[REVISION] = commit
@@ -91,7 +93,9 @@ def gather(
     raise_on_secrets(settings.build_context, scan.secrets)
     revision = revision() if callable(revision) else revision
     made = provenance(revision, settings.build_context, settings.dockerfile)
-    build_args, labels = build_metadata(version, created, revision, settings.base_image, made)
+    build_args, labels = build_metadata(
+        version, created, revision, settings.base_image, made, settings.build_args
+    )
     dockerfile = Dockerfile.read(settings.dockerfile, build_args)
     found, bases = fingerprint(scan.digest, dockerfile, build_args, resolve_base)
     wanted = {**labels, **found.labels(), **base_labels(bases)}

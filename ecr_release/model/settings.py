@@ -28,11 +28,14 @@ import functools
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SettingsError
+
+if TYPE_CHECKING:
+    from .services import Service
 
 # The patterns are text, matched with re.fullmatch: re compiles each on its first use
 # (and keeps it), so importing this module (`inv --list` does) compiles none.
@@ -65,7 +68,7 @@ _FALSE = {"0", "false", "no", "off"}
 class Settings:
     """Validated configuration of one run. Build it with :func:`load_settings`.
 
-    Every attribute but the last three is a declared :class:`Setting`'s ``attr``.
+    Every attribute but the last five is a declared :class:`Setting`'s ``attr``.
     """
 
     region: str | None
@@ -102,6 +105,8 @@ class Settings:
     aws_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     env_file: Path | None = None
     warnings: tuple[str, ...] = ()
+    service: str | None = None  # the declared service (model/services.py) these are for
+    build_args: Mapping[str, str] = field(default_factory=dict)  # the service's own
 
     def image(self, version: str) -> str:
         """The local image reference for a version."""
@@ -735,6 +740,7 @@ TASK_NEEDS: Mapping[str, frozenset[str]] = {
     "doctor": frozenset({"aws", "build"}),
     "sandbox": frozenset(),
     "scan": frozenset({"version", "aws"}),
+    "plan": frozenset({"version", "aws", "build"}),
 }
 
 
@@ -766,6 +772,9 @@ class Sources:
     dotenv: Mapping[str, str]
     env_path: Path  # as the user knows it, for messages
     root: Path
+    # A declared service's values (model/services.py), above the environment and .env.
+    declared: Mapping[str, str] = field(default_factory=dict)
+    declared_by: str = ""  # where they come from, in words
 
     @classmethod
     def read(
@@ -776,8 +785,10 @@ class Sources:
         root: Path,
         *,
         env_file_required: bool = False,
+        service: Service | None = None,
     ) -> Sources:
-        """Read ``env_path`` (relative to ``root``) with ``dotenv_values``: nothing is exported."""
+        """Read ``env_path`` (relative to ``root``) with ``dotenv_values``: nothing is exported.
+        ``service``: a declared service, whose values stand above the environment and .env."""
         full = root / env_path
         if env_file_required and not full.is_file():
             raise SettingsError(f"--env-file {str(env_path)!r} does not exist")
@@ -792,7 +803,9 @@ class Sources:
                     f"cannot read {env_path}: {exc}; save it as UTF-8 text"
                 ) from exc
             dotenv = {k: v for k, v in values.items() if v is not None}
-        return cls(flags, environ, dotenv, env_path, root)
+        if service is None:
+            return cls(flags, environ, dotenv, env_path, root)
+        return cls(flags, environ, dotenv, env_path, root, service.values, service.origin)
 
     @property
     def env_file(self) -> Path:
@@ -807,12 +820,14 @@ class Sources:
         return self.lookup(key)[0]
 
     def lookup(self, key: str) -> tuple[str | None, str | None]:
-        """The value that wins and where it comes from: "flag", "environment", ".env",
-        "default" (or "default: KEY" for one that takes another's value), or None when
-        the key is unset."""
+        """The value that wins and where it comes from: "flag", a declared service's
+        table, "environment", ".env", "default" (or "default: KEY" for one that takes
+        another's value), or None when the key is unset."""
         flag = self.flags.get(key)
         if flag is not None and flag != "":
             return str(flag), "flag"
+        if key in self.declared:
+            return self.declared[key], self.declared_by
         setting = DECLARED.get(key)
         if setting is None or setting.env:
             for source, origin in ((self.environ, "environment"), (self.dotenv, ".env")):
@@ -916,6 +931,7 @@ def load_settings(
     env_file: str | Path = ".env",
     env_file_required: bool = False,
     root: Path | None = None,
+    service: Service | None = None,
 ) -> Settings:
     """Merge flags, environment, ``.env`` and defaults; validate; return frozen settings.
 
@@ -924,7 +940,8 @@ def load_settings(
     a version, a region, the build paths, promote's tags. ``root`` is the project's
     folder (default: the current one): ``env_file``, ``DOCKERFILE`` and
     ``BUILD_CONTEXT`` are taken from it when relative. ``env_file_required`` makes a
-    missing ``env_file`` an error (it was named explicitly).
+    missing ``env_file`` an error (it was named explicitly). ``service``: the settings of
+    a declared service (``model/services.py``); its problems name it.
     """
     if task not in TASK_NEEDS:
         raise ValueError(f"unknown task {task!r}: declare its needs in TASK_NEEDS")
@@ -934,8 +951,15 @@ def load_settings(
         Path(env_file),
         Path.cwd() if root is None else root,
         env_file_required=env_file_required,
+        service=service,
     )
-    return settings_from(src, task)
+    if service is None:
+        return settings_from(src, task)
+    try:
+        found = settings_from(src, task)
+    except SettingsError as exc:
+        raise SettingsError(f"service {service.name}: {exc.message}") from exc
+    return replace(found, service=service.name, build_args=dict(service.build_args))
 
 
 def settings_from(src: Sources, task: str) -> Settings:

@@ -286,8 +286,10 @@ class Sandbox:
         )
 
     def _registry_alive(self, state: State) -> bool:
+        if not state.registry_port:  # never started: nothing to ask, nothing to make
+            return False
         token = _secret(self.directory / "token", _password)
-        return bool(state.registry_port) and _registry_answers(state.registry_port or 0, token)
+        return _registry_answers(state.registry_port, token)
 
     # -- helpers -------------------------------------------------------------------
 

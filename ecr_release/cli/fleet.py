@@ -1,0 +1,502 @@
+"""Several services at once: ``inv release`` (and ``plan``, ``--dry-run``) over the
+services a project declares (``model/services.py``).
+
+Each service is released by a process of its own (``python -m ecr_release.cli.worker``):
+the same code path as ``inv release --service NAME --json``, with everything a single
+release has (its check, fingerprint, lock, smoke test, gates and verification) and
+nothing shared in memory with the others. A failure, a crash or an interrupt in one
+can never half-release another. At most ``--jobs`` run at once, so at most that many
+builds and pushes. Their output is passed on line by line, each line whole and
+prefixed with the service's name (as compose prefixes its services' logs), on
+stderr; stdout holds the summary table, or one JSON document with an entry per
+service. The exit code is the highest of the services that failed.
+
+``--fail-fast`` stops the rest at the first failure: the running ones get SIGTERM (each
+stops as on Ctrl-C: nothing half-published), the waiting ones never start. Ctrl-C
+reaches every child through the terminal; a SIGTERM to this process is passed on.
+What is checked here first, for every selected service, before any child starts: the
+declaration and each service's settings (one line naming the service), and the
+sandbox is started once (so the children do not race to start it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json as json_module
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from invoke.exceptions import Exit
+
+from ..errors import OutputError, ReleaseError, SettingsError
+
+if TYPE_CHECKING:
+    from ..model.services import Service
+    from ..model.settings import Settings
+    from .session import Flags
+
+# How many services run at once unless --jobs says.
+DEFAULT_JOBS_CAP = 4
+MAX_JOBS = 32
+# The outputs a child would write itself: this process writes one set for all.
+GITHUB_FILES = ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")
+
+
+def default_jobs() -> int:
+    return max(1, min(os.cpu_count() or 1, DEFAULT_JOBS_CAP))
+
+
+def parse_jobs(given: str | int | None) -> int:
+    """``--jobs``: a whole number from 1 to 32 (unset: the CPUs, at most 4)."""
+    if given is None or given == "":
+        return default_jobs()
+    text = str(given).strip()
+    if not text.isdigit() or not 1 <= int(text) <= MAX_JOBS:
+        raise SettingsError(f"--jobs {given!r} must be a whole number from 1 to {MAX_JOBS}")
+    return int(text)
+
+
+@dataclass
+class Outcome:
+    """What one service's release did: its exit code and JSON document (None: it never
+    started), and its wall time."""
+
+    service: str
+    exit_code: int | None = None
+    document: dict[str, Any] | None = None
+    seconds: float = 0.0
+    cancelled: bool = False  # stopped by --fail-fast or an interrupt
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def error(self) -> str:
+        found = (self.document or {}).get("error")
+        if found:
+            return str(found)
+        if self.exit_code is None:
+            return "not started"
+        return f"ended without a result (exit {self.exit_code})"
+
+
+def worst(outcomes: Sequence[Outcome]) -> int:
+    """The run's exit code: the highest of the services that failed (those stopped
+    because another failed do not count); 130 when an interrupt stopped them all."""
+    failed = [o.exit_code for o in outcomes if o.exit_code and not o.cancelled]
+    if failed:
+        return max(failed)
+    if any(o.cancelled for o in outcomes):
+        return 130
+    return 0
+
+
+@dataclass
+class Child:
+    """One service's release, as a spec the worker reads on stdin."""
+
+    service: str | None  # None: the project declares no services
+    spec: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    output: list[bytes] = field(default_factory=list)
+
+
+class Fleet:
+    """Runs the children, at most ``jobs`` at once, and passes their lines on."""
+
+    def __init__(
+        self,
+        jobs: int,
+        *,
+        fail_fast: bool = False,
+        out: IO[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "ecr_release.cli.worker"),
+        clock: Callable[[], float] = time.monotonic,
+        shown: Callable[[str], bool] = lambda line: True,
+    ) -> None:
+        self.jobs, self.fail_fast = jobs, fail_fast
+        self._out = out or sys.stderr
+        environ = os.environ if environ is None else environ
+        self._env = {k: v for k, v in environ.items() if k not in GITHUB_FILES}
+        self._env["PYTHONUNBUFFERED"] = "1"
+        self._command = list(command)
+        self._clock = clock
+        self._shown = shown  # which of the children's lines are passed on
+        self._write = threading.Lock()  # one whole line at a time
+        self._state = threading.Lock()
+        self._stop = threading.Event()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._width = 0
+
+    def run(self, children: Sequence[Child]) -> list[Outcome]:
+        """Every child's outcome, in the order given."""
+        self._width = max((len(child.service or "") for child in children), default=0)
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="service") as pool:
+            futures = [pool.submit(self._one, child) for child in children]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:  # Ctrl-C, or a SIGTERM made one: stop them all
+                self.stop()
+                for future in futures:
+                    future.cancel()
+                pool.shutdown(wait=True)
+                raise
+
+    def stop(self) -> None:
+        """No child starts any more; the running ones are asked to stop (SIGTERM)."""
+        with self._state:
+            self._stop.set()
+            running = list(self._running)
+        for proc in running:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    def _one(self, child: Child) -> Outcome:
+        name = child.service or ""
+        with self._state:
+            if self._stop.is_set():
+                return Outcome(name, cancelled=True)
+            proc = subprocess.Popen(
+                self._command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env,
+            )
+            self._running.add(proc)
+        start = self._clock()
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        lines = threading.Thread(target=self._pass_on, args=(name, proc.stderr), daemon=True)
+        lines.start()
+        try:
+            proc.stdin.write(json_module.dumps(child.spec).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        document = proc.stdout.read()
+        code = proc.wait()
+        lines.join()
+        with self._state:
+            self._running.discard(proc)
+            stopped = self._stop.is_set() and code == 130
+        outcome = Outcome(name, code, _document(document), self._clock() - start, stopped)
+        if code != 0 and self.fail_fast and not stopped:
+            self.stop()
+        return outcome
+
+    def _pass_on(self, name: str, stream: IO[bytes]) -> None:
+        prefix = f"{name:<{self._width}} | " if name else ""
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if not self._shown(line):
+                continue
+            with self._write:
+                self._out.write(f"{prefix}{line}\n")
+                self._out.flush()
+
+
+def _document(data: bytes) -> dict[str, Any] | None:
+    try:
+        found = json_module.loads(data.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def child_spec(
+    *,
+    root: Path,
+    service: Service | None,
+    given: Mapping[str, str | bool | None],
+    env_file: str | None,
+    dry_run: bool,
+) -> Child:
+    """The worker's instructions for one service: ``inv release`` with these flags."""
+    spec = {
+        "root": str(root),
+        "service": service.name if service else None,
+        "given": dict(given),
+        "env_file": env_file,
+        "dry_run": dry_run,
+    }
+    return Child(service.name if service else None, spec)
+
+
+# -- what the person and the pipeline see -----------------------------------------------
+
+
+def result_words(outcome: Outcome) -> str:
+    doc = outcome.document or {}
+    if outcome.ok:
+        if doc.get("dry_run"):
+            return "dry run: " + ("already released" if doc.get("already_released") else "new")
+        return "already released" if doc.get("already_released") else "released and verified"
+    if outcome.exit_code is None:
+        return "not started (--fail-fast)" if outcome.cancelled else "not started"
+    if outcome.cancelled:
+        return "stopped (--fail-fast)"
+    return f"failed (exit {outcome.exit_code})"
+
+
+def table(outcomes: Sequence[Outcome], repositories: Mapping[str, str]) -> str:
+    """One row per service, then each failure's line."""
+    rows = [("service", "repository", "result", "digest", "time")]
+    for o in outcomes:
+        digest = str((o.document or {}).get("digest") or "-")
+        short = digest if digest == "-" else digest[:19] + "..."
+        where = repositories.get(o.service, "")
+        rows.append((o.service, where, result_words(o), short, f"{o.seconds:.1f}s"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]  # fmt: skip
+    done = sum(1 for o in outcomes if o.ok)
+    lines.append(f"{done} of {len(outcomes)} services done")
+    lines += [
+        f"  {o.service}: {o.error}"
+        for o in outcomes
+        if not o.ok and not o.cancelled and o.exit_code is not None
+    ]
+    return "\n".join(lines)
+
+
+def as_json(outcomes: Sequence[Outcome], version: str) -> dict[str, Any]:
+    code = worst(outcomes)
+    return {
+        "ok": code == 0,
+        "version": version,
+        "exit_code": code,
+        "services": [
+            {
+                "service": o.service,
+                "result": result_words(o),
+                "exit_code": o.exit_code,
+                "seconds": round(o.seconds, 3),
+                **{k: v for k, v in (o.document or {}).items() if k != "service"},
+            }
+            for o in outcomes
+        ],
+    }
+
+
+def github_files(outcomes: Sequence[Outcome], environ: Mapping[str, str]) -> None:
+    """One ``services`` output (a JSON list) and one step-summary table for the run."""
+    rows = [
+        {
+            "service": o.service,
+            "ok": o.ok,
+            "image": (o.document or {}).get("image"),
+            "digest": (o.document or {}).get("digest"),
+        }
+        for o in outcomes
+    ]
+    if environ.get("GITHUB_OUTPUT"):
+        with _writing("GITHUB_OUTPUT", environ["GITHUB_OUTPUT"]) as handle:
+            handle.write(f"services={json_module.dumps(rows, separators=(',', ':'))}\n")
+    if environ.get("GITHUB_STEP_SUMMARY"):
+        body = "".join(
+            f"| {o.service} | {result_words(o)} | `{(o.document or {}).get('image') or '-'}` | "
+            f"`{(o.document or {}).get('digest') or '-'}` |\n"
+            for o in outcomes
+        )
+        with _writing("GITHUB_STEP_SUMMARY", environ["GITHUB_STEP_SUMMARY"]) as handle:
+            handle.write(
+                "### Services\n\n| service | result | image | digest |\n| --- | --- | --- | --- |\n"
+                + body
+            )
+
+
+# -- the tasks' side -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _exits(json: bool) -> Iterator[None]:
+    """A ``ReleaseError`` before the children start: one line (and, with ``json``, one
+    document on stdout), its exit code, no traceback."""
+    from . import report
+
+    try:
+        yield
+    except ReleaseError as exc:
+        if json:
+            print(json_module.dumps(report.error_json(exc.message, exc.exit_code), indent=2))
+        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
+
+
+def _prepare(
+    c: Any, flags: Flags, wanted: str | None, *, json: bool, every: bool
+) -> tuple[Path, tuple[Service | None, ...], list[Settings]] | None:
+    """The selected services and their settings, each checked (None: fewer than two, and
+    ``every`` is off: the task runs in this process, as for one service)."""
+    from ..model.services import read_services
+    from ..model.settings import load_settings
+    from .session import project_root
+
+    root = project_root(c)
+    with _exits(json):
+        selected: tuple[Service | None, ...] = read_services(root).select(wanted)
+        if len(selected) < 2 and not every:
+            return None
+        if len(selected) > 1 and flags.given.get("repository"):
+            raise SettingsError(
+                "--repository names one repository, and each of the services has its own "
+                "(in pyproject.toml): leave it out, or name one service with --service"
+            )
+        found = [
+            load_settings(
+                flags.settings(),
+                task="release",
+                env_file=flags.env_file or ".env",
+                env_file_required=flags.env_file is not None,
+                root=root,
+                service=service,
+            )
+            for service in selected or (None,)
+        ]
+    return root, selected or (None,), found
+
+
+def _run(
+    c: Any,
+    flags: Flags,
+    prepared: tuple[Path, tuple[Service | None, ...], list[Settings]],
+    *,
+    jobs: str | int | None,
+    fail_fast: bool,
+    json: bool,
+    dry_run: bool,
+    start_sandbox: bool,
+    verb: str,
+    shown: Callable[[str], bool] = lambda line: True,
+) -> list[Outcome]:
+    from .session import _signals_as_interrupts, sandbox_target
+
+    root, selected, settings = prepared
+    with _exits(json):
+        count = parse_jobs(jobs)
+        if settings[0].sandbox and start_sandbox:
+            sandbox_target(settings[0], start=True)  # once, before the children ask
+    names = [s.name for s in selected if s is not None]
+    if names:
+        print(f"==> {verb} {len(names)} services ({', '.join(names)}), up to {count} at a time",
+              file=sys.stderr)  # fmt: skip
+    children = [
+        child_spec(
+            root=root, service=s, given=flags.given, env_file=flags.env_file, dry_run=dry_run
+        )
+        for s in selected
+    ]
+    try:
+        with _signals_as_interrupts():
+            return Fleet(count, fail_fast=fail_fast, shown=shown).run(children)
+    except KeyboardInterrupt:
+        if json:
+            from . import report
+
+            print(json_module.dumps(report.error_json("interrupted", 130), indent=2))
+        raise Exit(
+            "interrupted: no service was half-published (a tag appears only once its "
+            "manifest is written)",
+            code=130,
+        ) from None
+
+
+def release_many(
+    c: Any,
+    flags: Flags,
+    *,
+    service: str | None,
+    jobs: str | int | None,
+    fail_fast: bool,
+    json: bool,
+    dry_run: bool,
+) -> bool:
+    """``inv release`` over the selected services, when there are two or more (False:
+    fewer, and nothing was done: the task releases the one in this process)."""
+    prepared = _prepare(c, flags, service, json=json, every=False)
+    if prepared is None:
+        return False
+    planning = bool(dry_run or c.config.run.dry)
+    outcomes = _run(
+        c, flags, prepared, jobs=jobs, fail_fast=fail_fast, json=json, dry_run=planning,
+        start_sandbox=not planning, verb="dry run of" if planning else "releasing",
+    )  # fmt: skip
+    version = str(flags.given.get("version"))
+    repositories = {s.service or "": s.repository for s in prepared[2]}
+    if json:
+        print(json_module.dumps(as_json(outcomes, version), indent=2))
+    else:
+        print(table(outcomes, repositories))
+    if not planning:
+        with _exits(json):
+            github_files(outcomes, os.environ)
+    _exit_for(outcomes)
+    return True
+
+
+def plan(c: Any, flags: Flags, *, service: str | None, jobs: str | int | None, json: bool) -> None:
+    """``inv plan``: the services whose version is not released from the same inputs yet,
+    as a GitHub Actions matrix (``{"include": [{"service": ...}, ...]}``)."""
+    prepared = _prepare(c, flags, service, json=json, every=True)
+    assert prepared is not None
+    outcomes = _run(
+        c, flags, prepared, jobs=jobs, fail_fast=False, json=json, dry_run=True,
+        start_sandbox=True, verb="planning", shown=_plan_line,
+    )  # fmt: skip
+    repositories = {s.service or "": s.repository for s in prepared[2]}
+    if worst(outcomes):
+        if json:
+            print(json_module.dumps(as_json(outcomes, str(flags.given.get("version"))), indent=2))
+        else:
+            print(table(outcomes, repositories))
+        _exit_for(outcomes)
+    wanted = [o for o in outcomes if not (o.document or {}).get("already_released")]
+    matrix = {
+        "include": [{"service": o.service, "repository": repositories[o.service]} for o in wanted]
+    }
+    if json:
+        print(json_module.dumps(matrix, indent=2))
+    else:
+        for o in outcomes:
+            state = "to release" if o in wanted else "released from the same inputs: left out"
+            print(f"{o.service or repositories[o.service]}: {state}")
+    if os.environ.get("GITHUB_OUTPUT"):
+        with _exits(json), _writing("GITHUB_OUTPUT", os.environ["GITHUB_OUTPUT"]) as handle:
+            compact = json_module.dumps(matrix, separators=(",", ":"))
+            handle.write(f"matrix={compact}\ncount={len(wanted)}\n")
+
+
+def _plan_line(line: str) -> bool:
+    """What ``plan`` passes on of a dry run: its check, warnings and errors, not the rest
+    of its plan."""
+    return not line.startswith("[dry-run] ") or line.startswith("[dry-run] check:")
+
+
+def _exit_for(outcomes: Sequence[Outcome]) -> None:
+    code = worst(outcomes)
+    if not code:
+        return
+    failed = [o for o in outcomes if o.exit_code and not o.cancelled]
+    if not failed:
+        raise Exit("interrupted: no service was half-published", code=code)
+    listed = ", ".join(f"{o.service} (exit {o.exit_code})" for o in failed)
+    raise Exit(f"error: {len(failed)} of {len(outcomes)} services failed: {listed}", code=code)
+
+
+@contextlib.contextmanager
+def _writing(key: str, path: str) -> Iterator[IO[str]]:
+    try:
+        with Path(path).open("a", encoding="utf-8") as handle:
+            yield handle
+    except OSError as exc:
+        raise OutputError(f"{key} {path} cannot be written: {exc.strerror or exc}") from exc
