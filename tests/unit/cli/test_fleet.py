@@ -1,0 +1,213 @@
+"""Several services at once: the fleet runs a process per service (here a fake worker, a
+small Python script that does what its spec says), at most --jobs at a time, passes
+their lines on whole and prefixed, and aggregates their results."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ecr_release.cli.fleet import Child, Fleet, Outcome, as_json, parse_jobs, table, worst
+from ecr_release.errors import SettingsError
+
+# A fake worker: reads its spec, records when it ran, prints lines (a line may be written
+# in two pieces), sleeps, prints its JSON document and exits with the spec's code. SIGTERM
+# makes it exit 130, as the real worker does (its session turns SIGTERM into Ctrl-C).
+FAKE = r"""
+import json, os, signal, sys, time
+spec = json.loads(sys.stdin.read())
+signal.signal(signal.SIGTERM, lambda *a: (print("stopped", file=sys.stderr, flush=True),
+                                          os._exit(130)))
+with open(spec["log"], "a") as log:
+    log.write(f"start {spec['service']} {time.monotonic()}\n")
+for i in range(spec.get("lines", 0)):
+    sys.stderr.write(f"{spec['service']}-{i} ")
+    sys.stderr.flush()
+    time.sleep(0.001)
+    sys.stderr.write("whole\n")
+    sys.stderr.flush()
+sys.stderr.write(f"github={os.environ.get('GITHUB_OUTPUT', '-')}\n")
+time.sleep(spec.get("sleep", 0))
+with open(spec["log"], "a") as log:
+    log.write(f"end {spec['service']} {time.monotonic()}\n")
+if spec.get("document", True):
+    ok = spec["code"] == 0
+    doc = {"ok": ok, "digest": "sha256:" + "ab" * 32, "image": "h/" + spec["service"] + ":v1"}
+    if not ok:
+        doc = {"ok": False, "error": "smoke test failed", "exit_code": spec["code"]}
+    print(json.dumps(doc))
+sys.exit(spec["code"])
+"""
+
+
+def child(tmp_path: Path, service: str, code: int = 0, **spec: Any) -> Child:
+    return Child(service, {"service": service, "code": code, "log": str(tmp_path / "log"), **spec})
+
+
+def fleet(jobs: int, out: io.StringIO, **options: Any) -> Fleet:
+    return Fleet(
+        jobs,
+        out=out,
+        command=[sys.executable, "-c", FAKE],
+        environ={"PATH": "/usr/bin:/bin", "GITHUB_OUTPUT": "/nowhere"},
+        **options,
+    )
+
+
+def overlap(log: Path) -> int:
+    """The most children that ran at the same time, from their start and end marks."""
+    events = []
+    for line in log.read_text().splitlines():
+        what, _, moment = line.split()
+        events.append((float(moment), 1 if what == "start" else -1))
+    running = most = 0
+    for _, change in sorted(events):
+        running += change
+        most = max(most, running)
+    return most
+
+
+def test_lines_are_passed_on_whole_and_prefixed_with_the_services_name(tmp_path: Path) -> None:
+    out = io.StringIO()
+    outcomes = fleet(2, out).run(
+        [child(tmp_path, "api", lines=200), child(tmp_path, "worker", lines=200)]
+    )
+
+    assert [o.exit_code for o in outcomes] == [0, 0]
+    lines = out.getvalue().splitlines()
+    progress = [line for line in lines if "whole" in line]
+    assert len(progress) == 400
+    for line in progress:  # never two services in one line, never half a line
+        assert re.fullmatch(r"(api    \| api|worker \| worker)-\d+ whole", line), line
+    # The children write no GitHub files: the fleet writes one set for all.
+    assert "api    | github=-" in lines
+    assert "worker | github=-" in lines
+
+
+def test_at_most_jobs_children_run_at_once_and_every_one_runs(tmp_path: Path) -> None:
+    names = ["a", "b", "c", "d", "e"]
+    outcomes = fleet(2, io.StringIO()).run([child(tmp_path, n, sleep=0.3) for n in names])
+
+    assert [o.service for o in outcomes] == names
+    assert all(o.ok for o in outcomes)
+    assert overlap(tmp_path / "log") == 2
+    assert all(o.seconds >= 0.3 for o in outcomes)
+
+
+def test_by_default_a_failure_stops_nothing_else_and_the_worst_code_wins(tmp_path: Path) -> None:
+    children = [child(tmp_path, "api", 3), child(tmp_path, "web", 0), child(tmp_path, "job", 8)]
+    outcomes = fleet(1, io.StringIO()).run(children)
+
+    assert [o.exit_code for o in outcomes] == [3, 0, 8]
+    assert worst(outcomes) == 8
+    assert outcomes[2].error == "smoke test failed"
+    document = as_json(outcomes, "v1")
+    assert document["ok"] is False
+    assert document["exit_code"] == 8
+    assert [s["service"] for s in document["services"]] == ["api", "web", "job"]
+    assert document["services"][1]["image"] == "h/web:v1"
+    assert document["services"][2]["result"] == "failed (exit 8)"
+
+
+def test_fail_fast_stops_the_running_and_never_starts_the_waiting(tmp_path: Path) -> None:
+    out = io.StringIO()
+    start = time.monotonic()
+    outcomes = fleet(2, out, fail_fast=True).run(
+        [
+            child(tmp_path, "slow", sleep=30),
+            child(tmp_path, "bad", 8, sleep=0.5),  # after slow has started
+            child(tmp_path, "later", sleep=30),
+        ]
+    )
+
+    assert time.monotonic() - start < 15
+    slow, bad, later = outcomes
+    assert (bad.exit_code, bad.cancelled) == (8, False)
+    assert (slow.exit_code, slow.cancelled) == (130, True)
+    assert (later.exit_code, later.cancelled) == (None, True)
+    assert "slow  | stopped" in out.getvalue()
+    assert worst(outcomes) == 8  # the cause, not the stops it caused
+    text = table(outcomes, {"slow": "r/slow", "bad": "r/bad", "later": "r/later"})
+    assert "stopped (--fail-fast)" in text
+    assert "not started (--fail-fast)" in text
+    assert "  bad: smoke test failed" in text
+    assert "0 of 3 services done" in text
+
+
+def test_a_child_with_no_document_is_a_failure_that_says_so(tmp_path: Path) -> None:
+    (outcome,) = fleet(1, io.StringIO()).run([child(tmp_path, "api", 1, document=False)])
+
+    assert outcome.document is None
+    assert outcome.error == "ended without a result (exit 1)"
+    assert worst([outcome]) == 1
+
+
+def test_the_table_has_a_row_per_service_and_says_what_each_did() -> None:
+    doc = {"ok": True, "digest": "sha256:" + "c" * 64, "already_released": True}
+    outcomes = [
+        Outcome("api", 0, {"ok": True, "digest": "sha256:" + "d" * 64}, 12.34),
+        Outcome("worker", 0, doc, 0.4),
+    ]
+
+    lines = table(outcomes, {"api": "shop/api", "worker": "shop/worker"}).splitlines()
+    assert lines[0].split() == ["service", "repository", "result", "digest", "time"]
+    assert lines[1].split()[:2] == ["api", "shop/api"]
+    assert "released and verified" in lines[1] and "12.3s" in lines[1]
+    assert "already released" in lines[2]
+    assert lines[-1] == "2 of 2 services done"
+    assert worst(outcomes) == 0
+
+
+def test_an_interrupt_counts_as_130_when_nothing_failed() -> None:
+    assert worst([Outcome("a", 0), Outcome("b", 130, cancelled=True)]) == 130
+
+
+@pytest.mark.parametrize("given", ["0", "33", "two", "-1"])
+def test_jobs_is_a_whole_number_from_1_to_32(given: str) -> None:
+    with pytest.raises(SettingsError, match="--jobs"):
+        parse_jobs(given)
+
+
+def test_jobs_defaults_to_the_cpus_at_most_4() -> None:
+    assert 1 <= parse_jobs(None) <= 4
+    assert parse_jobs("7") == 7
+
+
+def test_the_worker_answers_a_bad_setting_with_one_json_document_and_its_code(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api" / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "pyproject.toml").write_text('[tool.ecr-release.services.api]\ncontext = "api"\n')
+    spec = {
+        "root": str(tmp_path),
+        "service": "api",
+        "given": {"version": "v1", "repository": None, "region": None, "profile": None},
+        "env_file": None,
+        "dry_run": False,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "ecr_release.cli.worker"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_CONFIG_FILE": "/nonexistent"},
+        timeout=60,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert json.loads(done.stdout) == {
+        "ok": False,
+        "error": done.stderr.strip().splitlines()[-1].removeprefix("error: "),
+        "exit_code": 2,
+    }
+    assert "service api: AWS_REGION is not set" in done.stderr
+    assert "Traceback" not in done.stderr
