@@ -34,7 +34,7 @@ from ecr_release.model.settings import (
 
 ROOT = Path(__file__).resolve().parents[3]
 # Settings' attributes that no setting fills: they say where the values came from.
-NOT_DECLARED = {"aws_env", "env_file", "warnings"}
+NOT_DECLARED = {"aws_env", "env_file", "warnings", "service", "build_args"}
 
 
 def test_each_settings_attribute_is_one_declared_setting() -> None:
