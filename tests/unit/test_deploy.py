@@ -2,8 +2,10 @@
 
 The role's policy grants exactly the ECR actions the suite uses, on one repository
 (the login token excepted); the trust policy lets only a repository's ``v*`` tags
-assume the role; the workflows pin every action by commit, never expand an
-expression inside a script, and release with ``inv release --version ... --json``.
+assume the role; the workflows pin every action by commit and never expand an
+expression inside a script; the release workflow plans (``inv plan``), releases each
+planned service in a matrix leg of its own (``inv release --service``) and then moves
+the moving tags of every service at once (``inv promote``).
 These are file checks: nothing here talks to AWS or GitHub (moto stands in for
 IAM's policy syntax check).
 """
@@ -47,6 +49,18 @@ TRUST_CONDITION = {
 PINNED_USES = re.compile(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(?:\.\d+)*\s*$")
 USES_LINE = re.compile(r"^\s*(?:-\s+)?uses\s*:")
 VERSION_EXPR = "${{ inputs.version || github.ref_name }}"
+SERVICE_EXPR = "${{ matrix.service }}"
+MATRIX_EXPR = "${{ fromJSON(needs.plan.outputs.matrix) }}"
+MOVING_TAGS_EXPR = "${{ vars.RELEASE_MOVING_TAGS }}"
+# The release legs run when the plan found something to release; the tags move after
+# every leg succeeded, or when none ran because nothing needed releasing.
+RELEASE_IF = "needs.plan.outputs.count != '0'"
+PROMOTE_IF = (
+    "always() && vars.RELEASE_MOVING_TAGS != '' && needs.plan.result == 'success'"
+    " && (needs.release.result == 'success' || needs.release.result == 'skipped')"
+)
+# What runs the suite in a workflow step.
+SUITE = "uv run --no-dev inv "
 
 
 # ------------------------------------------------------------------ helpers
@@ -95,10 +109,45 @@ def uses_of(workflow: dict[str, Any]) -> list[str]:
     return reusable + [step["uses"] for step in steps(workflow) if "uses" in step]
 
 
-def step_using(workflow: dict[str, Any], action: str) -> dict[str, Any]:
-    found = [step for step in steps(workflow) if step.get("uses", "").startswith(f"{action}@")]
-    assert len(found) == 1, f"expected one {action} step, found {len(found)}"
+def steps_using(workflow: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    """Each job's one step using ACTION (every job of the workflow has one)."""
+    found = []
+    for name, job in jobs(workflow).items():
+        using = [s for s in job.get("steps", []) if s.get("uses", "").startswith(f"{action}@")]
+        assert len(using) == 1, f"{name}: expected one {action} step, found {len(using)}"
+        found += using
+    return found
+
+
+def job_running(workflow: dict[str, Any], task: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The one job (its id and itself) with a step running ``inv TASK``, and that step."""
+    found = [
+        (name, job, step)
+        for name, job in jobs(workflow).items()
+        for step in job.get("steps", [])
+        if f"{SUITE}{task} " in step.get("run", "")
+    ]
+    assert len(found) == 1, f"expected one step running inv {task}, found {len(found)}"
     return found[0]
+
+
+def env_var(run: str, flag: str) -> str:
+    """The variable a script passes as ``--FLAG "$VAR"``."""
+    match = re.search(rf'{flag} "\$(\w+)"', run)
+    assert match, f'{flag} "$VAR" not in {run}'
+    return match.group(1)
+
+
+def condition(job: dict[str, Any]) -> str:
+    """A job's ``if:``, without its optional ``${{ }}`` and with single spaces."""
+    text = " ".join(str(job["if"]).split())
+    if text.startswith("${{") and text.endswith("}}"):
+        text = text[3:-2].strip()
+    return text
+
+
+def needs(job: dict[str, Any]) -> set[str]:
+    return set(as_list(job.get("needs", [])))
 
 
 def filled(text: str) -> str:
@@ -229,7 +278,8 @@ def test_no_expression_is_expanded_inside_a_script(path: Path) -> None:
 def test_checkout_keeps_no_credentials_and_every_job_has_a_timeout(path: Path) -> None:
     workflow = load_workflow(path)
 
-    assert step_using(workflow, "actions/checkout")["with"]["persist-credentials"] is False
+    for checkout in steps_using(workflow, "actions/checkout"):
+        assert checkout["with"]["persist-credentials"] is False
     for job in jobs(workflow).values():
         assert isinstance(job["timeout-minutes"], int)
 
@@ -253,35 +303,70 @@ def test_release_job_may_mint_an_oidc_token_and_read_the_code_only() -> None:
 
 def test_release_gets_credentials_from_the_role_not_from_secrets() -> None:
     workflow = load_workflow(RELEASE)
-    credentials = step_using(workflow, "aws-actions/configure-aws-credentials")
-
-    assert credentials["with"] == {
-        "role-to-assume": "${{ vars.AWS_ROLE_ARN }}",
-        "aws-region": "${{ vars.AWS_REGION }}",
-    }
+    for credentials in steps_using(workflow, "aws-actions/configure-aws-credentials"):
+        assert credentials["with"] == {
+            "role-to-assume": "${{ vars.AWS_ROLE_ARN }}",
+            "aws-region": "${{ vars.AWS_REGION }}",
+        }
     assert "secrets." not in RELEASE.read_text()
 
 
-def test_release_runs_the_suite_with_json_and_the_version_through_env() -> None:
-    workflow = load_workflow(RELEASE)
-    (job,) = jobs(workflow).values()
-    (step,) = [step for step in steps(workflow) if "inv release" in step.get("run", "")]
+def test_plan_job_exposes_the_matrix_and_its_count_from_its_step() -> None:
+    _, job, step = job_running(load_workflow(RELEASE), "plan")
+
+    run = step["run"]
+    assert "--json" in run.split()
+    assert step["env"][env_var(run, "inv plan --version")] == VERSION_EXPR
+    assert job["outputs"] == {
+        "matrix": f"${{{{ steps.{step['id']}.outputs.matrix }}}}",
+        "count": f"${{{{ steps.{step['id']}.outputs.count }}}}",
+    }
+
+
+def test_release_runs_the_suite_per_service_with_json_and_the_version_through_env() -> None:
+    _, job, step = job_running(load_workflow(RELEASE), "release")
 
     run = step["run"]
     assert "inv release --version" in run
     assert "--json" in run.split()
-    match = re.search(r'inv release --version "\$(\w+)"', run)
-    assert match, run
-    assert step["env"][match.group(1)] == VERSION_EXPR
-    assert job["outputs"] == {
-        "image": f"${{{{ steps.{step['id']}.outputs.image }}}}",
-        "digest": f"${{{{ steps.{step['id']}.outputs.digest }}}}",
-    }
+    assert step["env"][env_var(run, "inv release --version")] == VERSION_EXPR
+    assert step["env"][env_var(run, "--service")] == SERVICE_EXPR
+    # A matrix job's outputs would keep one leg's values only: each leg's step summary
+    # and JSON carry its image and digest instead.
+    assert "outputs" not in job
+
+
+def test_release_runs_one_leg_per_planned_service_and_only_when_there_is_one() -> None:
+    workflow = load_workflow(RELEASE)
+    plan, _, _ = job_running(workflow, "plan")
+    _, job, _ = job_running(workflow, "release")
+
+    assert plan == "plan"  # the name the matrix and the guard read
+    assert needs(job) == {plan}
+    assert condition(job) == RELEASE_IF
+    # One failed service cancels no other.
+    assert job["strategy"] == {"matrix": MATRIX_EXPR, "fail-fast": False}
+    assert "matrix.service" in job["name"]
+
+
+def test_promote_moves_the_tags_of_every_service_once_after_every_leg() -> None:
+    workflow = load_workflow(RELEASE)
+    plan, _, _ = job_running(workflow, "plan")
+    release, _, _ = job_running(workflow, "release")
+    _, job, step = job_running(workflow, "promote")
+
+    assert release == "release"  # the name the guard reads
+    assert needs(job) == {plan, release}
+    assert condition(job) == PROMOTE_IF
+    run = step["run"]
+    assert step["env"][env_var(run, "inv promote --version")] == VERSION_EXPR
+    assert step["env"][env_var(run, "--tag")] == MOVING_TAGS_EXPR
+    # No per-service promotion: one step moves every service's tags.
+    assert "--service" not in run and "matrix" not in job
 
 
 def test_release_settings_come_from_repository_variables_of_the_same_name() -> None:
-    (job,) = jobs(load_workflow(RELEASE)).values()
-    env = job["env"]
+    env = load_workflow(RELEASE)["env"]
 
     for key, value in env.items():
         assert value == f"${{{{ vars.{key} }}}}", key
@@ -289,6 +374,23 @@ def test_release_settings_come_from_repository_variables_of_the_same_name() -> N
     # runner has no AWS profiles).
     assert set(env) == {setting.key for setting in SETTINGS if setting.in_workflow}
     assert {"AWS_REGION", "AWS_PROFILE"}.isdisjoint(env)
+
+
+def test_every_job_that_runs_the_suite_has_the_settings() -> None:
+    workflow = load_workflow(RELEASE)
+    wanted = {s.key: f"${{{{ vars.{s.key} }}}}" for s in SETTINGS if s.in_workflow}
+    running = {
+        name: [step for step in job.get("steps", []) if SUITE in step.get("run", "")]
+        for name, job in jobs(workflow).items()
+    }
+
+    assert {name for name, found in running.items() if found} == {"plan", "release", "promote"}
+    for name, found in running.items():
+        for step in found:
+            # A step sees the workflow's env, then its job's, then its own.
+            env = {**workflow.get("env", {}), **jobs(workflow)[name].get("env", {})}
+            env |= step.get("env", {})
+            assert {key: env.get(key) for key in wanted} == wanted, name
 
 
 def test_two_releases_of_one_version_queue_and_none_is_cancelled() -> None:
