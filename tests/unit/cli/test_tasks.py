@@ -30,6 +30,7 @@ TASKS = [
     "tag",
     "push",
     "release",
+    "plan",
     "promote",
     "config",
     "doctor",
@@ -632,3 +633,94 @@ def test_scan_needs_a_version(cli: Cli, listener: Listener) -> None:
     done = cli("scan", env_file="AWS_REGION=eu-west-1\n")
     assert_one_line_error(done, 2, "--version is required")
     assert listener.connections == 0
+
+
+# -- several services ----------------------------------------------------------------------
+
+SERVICES = """
+[tool.ecr-release.services.api]
+context = "api"
+repository = "shop/api"
+
+[tool.ecr-release.services.worker]
+context = "worker"
+"""
+
+
+def declare(cli: Cli, declaration: str = SERVICES) -> None:
+    for name in ("api", "worker"):
+        (cli.work / name).mkdir(exist_ok=True)
+        (cli.work / name / "Dockerfile").write_text("FROM scratch\n")
+    (cli.work / "pyproject.toml").write_text(declaration)
+
+
+def test_a_bad_declaration_is_refused_before_anything_runs(cli: Cli, listener: Listener) -> None:
+    declare(cli, SERVICES + 'dockerfil = "x"\n')
+    for argv in (
+        ["release", "--version", "v1"],
+        ["plan", "--version", "v1"],
+        ["build", "--version", "v1"],
+    ):
+        done = cli(*argv, env_file="AWS_REGION=eu-west-1\n")
+        assert_one_line_error(
+            done, 2, "[tool.ecr-release.services.worker] in pyproject.toml: unknown key 'dockerfil'"
+        )
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+def test_a_services_bad_setting_names_it_before_any_service_starts(
+    cli: Cli, listener: Listener
+) -> None:
+    declare(cli)
+    done = cli("release", "--version", "v1", env_file="AWS_REGION=eu-west-1\nSMOKE_TIMEOUT=0\n")
+    assert_one_line_error(done, 2, "service api: SMOKE_TIMEOUT '0' must be a whole number")
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+def test_a_one_image_task_needs_service_when_several_are_declared(cli: Cli) -> None:
+    declare(cli)
+    done = cli("build", "--version", "v1", env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, "2 services are declared (api, worker): name one with --service")
+    assert not cli.docker_log.exists()
+
+    done = cli("build", "--version", "v1", "--service", "api")
+    assert done.returncode == 0, done.stderr
+    logged = cli.docker_log.read_text().splitlines()
+    assert logged[0].startswith(f"build -t shop/api:v1 -f {cli.work}/api/Dockerfile ")
+    assert "built shop/api:v1" in done.stdout
+
+
+def test_service_must_name_a_declared_service_and_repository_one_service(cli: Cli) -> None:
+    declare(cli)
+    cli("config", env_file="AWS_REGION=eu-west-1\n")
+    done = cli("release", "--version", "v1", "--service", "web")
+    assert_one_line_error(
+        done, 2, "--service 'web' is not declared in pyproject.toml: the services are api, worker"
+    )
+    done = cli("release", "--version", "v1", "--repository", "other")
+    assert_one_line_error(done, 2, "--repository names one repository")
+    assert not cli.docker_log.exists()
+
+
+def test_jobs_must_be_a_whole_number(cli: Cli) -> None:
+    declare(cli)
+    done = cli("release", "--version", "v1", "--jobs", "0", env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, "--jobs '0' must be a whole number from 1 to 32")
+    assert not cli.docker_log.exists()
+
+
+def test_config_shows_each_service_and_where_its_values_come_from(cli: Cli) -> None:
+    declare(cli)
+    done = cli("config", "--json", env_file="AWS_REGION=eu-west-1\nECR_REPOSITORY=from-env\n")
+    assert done.returncode == 0, done.stderr
+    views = json.loads(done.stdout)["services"]
+    assert set(views) == {"api", "worker"}
+    api = views["api"]["settings"]["ECR_REPOSITORY"]
+    assert api == {"value": "shop/api", "source": "pyproject.toml [tool.ecr-release.services.api]"}
+    assert views["worker"]["settings"]["ECR_REPOSITORY"]["value"] == "worker"
+    assert views["worker"]["settings"]["AWS_REGION"]["source"] == ".env"
+    text = cli("config").stdout
+    assert text.startswith("service api:\n  ")
+    assert "\nservice worker:\n" in text
