@@ -101,13 +101,18 @@ def promote_all(c: Any, flags: Flags, version: str | None, *, service: str | Non
 def _require_everywhere(version: str, runs: list[tuple[str | None, Run]]) -> None:
     from ..errors import SettingsError
 
-    missing = [str(name) for name, run in runs if run.steps.published.released(version) is None]
+    found = {name: run.steps.published.released(version) for name, run in runs}
+    missing = [str(name) for name, released in found.items() if released is None]
     if missing:
         raise SettingsError(
             f"{version} is not released for {', '.join(missing)}: no tag was moved (every "
             f"service must have it first, so that no tag points at a mix): inv release "
             f"--version {version}"
         )
+    for name, run in runs:  # and every tag may move, everywhere, before any does
+        released = found[name]
+        assert released is not None
+        run.steps.published.tags.to_put(run.steps.settings.tags, released.manifest.digest)
 
 
 def run_doctor(c: Any, flags: Flags, *, service: str | None = None) -> None:

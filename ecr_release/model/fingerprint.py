@@ -30,6 +30,11 @@ BASE_DIGEST = "org.opencontainers.image.base.digest"
 # Not inputs: time changes on every build, and SOURCE_URL is how this checkout names its
 # remote (ssh on a laptop, https on a CI runner), not what the image is made of.
 NOT_INPUTS = frozenset({"BUILD_DATE", "SOURCE_URL"})
+# Not an input of a declared service either: the commit. In a repository of several
+# services, a commit that changes one service must leave the others' inputs (their
+# context, Dockerfile, bases and own arguments) the same, so that a rerun at the next
+# commit finds them released. Without a declaration the commit stays an input, as it was.
+SERVICE_NOT_INPUTS = frozenset({"VCS_REF"})
 
 
 def _sha256(text: str) -> str:
@@ -102,9 +107,10 @@ def _label(name: str) -> str:
     return name.replace("_", "-")
 
 
-def build_args_digest(build_args: Mapping[str, str]) -> str:
-    """The build arguments that shape the image, in a stable order."""
-    kept = sorted((k, v) for k, v in build_args.items() if k not in NOT_INPUTS)
+def build_args_digest(build_args: Mapping[str, str], ignored: frozenset[str] = frozenset()) -> str:
+    """The build arguments that shape the image, in a stable order (``ignored``: more that
+    do not count, for this build)."""
+    kept = sorted((k, v) for k, v in build_args.items() if k not in NOT_INPUTS and k not in ignored)
     return _sha256("".join(f"{k}={v}\0" for k, v in kept))
 
 
@@ -117,16 +123,18 @@ def fingerprint(
     dockerfile: Dockerfile,
     build_args: Mapping[str, str],
     resolve: Callable[[str], str],
+    ignored: frozenset[str] = frozenset(),
 ) -> tuple[Fingerprint, list[BaseImage]]:
     """The fingerprint of a build, and the images it reads (``resolve`` names each one's
-    identity, pulling it when it is not here)."""
+    identity, pulling it when it is not here; ``ignored``: build arguments that are not
+    inputs of this build)."""
     read = dockerfile.images_read()  # a Dockerfile Docker would refuse fails here, first
     bases = [BaseImage(name, resolve(name), name == read.final_base) for name in read.all]
     found = Fingerprint(
         context=context_digest,
         dockerfile="sha256:" + hashlib.sha256(dockerfile.data).hexdigest(),
         base=base_digest(bases),
-        build_args=build_args_digest(build_args),
+        build_args=build_args_digest(build_args, ignored),
     )
     return found, bases
 

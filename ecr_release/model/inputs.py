@@ -18,7 +18,14 @@ from ..outside.git import Revision
 from ..outside.registry import Manifest
 from .buildcontext import FileDigests, needed, raise_on_secrets, scan_context
 from .dockerfile import Dockerfile, context_sources, split_labels
-from .fingerprint import BaseImage, Fingerprint, base_labels, fingerprint, verb_for
+from .fingerprint import (
+    SERVICE_NOT_INPUTS,
+    BaseImage,
+    Fingerprint,
+    base_labels,
+    fingerprint,
+    verb_for,
+)
 from .provenance import UNCOMMITTED_LABEL, Provenance, provenance
 from .settings import Settings
 
@@ -97,7 +104,8 @@ def gather(
         version, created, revision, settings.base_image, made, settings.build_args
     )
     dockerfile = Dockerfile.read(settings.dockerfile, build_args)
-    found, bases = fingerprint(scan.digest, dockerfile, build_args, resolve_base)
+    ignored = SERVICE_NOT_INPUTS if settings.service else frozenset()
+    found, bases = fingerprint(scan.digest, dockerfile, build_args, resolve_base, ignored)
     wanted = {**labels, **found.labels(), **base_labels(bases)}
     # What the Dockerfile's LABEL reads from build arguments costs no build step of its own.
     carried, passed = split_labels(dockerfile, wanted, build_args)
