@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +44,7 @@ from ecr_release.outside.ecr import Authorization, Ecr, ScanFindings
 from ecr_release.outside.git import Change, Revision
 from ecr_release.outside.localstate import (
     LoginRecords,
+    login_lock_name,
     pull_lock_name,
     release_lock,
 )
@@ -894,6 +897,24 @@ def _look(world: World, name: str) -> LockLook:
     return LockLook(world.tmp / "cache" / "ecr-release" / "locks", name)
 
 
+def _bounded(work: Callable[[], object], seconds: float = 60.0) -> None:
+    """Run ``work`` in a thread; fail if it is not done in ``seconds`` (a deadlock)."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds}s: a lock waits for itself?"
+    if failures:
+        raise failures[0]
+
+
 def test_a_missing_base_image_is_pulled_under_the_machines_pull_lock(
     make_world: Callable[..., World],
 ) -> None:
@@ -904,6 +925,36 @@ def test_a_missing_base_image_is_pulled_under_the_machines_pull_lock(
     assert (look.held, look.free) == (1, 0)
     pulls = [args for args, _ in world.docker.calls if args[1] == "pull"]
     assert pulls == [["docker", "pull", BASE]]
+
+
+def test_each_login_holds_the_machines_login_lock_and_a_relogin_does_not_wait_for_itself(
+    make_world: Callable[..., World],
+) -> None:
+    """The release's login, the fresh one after a 401 (``_relogin``: a forced login) and
+    ``inv login --force`` each run once, under the registry's lock, and none waits on a
+    lock its own run holds."""
+    world = make_world()
+    world.docker.push_outcomes = ["unauthorized: authentication required"]
+    look = world.docker.on_verb["login"] = _look(world, login_lock_name(HOST))
+    _bounded(lambda: world.release.release("v1"))
+    _bounded(lambda: world.release.login(force=True))
+    assert world.docker.verbs() == [
+        *("build", "login", "tag", "push", "login", "push", "tag", "rmi", "login")
+    ]
+    assert (look.held, look.free) == (3, 0)
+
+
+def test_two_runs_logging_in_at_once_log_in_once(make_world: Callable[..., World]) -> None:
+    """Two services' runs on one machine and registry: the second waits for the first's
+    login, then finds it valid and skips its own (without the lock both log in)."""
+    world = make_world(now=BEFORE_EXPIRY)
+    runs = [world.release, world.new_run()]
+    # A slow login: the other run, unless the lock holds it back, checks meanwhile.
+    world.docker.on_verb["login"] = lambda: time.sleep(0.5)
+    with ThreadPoolExecutor(2) as pool:
+        hosts = [future.result(timeout=60) for future in [pool.submit(r.login) for r in runs]]
+    assert hosts == [HOST, HOST]
+    assert world.docker.verbs() == ["login"]
 
 
 def test_daemon_down_fails_before_anything(make_world: Callable[..., World]) -> None:
