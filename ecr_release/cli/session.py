@@ -315,11 +315,6 @@ def make_release(
     runner = runner or SubprocessRunner(out)
     clock = clock or Clock()
     kind = ecr.PlanningEcr if dry_run else ecr.Ecr
-    docker = Docker(
-        PlanningRunner(runner) if dry_run else runner,
-        environ=environ,
-        idle_limit=settings.docker_idle_timeout,
-    )
     if sandbox is not None:
         api = ecr.SandboxApi(sandbox.api, sandbox.access_key)
         connect = connect or functools.partial(ecr.connect, sandbox=api)
@@ -328,6 +323,12 @@ def make_release(
     else:
         state = LocalState(cache_dir(environ), read_only=dry_run)
         identity = ecr.aws_identity(settings, environ)
+    docker = Docker(  # a base image two runs on this machine need is pulled by one of them
+        PlanningRunner(runner) if dry_run else runner,
+        environ=environ,
+        idle_limit=settings.docker_idle_timeout,
+        pull_lock=state.pull_lock,
+    )
     known = StoredLogins(state.logins, identity, docker, clock.now)
     access = ecr.EcrAccess(
         lambda: (connect or ecr.connect)(settings, kind),

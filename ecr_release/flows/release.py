@@ -42,7 +42,7 @@ from ..model.settings import Settings, reference_name_problem
 from ..outside import git as gitinfo
 from ..outside import sendcontext
 from ..outside.docker import Docker, push_with_retries
-from ..outside.ecr import EcrAccess, Repository, RepositoryConfig, load_sdk
+from ..outside.ecr import Authorization, EcrAccess, Repository, RepositoryConfig, load_sdk
 from ..outside.localstate import LocalState
 from ..outside.registry import Manifest
 from .candidate import Gates, Shipping
@@ -154,19 +154,13 @@ class Release:
         return repository
 
     def login(self, *, force: bool = False) -> str:
-        """``docker login`` to the registry with a fresh token, unless a valid login exists."""
-        config = self.docker.config()
-        if not force:
-            host = self.ecr.host()
-            reason = self.state.logins.reuse_reason(config, host, self._clock.now())
-            if reason:
-                log.info("login skipped: %s", reason)
-                return host
-        auth = self.ecr.token(fresh=force)
-        self._progress(f"login {auth.host}")
-        self.docker.login(auth.host, auth.username, auth.password)
-        self.state.logins.record(config.directory, auth.host, auth.expires_at)
-        return auth.host
+        """``docker login`` to the registry with a fresh token, unless a valid login exists
+        (or ``force``): one process on this machine at a time per registry, so the next one
+        finds the login the first made."""
+        auth = self.ecr.token(fresh=True) if force else None
+        host = auth.host if auth else self.ecr.host()
+        with self.state.login_lock(host):
+            return _log_in(self, host, auth)
 
     def tag(self, version: str) -> str:
         """``docker tag IMAGE_NAME:version HOST/REPOSITORY:version``; return the target."""
@@ -290,6 +284,22 @@ class Release:
                     digests=self.state.context_digests(settings.build_context),
                 )
         return self._gathered[version]
+
+
+def _log_in(run: Release, host: str, auth: Authorization | None) -> str:
+    """The login to ``host``, under its lock: with ``auth`` (forced), or else unless docker's
+    login is valid. Docker's config is read here, under the lock: another process may have
+    just logged in."""
+    config = run.docker.config()
+    if auth is None:
+        if reason := run.state.logins.reuse_reason(config, host, run._clock.now()):
+            log.info("login skipped: %s", reason)
+            return host
+        auth = run.ecr.token()
+    run._progress(f"login {auth.host}")
+    run.docker.login(auth.host, auth.username, auth.password)
+    run.state.logins.record(config.directory, auth.host, auth.expires_at)
+    return auth.host
 
 
 def sent_context(

@@ -17,6 +17,7 @@ of AWS, and nothing of how the smoke test judges an image (``flows.smoke`` does)
 from __future__ import annotations
 
 import base64
+import contextlib
 import enum
 import json
 import logging
@@ -44,6 +45,9 @@ __all__ = [  # the runner's names stay importable from here
 ]
 
 log = logging.getLogger(__name__)
+
+# This machine's lock for one image reference, held around a pull (see ``pull_missing``).
+PullLock = Callable[[str], contextlib.AbstractContextManager[None]]
 
 PUSH_ATTEMPTS = 4
 BACKOFF_SECONDS = 2.0
@@ -297,7 +301,9 @@ class Docker(DockerCli):
 
     ``environ`` is the environment the docker CLI runs with; it is read only to
     name ``DOCKER_HOST`` when the daemon does not answer. ``idle_limit`` is how long
-    build, push and pull may print nothing before they are stopped.
+    build, push and pull may print nothing before they are stopped. ``pull_lock``, when
+    given, is this machine's lock for an image reference: a missing base image is pulled
+    under it, by one process at a time (see :func:`pull_missing`).
     """
 
     def __init__(
@@ -307,10 +313,12 @@ class Docker(DockerCli):
         environ: Mapping[str, str] | None = None,
         *,
         idle_limit: float = IDLE_SECONDS,
+        pull_lock: PullLock | None = None,
     ) -> None:
         super().__init__(runner, binary, environ)
         self.containers = Containers(runner, binary, environ)
         self._idle = idle_limit
+        self._pull_lock = pull_lock
         # One `docker image inspect` per image a run looks at: forgotten when this run
         # builds, tags or pulls that reference.
         self._inspected: dict[str, ImageInfo | None] = {}
@@ -392,9 +400,10 @@ class Docker(DockerCli):
         found = self.inspect(reference)
         return found.id if found else None
 
-    def inspect(self, reference: str) -> ImageInfo | None:
-        """What docker knows of a local image (one ``docker image inspect``), or None."""
-        if reference not in self._inspected:
+    def inspect(self, reference: str, *, fresh: bool = False) -> ImageInfo | None:
+        """What docker knows of a local image (one ``docker image inspect``), or None.
+        ``fresh``: asked again, not answered from what this run saw before."""
+        if fresh or reference not in self._inspected:
             self._inspected[reference] = self._inspect(reference)
         return self._inspected[reference]
 
@@ -432,10 +441,7 @@ class Docker(DockerCli):
     def image_identity(self, reference: str) -> str:
         """What an image the build reads resolves to here: its repo digest (the same on every
         machine) when docker knows one, else its local image ID. Pulled when not local."""
-        found = self.inspect(reference)
-        if found is None:
-            self.pull(reference)
-            found = self.inspect(reference)
+        found = self.inspect(reference) or pull_missing(self, reference, self._pull_lock)
         if found is None:
             raise DockerError(
                 f"the image {reference} is not on this machine and could not be pulled: check "
@@ -527,6 +533,16 @@ class Containers(DockerCli):
     def has_network(self, name: str) -> bool:
         """Does the daemon have this network (``docker network inspect``)?"""
         return self._call([self._binary, "network", "inspect", name]).returncode == 0
+
+
+def pull_missing(docker: Docker, reference: str, lock: PullLock | None) -> ImageInfo | None:
+    """``docker pull`` an image that was not local, and look at it again. Under ``lock``
+    (this machine's, for the reference) it is first looked at afresh: another process may
+    have pulled it meanwhile (two services on one base image), and then it is not pulled."""
+    with lock(reference) if lock is not None else contextlib.nullcontext():
+        if lock is None or docker.inspect(reference, fresh=True) is None:
+            docker.pull(reference)
+        return docker.inspect(reference)
 
 
 def stopped_message(args: Sequence[str], result: Result, daemon: str) -> str:

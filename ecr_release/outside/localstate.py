@@ -1,4 +1,5 @@
-"""What the suite keeps on this machine: login expiry per registry host, and release locks.
+"""What the suite keeps on this machine: login expiry per registry host, and its locks: one
+per repository (a release), per image reference (a pull) and per registry host (a login).
 
 Both live under the user's cache directory (``$XDG_CACHE_HOME/ecr-release`` or
 ``~/.cache/ecr-release``). The login record holds only the host, the Docker
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 LOCK_PREFIX_CHARS = 64
 # A login is reused only while it stays valid for at least this long.
 LOGIN_MARGIN = timedelta(minutes=30)
+# How long a run waits for another process on this machine: its release of the same
+# repository, its pull of the same image (bounded by docker's idle limit, not its length:
+# a large image may take long), its login to the same registry (a token and a login).
+RELEASE_WAIT_SECONDS = 900.0
+PULL_WAIT_SECONDS = 3600.0
+LOGIN_WAIT_SECONDS = 300.0
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -147,13 +154,39 @@ class LocalState:
 
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Serialize releases of ``name`` on this machine (nothing to hold in a dry run)."""
+        return self._hold(name, f"release of {name}", RELEASE_WAIT_SECONDS)
+
+    def pull_lock(self, reference: str) -> contextlib.AbstractContextManager[None]:
+        """One ``docker pull`` of ``reference`` at a time on this machine."""
+        return self._hold(pull_lock_name(reference), f"pull of {reference}", PULL_WAIT_SECONDS)
+
+    def login_lock(self, host: str) -> contextlib.AbstractContextManager[None]:
+        """One login to the registry ``host`` at a time on this machine (and one writer of
+        docker's config.json for it)."""
+        return self._hold(login_lock_name(host), f"login to {host}", LOGIN_WAIT_SECONDS)
+
+    def _hold(
+        self, name: str, what: str, timeout: float
+    ) -> contextlib.AbstractContextManager[None]:
         if self.read_only:
             return contextlib.nullcontext()
         return release_lock(
             self.directory / "locks",
             name,
-            on_wait=lambda: log.info("waiting for another release of %s on this machine", name),
+            timeout=timeout,
+            on_wait=lambda: log.info("waiting for another %s on this machine", what),
+            what=what,
         )
+
+
+# A repository's lock name is REGION-REPOSITORY, and neither holds a colon: these never
+# equal one.
+def pull_lock_name(reference: str) -> str:
+    return f"pull:{reference}"
+
+
+def login_lock_name(host: str) -> str:
+    return f"login:{host}"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -177,11 +210,14 @@ def release_lock(
     on_wait: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    what: str | None = None,
 ) -> Iterator[None]:
     """Hold an exclusive lock named ``name`` on this machine; wait up to ``timeout`` seconds.
+    ``what`` is what the holder does, in words (``release of NAME`` unless told).
 
     The kernel releases a ``flock`` when its process dies, so a crashed release
-    never leaves a stale lock behind.
+    never leaves a stale lock behind. Each call opens the file anew: a second hold from
+    the same process (another thread, or a nested call) waits like any other.
     """
     path = directory / lock_file_name(name)
     try:
@@ -205,8 +241,9 @@ def release_lock(
                 waited = True
                 if clock() >= deadline:
                     raise LockedError(
-                        f"another release of {name} is still running on this machine after "
-                        f"{timeout:.0f}s: wait for it to finish, then run the release again"
+                        f"another {what or 'release of ' + name} is still running on this "
+                        f"machine after {timeout:.0f}s: wait for it to finish, then run the "
+                        "release again"
                     ) from None
                 sleep(0.2)
         try:

@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +42,12 @@ from ecr_release.model.settings import Settings
 from ecr_release.outside.docker import Docker, Result
 from ecr_release.outside.ecr import Authorization, Ecr, ScanFindings
 from ecr_release.outside.git import Change, Revision
-from ecr_release.outside.localstate import LoginRecords, release_lock
+from ecr_release.outside.localstate import (
+    LoginRecords,
+    login_lock_name,
+    pull_lock_name,
+    release_lock,
+)
 from ecr_release.outside.registry import Manifest, RawManifest, Registry
 
 from ..plans import RELEASE_PLAN, plan_lines, planned_steps, step_line
@@ -153,6 +160,7 @@ class FakeDocker:
     push_cancelled: bool = False
     fail: dict[str, Result] = field(default_factory=dict)
     on_build: Callable[[], None] | None = None
+    on_verb: dict[str, Callable[[], None]] = field(default_factory=dict)  # before it runs
     builds: int = 0
     # Docker's containerd image store: once pushed, an image's ID is its manifest digest.
     containerd: bool = False
@@ -179,6 +187,8 @@ class FakeDocker:
         self.calls.append((args, input))
         verb = args[1]
         self.idle_limits[verb] = idle
+        if verb in self.on_verb:
+            self.on_verb[verb]()
         if verb in self.fail:
             return self.fail[verb]
         if verb == "build":
@@ -196,6 +206,8 @@ class FakeDocker:
             data.setdefault("auths", {})[args[-1]] = {"auth": token}
             self.config_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(data))
+        elif verb == "pull":
+            self.images[args[-1]] = BASE_ID
         elif verb == "tag":
             if args[2] not in self.images:
                 return Result(1, f"Error response from daemon: No such image: {args[2]}")
@@ -861,6 +873,88 @@ def test_release_holds_the_machine_lock(make_world: Callable[..., World]) -> Non
     world.docker.on_build = try_lock
     world.release.release("v1")
     assert len(seen) == 1 and seen[0].startswith("another release of")
+
+
+@dataclass
+class LockLook:
+    """A docker hook: is this machine's lock ``name`` held (by the run) when the command
+    runs? ``held`` and ``free`` count the looks that found it held, and free."""
+
+    locks: Path
+    name: str
+    held: int = 0
+    free: int = 0
+
+    def __call__(self) -> None:
+        try:
+            with release_lock(self.locks, self.name, timeout=0):
+                self.free += 1
+        except LockedError:
+            self.held += 1
+
+
+def _look(world: World, name: str) -> LockLook:
+    return LockLook(world.tmp / "cache" / "ecr-release" / "locks", name)
+
+
+def _bounded(work: Callable[[], object], seconds: float = 60.0) -> None:
+    """Run ``work`` in a thread; fail if it is not done in ``seconds`` (a deadlock)."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds}s: a lock waits for itself?"
+    if failures:
+        raise failures[0]
+
+
+def test_a_missing_base_image_is_pulled_under_the_machines_pull_lock(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    del world.docker.images[BASE]
+    look = world.docker.on_verb["pull"] = _look(world, pull_lock_name(BASE))
+    world.release.release("v1")
+    assert (look.held, look.free) == (1, 0)
+    pulls = [args for args, _ in world.docker.calls if args[1] == "pull"]
+    assert pulls == [["docker", "pull", BASE]]
+
+
+def test_each_login_holds_the_machines_login_lock_and_a_relogin_does_not_wait_for_itself(
+    make_world: Callable[..., World],
+) -> None:
+    """The release's login, the fresh one after a 401 (``_relogin``: a forced login) and
+    ``inv login --force`` each run once, under the registry's lock, and none waits on a
+    lock its own run holds."""
+    world = make_world()
+    world.docker.push_outcomes = ["unauthorized: authentication required"]
+    look = world.docker.on_verb["login"] = _look(world, login_lock_name(HOST))
+    _bounded(lambda: world.release.release("v1"))
+    _bounded(lambda: world.release.login(force=True))
+    assert world.docker.verbs() == [
+        *("build", "login", "tag", "push", "login", "push", "tag", "rmi", "login")
+    ]
+    assert (look.held, look.free) == (3, 0)
+
+
+def test_two_runs_logging_in_at_once_log_in_once(make_world: Callable[..., World]) -> None:
+    """Two services' runs on one machine and registry: the second waits for the first's
+    login, then finds it valid and skips its own (without the lock both log in)."""
+    world = make_world(now=BEFORE_EXPIRY)
+    runs = [world.release, world.new_run()]
+    # A slow login: the other run, unless the lock holds it back, checks meanwhile.
+    world.docker.on_verb["login"] = lambda: time.sleep(0.5)
+    with ThreadPoolExecutor(2) as pool:
+        hosts = [future.result(timeout=60) for future in [pool.submit(r.login) for r in runs]]
+    assert hosts == [HOST, HOST]
+    assert world.docker.verbs() == ["login"]
 
 
 def test_daemon_down_fails_before_anything(make_world: Callable[..., World]) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import io
 import json
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from ecr_release.outside.docker import (
     parse_push_digest,
     push_with_retries,
 )
+from ecr_release.outside.localstate import release_lock
 
 AUTH, FATAL, IMMUTABLE_TAG, TRANSIENT = (
     PushFailure.AUTH,
@@ -301,6 +305,106 @@ def test_a_base_image_that_is_not_local_is_pulled_once() -> None:
     failing = FakeRunner(Result(1, "No such image"), Result(1, "Error: pull access denied\n"))
     with pytest.raises(DockerError, match=r"docker pull python:3\.12-slim failed"):
         Docker(failing).image_identity("python:3.12-slim")
+
+
+class OneDaemon:
+    """The docker daemon of one machine, which several runs (processes) ask at once: the
+    base image is missing until a pull brings it. Each run's first look waits until every
+    run has looked, so all of them find it missing before any pulls."""
+
+    def __init__(self, runs: int) -> None:
+        self.verbs: list[str] = []
+        self._pulled = threading.Event()
+        self._guard = threading.Lock()
+        self._looked: set[int] = set()
+        self._all_looked = threading.Barrier(runs)
+
+    def __call__(
+        self,
+        args: Sequence[str],
+        *,
+        input: str | None = None,
+        stream: bool = False,
+        timeout: float | None = None,
+        idle: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Result:
+        with self._guard:
+            self.verbs.append(args[1])
+            first = threading.get_ident() not in self._looked
+            self._looked.add(threading.get_ident())
+        if args[1] == "pull":
+            time.sleep(0.1)  # a pull takes a while
+            self._pulled.set()
+            return Result(0, "pulled\n")
+        if first:
+            self._all_looked.wait(10)
+        if self._pulled.is_set():
+            return Result(0, inspected(digests=["python@sha256:" + "1" * 64]))
+        return Result(1, "Error response from daemon: No such image: python:3.12-slim\n")
+
+
+@pytest.mark.parametrize(("locked", "pulls"), [(True, 1), (False, 2)])
+def test_two_runs_missing_the_same_base_image_pull_it_once(
+    tmp_path: Path, locked: bool, pulls: int
+) -> None:
+    """Two services on one base image, released at once: the second run waits for the
+    first's pull, looks again and finds the image (without the lock both pull)."""
+    daemon = OneDaemon(2)
+
+    def pull_lock(reference: str) -> contextlib.AbstractContextManager[None]:
+        return release_lock(tmp_path, f"pull:{reference}", timeout=30)
+
+    dockers = [Docker(daemon, pull_lock=pull_lock if locked else None) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        found = list(pool.map(lambda docker: docker.image_identity("python:3.12-slim"), dockers))
+    assert daemon.verbs.count("pull") == pulls
+    assert found == ["python@sha256:" + "1" * 64] * 2
+
+
+def test_a_pull_lock_that_finds_the_image_pulled_meanwhile_does_not_pull() -> None:
+    """Missing at first, present once the lock is held (another run pulled it while this
+    one waited): looked at afresh, not taken from the first look, and not pulled."""
+    runner = FakeRunner(Result(1, "Error: No such image"), Result(0, inspected()))
+    held: list[str] = []
+
+    @contextlib.contextmanager
+    def pull_lock(reference: str) -> Iterator[None]:
+        held.append(reference)
+        yield
+
+    assert Docker(runner, pull_lock=pull_lock).image_identity("python:3.12-slim") == DIGEST
+    assert [c.args[1] for c in runner.calls] == ["image", "image"]
+    assert held == ["python:3.12-slim"]
+
+
+def test_a_base_image_still_missing_under_the_lock_is_pulled_while_it_is_held() -> None:
+    runner = FakeRunner(
+        Result(1, "Error: No such image"),
+        Result(1, "Error: No such image"),
+        Result(0, "pulled\n"),
+        Result(0, inspected()),
+    )
+    seen: list[list[str]] = []
+
+    @contextlib.contextmanager
+    def pull_lock(reference: str) -> Iterator[None]:
+        seen.append([c.args[1] for c in runner.calls])
+        yield
+        seen.append([c.args[1] for c in runner.calls])
+
+    assert Docker(runner, pull_lock=pull_lock).image_identity("python:3.12-slim") == DIGEST
+    assert seen == [["image"], ["image", "image", "pull", "image"]]
+
+
+def test_a_local_base_image_takes_no_pull_lock() -> None:
+    runner = FakeRunner(Result(0, inspected()))
+
+    def pull_lock(reference: str) -> contextlib.AbstractContextManager[None]:
+        raise AssertionError("no lock for an image that is here")
+
+    assert Docker(runner, pull_lock=pull_lock).image_identity("python:3.12-slim") == DIGEST
+    assert [c.args[1] for c in runner.calls] == ["image"]
 
 
 def test_check_daemon_argument_list() -> None:

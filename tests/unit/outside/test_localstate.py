@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +25,8 @@ from ecr_release.outside.localstate import (
     LoginRecords,
     cache_dir,
     lock_file_name,
+    login_lock_name,
+    pull_lock_name,
     release_lock,
 )
 
@@ -438,6 +441,85 @@ def test_read_only_state_records_nothing_and_takes_no_lock(tmp_path: Path) -> No
     with state.lock("eu-west-1-widgets"), state.lock("eu-west-1-widgets"):
         pass
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_read_only_state_takes_no_pull_or_login_lock(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "cache", read_only=True)
+    with (
+        state.pull_lock("python:3.12-slim"),
+        state.pull_lock("python:3.12-slim"),
+        state.login_lock(HOST),
+        state.login_lock(HOST),
+    ):
+        pass
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    ("take", "name"),
+    [
+        (lambda state: state.pull_lock("python:3.12-slim"), pull_lock_name("python:3.12-slim")),
+        (lambda state: state.login_lock(HOST), login_lock_name(HOST)),
+    ],
+    ids=["pull", "login"],
+)
+def test_pull_and_login_locks_are_held_under_the_state_directory(
+    tmp_path: Path,
+    take: Callable[[LocalState], contextlib.AbstractContextManager[None]],
+    name: str,
+) -> None:
+    locks = tmp_path / "cache" / "locks"
+    with take(LocalState(tmp_path / "cache")):
+        assert not _free(locks, name)
+        assert _free(locks, "eu-west-1-widgets")  # a release of a repository: not held
+    assert _free(locks, name)
+
+
+def test_a_lock_that_times_out_names_what_its_holder_does(tmp_path: Path) -> None:
+    with (
+        Holder(tmp_path, pull_lock_name("python:3")),
+        pytest.raises(LockedError, match=r"^another pull of python:3 is still running on this"),
+        release_lock(tmp_path, pull_lock_name("python:3"), timeout=0, what="pull of python:3"),
+    ):
+        pass
+
+
+def test_a_wait_for_a_pull_or_a_login_says_what_it_waits_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = LocalState(tmp_path / "cache")
+    locks = tmp_path / "cache" / "locks"
+    takes: list[tuple[str, contextlib.AbstractContextManager[None], str]] = [
+        (pull_lock_name("python:3"), state.pull_lock("python:3"), "pull of python:3"),
+        (login_lock_name(HOST), state.login_lock(HOST), f"login to {HOST}"),
+    ]
+    for name, taken, said in takes:
+        holder = Holder(locks, name).__enter__()
+        threading.Timer(0.5, holder.release).start()
+        with caplog.at_level(logging.INFO), taken:
+            pass
+        assert f"waiting for another {said} on this machine" in caplog.text
+
+
+def test_pull_and_login_lock_names_never_equal_a_repositorys(tmp_path: Path) -> None:
+    """A release's lock is REGION-REPOSITORY; a pull's or a login's holds a colon, which
+    neither a region nor a repository name can."""
+    names = {
+        pull_lock_name("eu-west-1-widgets"),
+        login_lock_name("eu-west-1-widgets"),
+        pull_lock_name(f"{HOST}/eu-west-1-widgets:v1"),
+        login_lock_name(HOST),
+    }
+    assert all(":" in name for name in names)
+    assert "eu-west-1-widgets" not in names
+    files = {lock_file_name(name) for name in names}
+    assert lock_file_name("eu-west-1-widgets") not in files
+    assert len(files) == len(names)
+    # And held at once, none blocks the release's lock.
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            stack.enter_context(release_lock(tmp_path, name, timeout=0))
+        assert _free(tmp_path, "eu-west-1-widgets")
 
 
 def test_state_locks_under_its_directory(tmp_path: Path) -> None:
