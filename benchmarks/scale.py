@@ -50,6 +50,7 @@ from benchmarks.compare import (
 )
 from tests.e2e.project import ROOT, Project
 from tests.e2e.stack import Stack
+from tests.wheel import uv_binary
 
 CASES = ("rerun", "new", "shipped", "list", "growth")
 DEFAULT_RUNS = {"rerun": 7, "new": 5, "shipped": 7, "list": 21}
@@ -61,15 +62,6 @@ TITLES = {
 }
 GOALS = {"new": 0.75, "shipped": 0.35, "list": 1.1}
 RERUN_GOAL_SECONDS = 0.6
-
-
-def uv_binary() -> str:
-    """uv itself, not a version manager's shim in front of it (which costs a shell's start)."""
-    found = os.environ.get("UV") or shutil.which("uv") or "uv"
-    if "/shims/" in found:
-        done = subprocess.run(["pyenv", "which", "uv"], capture_output=True, text=True)
-        found = done.stdout.strip() or found
-    return found
 
 
 class UvSuite(Suite):

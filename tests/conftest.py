@@ -1,4 +1,4 @@
-"""Shared fixtures: no test can reach a real AWS account."""
+"""Shared fixtures: no test can reach a real AWS account; the package's wheel."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.wheel import build_wheel
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +51,9 @@ def make_settings() -> Callable[..., Any]:
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's wheel, as ``uv build --wheel`` makes it: built once per session."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))

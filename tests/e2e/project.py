@@ -111,16 +111,7 @@ class Project:
 
     def remove_images(self) -> None:
         """Remove every image of this project's repository from the engine (not the base)."""
-        listed = docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
-        # REPOSITORY:TAG or HOST[:PORT]/REPOSITORY:TAG (the sandbox's host has a port).
-        names = {ref: ref.rsplit(":", 1)[0] for ref in listed}
-        mine = [
-            ref
-            for ref, name in names.items()
-            if name == self.repository or name.endswith(f"/{self.repository}")
-        ]
-        if mine:
-            docker("rmi", "-f", *mine)
+        remove_images(self.repository)
 
     # -- driving the CLI -------------------------------------------------------------
 
@@ -244,6 +235,19 @@ def fails_then_heals(
     assert again.returncode == 0, again.stderr
     assert stack.registry_tags(project.repository) == ["v1"]
     return done, again
+
+
+def remove_images(repository: str) -> None:
+    """Remove every image named after ``repository`` from the engine: the local image and
+    the registry's references to it."""
+    listed = docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    # REPOSITORY:TAG or HOST[:PORT]/REPOSITORY:TAG (the sandbox's host has a port).
+    names = {ref: ref.rsplit(":", 1)[0] for ref in listed}
+    mine = [
+        ref for ref, name in names.items() if name == repository or name.endswith(f"/{repository}")
+    ]
+    if mine:
+        docker("rmi", "-f", *mine)
 
 
 def docker(*args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
