@@ -460,20 +460,34 @@ def plan(c: Any, flags: Flags, *, service: str | None, jobs: str | int | None, j
         else:
             print(table(outcomes, repositories))
         _exit_for(outcomes)
-    wanted = [o for o in outcomes if not (o.document or {}).get("already_released")]
-    matrix = {
-        "include": [{"service": o.service, "repository": repositories[o.service]} for o in wanted]
-    }
+    found = matrix(outcomes, repositories)
+    wanted = {entry["service"] for entry in found["include"]}
     if json:
-        print(json_module.dumps(matrix, indent=2))
+        print(json_module.dumps(found, indent=2))
     else:
         for o in outcomes:
-            state = "to release" if o in wanted else "released from the same inputs: left out"
+            state = (
+                "to release" if o.service in wanted else "released from the same inputs: left out"
+            )
             print(f"{o.service or repositories[o.service]}: {state}")
     if os.environ.get("GITHUB_OUTPUT"):
         with _exits(json), _writing("GITHUB_OUTPUT", os.environ["GITHUB_OUTPUT"]) as handle:
-            compact = json_module.dumps(matrix, separators=(",", ":"))
+            compact = json_module.dumps(found, separators=(",", ":"))
             handle.write(f"matrix={compact}\ncount={len(wanted)}\n")
+
+
+def matrix(
+    outcomes: Sequence[Outcome], repositories: Mapping[str, str]
+) -> dict[str, list[dict[str, str]]]:
+    """The services a plan's dry runs found not released from the same inputs, as a GitHub
+    Actions ``strategy.matrix`` (``include``: one entry per service, in declaration order)."""
+    return {
+        "include": [
+            {"service": o.service, "repository": repositories[o.service]}
+            for o in outcomes
+            if o.ok and not (o.document or {}).get("already_released")
+        ]
+    }
 
 
 def _plan_line(line: str) -> bool:

@@ -29,6 +29,7 @@ from ..errors import ReleaseError
 from ..model.settings import FLAGS, Setting
 
 if TYPE_CHECKING:  # the rest is imported when a task runs: `inv --list` stays fast
+    from ..flows.doctor import Check
     from ..flows.release import Clock, Release, Summary
     from ..model.services import Service
     from ..model.settings import Settings
@@ -116,34 +117,39 @@ def _require_everywhere(version: str, runs: list[tuple[str | None, Run]]) -> Non
 
 
 def run_doctor(c: Any, flags: Flags, *, service: str | None = None) -> None:
-    """``inv doctor``: every check, one line each, for each selected service; exit with the
-    first failing area's code. With ``--sandbox`` the sandbox is started (or healed)
-    first, and checked."""
+    """``inv doctor``: every check, one line each; exit with the first failing area's code.
+    With services declared, what they share (docker, AWS, the registry) is shown once and
+    then each selected service's own checks (settings, build context, working tree,
+    repository). With ``--sandbox`` the sandbox is started (or healed) first, and checked."""
+    from ..flows.doctor import Check, exit_code, render
     from ..model.services import read_services
 
+    tty = sys.stdout.isatty()
     try:
         chosen = read_services(project_root(c)).select(service)
     except ReleaseError as exc:
-        print(render_failure("services", exc.message, tty=sys.stdout.isatty()))
+        print(render([Check("settings", "services", False, exc.message, "fix it")], tty=tty))
         raise Exit(code=exc.exit_code) from exc
-    codes = []
-    for one in chosen or (None,):
-        if one is not None:
-            print(f"service {one.name}:")
-        codes.append(_doctor(c, flags, one))
-    worst = max(codes)
+    found = [(one, _doctor(c, flags, one)) for one in chosen or (None,)]
+    if chosen:
+        print(render([c for c in found[0][1] if c.name not in SERVICE_CHECKS], tty=tty))
+        for one, checks in found:
+            assert one is not None
+            own = render([c for c in checks if c.name in SERVICE_CHECKS], tty=tty)
+            print(f"service {one.name}:\n" + _indented(own))
+    else:
+        print(render(found[0][1], tty=tty))
+    worst = max(exit_code(checks) for _, checks in found)
     if worst:
         raise Exit(code=worst)
 
 
-def render_failure(name: str, detail: str, *, tty: bool) -> str:
-    from ..flows.doctor import Check, render
-
-    return render([Check("settings", name, False, detail, "fix pyproject.toml")], tty=tty)
+# The doctor's checks that differ from one declared service to another.
+SERVICE_CHECKS = frozenset({"settings", "build context", "working tree", "repository"})
 
 
-def _doctor(c: Any, flags: Flags, service: Service | None) -> int:
-    from ..flows.doctor import exit_code, render, run_checks
+def _doctor(c: Any, flags: Flags, service: Service | None) -> list[Check]:
+    from ..flows.doctor import run_checks
     from ..model.settings import Sources
     from ..outside.ecr import SandboxApi, connect_probe
 
@@ -161,7 +167,7 @@ def _doctor(c: Any, flags: Flags, service: Service | None) -> int:
                 raise Exit("error: the sandbox is not running, and --dry starts nothing", code=2)
             api = SandboxApi(target.api, target.access_key)
             connect = functools.partial(connect_probe, sandbox=api)
-    checks = run_checks(
+    return run_checks(
         flags.settings(),
         environ=os.environ,
         root=root,
@@ -170,9 +176,6 @@ def _doctor(c: Any, flags: Flags, service: Service | None) -> int:
         connect=connect,
         service=service,
     )
-    text = render(checks, tty=sys.stdout.isatty())
-    print(text if service is None else "\n".join(f"  {line}" for line in text.splitlines()))
-    return exit_code(checks)
 
 
 def show_scan(run: Run, *, json: bool = False) -> None:

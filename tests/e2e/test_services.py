@@ -73,6 +73,13 @@ def test_three_services_one_failing_its_smoke_test_then_a_rerun_after_the_fix(
         ECR_TAG_MUTABILITY="IMMUTABLE_WITH_EXCLUSION", ECR_TAG_MUTABILITY_EXCLUSIONS="latest"
     )
 
+    dry = project.inv("release", "--version", "v1", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert {name: entry["result"] for name, entry in by_service(dry).items()} == {
+        name: "dry run: new" for name in ("api", "worker", "broken")
+    }
+    assert all(project.backend.registry_tags(r) == [] for r in repositories.values())
+
     done = project.inv("release", "--version", "v1", "--json", "--jobs", "3")
 
     assert done.returncode == 8, done.stderr  # the worst of the three: the smoke test's

@@ -211,3 +211,56 @@ def test_the_worker_answers_a_bad_setting_with_one_json_document_and_its_code(
     }
     assert "service api: AWS_REGION is not set" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_plan_is_a_matrix_of_the_services_not_released_from_the_same_inputs() -> None:
+    from ecr_release.cli.fleet import matrix
+
+    outcomes = [
+        Outcome("api", 0, {"ok": True, "dry_run": True, "already_released": False}),
+        Outcome("worker", 0, {"ok": True, "dry_run": True, "already_released": True}),
+        Outcome("jobs", 0, {"ok": True, "dry_run": True, "already_released": False}),
+    ]
+    repositories = {"api": "shop/api", "worker": "shop/worker", "jobs": "shop/jobs"}
+
+    assert matrix(outcomes, repositories) == {
+        "include": [
+            {"service": "api", "repository": "shop/api"},
+            {"service": "jobs", "repository": "shop/jobs"},
+        ]
+    }
+    assert matrix(outcomes[1:2], repositories) == {"include": []}
+    # A project without a declaration: one entry, service "" (every service, the one).
+    single = [Outcome("", 0, {"ok": True, "already_released": False})]
+    assert matrix(single, {"": "widget-server"}) == {
+        "include": [{"service": "", "repository": "widget-server"}]
+    }
+
+
+def test_github_gets_one_services_output_and_one_table(tmp_path: Path) -> None:
+    from ecr_release.cli.fleet import github_files
+
+    outcomes = [
+        Outcome("api", 0, {"ok": True, "image": "h/api:v1", "digest": "sha256:1"}),
+        Outcome("jobs", 8, {"ok": False, "error": "smoke", "exit_code": 8}),
+    ]
+    output, summary = tmp_path / "out", tmp_path / "summary"
+    github_files(outcomes, {"GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)})
+
+    key, _, value = output.read_text().strip().partition("=")
+    assert key == "services"
+    assert json.loads(value) == [
+        {"service": "api", "ok": True, "image": "h/api:v1", "digest": "sha256:1"},
+        {"service": "jobs", "ok": False, "image": None, "digest": None},
+    ]
+    table_text = summary.read_text()
+    assert "| api | released and verified | `h/api:v1` | `sha256:1` |" in table_text
+    assert "| jobs | failed (exit 8) | `-` | `-` |" in table_text
+
+
+def test_an_unwritable_github_file_is_an_output_error(tmp_path: Path) -> None:
+    from ecr_release.cli.fleet import github_files
+    from ecr_release.errors import OutputError
+
+    with pytest.raises(OutputError, match="GITHUB_OUTPUT"):
+        github_files([Outcome("api", 0, {})], {"GITHUB_OUTPUT": str(tmp_path / "no" / "file")})

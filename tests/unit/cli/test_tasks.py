@@ -724,3 +724,31 @@ def test_config_shows_each_service_and_where_its_values_come_from(cli: Cli) -> N
     text = cli("config").stdout
     assert text.startswith("service api:\n  ")
     assert "\nservice worker:\n" in text
+
+
+def test_doctor_shows_the_shared_checks_once_then_each_services_own(cli: Cli) -> None:
+    declare(cli)
+    done = cli("doctor", env_file="AWS_REGION=eu-west-1\n")
+    lines = done.stdout.splitlines()
+
+    assert sum(1 for line in lines if "docker CLI:" in line) == 1
+    assert lines.index("service api:") < lines.index("service worker:")
+    api = lines[lines.index("service api:") + 1 : lines.index("service worker:")]
+    assert [line.split(":")[0].split(maxsplit=1)[1] for line in api] == [
+        "settings",
+        "build context",
+        "working tree",
+        "repository",
+    ]
+    assert "repository shop/api, image shop/api" in api[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_doctor_names_a_bad_declaration_as_a_failing_check(cli: Cli) -> None:
+    declare(cli, SERVICES + "smoke-test = 1\n")
+    done = cli("doctor", env_file="AWS_REGION=eu-west-1\n")
+
+    assert done.returncode == 2
+    assert done.stdout.startswith("FAIL services: [tool.ecr-release.services.worker]")
+    assert "smoke-test must be true or false" in done.stdout
+    assert not cli.docker_log.exists()
