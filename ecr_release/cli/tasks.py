@@ -18,7 +18,6 @@ from pathlib import Path
 from invoke.collection import Collection
 from invoke.tasks import task
 
-from . import fleet
 from .session import (
     Flags,
     flag_help,
@@ -148,6 +147,8 @@ def release(
     """Build, smoke-test, ensure-repo, login, tag and push VERSION, then verify it (every
     declared service, in parallel)."""
     flags = Flags.of(locals())
+    from . import fleet  # several services: imported when a release runs
+
     many = {"jobs": jobs, "fail_fast": fail_fast, "json": json, "dry_run": dry_run}
     if fleet.release_many(c, flags, service=service, **many):
         return
@@ -170,6 +171,8 @@ def plan(
 ):
     """List the services VERSION still needs releasing (--json: a GitHub Actions matrix)."""
     flags = Flags.of(locals())
+    from . import fleet
+
     fleet.plan(c, flags, service=service, jobs=jobs, json=json)
 
 
