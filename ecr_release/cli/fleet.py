@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 # How many services run at once unless --jobs says.
 DEFAULT_JOBS_CAP = 4
 MAX_JOBS = 32
+# How a child asked to stop ends: as on Ctrl-C (130), or by the SIGTERM itself when it
+# came before the child's own handler was in place (143).
+STOPPED = (130, 143)
 # The outputs a child would write itself: this process writes one set for all.
 GITHUB_FILES = ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")
 
@@ -186,10 +189,12 @@ class Fleet:
             pass
         document = proc.stdout.read()
         code = proc.wait()
+        if code < 0:  # killed by a signal: as a shell says it (SIGTERM: 143)
+            code = 128 - code
         lines.join()
         with self._state:
             self._running.discard(proc)
-            stopped = self._stop.is_set() and code == 130
+            stopped = self._stop.is_set() and code in STOPPED
         outcome = Outcome(name, code, _document(document), self._clock() - start, stopped)
         if code != 0 and self.fail_fast and not stopped:
             self.stop()

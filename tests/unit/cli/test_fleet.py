@@ -264,3 +264,14 @@ def test_an_unwritable_github_file_is_an_output_error(tmp_path: Path) -> None:
 
     with pytest.raises(OutputError, match="GITHUB_OUTPUT"):
         github_files([Outcome("api", 0, {})], {"GITHUB_OUTPUT": str(tmp_path / "no" / "file")})
+
+
+def test_a_child_killed_by_a_signal_has_the_shells_exit_code(tmp_path: Path) -> None:
+    script = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    (outcome,) = Fleet(1, out=io.StringIO(), command=[sys.executable, "-c", script]).run(
+        [child(tmp_path, "api")]
+    )
+
+    assert outcome.exit_code == 137
+    assert worst([outcome]) == 137
+    assert outcome.error == "ended without a result (exit 137)"
