@@ -192,7 +192,9 @@ class Sandbox:
                 if held:
                     removed.append(f"docker's login to {host}")
             for path in sorted(self.directory.glob("**/*"), reverse=True):
-                if path.suffix != ".lock":  # the lock we hold stays, for the next up
+                # The lock we hold stays, for the next up; the releases' own locks (a
+                # login's, a pull's, under local/) go with the rest: nothing runs now.
+                if path.suffix != ".lock" or path.parent != self.directory:
                     with contextlib.suppress(OSError):
                         path.unlink() if not path.is_dir() else path.rmdir()
         return removed

@@ -275,6 +275,10 @@ def test_two_ups_at_once_start_one_sandbox(tmp_path: Path, fake_api: str) -> Non
 def test_down_removes_everything_and_is_idempotent(sandbox: Sandbox, docker: FakeDocker) -> None:
     target = sandbox.up()
     pid = State.load(sandbox.directory / "state.json").api_pid
+    # A release's login lock and pull lock, under the sandbox's local state (flock files).
+    locks = sandbox.directory / "local" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "login_127.0.0.1-0123456789abcdef.lock").touch()
     removed = sandbox.down()
     assert f"container {sandbox.container}" in removed and f"volume {sandbox.volume}" in removed
     assert any(line.startswith("ECR API process") for line in removed)
