@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -55,7 +55,13 @@ GITHUB_FILES = ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")
 
 
 def default_jobs() -> int:
-    return max(1, min(os.cpu_count() or 1, DEFAULT_JOBS_CAP))
+    """The CPUs this process may use (its affinity, as a container's limit sets it), at
+    most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on every platform
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, DEFAULT_JOBS_CAP))
 
 
 def parse_jobs(given: str | int | None) -> int:
@@ -110,8 +116,6 @@ class Child:
 
     service: str | None  # None: the project declares no services
     spec: dict[str, Any]
-    proc: subprocess.Popen[bytes] | None = None
-    output: list[bytes] = field(default_factory=list)
 
 
 class Fleet:
@@ -133,6 +137,12 @@ class Fleet:
         environ = os.environ if environ is None else environ
         self._env = {k: v for k, v in environ.items() if k not in GITHUB_FILES}
         self._env["PYTHONUNBUFFERED"] = "1"
+        # The worker imports this package from where this process found it (a checkout
+        # beside tasks.py that is not installed, too).
+        here = str(Path(__file__).resolve().parents[2])
+        self._env["PYTHONPATH"] = os.pathsep.join(
+            part for part in (here, self._env.get("PYTHONPATH", "")) if part
+        )
         self._command = list(command)
         self._clock = clock
         self._shown = shown  # which of the children's lines are passed on
@@ -141,20 +151,22 @@ class Fleet:
         self._stop = threading.Event()
         self._running: set[subprocess.Popen[bytes]] = set()
         self._width = 0
+        self._silenced = False  # our stderr failed (a closed pipe): lines are dropped
+        self.interrupted = False  # Ctrl-C or SIGTERM stopped the run
 
     def run(self, children: Sequence[Child]) -> list[Outcome]:
-        """Every child's outcome, in the order given."""
+        """Every child's outcome, in the order given. Ctrl-C (or SIGTERM made one) asks
+        every running child to stop, once, waits for them, and returns the outcomes with
+        ``interrupted`` set; a second one while they stop is raised."""
         self._width = max((len(child.service or "") for child in children), default=0)
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="service") as pool:
             futures = [pool.submit(self._one, child) for child in children]
             try:
                 return [future.result() for future in futures]
-            except BaseException:  # Ctrl-C, or a SIGTERM made one: stop them all
+            except KeyboardInterrupt:
+                self.interrupted = True
                 self.stop()
-                for future in futures:
-                    future.cancel()
-                pool.shutdown(wait=True)
-                raise
+                return [future.result() for future in futures]
 
     def stop(self) -> None:
         """No child starts any more; the running ones are asked to stop (SIGTERM)."""
@@ -170,32 +182,37 @@ class Fleet:
         with self._state:
             if self._stop.is_set():
                 return Outcome(name, cancelled=True)
+            # A process group of its own: the terminal's Ctrl-C reaches this process only,
+            # which then asks each child to stop exactly once (a second signal would cut
+            # its clean-up short).
             proc = subprocess.Popen(
                 self._command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=self._env,
+                process_group=0,
             )
             self._running.add(proc)
         start = self._clock()
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         lines = threading.Thread(target=self._pass_on, args=(name, proc.stderr), daemon=True)
         lines.start()
-        try:
+        with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(json_module.dumps(child.spec).encode())
             proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        document = proc.stdout.read()
+        data = proc.stdout.read()
         code = proc.wait()
         if code < 0:  # killed by a signal: as a shell says it (SIGTERM: 143)
             code = 128 - code
         lines.join()
+        document = _document(data)
+        if document is not None and document.get("ok") is True:
+            code = 0  # it reported its release done: a signal after that changes nothing
         with self._state:
             self._running.discard(proc)
             stopped = self._stop.is_set() and code in STOPPED
-        outcome = Outcome(name, code, _document(document), self._clock() - start, stopped)
+        outcome = Outcome(name, code, document, self._clock() - start, stopped)
         if code != 0 and self.fail_fast and not stopped:
             self.stop()
         return outcome
@@ -204,11 +221,14 @@ class Fleet:
         prefix = f"{name:<{self._width}} | " if name else ""
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if not self._shown(line):
-                continue
+            if self._silenced or not self._shown(line):
+                continue  # still read: a child never blocks on a full pipe
             with self._write:
-                self._out.write(f"{prefix}{line}\n")
-                self._out.flush()
+                try:
+                    self._out.write(f"{prefix}{line}\n")
+                    self._out.flush()
+                except (OSError, ValueError):
+                    self._silenced = True
 
 
 def _document(data: bytes) -> dict[str, Any] | None:
@@ -339,24 +359,19 @@ def _exits(json: bool) -> Iterator[None]:
 
 
 def _prepare(
-    c: Any, flags: Flags, wanted: str | None, *, json: bool, every: bool
-) -> tuple[Path, tuple[Service | None, ...], list[Settings]] | None:
-    """The selected services and their settings, each checked (None: fewer than two, and
-    ``every`` is off: the task runs in this process, as for one service)."""
-    from ..model.services import read_services
+    c: Any, flags: Flags, wanted: str | None, jobs: str | int | None, *, json: bool, every: bool
+) -> Prepared | None:
+    """The selected services, their settings (each checked) and ``--jobs`` (None: fewer
+    than two services, and ``every`` is off: the task runs in this process, as for one)."""
     from ..model.settings import load_settings
-    from .session import project_root
+    from .session import project_root, select_services
 
     root = project_root(c)
     with _exits(json):
-        selected: tuple[Service | None, ...] = read_services(root).select(wanted)
+        count = parse_jobs(jobs)
+        selected: tuple[Service | None, ...] = select_services(root, wanted, flags)
         if len(selected) < 2 and not every:
             return None
-        if len(selected) > 1 and flags.given.get("repository"):
-            raise SettingsError(
-                "--repository names one repository, and each of the services has its own "
-                "(in pyproject.toml): leave it out, or name one service with --service"
-            )
         found = [
             load_settings(
                 flags.settings(),
@@ -368,52 +383,69 @@ def _prepare(
             )
             for service in selected or (None,)
         ]
-    return root, selected or (None,), found
+    return Prepared(root, selected or (None,), found, count)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    root: Path
+    selected: tuple[Service | None, ...]
+    settings: list[Settings]
+    jobs: int
+
+    @property
+    def repositories(self) -> dict[str, str]:
+        return {s.service or "": s.repository for s in self.settings}
 
 
 def _run(
     c: Any,
     flags: Flags,
-    prepared: tuple[Path, tuple[Service | None, ...], list[Settings]],
+    prepared: Prepared,
     *,
-    jobs: str | int | None,
     fail_fast: bool,
     json: bool,
     dry_run: bool,
     start_sandbox: bool,
     verb: str,
     shown: Callable[[str], bool] = lambda line: True,
-) -> list[Outcome]:
+) -> tuple[list[Outcome], bool]:
+    """Every selected service's outcome, and whether an interrupt stopped them."""
     from .session import _signals_as_interrupts, sandbox_target
 
-    root, selected, settings = prepared
-    with _exits(json):
-        count = parse_jobs(jobs)
-        if settings[0].sandbox and start_sandbox:
-            sandbox_target(settings[0], start=True)  # once, before the children ask
-    names = [s.name for s in selected if s is not None]
+    first = prepared.settings[0]
+    if first.sandbox and start_sandbox:
+        with _exits(json):
+            sandbox_target(first, start=True)  # once, before the children ask
+    names = [s.name for s in prepared.selected if s is not None]
     if names:
-        print(f"==> {verb} {len(names)} services ({', '.join(names)}), up to {count} at a time",
-              file=sys.stderr)  # fmt: skip
+        print(f"==> {verb} {len(names)} services ({', '.join(names)}), up to "
+              f"{prepared.jobs} at a time", file=sys.stderr)  # fmt: skip
     children = [
         child_spec(
-            root=root, service=s, given=flags.given, env_file=flags.env_file, dry_run=dry_run
+            root=prepared.root,
+            service=s,
+            given=flags.given,
+            env_file=flags.env_file,
+            dry_run=dry_run,
         )
-        for s in selected
+        for s in prepared.selected
     ]
+    fleet = Fleet(prepared.jobs, fail_fast=fail_fast, shown=shown)
     try:
         with _signals_as_interrupts():
-            return Fleet(count, fail_fast=fail_fast, shown=shown).run(children)
-    except KeyboardInterrupt:
+            outcomes = fleet.run(children)
+    except KeyboardInterrupt:  # a second one, while the children were stopping
         if json:
             from . import report
 
             print(json_module.dumps(report.error_json("interrupted", 130), indent=2))
         raise Exit(
-            "interrupted: no service was half-published (a tag appears only once its "
-            "manifest is written)",
+            "interrupted again: the services' releases were asked to stop (a version tag "
+            "appears only once its manifest is written)",
             code=130,
         ) from None
+    return outcomes, fleet.interrupted
 
 
 def release_many(
@@ -428,57 +460,58 @@ def release_many(
 ) -> bool:
     """``inv release`` over the selected services, when there are two or more (False:
     fewer, and nothing was done: the task releases the one in this process)."""
-    prepared = _prepare(c, flags, service, json=json, every=False)
+    prepared = _prepare(c, flags, service, jobs, json=json, every=False)
     if prepared is None:
         return False
     planning = bool(dry_run or c.config.run.dry)
-    outcomes = _run(
-        c, flags, prepared, jobs=jobs, fail_fast=fail_fast, json=json, dry_run=planning,
+    outcomes, interrupted = _run(
+        c, flags, prepared, fail_fast=fail_fast, json=json, dry_run=planning,
         start_sandbox=not planning, verb="dry run of" if planning else "releasing",
     )  # fmt: skip
-    version = str(flags.given.get("version"))
-    repositories = {s.service or "": s.repository for s in prepared[2]}
-    if json:
-        print(json_module.dumps(as_json(outcomes, version), indent=2))
-    else:
-        print(table(outcomes, repositories))
-    if not planning:
-        with _exits(json):
+    problem: OutputError | None = None
+    if not planning:  # the files first: stdout's one document then says if they failed
+        try:
             github_files(outcomes, os.environ)
-    _exit_for(outcomes)
+        except OutputError as exc:
+            problem = exc
+    if json:
+        document = as_json(outcomes, str(flags.given.get("version")))
+        if problem is not None:
+            document |= {"ok": False, "error": problem.message}
+        print(json_module.dumps(document, indent=2))
+    else:
+        print(table(outcomes, prepared.repositories))
+    _exit_for(outcomes, interrupted, problem)
     return True
 
 
 def plan(c: Any, flags: Flags, *, service: str | None, jobs: str | int | None, json: bool) -> None:
     """``inv plan``: the services whose version is not released from the same inputs yet,
     as a GitHub Actions matrix (``{"include": [{"service": ...}, ...]}``)."""
-    prepared = _prepare(c, flags, service, json=json, every=True)
+    prepared = _prepare(c, flags, service, jobs, json=json, every=True)
     assert prepared is not None
-    outcomes = _run(
-        c, flags, prepared, jobs=jobs, fail_fast=False, json=json, dry_run=True,
-        start_sandbox=True, verb="planning", shown=_plan_line,
+    outcomes, interrupted = _run(
+        c, flags, prepared, fail_fast=False, json=json, dry_run=True,
+        start_sandbox=not c.config.run.dry, verb="planning", shown=_plan_line,
     )  # fmt: skip
-    repositories = {s.service or "": s.repository for s in prepared[2]}
-    if worst(outcomes):
+    if worst(outcomes) or interrupted:
         if json:
             print(json_module.dumps(as_json(outcomes, str(flags.given.get("version"))), indent=2))
         else:
-            print(table(outcomes, repositories))
-        _exit_for(outcomes)
-    found = matrix(outcomes, repositories)
+            print(table(outcomes, prepared.repositories))
+        _exit_for(outcomes, interrupted)
+    found = matrix(outcomes, prepared.repositories)
     wanted = {entry["service"] for entry in found["include"]}
-    if json:
-        print(json_module.dumps(found, indent=2))
-    else:
-        for o in outcomes:
-            state = (
-                "to release" if o.service in wanted else "released from the same inputs: left out"
-            )
-            print(f"{o.service or repositories[o.service]}: {state}")
     if os.environ.get("GITHUB_OUTPUT"):
         with _exits(json), _writing("GITHUB_OUTPUT", os.environ["GITHUB_OUTPUT"]) as handle:
             compact = json_module.dumps(found, separators=(",", ":"))
             handle.write(f"matrix={compact}\ncount={len(wanted)}\n")
+    if json:
+        print(json_module.dumps(found, indent=2))
+        return
+    for o in outcomes:
+        state = "to release" if o.service in wanted else "released from the same inputs: left out"
+        print(f"{o.service or prepared.repositories[o.service]}: {state}")
 
 
 def matrix(
@@ -501,15 +534,29 @@ def _plan_line(line: str) -> bool:
     return not line.startswith("[dry-run] ") or line.startswith("[dry-run] check:")
 
 
-def _exit_for(outcomes: Sequence[Outcome]) -> None:
-    code = worst(outcomes)
-    if not code:
-        return
+def _exit_for(
+    outcomes: Sequence[Outcome], interrupted: bool, problem: OutputError | None = None
+) -> None:
+    """The run's exit: the worst service's code; 130 after an interrupt; 9 when only the
+    GitHub files failed."""
     failed = [o for o in outcomes if o.exit_code and not o.cancelled]
-    if not failed:
-        raise Exit("interrupted: no service was half-published", code=code)
-    listed = ", ".join(f"{o.service} (exit {o.exit_code})" for o in failed)
-    raise Exit(f"error: {len(failed)} of {len(outcomes)} services failed: {listed}", code=code)
+    listed = ", ".join(f"{o.service or 'the service'} (exit {o.exit_code})" for o in failed)
+    if interrupted:
+        done = sum(1 for o in outcomes if o.ok)
+        raise Exit(
+            f"interrupted: {done} of {len(outcomes)} services done; the others were stopped "
+            "before their version tag (a tag appears only once its manifest is written)",
+            code=130,
+        )
+    if failed:
+        words = f"error: {len(failed)} of {len(outcomes)} services failed: {listed}"
+        if problem is not None:
+            words += f"; and {problem.message}"
+        raise Exit(words, code=worst(outcomes))
+    if problem is not None:
+        raise Exit(f"error: {problem.message}", code=problem.exit_code)
+    if worst(outcomes):
+        raise Exit("interrupted: no service was half-published", code=worst(outcomes))
 
 
 @contextlib.contextmanager

@@ -55,6 +55,22 @@ SHARED_FLAGS: Mapping[str, Setting] = {
 }
 
 
+def select_services(root: Path, wanted: str | None, flags: Flags) -> tuple[Service, ...]:
+    """The declared services ``--service`` selects (all when it is left out; none when the
+    project declares none). ``--repository`` names one repository: refused when it would
+    send several services to it."""
+    from ..errors import SettingsError
+    from ..model.services import read_services
+
+    chosen = read_services(root).select(wanted)
+    if len(chosen) > 1 and flags.given.get("repository"):
+        raise SettingsError(
+            "--repository names one repository, and each of the services has its own "
+            "(in pyproject.toml): leave it out, or name one service with --service"
+        )
+    return chosen
+
+
 def one_service(root: Path, task: str, wanted: str | None) -> Service | None:
     """The declared service a one-image task acts on: the one ``--service`` names, or the
     only one declared; None when the project declares none (the settings are the one)."""
@@ -77,10 +93,8 @@ def promote_all(c: Any, flags: Flags, version: str | None, *, service: str | Non
     """``inv promote``: the tags on VERSION of the service, or of every selected service
     once each of them has VERSION released (else nothing moves: ``latest`` never points
     at a mix of releases)."""
-    from ..model.services import read_services
-
     try:
-        chosen = read_services(project_root(c)).select(service)
+        chosen = select_services(project_root(c), service, flags)
     except ReleaseError as exc:
         raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
     with contextlib.ExitStack() as stack:
@@ -92,8 +106,18 @@ def promote_all(c: Any, flags: Flags, version: str | None, *, service: str | Non
         assert version is not None  # the task's needs require it
         if len(runs) > 1:
             _require_everywhere(version, runs)
+        moved: list[str] = []
         for name, run in runs:
-            digest = run.steps.promote(version, run.steps.settings.tags)
+            try:
+                digest = run.steps.promote(version, run.steps.settings.tags)
+            except ReleaseError as exc:
+                if not moved:
+                    raise
+                raise type(exc)(  # say where the tags already point at the new version
+                    f"{exc.message} (the tags of {', '.join(moved)} already point at "
+                    f"{version}: run the promote again once this is fixed)"
+                ) from exc
+            moved.append(str(name))
             where = f"{name}: " if len(runs) > 1 else ""
             for tag in run.steps.settings.tags:
                 print(f"{where}{tag} -> {version} ({digest})")
@@ -122,24 +146,25 @@ def run_doctor(c: Any, flags: Flags, *, service: str | None = None) -> None:
     then each selected service's own checks (settings, build context, working tree,
     repository). With ``--sandbox`` the sandbox is started (or healed) first, and checked."""
     from ..flows.doctor import Check, exit_code, render
-    from ..model.services import read_services
 
     tty = sys.stdout.isatty()
     try:
-        chosen = read_services(project_root(c)).select(service)
+        chosen = select_services(project_root(c), service, flags)
     except ReleaseError as exc:
         print(render([Check("settings", "services", False, exc.message, "fix it")], tty=tty))
         raise Exit(code=exc.exit_code) from exc
     found = [(one, _doctor(c, flags, one)) for one in chosen or (None,)]
+    shown = [found[0][1]]
     if chosen:
-        print(render([c for c in found[0][1] if c.name not in SERVICE_CHECKS], tty=tty))
+        shown = [[c for c in found[0][1] if c.name not in SERVICE_CHECKS]]
+        print(render(shown[0], tty=tty))
         for one, checks in found:
             assert one is not None
-            own = render([c for c in checks if c.name in SERVICE_CHECKS], tty=tty)
-            print(f"service {one.name}:\n" + _indented(own))
+            shown.append([c for c in checks if c.name in SERVICE_CHECKS])
+            print(f"service {one.name}:\n" + _indented(render(shown[-1], tty=tty)))
     else:
-        print(render(found[0][1], tty=tty))
-    worst = max(exit_code(checks) for _, checks in found)
+        print(render(shown[0], tty=tty))
+    worst = max(exit_code(checks) for checks in shown)  # what was shown, nothing else
     if worst:
         raise Exit(code=worst)
 
@@ -207,12 +232,11 @@ def show_scan(run: Run, *, json: bool = False) -> None:
 def show_config(c: Any, flags: Flags, *, json: bool = False, service: str | None = None) -> None:
     """``inv config``: every setting, its value and its source (for each selected service:
     its own values come from its declaration); exit 2 when not usable."""
-    from ..model.services import read_services
     from .configview import view
 
     root = project_root(c)
     try:
-        chosen = read_services(root).select(service)
+        chosen = select_services(root, service, flags)
         found = {
             (one.name if one else None): view(
                 flags.settings(),

@@ -80,10 +80,18 @@ class Services:
         return tuple(service.name for service in self.declared)
 
     def select(self, wanted: str | None) -> tuple[Service, ...]:
-        """The services ``--service a,b`` names (all of them for None or ""), in the
-        declaration's order; ``SettingsError`` for a name that is not declared."""
+        """The services ``--service a,b`` names (all of them when it is left out), in the
+        declaration's order; ``SettingsError`` for a name that is not declared, or for a
+        ``--service`` that names none while services are declared (an empty variable in
+        ``--service "$SVC"`` must not release them all). Without a declaration, an empty
+        ``--service ""`` means the one service (the release workflow's matrix passes it)."""
         names = [part.strip() for part in (wanted or "").split(",") if part.strip()]
         if not names:
+            if wanted is not None and self.declared:
+                raise SettingsError(
+                    f"--service {wanted!r} names no service: leave it out to act on every "
+                    f"service, or name some ({', '.join(self.names)})"
+                )
             return self.declared
         if not self.declared:
             raise SettingsError(
@@ -117,7 +125,8 @@ def read_services(root: Path) -> Services:
         document = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"{PYPROJECT} is not valid TOML: {exc}") from exc
-    table = document.get("tool", {}).get("ecr-release")
+    tool = document.get("tool", {})
+    table = tool.get("ecr-release") if isinstance(tool, dict) else None
     if table is None:
         return Services()
     return parse(table, root)
@@ -135,10 +144,16 @@ def parse(table: Any, root: Path) -> Services:
             f"[{TABLE}.services.NAME] tables)"
         )
     services = table.get("services", {})
-    if not isinstance(services, dict) or not all(isinstance(v, dict) for v in services.values()):
+    odd = (
+        []
+        if not isinstance(services, dict)
+        else [k for k, v in services.items() if not isinstance(v, dict)]
+    )
+    if not isinstance(services, dict) or odd:
+        which = f": {odd[0]!r} is not a table" if odd else ""
         raise SettingsError(
             f"[{TABLE}.services] in {PYPROJECT} must hold one table per service "
-            f"([{TABLE}.services.api], ...)"
+            f"([{TABLE}.services.api], ...){which}"
         )
     declared = tuple(_service(name, body, root) for name, body in services.items())
     for key in ("ECR_REPOSITORY", "IMAGE_NAME"):

@@ -191,12 +191,7 @@ class Sandbox:
                 self.docker.logout(host)
                 if held:
                     removed.append(f"docker's login to {host}")
-            for path in sorted(self.directory.glob("**/*"), reverse=True):
-                # The lock we hold stays, for the next up; the releases' own locks (a
-                # login's, a pull's, under local/) go with the rest: nothing runs now.
-                if path.suffix != ".lock" or path.parent != self.directory:
-                    with contextlib.suppress(OSError):
-                        path.unlink() if not path.is_dir() else path.rmdir()
+            _remove_state(self.directory)
         return removed
 
     def status(self) -> Status:
@@ -320,6 +315,15 @@ class Sandbox:
                 return True
             self._sleep(0.05)
         return ready()
+
+
+def _remove_state(directory: Path) -> None:
+    """Everything under the sandbox's folder but the lock ``down`` holds (for the next
+    up): the releases' own locks (a login's, a pull's, under ``local/``) go too."""
+    for path in sorted(directory.glob("**/*"), reverse=True):
+        if path.suffix != ".lock" or path.parent != directory:
+            with contextlib.suppress(OSError):
+                path.unlink() if not path.is_dir() else path.rmdir()
 
 
 def _secret(path: Path, make: Callable[[], str]) -> str:

@@ -331,9 +331,14 @@ def test_release_runs_the_suite_per_service_with_json_and_the_version_through_en
     assert "--json" in run.split()
     assert step["env"][env_var(run, "inv release --version")] == VERSION_EXPR
     assert step["env"][env_var(run, "--service")] == SERVICE_EXPR
-    # A matrix job's outputs would keep one leg's values only: each leg's step summary
-    # and JSON carry its image and digest instead.
-    assert "outputs" not in job
+    # The job's outputs, as before services (exact for a project with one service), and
+    # its old name when no service is declared: downstream `needs.release.outputs` and
+    # required checks keep working.
+    assert job["outputs"] == {
+        "image": f"${{{{ steps.{step['id']}.outputs.image }}}}",
+        "digest": f"${{{{ steps.{step['id']}.outputs.digest }}}}",
+    }
+    assert job["name"] == "Release ${{ matrix.service || 'to ECR' }}"
 
 
 def test_release_runs_one_leg_per_planned_service_and_only_when_there_is_one() -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -275,3 +277,108 @@ def test_a_child_killed_by_a_signal_has_the_shells_exit_code(tmp_path: Path) -> 
     assert outcome.exit_code == 137
     assert worst([outcome]) == 137
     assert outcome.error == "ended without a result (exit 137)"
+
+
+# A fake worker that records every signal it gets, and stops (130) at the first.
+COUNTING = r"""
+import json, os, signal, sys, time
+spec = json.loads(sys.stdin.read())
+got = []
+def note(signum, frame):
+    got.append(signum)
+    print(f"signal {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    if len(got) == 1:
+        time.sleep(0.5)  # its clean-up: a second signal would cut it short
+        print(f"cleaned up after {len(got)} signal(s)", file=sys.stderr, flush=True)
+        os._exit(130)
+signal.signal(signal.SIGINT, note)
+signal.signal(signal.SIGTERM, note)
+print("started", file=sys.stderr, flush=True)
+time.sleep(30)
+"""
+
+DRIVER = r"""
+import io, json, sys
+from ecr_release.cli.fleet import Child, Fleet
+fleet = Fleet(2, out=sys.stderr, command=[sys.executable, "-c", sys.argv[1]])
+children = [Child(n, {"service": n}) for n in ("api", "worker", "later")]
+outcomes = fleet.run(children)
+print(json.dumps({"interrupted": fleet.interrupted,
+                  "outcomes": [[o.service, o.exit_code, o.cancelled] for o in outcomes]}))
+"""
+
+
+def test_ctrl_c_asks_each_child_to_stop_once_and_reports_every_outcome() -> None:
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, COUNTING],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a terminal's foreground group: Ctrl-C goes to all of it
+    )
+    assert driver.stderr is not None
+    started = 0
+    while started < 2:
+        line = driver.stderr.readline()
+        assert line, "the children never started"
+        started += "started" in line
+    os.killpg(driver.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    out, err = driver.communicate(timeout=30)
+
+    found = json.loads(out)
+    assert found["interrupted"] is True
+    assert found["outcomes"] == [["api", 130, True], ["worker", 130, True], ["later", None, True]]
+    assert err.count("signal SIGTERM") == 2  # one each, from the fleet
+    assert "SIGINT" not in err  # the terminal's went to the fleet only
+    assert err.count("cleaned up after 1 signal(s)") == 2
+    assert "Traceback" not in err
+
+
+def test_a_broken_stderr_never_stalls_a_chatty_child(tmp_path: Path) -> None:
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError("the reader went away")
+
+    chatty = (  # a megabyte of lines: far more than a pipe holds
+        "import sys; sys.stdin.read(); sys.stderr.write('progress line\\n' * 80000); "
+        "print('{\"ok\": true}')"
+    )
+    start = time.monotonic()
+    (outcome,) = Fleet(1, out=Closed(), command=[sys.executable, "-c", chatty]).run(
+        [child(tmp_path, "api")]
+    )
+
+    assert outcome.exit_code == 0
+    assert time.monotonic() - start < 30
+
+
+def test_a_child_that_reported_its_release_done_is_done_whatever_its_exit(
+    tmp_path: Path,
+) -> None:
+    script = "import sys; sys.stdin.read(); print('{\"ok\": true}'); sys.exit(143)"
+    (outcome,) = Fleet(1, out=io.StringIO(), command=[sys.executable, "-c", script]).run(
+        [child(tmp_path, "api")]
+    )
+
+    assert (outcome.exit_code, outcome.ok) == (0, True)
+
+
+def test_the_worker_stops_itself_when_the_fleet_is_gone(tmp_path: Path) -> None:
+    marker = tmp_path / "stopped"
+    grandchild = (
+        "import signal, sys; from pathlib import Path; "
+        "from ecr_release.cli.worker import _stop_when_orphaned; "
+        f"signal.signal(signal.SIGTERM, lambda *a: (Path({str(marker)!r}).touch(), sys.exit(0))); "
+        "import os; _stop_when_orphaned(int(sys.argv[1])); import time; time.sleep(30)"
+    )
+    middle = (
+        "import os, subprocess, sys; "
+        f"subprocess.Popen([sys.executable, '-c', {grandchild!r}, str(os.getpid())]); "
+        "import time; time.sleep(0.5)"  # then exits: the grandchild is orphaned
+    )
+    subprocess.run([sys.executable, "-c", middle], check=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    assert marker.exists()

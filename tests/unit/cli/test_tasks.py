@@ -752,3 +752,37 @@ def test_doctor_names_a_bad_declaration_as_a_failing_check(cli: Cli) -> None:
     assert done.stdout.startswith("FAIL services: [tool.ecr-release.services.worker]")
     assert "smoke-test must be true or false" in done.stdout
     assert not cli.docker_log.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["promote", "--version", "v1", "--tag", "latest"],
+        ["config"],
+        ["doctor"],
+        ["plan", "--version", "v1"],
+    ],
+)
+def test_repository_is_refused_wherever_it_would_send_several_services_to_one(
+    cli: Cli, listener: Listener, argv: list[str]
+) -> None:
+    declare(cli)
+    done = cli(*argv, "--repository", "shop/other", env_file="AWS_REGION=eu-west-1\n")
+
+    assert done.returncode == 2
+    assert "--repository names one repository" in done.stdout + done.stderr
+    assert not cli.docker_log.exists()
+    assert listener.connections == 0
+
+
+def test_jobs_is_checked_with_one_service_too(cli: Cli) -> None:
+    done = cli("release", "--version", "v1", "--jobs", "abc", env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, "--jobs 'abc' must be a whole number from 1 to 32")
+    assert not cli.docker_log.exists()
+
+
+def test_an_empty_service_never_means_every_declared_service(cli: Cli) -> None:
+    declare(cli)
+    done = cli("release", "--version", "v1", "--service", "", env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, "--service '' names no service")
+    assert not cli.docker_log.exists()

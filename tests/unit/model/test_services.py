@@ -70,7 +70,10 @@ def test_select_names_some_services_in_declaration_order_and_refuses_unknown(
 
     assert [s.name for s in services.select(None)] == ["api", "worker"]
     assert [s.name for s in services.select("worker, api")] == ["api", "worker"]
-    assert [s.name for s in services.select("")] == ["api", "worker"]
+    for blank in ("", " , "):  # an empty `--service "$SVC"` never releases them all
+        with pytest.raises(SettingsError, match="names no service: leave it out"):
+            services.select(blank)
+    assert Services().select("") == ()  # no declaration: the one service (the workflow)
     with pytest.raises(SettingsError, match=r"--service 'web' is not declared.*api, worker"):
         services.select("api,web")
     with pytest.raises(SettingsError, match="no services are declared"):
@@ -123,6 +126,8 @@ def test_select_names_some_services_in_declaration_order_and_refuses_unknown(
             "[tool.ecr-release] in pyproject.toml: unknown key 'jobs'",
         ),
         ("[tool.ecr-release]\nservices = 1\n", "must hold one table per service"),
+        ("[tool.ecr-release.services]\napi = 1\n", "one table per service ([tool.ecr-release"),
+        ("[tool.ecr-release.services]\napi = 1\n", ": 'api' is not a table"),
         (
             '[tool.ecr-release.services.api]\ncontext = "services/api"\n'
             '[tool.ecr-release.services.worker]\ncontext = "services/worker"\nrepository = "api"\n',
@@ -190,3 +195,8 @@ def test_a_services_build_args_reach_the_build_and_the_fingerprint(tmp_path: Pat
 
     other, _ = build_metadata("v1", "now", Revision(None, None), None, None, {"PYTHON": "3.13"})
     assert build_args_digest(args) != build_args_digest(other)
+
+
+def test_a_tool_key_that_is_not_a_table_declares_nothing(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('tool = "ecr-release"\n')
+    assert read_services(tmp_path) == Services()
