@@ -135,18 +135,24 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=5, help="timed runs of each figure")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+def require_engine() -> None:
+    """A Docker engine that answers, with the e2e base and registry images; SIGTERM then
+    ends a benchmark as Ctrl-C does (its clean-up runs)."""
     if not docker_answers():
         raise SystemExit("no Docker engine answers")
     missing = [image for image in (BASE_IMAGE, REGISTRY_IMAGE) if not image_exists(image)]
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: as root, python -m tests.e2e.stack images")
     signal.signal(signal.SIGTERM, _sigterm)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs of each figure")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    require_engine()
     stack = Stack() if os.geteuid() == 0 else None
     projects: dict[str, Project] = {}
     with tempfile.TemporaryDirectory(prefix="ecr-bench-sandbox-") as tmp:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,11 +33,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.sandbox import _sigterm, alternating, progress
+from benchmarks.sandbox import alternating, progress, require_engine
 from tests.e2e.backends import SandboxBackend
 from tests.e2e.project import Project, remove_images
-from tests.e2e.stack.machine import BASE_IMAGE, REGISTRY_IMAGE, image_exists
-from tests.e2e.stack.services import docker_answers
 
 GOAL = 0.6
 SERVICES = ("a", "b", "c")
@@ -133,12 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if not docker_answers():
-        raise SystemExit("no Docker engine answers")
-    missing = [image for image in (BASE_IMAGE, REGISTRY_IMAGE) if not image_exists(image)]
-    if missing:
-        raise SystemExit(f"missing {', '.join(missing)}: as root, python -m tests.e2e.stack images")
-    signal.signal(signal.SIGTERM, _sigterm)
+    require_engine()
     with tempfile.TemporaryDirectory(prefix="ecr-bench-services-") as tmp:
         sandbox = SandboxBackend(Path(tmp) / "cache")
         home, docker_config = Path(tmp) / "home", Path(tmp) / "docker"

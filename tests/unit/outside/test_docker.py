@@ -80,6 +80,9 @@ class FakeRunner:
     ) -> Result:
         self.calls.append(Call(list(args), input, stream))
         self.limits.append((args[1], timeout, idle))
+        return self.answer(args)
+
+    def answer(self, args: Sequence[str]) -> Result:
         return self._results.pop(0) if self._results else Result(0, "")
 
 
@@ -307,28 +310,20 @@ def test_a_base_image_that_is_not_local_is_pulled_once() -> None:
         Docker(failing).image_identity("python:3.12-slim")
 
 
-class OneDaemon:
+class OneDaemon(FakeRunner):
     """The docker daemon of one machine, which several runs (processes) ask at once: the
     base image is missing until a pull brings it. Each run's first look waits until every
     run has looked, so all of them find it missing before any pulls."""
 
     def __init__(self, runs: int) -> None:
+        super().__init__()
         self.verbs: list[str] = []
         self._pulled = threading.Event()
         self._guard = threading.Lock()
         self._looked: set[int] = set()
         self._all_looked = threading.Barrier(runs)
 
-    def __call__(
-        self,
-        args: Sequence[str],
-        *,
-        input: str | None = None,
-        stream: bool = False,
-        timeout: float | None = None,
-        idle: float | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Result:
+    def answer(self, args: Sequence[str]) -> Result:
         with self._guard:
             self.verbs.append(args[1])
             first = threading.get_ident() not in self._looked
