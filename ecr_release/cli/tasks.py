@@ -37,11 +37,11 @@ from .session import (
 def build(
     c,
     version=None,
-    service=None,
     repository=None,
     region=None,
     profile=None,
     sandbox=False,
+    service=None,
     env_file=None,
 ):
     """Build IMAGE_NAME:VERSION from the Dockerfile, with OCI labels."""
@@ -52,7 +52,7 @@ def build(
 
 @task(help=flag_help("service"))
 def ensure_repo(
-    c, service=None, repository=None, region=None, profile=None, sandbox=False, env_file=None
+    c, repository=None, region=None, profile=None, sandbox=False, service=None, env_file=None
 ):
     """Create the ECR repository if it is missing; print its URI."""
     flags = Flags.of(locals())
@@ -64,11 +64,11 @@ def ensure_repo(
 def login(
     c,
     force=False,
-    service=None,
     repository=None,
     region=None,
     profile=None,
     sandbox=False,
+    service=None,
     env_file=None,
 ):
     """Log docker in to the ECR registry with a fresh token (password on stdin)."""
@@ -81,11 +81,11 @@ def login(
 def tag(
     c,
     version=None,
-    service=None,
     repository=None,
     region=None,
     profile=None,
     sandbox=False,
+    service=None,
     env_file=None,
 ):
     """Tag IMAGE_NAME:VERSION as REGISTRY/ECR_REPOSITORY:VERSION."""
@@ -99,11 +99,11 @@ def push(
     c,
     version=None,
     json=False,
-    service=None,
     repository=None,
     region=None,
     profile=None,
     sandbox=False,
+    service=None,
     env_file=None,
 ):
     """Push REGISTRY/ECR_REPOSITORY:VERSION, verify it and print its digest."""
@@ -135,13 +135,13 @@ def release(
     no_smoke=False,
     require_clean=False,
     allow_dirty=False,
-    service=None,
-    jobs=None,
-    fail_fast=False,
     repository=None,
     region=None,
     profile=None,
     sandbox=False,
+    service=None,
+    jobs=None,
+    fail_fast=False,
     env_file=None,
 ):
     """Build, smoke-test, ensure-repo, login, tag and push VERSION, then verify it (every
@@ -161,12 +161,12 @@ def plan(
     c,
     version=None,
     json=False,
-    service=None,
-    jobs=None,
     repository=None,
     region=None,
     profile=None,
     sandbox=False,
+    service=None,
+    jobs=None,
     env_file=None,
 ):
     """List the services VERSION still needs releasing (--json: a GitHub Actions matrix)."""
@@ -181,11 +181,11 @@ def promote(
     c,
     version=None,
     tag=None,
-    service=None,
     repository=None,
     region=None,
     profile=None,
     sandbox=False,
+    service=None,
     env_file=None,
 ):
     """Point moving tags (latest, prod) at a released VERSION, on the registry side (every
@@ -198,11 +198,11 @@ def promote(
 def config(
     c,
     json=False,
-    service=None,
     repository=None,
     region=None,
     profile=None,
     sandbox=False,
+    service=None,
     env_file=None,
 ):
     """Show every setting, its value and where it comes from (secrets masked)."""
@@ -212,7 +212,7 @@ def config(
 
 @task(help=flag_help("service"))
 def doctor(
-    c, service=None, repository=None, region=None, profile=None, sandbox=False, env_file=None
+    c, repository=None, region=None, profile=None, sandbox=False, service=None, env_file=None
 ):
     """Check Docker, the settings, AWS and the registry, one line each; change nothing."""
     flags = Flags.of(locals())
@@ -230,11 +230,11 @@ def scan(
     c,
     version=None,
     json=False,
-    service=None,
     repository=None,
     region=None,
     profile=None,
     sandbox=False,
+    service=None,
     env_file=None,
 ):
     """Show the image scan findings of a released VERSION (exit 10 if SCAN_FAIL_ON refuses)."""

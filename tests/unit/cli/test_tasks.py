@@ -148,6 +148,8 @@ def test_list_shows_the_six_tasks_with_help() -> None:
         )
         assert helped.returncode == 0
         assert "--region" in helped.stdout and "--env-file" in helped.stdout
+        # Short flags people have in their scripts keep their meaning as flags are added.
+        assert "-s, --sandbox" in helped.stdout, task
 
 
 @pytest.mark.parametrize("argv", [["--list"], ["--help", "release"]])
