@@ -19,8 +19,9 @@ sends two services to one repository; a task flag still wins.
 
 Without a declaration there is one service, from the settings alone, as before. A bad
 declaration is one ``SettingsError`` line naming the service and the key, before
-anything runs. Reading costs one ``stat`` and a read when the file does not mention the
-suite (``inv --list`` stays fast); ``tomllib`` is imported only when it does.
+anything runs. Reading costs one read when the file declares nothing for the suite (its
+name as the project or a dependency is not a declaration): ``inv --list`` and a rerun stay
+fast; ``tomllib`` is imported only when a declaration may be there.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ NAME_RE = r"[a-z0-9](?:[a-z0-9_-]{0,62})"
 # The build arguments the suite sets itself: a service cannot give them.
 RESERVED_ARGS = ("APP_VERSION", "BUILD_DATE", "VCS_REF", "SOURCE_URL")
 BUILD_ARG_RE = r"[A-Za-z_][A-Za-z0-9_]*"
+# What a declaration cannot do without: a [tool.ecr-release...] header, or an
+# `ecr-release =` key (dotted or inline). The project's name or a dependency on the suite
+# ("ecr-release @ git+...") is not one: a rerun then reads no TOML (a few ms).
+MENTION = rb'\[\s*tool\s*\.\s*"?ecr-release|ecr-release"?\s*='
 KNOWN = ("context", "dockerfile", "repository", "image-name", "build-args", "smoke-test",
          "smoke-timeout")  # fmt: skip
 
@@ -117,7 +122,7 @@ def read_services(root: Path) -> Services:
         return Services()
     except OSError as exc:
         raise SettingsError(f"cannot read {PYPROJECT}: {exc.strerror or exc}") from exc
-    if b"ecr-release" not in data:  # cannot declare anything: no TOML parse
+    if not re.search(MENTION, data):  # cannot declare anything: no TOML parse
         return Services()
     import tomllib
 

@@ -200,3 +200,16 @@ def test_a_services_build_args_reach_the_build_and_the_fingerprint(tmp_path: Pat
 def test_a_tool_key_that_is_not_a_table_declares_nothing(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('tool = "ecr-release"\n')
     assert read_services(tmp_path) == Services()
+
+
+def test_a_pyproject_that_only_names_the_suite_is_not_parsed(tmp_path: Path) -> None:
+    # Invalid TOML: a parse would fail. Naming the suite as the project or a dependency
+    # declares nothing, so nothing is parsed (a rerun stays fast).
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "ecr-release"\ndependencies = ["ecr-release @ git+https://x/y"]\n[[['
+    )
+    assert read_services(tmp_path) == Services()
+    for header in ('[tool."ecr-release".services.api]\n', "[tool]\necr-release = 1\n"):
+        (tmp_path / "pyproject.toml").write_text(header + "[[[")
+        with pytest.raises(SettingsError, match="not valid TOML"):
+            read_services(tmp_path)
