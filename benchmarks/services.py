@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,21 +64,15 @@ def make_project(tmp: Path, sandbox: SandboxBackend) -> Project:
             f'repository = "{project.repository}-{name}"\n\n'
         )
     (project.root / "pyproject.toml").write_text(declaration)
-    commit(project, "three services")
+    project.commit("three services")
     return project
-
-
-def commit(project: Project, message: str) -> None:
-    git = ["git", "-C", str(project.root), "-c", "user.name=b", "-c", "user.email=b@x.invalid"]
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", message], check=True)
 
 
 def change_every_service(project: Project, run: str) -> None:
     for name in SERVICES:
         app = project.root / "services" / name / "app.py"
         app.write_text(app.read_text() + f"# {run} {uuid.uuid4().hex}\n")
-    commit(project, f"change {run}")
+    project.commit(f"change {run}")
 
 
 def timed(project: Project, *argv: str) -> float:

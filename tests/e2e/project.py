@@ -172,16 +172,16 @@ class Project:
         """A code-only change, committed: the next build differs in its last layer only."""
         init = self.root / "widget_server" / "__init__.py"
         init.write_text(init.read_text() + f"\n# {text}\n")
-        git = [
-            "git",
-            "-C",
-            str(self.root),
-            "-c",
-            "user.name=e2e",
-            "-c",
-            "user.email=e2e@example.invalid",
-        ]
-        subprocess.run([*git, "commit", "-qam", text], check=True)
+        self.git("commit", "-qam", text)  # tracked files only: .env stays out
+
+    def commit(self, message: str) -> None:
+        """Commit everything in the checkout, new files too (.env among them)."""
+        self.git("add", "-A")
+        self.git("commit", "-qm", message)
+
+    def git(self, *args: str) -> None:
+        who = ["-c", "user.name=e2e", "-c", "user.email=e2e@example.invalid"]
+        subprocess.run(["git", "-C", str(self.root), *who, *args], check=True)
 
     def head(self) -> str:
         return subprocess.run(

@@ -36,14 +36,8 @@ def declare(project: Project, names: list[str], **extra: str) -> dict[str, str]:
         for name in names
     )
     (project.root / "pyproject.toml").write_text(body)
-    commit(project, "services")
+    project.commit("services")
     return repositories
-
-
-def commit(project: Project, message: str) -> None:
-    git = ["git", "-C", str(project.root), "-c", "user.name=e2e", "-c", "user.email=e@x.invalid"]
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", message], check=True)
 
 
 @pytest.fixture
@@ -109,7 +103,7 @@ def test_three_services_one_failing_its_smoke_test_then_a_rerun_after_the_fix(
     assert "latest" not in project.backend.registry_tags(repositories["api"])
 
     add_service(project, "broken", RUNS)
-    commit(project, "fix broken")
+    project.commit("fix broken")
     again = project.inv("release", "--version", "v1", "--json")
 
     assert again.returncode == 0, again.stderr

@@ -706,10 +706,14 @@ def test_service_must_name_a_declared_service_and_repository_one_service(cli: Cl
     assert not cli.docker_log.exists()
 
 
-def test_jobs_must_be_a_whole_number(cli: Cli) -> None:
-    declare(cli)
-    done = cli("release", "--version", "v1", "--jobs", "0", env_file="AWS_REGION=eu-west-1\n")
-    assert_one_line_error(done, 2, "--jobs '0' must be a whole number from 1 to 32")
+@pytest.mark.parametrize(("declared", "jobs"), [(True, "0"), (False, "abc")])
+def test_jobs_must_be_a_whole_number_with_one_service_or_several(
+    cli: Cli, declared: bool, jobs: str
+) -> None:
+    if declared:
+        declare(cli)
+    done = cli("release", "--version", "v1", "--jobs", jobs, env_file="AWS_REGION=eu-west-1\n")
+    assert_one_line_error(done, 2, f"--jobs {jobs!r} must be a whole number from 1 to 32")
     assert not cli.docker_log.exists()
 
 
@@ -775,12 +779,6 @@ def test_repository_is_refused_wherever_it_would_send_several_services_to_one(
     assert "--repository names one repository" in done.stdout + done.stderr
     assert not cli.docker_log.exists()
     assert listener.connections == 0
-
-
-def test_jobs_is_checked_with_one_service_too(cli: Cli) -> None:
-    done = cli("release", "--version", "v1", "--jobs", "abc", env_file="AWS_REGION=eu-west-1\n")
-    assert_one_line_error(done, 2, "--jobs 'abc' must be a whole number from 1 to 32")
-    assert not cli.docker_log.exists()
 
 
 def test_an_empty_service_never_means_every_declared_service(cli: Cli) -> None:
