@@ -100,7 +100,8 @@ _WORDS = {
 
 def verb_for(parts: Sequence[str]) -> str:
     """'differs' or 'differ', to agree with the parts ``differences`` named."""
-    return "differs" if len(parts) == 1 and parts[0] != _WORDS["base"] else "differ"
+    plural = (_WORDS["base"], _WORDS["build_args"])
+    return "differs" if len(parts) == 1 and parts[0] not in plural else "differ"
 
 
 def _label(name: str) -> str:

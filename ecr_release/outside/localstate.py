@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import LockedError, SettingsError
+from ..errors import LockedError, ReleaseError, SettingsError
 
 if TYPE_CHECKING:
     from .contextcache import DigestCache
@@ -42,6 +42,9 @@ LOGIN_MARGIN = timedelta(minutes=30)
 # repository, its pull of the same image (bounded by docker's idle limit, not its length:
 # a large image may take long), its login to the same registry (a token and a login).
 RELEASE_WAIT_SECONDS = 900.0
+# How long a login record waits for another process's update of the same file (a write
+# of a few hundred bytes): past it, the record is skipped with a warning.
+RECORDS_WAIT = 10.0
 PULL_WAIT_SECONDS = 3600.0
 LOGIN_WAIT_SECONDS = 300.0
 
@@ -104,21 +107,30 @@ class LoginRecords:
     def _set(self, key: str, value: str | None) -> None:
         if self._read_only:
             return
-        data = self._load()
-        if value is None:
-            data.pop(key, None)
-        else:
-            data[key] = value
         # A record is an optimisation (it saves a login): failing to keep one is not an error.
+        # Read, change and write under the file's own lock: two releases at once (several
+        # services) each keep their record.
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            # A private temp name per writer: concurrent releases never share one.
-            fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".logins.", suffix=".tmp")
-            with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(tmp, self._path)
-        except OSError as exc:
-            log.warning("warning: could not record the login in %s: %s", self._path, exc)
+            with release_lock(
+                self._path.parent / "locks",  # beside the state's other locks
+                f"records:{self._path.name}",
+                timeout=RECORDS_WAIT,
+                what=f"update of {self._path.name}",
+                sleep=lambda _: time.sleep(0.01),  # held for a write: look again soon
+            ):
+                data = self._load()
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+                # A private temp name per writer, renamed into place whole.
+                fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".logins.", suffix=".tmp")
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(json.dumps(data, indent=1, sort_keys=True))
+                os.replace(tmp, self._path)
+        except (OSError, ReleaseError) as exc:
+            message = exc.message if isinstance(exc, ReleaseError) else exc
+            log.warning("warning: could not record the login in %s: %s", self._path, message)
 
     def forget(self, docker_config: Path, host: str) -> None:
         self.record(docker_config, host, None)

@@ -336,3 +336,13 @@ def test_a_dockerfile_docker_would_refuse_fails_before_any_image_is_resolved(
     with pytest.raises(SettingsError, match=r"line 3: cannot expand FROM \$\{BASE:\?required\}"):
         fingerprint("sha256:x", Dockerfile.read(tmp_path / "Dockerfile", {}), {}, resolve)
     assert asked == []  # nothing pulled for a build that cannot start
+
+
+def test_the_verb_agrees_with_what_differs() -> None:
+    from ecr_release.model.fingerprint import verb_for
+
+    assert verb_for(["the Dockerfile"]) == "differs"
+    assert verb_for(["the build context"]) == "differs"
+    assert verb_for(["the build arguments"]) == "differ"
+    assert verb_for(["the images the build reads"]) == "differ"
+    assert verb_for(["the Dockerfile", "the build context"]) == "differ"

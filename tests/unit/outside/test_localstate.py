@@ -198,7 +198,9 @@ def test_the_file_holds_only_config_host_and_expiry(
     assert "AWS:" not in text
     assert "password" not in text.lower()
     assert "token" not in text.lower()
-    assert sorted(p.name for p in path.parent.iterdir()) == ["logins.json"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["locks", "logins.json"]
+    # The file's own lock, taken while a record is written: empty.
+    assert [p.stat().st_size for p in (path.parent / "locks").iterdir()] == [0]
 
 
 # -- release lock ----------------------------------------------------------------------
@@ -406,6 +408,25 @@ def test_concurrent_writers_never_collide(tmp_path: Path) -> None:
     assert errors == []
     assert json.loads(path.read_text())  # a whole JSON document, never a torn one
     assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_records_written_at_once_are_all_kept(tmp_path: Path) -> None:
+    """Several services log in and record at once: no record is lost to another's write."""
+    import threading
+
+    path = tmp_path / "logins.json"
+    expires = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def writer(i: int) -> None:
+        for n in range(40):
+            LoginRecords(path).record(tmp_path / "docker", f"h{i}-{n}.example", expires)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(json.loads(path.read_text())) == 160
 
 
 # -- reusing docker's login, and a dry run's read-only state ------------------------------
