@@ -37,7 +37,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from invoke.exceptions import Exit
 
-from ..errors import OutputError, ReleaseError, SettingsError
+from ..errors import OutputError, SettingsError
 
 if TYPE_CHECKING:
     from ..model.services import Service
@@ -344,18 +344,11 @@ def github_files(outcomes: Sequence[Outcome], environ: Mapping[str, str]) -> Non
 # -- the tasks' side -----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _exits(json: bool) -> Iterator[None]:
-    """A ``ReleaseError`` before the children start: one line (and, with ``json``, one
-    document on stdout), its exit code, no traceback."""
-    from . import report
+def _exits(json: bool) -> contextlib.AbstractContextManager[None]:
+    """A ``ReleaseError`` before the children start: as every task says one (session's)."""
+    from .session import errors_as_exit
 
-    try:
-        yield
-    except ReleaseError as exc:
-        if json:
-            print(json_module.dumps(report.error_json(exc.message, exc.exit_code), indent=2))
-        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
+    return errors_as_exit(json)
 
 
 def _prepare(

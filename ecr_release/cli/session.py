@@ -93,10 +93,8 @@ def promote_all(c: Any, flags: Flags, version: str | None, *, service: str | Non
     """``inv promote``: the tags on VERSION of the service, or of every selected service
     once each of them has VERSION released (else nothing moves: ``latest`` never points
     at a mix of releases)."""
-    try:
+    with errors_as_exit():
         chosen = select_services(project_root(c), service, flags)
-    except ReleaseError as exc:
-        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
     with contextlib.ExitStack() as stack:
         names: list[str | None] = [one.name for one in chosen] or [None]
         runs = [
@@ -235,7 +233,7 @@ def show_config(c: Any, flags: Flags, *, json: bool = False, service: str | None
     from .configview import view
 
     root = project_root(c)
-    try:
+    with errors_as_exit(json):
         chosen = select_services(root, service, flags)
         found = {
             (one.name if one else None): view(
@@ -249,12 +247,6 @@ def show_config(c: Any, flags: Flags, *, json: bool = False, service: str | None
             )
             for one in chosen or (None,)
         }
-    except ReleaseError as exc:
-        if json:
-            from . import report
-
-            _print_json(report.error_json(exc.message, exc.exit_code))
-        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
     if json:
         views = {name: one.as_json() for name, one in found.items()}
         _print_json(views.get(None, {"services": views}))
@@ -269,6 +261,20 @@ def show_config(c: Any, flags: Flags, *, json: bool = False, service: str | None
 
 def _indented(text: str) -> str:
     return "\n".join(f"  {line}" for line in text.splitlines())
+
+
+@contextlib.contextmanager
+def errors_as_exit(json: bool = False) -> Iterator[None]:
+    """A ``ReleaseError`` as ``invoke.Exit``: one line, its exit code, no traceback (and,
+    with ``json``, one error document on stdout)."""
+    try:
+        yield
+    except ReleaseError as exc:
+        if json:
+            from . import report
+
+            _print_json(report.error_json(exc.message, exc.exit_code))
+        raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
 
 
 class Flags:
