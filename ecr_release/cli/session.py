@@ -336,8 +336,6 @@ def make_release(
     progress goes (stdout, or stderr when stdout carries JSON)."""
     from ..flows.published import PlanningPublished, Published
     from ..flows.release import Clock, Release, announce
-    from ..flows.scan import ScanGate
-    from ..flows.smoke import plan_smoke_test, smoke_test
     from ..outside import ecr
     from ..outside.docker import Docker, PlanningRunner
     from ..outside.localstate import LocalState, StoredLogins, cache_dir
@@ -371,38 +369,75 @@ def make_release(
     )
     progress = _quiet if dry_run else announce
     published = (PlanningPublished if dry_run else Published)(settings, access, docker, progress)
-    smoke: Callable[[str], object] = (
-        functools.partial(plan_smoke_test, timeout=settings.smoke_timeout)
-        if dry_run
-        else functools.partial(
-            smoke_test,
-            docker,
-            timeout=settings.smoke_timeout,
-            clock=clock.monotonic,
-            sleep=clock.sleep,
-        )
-    )
-
+    smoke = _smoke_step(docker, settings, clock, dry_run)
     scan: Callable[[str, str], object]
     if dry_run:
         scan = functools.partial(
             _plan_scan, timeout=settings.scan_timeout, fail_on=settings.scan_fail_on
         )
     else:
-        scan = ScanGate(
+        scan = _scan_step(
             lambda: access.api,
             lambda: _scan_on_push(published.described(), settings.scan_on_push),
-            settings.scan_timeout,
-            settings.scan_fail_on,
-            settings.scan_ignore,
-            progress=progress,
-            clock=clock.monotonic,
-            sleep=clock.sleep,
+            settings,
+            progress,
+            clock,
         )
     options.setdefault("scan", scan)
     return Release(
         settings, docker, access, state, published, smoke, clock=clock, progress=progress, **options
     )
+
+
+def _smoke_step(
+    docker: Any, settings: Settings, clock: Clock, dry_run: bool
+) -> Callable[..., object]:
+    """The smoke test, its module imported once a build reaches it (a rerun never does)."""
+
+    def smoke(image: str, **options: Any) -> object:
+        from ..flows.smoke import plan_smoke_test, smoke_test
+
+        if dry_run:
+            plan_smoke_test(image, timeout=settings.smoke_timeout, **options)
+            return None
+        return smoke_test(
+            docker,
+            image,
+            timeout=settings.smoke_timeout,
+            **{"clock": clock.monotonic, "sleep": clock.sleep, **options},
+        )
+
+    return smoke
+
+
+def _scan_step(
+    api: Callable[[], Any],
+    scan_on_push: Callable[[], bool],
+    settings: Settings,
+    progress: Callable[[str], None],
+    clock: Clock,
+) -> Callable[[str, str], object]:
+    """The scan gate, its module imported once a candidate reaches it (a rerun never does)."""
+    gate: Callable[[str, str], object] | None = None
+
+    def scan(repository_name: str, digest: str) -> object:
+        nonlocal gate
+        if gate is None:
+            from ..flows.scan import ScanGate
+
+            gate = ScanGate(
+                api,
+                scan_on_push,
+                settings.scan_timeout,
+                settings.scan_fail_on,
+                settings.scan_ignore,
+                progress=progress,
+                clock=clock.monotonic,
+                sleep=clock.sleep,
+            )
+        return gate(repository_name, digest)
+
+    return scan
 
 
 def _plan_scan(name: str, digest: str, *, timeout: float, fail_on: str | None) -> None:

@@ -239,7 +239,7 @@ class Release:
         self.docker.config()  # a corrupt one stops the run now, not at the login after the build
         # Docker and the registry are asked during the walk (reads only; failures in turn).
         with ThreadPoolExecutor(2, thread_name_prefix="check") as pool:
-            daemon = pool.submit(self.docker.check_daemon)
+            daemon = pool.submit(docker_ready, self.docker, self.settings.base_image)
             early = pool.submit(read_early, self.ecr, self.published, version)
             inputs = self._inputs(version, daemon.result)
             daemon.result(), wait([early])
@@ -342,6 +342,16 @@ def read_early(
 
         return fail
     return lambda: found
+
+
+def docker_ready(docker: Docker, base: str | None) -> None:
+    """Docker answers; then the image ``BASE_IMAGE`` names is looked up while the context is
+    walked (the fingerprint asks for it next, and is answered from what docker said here).
+    A failure of that look-up is left for the fingerprint's own ask to tell."""
+    docker.check_daemon()
+    if base:
+        with contextlib.suppress(ReleaseError):
+            docker.inspect(base)
 
 
 def _after(ready: Callable[[], object], ask: Callable[[str], str]) -> Callable[[str], str]:

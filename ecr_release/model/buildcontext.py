@@ -164,6 +164,11 @@ class DockerIgnore:
         return ignore
 
     @property
+    def signature(self) -> str:
+        """The patterns in force, in order: two ignore files with one signature exclude alike."""
+        return repr([(rule.exclusion, rule.pattern) for rule in self._rules])
+
+    @property
     def has_exceptions(self) -> bool:
         return any(rule.exclusion for rule in self._rules)
 
@@ -299,12 +304,17 @@ def _listing(directory: str) -> Iterator[os.DirEntry[str]]:
         raise _unreadable(directory, exc) from exc
 
 
-def _walk(context: Path, ignore: DockerIgnore) -> Iterator[tuple[str, os.DirEntry[str], int]]:
+def _walk(
+    context: Path,
+    ignore: DockerIgnore,
+    entered: Callable[[str, os.DirEntry[str]], object] | None = None,
+) -> Iterator[tuple[str, os.DirEntry[str], int]]:
     """``(relpath, entry, kind)`` of every path the CLI would send: depth first, in name
     order, in one ``os.scandir`` pass (the kind from the listing: no ``stat``). An excluded
     directory is never entered unless an exception pattern lies inside it; each entry is
     matched once against the patterns (its parents' last match is carried down). This loop
-    runs once per file of the context: it calls as little as it can."""
+    runs once per file of the context: it calls as little as it can. ``entered`` hears of
+    each excluded directory the walk enters all the same."""
     stack = [(_listing(os.fspath(context)), "", -1)]
     last_match, excluding = ignore.matcher(), ignore.excluding()
     while stack:
@@ -328,6 +338,8 @@ def _walk(context: Path, ignore: DockerIgnore) -> Iterator[tuple[str, os.DirEntr
                 yield relpath, item, kind
             elif not (kind == _DIR and ignore.may_reinclude_below(relpath)):
                 continue
+            elif entered is not None:
+                entered(relpath, item)
             if kind == _DIR:
                 stack.append((_listing(item.path), relpath + "/", last))
                 break  # its entries come next
@@ -342,6 +354,14 @@ def _lstat(relpath: str, item: os.DirEntry[str]) -> os.stat_result | None:
         return item.stat(follow_symlinks=False)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise _unreadable(relpath, exc) from exc
+
+
+def _stat(where: Path | os.DirEntry[str], relpath: str) -> os.stat_result:
+    """The lstat of a path the walk enters or sends (a directory, a link), for the cache."""
+    try:
+        return where.stat(follow_symlinks=False)
     except OSError as exc:
         raise _unreadable(relpath, exc) from exc
 
@@ -448,9 +468,14 @@ class FileDigests(Protocol):
     what secret its content holds (``None``: none, or not looked at). Kept by stat; an
     answer is given only while the file cannot have changed since (see
     ``outside.contextcache``). ``begin`` starts a walk (``rules`` names the content rules
-    in force: other rules, other answers), ``finish`` ends a completed one."""
+    in force, ``walk`` what else decides the walk's answer: other rules, other answers);
+    ``replay`` is the whole last walk's answer (digest, findings, paths sent) while nothing
+    it saw can have changed; ``note`` tells of a path that is not a file (a directory
+    entered, a link); ``finish`` ends a completed walk with its answer."""
 
-    def begin(self, rules: str) -> None: ...
+    def begin(self, rules: str, walk: str) -> None: ...
+
+    def replay(self) -> tuple[str, list[tuple[str, str]], tuple[str, ...]] | None: ...
 
     def lookup(self, relpath: str, info: os.stat_result) -> tuple[str, str | None] | None: ...
 
@@ -458,7 +483,9 @@ class FileDigests(Protocol):
         self, relpath: str, info: os.stat_result, digest: str, secret: str | None
     ) -> None: ...
 
-    def finish(self) -> None: ...
+    def note(self, relpath: str, info: os.stat_result, tag: str) -> None: ...
+
+    def finish(self, digest: str, secrets: list[tuple[str, str]]) -> None: ...
 
 
 def content_rules() -> str:
@@ -497,14 +524,26 @@ def scan_context(
     allowed = DockerIgnore("\n".join(allow), source="SECRET_SCAN_ALLOW")
     skip = _inside(context, [dockerfile])
     secret_files = _inside(context, list(also))  # e.g. the settings file in use
+    note: Callable[[str, os.stat_result, str], None] | None = None
+    if cache is not None:
+        walk = (ignore.signature, allowed.signature, sorted(skip), sorted(secret_files))
+        cache.begin(content_rules(), repr(walk))
+        if (replayed := cache.replay()) is not None:
+            digest, findings, entries = replayed
+            return ContextScan([Finding(path, why) for path, why in findings], digest, entries)
+        note = cache.note
+        # The context itself (a link to it followed), before its listing: a change after shows.
+        note("", _stat(context.resolve(), "."), "e")
     found: list[Finding] = []
     reported_dirs: list[str] = []
     total = hashlib.sha256()
-    if cache is not None:
-        cache.begin(content_rules())
     lookup = cache.lookup if cache is not None else None
     sent: list[str] = []
-    for relpath, item, kind in _walk(context, ignore):
+    entered = None
+    if note is not None:
+        noted = note
+        entered = lambda relpath, item: noted(relpath, _stat(item, relpath), "e")  # noqa: E731
+    for relpath, item, kind in _walk(context, ignore, entered):
         name = item.name
         secret: str | None = None
         if kind == _FILE:
@@ -519,10 +558,13 @@ def scan_context(
             if relpath not in skip:
                 executable = "x" if info.st_mode & 0o111 else "-"
                 total.update(f"f {relpath}\0{executable}\0{content}\0".encode(errors=_NAMES))
-        elif kind == _DIR:
-            total.update(f"d {relpath}\0".encode(errors=_NAMES))
-        elif kind == _LINK:
-            total.update(f"l {relpath}\0{os.readlink(item.path)}\0".encode(errors=_NAMES))
+        else:
+            if note is not None:  # before a directory's listing, a link's target
+                note(relpath, _stat(item, relpath), "dlo"[kind - 1])
+            if kind == _DIR:
+                total.update(f"d {relpath}\0".encode(errors=_NAMES))
+            elif kind == _LINK:
+                total.update(f"l {relpath}\0{os.readlink(item.path)}\0".encode(errors=_NAMES))
         sent.append(relpath)
         if reported_dirs and any(relpath.startswith(d) for d in reported_dirs):
             continue
@@ -543,27 +585,33 @@ def scan_context(
             found.append(Finding(relpath, ""))
         elif secret:
             found.append(Finding(relpath, secret))
+    found.sort(key=lambda finding: finding.relpath)
+    digest = f"sha256:{total.hexdigest()}"
     if cache is not None:
-        cache.finish()
-    return ContextScan(
-        sorted(found, key=lambda finding: finding.relpath),
-        f"sha256:{total.hexdigest()}",
-        tuple(sent),
-    )
+        cache.finish(digest, [(finding.relpath, finding.why) for finding in found])
+    return ContextScan(found, digest, tuple(sent))
 
 
 def needed(entries: Sequence[str], sources: Sequence[str]) -> tuple[str, ...] | None:
     """Of the context's ``entries`` (walk order), those a build whose ``COPY``/``ADD`` read
     ``sources`` needs: each source and all below it, and ``.dockerignore``. None when a
-    source is not among them (Docker then says so itself, from the whole context)."""
-    below = tuple(source + "/" for source in sources)
-    wanted = set(sources)
-    chosen = tuple(
-        entry
-        for entry in entries
-        if entry in wanted or entry.startswith(below) or entry == ".dockerignore"
-    )
-    return chosen if wanted <= set(chosen) else None
+    source is not among them (Docker then says so itself, from the whole context).
+
+    In walk order a directory's entries follow it at once: each source is one run of
+    entries, found by its position (no look at the other entries of a large context)."""
+    chosen: set[int] = set()
+    if ".dockerignore" in entries:
+        chosen.add(entries.index(".dockerignore"))  # the file itself (or an odd folder's name)
+    for source in dict.fromkeys(sources):
+        try:
+            start = entries.index(source)
+        except ValueError:
+            return None
+        end, below = start + 1, source + "/"
+        while end < len(entries) and entries[end].startswith(below):
+            end += 1
+        chosen.update(range(start, end))
+    return tuple(entries[i] for i in sorted(chosen))
 
 
 def _digest(

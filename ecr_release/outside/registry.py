@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import ssl
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -292,12 +293,26 @@ def is_loopback(host: str) -> bool:
 
 def docker_trust(certs_dir: Path, host: str) -> ssl.SSLContext:
     """The system's CAs, plus every ``*.crt`` in ``certs.d/<host>/``: what docker trusts."""
-    context = ssl.create_default_context()
+    context = system_trust()
     host_dir = certs_dir / host
     if host_dir.is_dir():
         for ca in sorted(host_dir.glob("*.crt")):
             context.load_verify_locations(cafile=str(ca))
     return context
+
+
+def system_trust() -> ssl.SSLContext:
+    """``ssl.create_default_context()``: the CAs OpenSSL's default paths hold (its
+    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` honoured). Named as files, they load with the
+    interpreter free: the default load holds it for the whole bundle (about 30 ms), which
+    is the time the context's walk beside it runs in."""
+    paths = ssl.get_default_verify_paths()
+    if sys.platform == "win32" or not (paths.cafile or paths.capath):
+        return ssl.create_default_context()  # Windows adds its system store
+    try:
+        return ssl.create_default_context(cafile=paths.cafile, capath=paths.capath)
+    except (ssl.SSLError, OSError):  # an empty or odd file, which OpenSSL's own load skips
+        return ssl.create_default_context()
 
 
 def _bad_manifest(host: str, what: str) -> Callable[[str], RegistryError]:

@@ -12,7 +12,8 @@ from pathlib import Path
 from .project import Project, digest_from_output
 from .stack import Stack
 
-# `inv ARGS`, then the boto3/botocore modules that were imported, on stderr's last line.
+# `inv ARGS`, then the modules that were imported of boto3/botocore and of the steps only a
+# new version runs (smoke test, scan gate), on stderr's last line.
 IMPORTS_AFTER_RUN = """
 import sys
 from invoke.main import program
@@ -22,7 +23,8 @@ except SystemExit as exit:
     code = exit.code
 else:
     code = 0
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))
+steps = ("ecr_release.flows.smoke", "ecr_release.flows.scan")
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore") or m in steps)
 print("LOADED", loaded, file=sys.stderr)
 sys.exit(code)
 """
@@ -43,6 +45,7 @@ def _inv_counting_imports(project: Project, *args: str) -> tuple[int, str, str, 
 
 
 def test_a_rerun_asks_aws_nothing_and_does_not_import_boto3(project: Project, stack: Stack) -> None:
+    """Nor the smoke test's and the scan gate's modules: a rerun's start-up is its cost."""
     first = project.inv("release", "--version", "v1")
     assert first.returncode == 0, first.stderr
     stack.stop_moto()  # no ECR API from here on: an AWS call would fail the run

@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +341,56 @@ def test_the_context_cache_never_changes_the_digest(
             cached = scan_context(context, cache=cache)
             fresh = scan_context(context)
             assert (cached.digest, cached.secrets) == (fresh.digest, fresh.secrets)
+
+
+# -- what a build reads of the context ---------------------------------------------------------
+
+
+def _needed_by_looking_at_every_entry(
+    entries: Sequence[str], sources: Sequence[str]
+) -> tuple[str, ...] | None:
+    """``needed`` as it read before it found each source by its position: every entry looked
+    at, in any order."""
+    below = tuple(source + "/" for source in sources)
+    wanted = set(sources)
+    chosen = tuple(
+        entry
+        for entry in entries
+        if entry in wanted or entry.startswith(below) or entry == ".dockerignore"
+    )
+    return chosen if wanted <= set(chosen) else None
+
+
+tree_paths = st.lists(
+    st.lists(
+        st.sampled_from(["a", "a.b", "a-b", "ab", "b", ".dockerignore"]), min_size=1, max_size=4
+    ).map("/".join),
+    min_size=1,
+    max_size=12,
+)
+
+
+@PROPERTY
+@given(
+    paths=tree_paths,
+    picks=st.lists(st.integers(min_value=0, max_value=40), max_size=4),
+    missing=st.booleans(),
+)
+def test_what_a_build_reads_is_found_by_position_as_by_looking_at_every_entry(
+    paths: list[str], picks: list[int], missing: bool
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp)
+        for path in paths:
+            target = context / path
+            if any(parent.is_file() for parent in target.parents) or target.is_dir():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(path)
+        entries = scan_context(context).entries
+        sources = [entries[i % len(entries)] for i in picks] if entries else []
+        if missing:
+            sources.append("not/there")
+        assert buildcontext.needed(entries, sources) == _needed_by_looking_at_every_entry(
+            entries, sources
+        )

@@ -1252,6 +1252,19 @@ def test_a_rerun_asks_the_registry_while_the_context_is_walked(
     assert world.connects == [1]  # still no AWS call
 
 
+def test_the_base_image_is_looked_up_while_the_context_is_walked(
+    make_world: Callable[..., World],
+) -> None:
+    """BASE_IMAGE's image is asked of docker in the check thread, once docker answered: the
+    fingerprint after the walk is answered from there, with no docker call of its own."""
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    asked: list[str] = []
+    world.docker.on_verb["image"] = lambda: asked.append(threading.current_thread().name)
+    assert _fresh_release(world).already_released
+    assert len(asked) == 1 and asked[0].startswith("check"), asked
+
+
 def test_a_new_version_loads_boto3_while_the_context_is_walked(
     make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:

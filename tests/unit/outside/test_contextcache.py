@@ -149,13 +149,17 @@ def test_files_gone_are_dropped_from_the_cache(tmp_path: Path) -> None:
     (context / "README.md").unlink()
     scan_context(context, cache=_cache(tmp_path, context))
     header, kept = parse(cache.path.read_bytes())
-    assert sorted(kept) == ["Dockerfile", "app/data.txt", "app/main.py"]
+    assert sorted(path for path, tag, *_ in kept if tag == "f") == [
+        "Dockerfile",
+        "app/data.txt",
+        "app/main.py",
+    ]
     assert header["format"] == FORMAT and header["context"] == str(context.resolve())
     assert b"hello" not in cache.path.read_bytes()  # digests and stats, never content
 
 
 def _header(**changes: object) -> bytes:
-    return render({"format": FORMAT, "written_ns": 1, **changes}, {})
+    return render({"format": FORMAT, "written_ns": 1, **changes}, [])
 
 
 @pytest.mark.parametrize(
@@ -168,7 +172,8 @@ def _header(**changes: object) -> bytes:
         b"{}",
         _header(context="/elsewhere", rules="x"),
         _header(written_ns="soon"),
-        b'{"format": 2}\na.txt\x001 2 3 4 5\x00abc',  # torn: three fields of four
+        b'{"format": 3}\na.txt\x00f\x001 2 3 4 5\x00abc',  # torn: four fields of five
+        b'{"format": 3}\na.txt\x00?\x001 2 3 4 5\x00abc\x00',  # an unknown record
     ],
 )
 def test_a_corrupt_or_foreign_cache_is_ignored_and_rewritten(
@@ -180,8 +185,8 @@ def test_a_corrupt_or_foreign_cache_is_ignored_and_rewritten(
     cache.path.write_bytes(content)
     found = scan_context(context, cache=cache)
     assert found.digest == scan_context(context).digest
-    header, entries = parse(cache.path.read_bytes())
-    assert header["format"] == FORMAT and len(entries) == 4
+    header, records = parse(cache.path.read_bytes())
+    assert header["format"] == FORMAT and [r[1] for r in records].count("f") == 4
     reads.clear()
     scan_context(context, cache=_cache(tmp_path, context))
     assert reads == []
@@ -191,11 +196,19 @@ def test_entries_of_the_wrong_shape_are_read_again(tmp_path: Path, reads: list[s
     context = _context(tmp_path)
     cache = _cache(tmp_path, context)
     scan_context(context, cache=cache)
-    header, entries = parse(cache.path.read_bytes())
-    key, digest, secret = entries["README.md"]
-    entries["README.md"] = (key, "short", secret)  # not a sha256
-    entries["app/main.py"] = ("1 2 3", digest, secret)  # not a stat
-    cache.path.write_bytes(render(header, entries))
+    header, records = parse(cache.path.read_bytes())
+    del header["scan"]  # no answer for the whole walk: each file's entry is asked
+    changed = {
+        "README.md": lambda key, digest: (key, "short"),  # not a sha256
+        "app/main.py": lambda key, digest: ("1 2 3", digest),  # not a stat
+    }
+    records = [
+        (path, tag, *changed[path](key, digest), secret)
+        if path in changed
+        else (path, tag, key, digest, secret)
+        for path, tag, key, digest, secret in records
+    ]
+    cache.path.write_bytes(render(header, records))
     reads.clear()
     found = scan_context(context, cache=_cache(tmp_path, context))
     assert sorted(reads) == ["README.md", "app/main.py"]
@@ -265,10 +278,13 @@ from pathlib import Path
 from ecr_release.model.buildcontext import scan_context
 from ecr_release.outside.contextcache import DigestCache
 
-class EveryTime(DigestCache):  # every walk writes: the race is the point
-    def finish(self):
-        self._changed = True
-        super().finish()
+class EveryTime(DigestCache):  # every walk walks and writes: the race is the point
+    def replay(self):
+        return None
+
+    def finish(self, digest, secrets):
+        self.read += 1
+        super().finish(digest, secrets)
 
 context, cache = Path(sys.argv[1]), Path(sys.argv[2])
 for _ in range(15):
@@ -289,7 +305,7 @@ def test_two_releases_at_once_never_leave_a_torn_cache(tmp_path: Path) -> None:
     assert all(writer.returncode == 0 for writer in writers)
     assert {digest for output in outputs for digest in output} == {expected}
     cache = _cache(tmp_path, context)
-    assert len(parse(cache.path.read_bytes())[1]) == 304
+    assert [record[1] for record in parse(cache.path.read_bytes())[1]].count("f") == 304
     assert [p.name for p in cache.path.parent.iterdir()] == [cache.path.name]
 
 
@@ -303,3 +319,156 @@ def test_each_context_has_its_own_file_under_the_local_state(tmp_path: Path) -> 
     assert first.path != second.path
     assert str(tmp_path) not in first.path.name  # a hash names it, not the path
     assert LocalState(tmp_path / "state", read_only=True).context_digests(one).path == first.path
+
+
+# -- the whole walk, replayed -----------------------------------------------------------------
+
+
+@pytest.fixture
+def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The directories the scans list from now on (a replayed walk lists none)."""
+    seen: list[str] = []
+    real = buildcontext._listing
+
+    def counting(directory: str) -> object:
+        seen.append(directory)
+        return real(directory)
+
+    monkeypatch.setattr(buildcontext, "_listing", counting)
+    return seen
+
+
+def _tree(root: Path) -> Path:
+    context = _context(root)
+    (context / ".dockerignore").write_text("build/\n!build/keep*\nnotes.md\n")
+    (context / "build").mkdir()
+    (context / "build" / "keep.txt").write_text("kept")
+    (context / "build" / "skip.txt").write_text("left out")
+    (context / "certs").mkdir()
+    (context / "certs" / "server.pem").write_text(PRIVATE_KEY)
+    (context / "link").symlink_to("app/main.py")
+    return context
+
+
+def _scan(root: Path, context: Path) -> buildcontext.ContextScan:
+    cache = _cache(root, context)
+    return scan_context(context, context / "Dockerfile", ["certs/server.pem"], cache=cache)
+
+
+def test_an_unchanged_context_is_answered_without_a_walk(
+    tmp_path: Path, reads: list[str], listings: list[str]
+) -> None:
+    context = _tree(tmp_path)
+    fresh = scan_context(context, context / "Dockerfile", ["certs/server.pem"])
+    _scan(tmp_path, context)
+    reads.clear()
+    listings.clear()
+    cache = _cache(tmp_path, context)
+    again = scan_context(context, context / "Dockerfile", ["certs/server.pem"], cache=cache)
+    assert (reads, listings) == ([], [])  # not one directory listed, not one file read
+    assert (again.digest, again.secrets, again.entries) == (
+        fresh.digest,
+        fresh.secrets,
+        fresh.entries,
+    )
+    assert cache.reused == 7 and "build/keep.txt" in again.entries
+    assert "build/skip.txt" not in again.entries
+
+
+def _edits(context: Path) -> list[tuple[str, Callable[[], object]]]:
+    return [
+        ("a file added at the top", lambda: (context / "top.txt").write_text("new")),
+        ("a file added deep down", lambda: (context / "app" / "new.py").write_text("new")),
+        ("a file let in by an exception", lambda: (context / "build" / "keep2").write_text("k")),
+        ("a file left out added", lambda: (context / "build" / "other.txt").write_text("x")),
+        ("a left-out file changed", lambda: (context / "build" / "skip.txt").write_text("y!")),
+        ("a file's content", lambda: (context / "app" / "data.txt").write_text("z" * 5000)),
+        ("a file's mode", lambda: (context / "README.md").chmod(0o755)),
+        ("a link's target", lambda: _relink(context / "link", "README.md")),
+        ("a directory renamed", lambda: (context / "certs").rename(context / "keys")),
+        ("a file deleted", lambda: (context / "app" / "main.py").unlink()),
+        ("an ignore rule", lambda: (context / ".dockerignore").write_text("build/\n")),
+        ("a secret added", lambda: (context / "app" / ".env").write_text("TOKEN=1\n")),
+    ]
+
+
+def _relink(link: Path, target: str) -> None:
+    link.unlink()
+    link.symlink_to(target)
+
+
+@pytest.mark.parametrize("which", range(12))
+def test_any_change_since_is_walked_again_and_answered_as_from_scratch(
+    tmp_path: Path, listings: list[str], which: int
+) -> None:
+    context = _tree(tmp_path)
+    _scan(tmp_path, context)
+    name, edit = _edits(context)[which]
+    edit()
+    listings.clear()
+    found = _scan(tmp_path, context)
+    walked = bool(listings)
+    fresh = scan_context(context, context / "Dockerfile", ["certs/server.pem"])
+    # Walked again, except after a change to a file the build never gets: that answer holds.
+    assert walked is (name != "a left-out file changed"), name
+    assert (found.digest, found.secrets, found.entries) == (
+        fresh.digest,
+        fresh.secrets,
+        fresh.entries,
+    ), name
+
+
+def test_other_scan_inputs_are_walked_again(tmp_path: Path, listings: list[str]) -> None:
+    """The same files, asked otherwise: another Dockerfile, allow list or settings file."""
+    context = _tree(tmp_path)
+    (context / "Other.Dockerfile").write_text("FROM scratch\n")
+    _scan(tmp_path, context)
+    for asked in [
+        dict(dockerfile=context / "Other.Dockerfile", allow=["certs/server.pem"]),
+        dict(dockerfile=context / "Dockerfile", allow=[]),
+        dict(
+            dockerfile=context / "Dockerfile",
+            allow=["certs/server.pem"],
+            also=[context / "README.md"],
+        ),
+    ]:
+        listings.clear()
+        found = scan_context(context, cache=_cache(tmp_path, context), **asked)  # type: ignore[arg-type]
+        assert listings, asked
+        assert found.secrets == scan_context(context, **asked).secrets  # type: ignore[arg-type]
+
+
+def test_a_walk_that_saw_a_recent_change_is_not_replayed(
+    tmp_path: Path, listings: list[str]
+) -> None:
+    """git's racy rule, for the whole walk: a stat taken within RACY_NS of the walk may hide
+    a change made in the same tick, so such a walk's answer is not kept for a replay."""
+    context = _tree(tmp_path)
+    scan_context(context, cache=_cache(tmp_path, context, offset=0))
+    header, _ = parse(_cache(tmp_path, context).path.read_bytes())
+    assert "scan" not in header
+    listings.clear()
+    scan_context(context, cache=_cache(tmp_path, context))
+    assert listings  # walked again; and now its answer is kept
+    assert "scan" in parse(_cache(tmp_path, context).path.read_bytes())[0]
+    listings.clear()
+    scan_context(context, cache=_cache(tmp_path, context))
+    assert listings == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"digest": 5, "secrets": []}, {"digest": "sha256:x", "secrets": [["a"]]}, "not a dict"],
+)
+def test_a_kept_answer_of_the_wrong_shape_is_walked_again(
+    tmp_path: Path, listings: list[str], answer: object
+) -> None:
+    context = _tree(tmp_path)
+    cache = _cache(tmp_path, context)
+    scan_context(context, cache=cache)
+    header, records = parse(cache.path.read_bytes())
+    cache.path.write_bytes(render({**header, "scan": answer}, records))
+    listings.clear()
+    found = scan_context(context, cache=_cache(tmp_path, context))
+    assert listings
+    assert found.digest == scan_context(context).digest

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ecr_release.errors import RegistryError
-from ecr_release.outside.registry import Registry, _parse_manifest
+from ecr_release.outside.registry import Registry, _parse_manifest, system_trust
 
 PASSWORD = "eyJwYXlsb2FkIjoiczNjcjN0LXJlZ2lzdHJ5LXBhc3N3b3JkIn0="
 CONFIG_DIGEST = "sha256:" + "c0" * 32
@@ -643,3 +643,24 @@ def test_api_status_asks_once_more_after_a_dropped_tls_handshake(
     with pytest.raises(RegistryError, match=r"cannot reach registry registry\.example:443: .*EOF"):
         client.api_status(login=False)
     assert calls == ["open", "open"]  # once more, not forever
+
+
+def test_the_system_trust_is_the_default_contexts(
+    certs: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CAs are named as files (loaded with the interpreter free), yet they are the ones
+    ``ssl.create_default_context()`` trusts, ``SSL_CERT_FILE`` honoured as OpenSSL does."""
+    for empty_or_system in (True, False):
+        if not empty_or_system:
+            monkeypatch.delenv("SSL_CERT_FILE")
+            monkeypatch.delenv("SSL_CERT_DIR")
+        default, ours = ssl.create_default_context(), system_trust()
+        assert ours.cert_store_stats() == default.cert_store_stats()
+        assert (ours.verify_mode, ours.check_hostname) == (ssl.CERT_REQUIRED, True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs[0]))
+    monkeypatch.setenv("SSL_CERT_DIR", str(certs[0].parent / "none"))
+    only_ours = system_trust()
+    assert [ca["subject"] for ca in only_ours.get_ca_certs()] == [
+        ca["subject"] for ca in ssl.create_default_context().get_ca_certs()
+    ]
+    assert len(only_ours.get_ca_certs()) == 1
