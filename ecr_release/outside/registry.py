@@ -18,6 +18,7 @@ import http.client
 import ipaddress
 import json
 import logging
+import os
 import re
 import ssl
 import sys
@@ -90,6 +91,7 @@ class Registry:
     password: str = field(repr=False)
     timeout: float = 30.0
     certs_dir: Path = DOCKER_CERTS_DIR
+    _every_ca: bool = field(default=False, init=False, repr=False)  # the bundle loaded too
 
     @property
     def base_url(self) -> str:
@@ -154,7 +156,7 @@ class Registry:
         # Unredirected: the password never follows a redirect to another host.
         request.add_unredirected_header("Authorization", f"Basic {token}")
         try:
-            response = self._opener.open(request, timeout=self.timeout)
+            response = self._open(request)
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
@@ -202,7 +204,7 @@ class Registry:
             request.add_unredirected_header("Authorization", f"Basic {token}")
         for attempt in (1, 2):  # once more after a TLS handshake the far end dropped
             try:
-                with self._opener.open(request, timeout=self.timeout) as response:
+                with self._open(request) as response:
                     return int(response.status)
             except urllib.error.HTTPError as exc:
                 exc.close()
@@ -272,9 +274,23 @@ class Registry:
             return {}
         return {str(k): str(v) for k, v in labels.items()}
 
+    def _open(self, request: urllib.request.Request) -> Any:
+        """``request`` sent, the system's CAs looked up in its CA directory; a certificate
+        only the whole system bundle vouches for is tried once more with all of it loaded
+        (see ``system_trust``): the same CAs trusted either way."""
+        try:
+            return self._opener.open(request, timeout=self.timeout)
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ssl.SSLCertVerificationError) or self._every_ca:
+                raise
+        self._every_ca = True
+        self.__dict__.pop("_opener", None)
+        return self._opener.open(request, timeout=self.timeout)
+
     @functools.cached_property
     def _opener(self) -> urllib.request.OpenerDirector:
-        trust = urllib.request.HTTPSHandler(context=docker_trust(self.certs_dir, self.host))
+        context = docker_trust(self.certs_dir, self.host, every_ca=self._every_ca)
+        trust = urllib.request.HTTPSHandler(context=context)
         # Loopback never through a proxy: the login would travel to it.
         direct = [urllib.request.ProxyHandler({})] if is_loopback(self.host) else []
         return urllib.request.build_opener(trust, _HttpsOnlyRedirects(), *direct)
@@ -291,9 +307,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def docker_trust(certs_dir: Path, host: str) -> ssl.SSLContext:
-    """The system's CAs, plus every ``*.crt`` in ``certs.d/<host>/``: what docker trusts."""
-    context = system_trust()
+def docker_trust(certs_dir: Path, host: str, *, every_ca: bool = True) -> ssl.SSLContext:
+    """The system's CAs, plus every ``*.crt`` in ``certs.d/<host>/``: what docker trusts.
+    Without ``every_ca``, the system's CAs only as its CA directory serves them."""
+    context = system_trust() if every_ca else directory_trust()
     host_dir = certs_dir / host
     if host_dir.is_dir():
         for ca in sorted(host_dir.glob("*.crt")):
@@ -313,6 +330,17 @@ def system_trust() -> ssl.SSLContext:
         return ssl.create_default_context(cafile=paths.cafile, capath=paths.capath)
     except (ssl.SSLError, OSError):  # an empty or odd file, which OpenSSL's own load skips
         return ssl.create_default_context()
+
+
+def directory_trust() -> ssl.SSLContext:
+    """The system's CAs as its CA directory (``SSL_CERT_DIR``, hashed names) serves them:
+    OpenSSL reads the one a handshake needs, not the whole bundle. A part of what
+    ``system_trust`` holds (it loads the directory too), so nothing more is trusted; without
+    such a directory, ``system_trust`` itself."""
+    capath = ssl.get_default_verify_paths().capath
+    if sys.platform == "win32" or not capath or not os.path.isdir(capath):
+        return system_trust()
+    return ssl.create_default_context(capath=capath)
 
 
 def _bad_manifest(host: str, what: str) -> Callable[[str], RegistryError]:

@@ -28,7 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ecr_release.errors import RegistryError
-from ecr_release.outside.registry import Registry, _parse_manifest, system_trust
+from ecr_release.outside.registry import (
+    Registry,
+    _parse_manifest,
+    directory_trust,
+    system_trust,
+)
 
 PASSWORD = "eyJwYXlsb2FkIjoiczNjcjN0LXJlZ2lzdHJ5LXBhc3N3b3JkIn0="
 CONFIG_DIGEST = "sha256:" + "c0" * 32
@@ -664,3 +669,28 @@ def test_the_system_trust_is_the_default_contexts(
         ca["subject"] for ca in ssl.create_default_context().get_ca_certs()
     ]
     assert len(only_ours.get_ca_certs()) == 1
+
+
+def test_the_ca_directory_is_read_on_demand_not_the_bundle(
+    certs: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs[0]))  # the bundle: one CA
+    assert directory_trust().cert_store_stats()["x509_ca"] == 0  # nothing loaded up front
+    assert system_trust().cert_store_stats()["x509_ca"] == 1
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-directory"))
+    assert directory_trust().cert_store_stats()["x509_ca"] == 1  # no directory: the bundle
+
+
+def test_a_ca_only_the_system_bundle_holds_is_trusted_on_a_second_try(
+    tmp_path: Path, fake: FakeRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first handshake looks in the CA directory only; one that fails there is tried once
+    more with the whole bundle loaded, as ``ssl.create_default_context()`` would trust it."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(fake.ca))
+    registry = Registry(
+        fake.host, "AWS", PASSWORD, timeout=5, certs_dir=_certs_dir(tmp_path, fake.host, None)
+    )
+    assert registry.manifest("app", "v1") is not None
+    assert len(fake.seen) == 1  # the refused handshake sent nothing
+    assert registry.manifest("app", "v1") is not None  # and the bundle stays loaded
+    assert len(fake.seen) == 2
