@@ -11,6 +11,16 @@ changed within the same tick as it was read keeps its stat. git calls such entri
 file's mtime and ctime are both at least ``RACY_NS`` older than the walk that wrote the
 cache. ``ctime`` cannot be set by ``touch`` or ``utime``: a change always moves it.
 
+A walk over a large context whose files did not change still costs a listing of every
+directory, a match of every path against ``.dockerignore`` and a look-up of every file.
+So the cache also keeps the walk itself, in its order: every directory it entered (the
+context's own folder first) and every path it sent, each with its stat, and the walk's
+answer (the digest, the secrets found). While the same ignore rules and scan inputs are
+asked, ``replay`` stats those paths, nothing else, and when every one is unchanged the
+answer is the last walk's: a file added, removed or renamed changes its directory's
+stat, a change to a file its own, and a path the walk left out cannot change the answer.
+A walk that saw a racy stat (above) keeps no answer: the next one walks again.
+
 The cache never changes a result, only the time it takes. A missing, corrupt or foreign
 file (another format, another context, other content rules) is ignored and rewritten;
 writes go to a temporary file renamed into place, so two releases at once never leave a
@@ -41,7 +51,6 @@ Entries = dict[str, tuple[str, str, str]]
 # What one walk saw, in its order: (relpath, tag, stat key, sha256 or "", secret or ""); the
 # tags are those of ``TAGS``.
 Record = tuple[str, str, str, str, str]
-FIELDS = 5
 # f: a file sent; d: a directory sent (and so entered); e: a directory entered but not sent
 # (the context itself, an excluded one an exception may reach into); l: a symlink; o: other.
 TAGS = frozenset("fdelo")
@@ -54,36 +63,66 @@ def _key(info: os.stat_result) -> str:
     return f"{info.st_size} {info.st_mtime_ns} {info.st_ctime_ns} {info.st_ino} {info.st_mode}"
 
 
-def _split(data: bytes) -> tuple[dict[str, object], list[str]]:
-    """A cache file: its header (one JSON line), then its records, five NUL-separated fields
-    each (a path holds any byte but NUL; JSON would take twice as long to read back), as
-    one list of fields. ``ValueError`` when it is not one."""
+class Stored:
+    """A cache file's walk as read: one letter a record (its tag), the paths and their stats
+    (one list, two fields a record), and the files' digests and secrets, decoded only when
+    a walk asks for them (a replay does not)."""
+
+    __slots__ = ("tags", "index", "_facts", "_records")
+
+    def __init__(self, tags: str = "", index: list[str] | None = None, facts: bytes = b"") -> None:
+        self.tags = tags
+        self.index = index or []
+        self._facts = facts
+        self._records: list[Record] | None = None
+
+    def records(self) -> list[Record]:
+        if self._records is not None:
+            return self._records
+        fields = self._facts.decode("utf-8", "surrogateescape").split("\0") if self.tags else []
+        if len(fields) != 2 * len(self.tags):
+            raise ValueError("torn records")
+        index = self.index
+        self._records = list(
+            zip(index[0::2], self.tags, index[1::2], fields[0::2], fields[1::2], strict=True)
+        )
+        return self._records
+
+
+def _split(data: bytes) -> tuple[dict[str, object], Stored]:
+    """A cache file: its header (one JSON line, which gives the two sections' sizes), the
+    walk's index (its records' tags, then their paths and stats, NUL-separated: a path holds
+    any byte but NUL; JSON would take twice as long to read back), a NUL, then the files'
+    facts (a digest and a secret a record). ``ValueError`` when it is not one."""
     head, _, body = data.partition(b"\n")
     header = json.loads(head)
     if not isinstance(header, dict):
         raise ValueError("no header")
-    fields = body.decode("utf-8", "surrogateescape").split("\0") if body else []
-    if len(fields) % FIELDS:
-        raise ValueError("torn records")
-    if not TAGS.issuperset(fields[1::FIELDS]):
-        raise ValueError("unknown record")
-    return header, fields
-
-
-def _records(fields: list[str]) -> list[Record]:
-    return list(zip(*(fields[i::FIELDS] for i in range(FIELDS)), strict=True))
+    size, facts = header.get("index_bytes"), header.get("facts_bytes")
+    if not (type(size) is int and type(facts) is int and size + 1 + facts == len(body) > size):
+        raise ValueError("torn sections")
+    tags, _, index = body[:size].decode("utf-8", "surrogateescape").partition("\0")
+    fields = index.split("\0") if tags else []
+    if len(fields) != 2 * len(tags) or not TAGS.issuperset(tags):
+        raise ValueError("torn or unknown records")
+    return header, Stored(tags, fields, body[size + 1 :])
 
 
 def parse(data: bytes) -> tuple[dict[str, object], list[Record]]:
     """A cache file's header and records (see ``_split``)."""
-    header, fields = _split(data)
-    return header, _records(fields)
+    header, stored = _split(data)
+    return header, stored.records()
 
 
 def render(header: dict[str, object], records: list[Record]) -> bytes:
-    body = "\0".join(field for record in records for field in record)
-    text = json.dumps(header, separators=(",", ":")) + "\n" + body
-    return text.encode("utf-8", "surrogateescape")
+    tags = "".join(record[1] for record in records)
+    index = "\0".join(field for record in records for field in (record[0], record[2]))
+    facts = "\0".join(field for record in records for field in record[3:])
+    walk = (tags + "\0" + index).encode("utf-8", "surrogateescape")
+    known = facts.encode("utf-8", "surrogateescape")
+    sizes = {"index_bytes": len(walk), "facts_bytes": len(known)}
+    head = json.dumps({**header, **sizes}, separators=(",", ":")).encode()
+    return head + b"\n" + walk + b"\0" + known
 
 
 class DigestCache:
@@ -107,7 +146,7 @@ class DigestCache:
         self._read_only = read_only
         self._clock = clock
         self._header: dict[str, object] = {}
-        self._fields: list[str] = []  # the records read, as one list of fields
+        self._stored = Stored()  # the walk read
         self._old: Entries | None = None  # the files' entries read, once a walk asks
         self._records: list[Record] = []
         self._rules = self._walk = ""
@@ -140,19 +179,19 @@ class DigestCache:
         self._records = []
         self._racy = False
         self.reused = self.read = 0
-        self._header, self._fields = self._load()
+        self._header, self._stored = self._load()
         self._old = None
         written = self._header.get("written_ns")
         self._trusted_before = (written if type(written) is int else 0) - RACY_NS
 
-    def _load(self) -> tuple[dict[str, object], list[str]]:
+    def _load(self) -> tuple[dict[str, object], Stored]:
         try:
-            header, fields = _split(self.path.read_bytes())
+            header, stored = _split(self.path.read_bytes())
         except FileNotFoundError:
-            return {}, []
+            return {}, Stored()
         except (OSError, ValueError) as exc:  # unreadable, not ours, torn
             log.debug("ignoring the context cache %s: %s", self.path, exc)
-            return {}, []
+            return {}, Stored()
         if not (
             header.get("format") == FORMAT
             and header.get("context") == self._context
@@ -160,8 +199,8 @@ class DigestCache:
             and type(header.get("written_ns")) is int
         ):
             log.debug("ignoring the context cache %s: another format or context", self.path)
-            return {}, []
-        return header, fields
+            return {}, Stored()
+        return header, stored
 
     def replay(self) -> Replay | None:
         """The last walk's answer, when this walk would give it again: the same ignore rules
@@ -171,9 +210,9 @@ class DigestCache:
         scan = self._header.get("scan")
         if self._header.get("walk") != self._walk or not isinstance(scan, dict):
             return None
-        prefix, lstat, fields = self._context + os.sep, os.lstat, self._fields
+        prefix, lstat, index = self._context + os.sep, os.lstat, self._stored.index
         try:  # this loop runs once per path: it calls as little as it can
-            for relpath, key in zip(fields[0::FIELDS], fields[2::FIELDS], strict=True):
+            for relpath, key in zip(index[0::2], index[1::2], strict=True):
                 info = lstat(prefix + relpath)  # the context itself: "CONTEXT/"
                 if key != (
                     f"{info.st_size} {info.st_mtime_ns} {info.st_ctime_ns} {info.st_ino} "
@@ -189,9 +228,9 @@ class DigestCache:
             found = [(str(path), str(why)) for path, why in secrets]
         except (TypeError, ValueError):
             return None
-        tags = fields[1::FIELDS]
+        tags = self._stored.tags
         self.reused = tags.count("f")
-        sent = tuple(path for path, tag in zip(fields[0::FIELDS], tags, strict=True) if tag in SENT)
+        sent = tuple(path for path, tag in zip(index[0::2], tags, strict=True) if tag in SENT)
         return digest, found, sent
 
     def _seen(self, info: os.stat_result) -> None:
@@ -199,12 +238,20 @@ class DigestCache:
         if info.st_mtime_ns >= recent or info.st_ctime_ns >= recent:
             self._racy = True
 
+    def _read_records(self) -> list[Record]:
+        """The records read (none when their facts are torn: every file is read again)."""
+        try:
+            return self._stored.records()
+        except ValueError as exc:
+            log.debug("ignoring the context cache %s: %s", self.path, exc)
+            return []
+
     def _entries(self) -> Entries:
         """The files' entries read, by path (built once a walk asks: a replay needs none)."""
         if self._old is None:
             self._old = {
                 path: (key, digest, secret)
-                for path, tag, key, digest, secret in _records(self._fields)
+                for path, tag, key, digest, secret in self._read_records()
                 if tag == "f"
             }
         return self._old
@@ -248,7 +295,7 @@ class DigestCache:
             header["scan"] = {"digest": digest, "secrets": [list(pair) for pair in secrets]}
         unchanged = (
             not self.read
-            and [field for record in self._records for field in record] == self._fields
+            and self._records == self._read_records()
             and {**self._header, "written_ns": 0} == {**header, "written_ns": 0}
         )
         if self._read_only or unchanged:

@@ -472,3 +472,17 @@ def test_a_kept_answer_of_the_wrong_shape_is_walked_again(
     found = scan_context(context, cache=_cache(tmp_path, context))
     assert listings
     assert found.digest == scan_context(context).digest
+
+
+def test_sections_of_the_wrong_size_or_shape_are_not_read() -> None:
+    """Each section's size is in the header; within them, two fields a record."""
+    good = render({"format": FORMAT}, [("a.txt", "f", "1 2 3 4 5", "ab" * 32, "")])
+    assert parse(good)[1] == [("a.txt", "f", "1 2 3 4 5", "ab" * 32, "")]
+    for bad in [
+        good[:-1],  # cut short
+        good + b"x",  # longer than said
+        good.replace(b"ab" * 32 + b"\x00", b"ab" * 32 + b"\x01"),  # one field, not two
+        good.replace(b"f\x00a.txt", b"q\x00a.txt"),  # an unknown record
+    ]:
+        with pytest.raises(ValueError):
+            parse(bad)
