@@ -68,7 +68,7 @@ class Stored:
     (one list, two fields a record), and the files' digests and secrets, decoded only when
     a walk asks for them (a replay does not)."""
 
-    __slots__ = ("tags", "index", "_facts", "_records")
+    __slots__ = ("_facts", "_records", "index", "tags")
 
     def __init__(self, tags: str = "", index: list[str] | None = None, facts: bytes = b"") -> None:
         self.tags = tags

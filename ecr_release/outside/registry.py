@@ -161,16 +161,7 @@ class Registry:
             exc.close()
             if exc.code == 404:
                 return None
-            if exc.code in (401, 403):
-                needs = "ecr:PutImage" if method == "PUT" else "ecr:BatchGetImage"
-                raise RegistryAuthError(
-                    f"registry {self.host} refused the login token (HTTP {exc.code}) for "
-                    f"{what.split(':', 1)[0].split('@', 1)[0]}: check the repository policy "
-                    f"and the identity's {needs} permission"
-                ) from exc
-            raise RegistryError(
-                f"registry {self.host} answered HTTP {exc.code} for {what}"
-            ) from exc
+            raise _refusal(self.host, exc.code, method, what) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryError(
@@ -275,25 +266,38 @@ class Registry:
         return {str(k): str(v) for k, v in labels.items()}
 
     def _open(self, request: urllib.request.Request) -> Any:
-        """``request`` sent, the system's CAs looked up in its CA directory; a certificate
-        only the whole system bundle vouches for is tried once more with all of it loaded
-        (see ``system_trust``): the same CAs trusted either way."""
+        """``request`` sent; one only the whole CA bundle vouches for, with it (same CAs)."""
         try:
             return self._opener.open(request, timeout=self.timeout)
         except urllib.error.URLError as exc:
             if not isinstance(exc.reason, ssl.SSLCertVerificationError) or self._every_ca:
                 raise
         self._every_ca = True
-        self.__dict__.pop("_opener", None)
+        self.__dict__["_opener"] = _opener(self.certs_dir, self.host, every_ca=True)
         return self._opener.open(request, timeout=self.timeout)
 
     @functools.cached_property
     def _opener(self) -> urllib.request.OpenerDirector:
-        context = docker_trust(self.certs_dir, self.host, every_ca=self._every_ca)
-        trust = urllib.request.HTTPSHandler(context=context)
-        # Loopback never through a proxy: the login would travel to it.
-        direct = [urllib.request.ProxyHandler({})] if is_loopback(self.host) else []
-        return urllib.request.build_opener(trust, _HttpsOnlyRedirects(), *direct)
+        return _opener(self.certs_dir, self.host, every_ca=False)
+
+
+def _opener(certs_dir: Path, host: str, *, every_ca: bool) -> urllib.request.OpenerDirector:
+    trust = urllib.request.HTTPSHandler(context=docker_trust(certs_dir, host, every_ca=every_ca))
+    # Loopback never through a proxy: the login would travel to it.
+    direct = [urllib.request.ProxyHandler({})] if is_loopback(host) else []
+    return urllib.request.build_opener(trust, _HttpsOnlyRedirects(), *direct)
+
+
+def _refusal(host: str, code: int, method: str, what: str) -> RegistryError:
+    """The one line for an HTTP error other than 404."""
+    if code in (401, 403):
+        needs = "ecr:PutImage" if method == "PUT" else "ecr:BatchGetImage"
+        return RegistryAuthError(
+            f"registry {host} refused the login token (HTTP {code}) for "
+            f"{what.split(':', 1)[0].split('@', 1)[0]}: check the repository policy "
+            f"and the identity's {needs} permission"
+        )
+    return RegistryError(f"registry {host} answered HTTP {code} for {what}")
 
 
 def is_loopback(host: str) -> bool:
