@@ -345,13 +345,16 @@ def read_early(
 
 
 def docker_ready(docker: Docker, base: str | None) -> None:
-    """Docker answers; then the image ``BASE_IMAGE`` names is looked up while the context is
+    """Docker answers, and the image ``BASE_IMAGE`` names is looked up while the context is
     walked (the fingerprint asks for it next, and is answered from what docker said here).
-    A failure of that look-up is left for the fingerprint's own ask to tell."""
-    docker.check_daemon()
+    An image docker describes is its answer: no ``docker version`` then (a second start of
+    the CLI beside the walk). Otherwise ``docker version`` tells what is wrong, and a
+    failure of the look-up itself is left for the fingerprint's own ask to tell."""
     if base:
         with contextlib.suppress(ReleaseError):
-            docker.inspect(base)
+            if docker.inspect(base) is not None:
+                return
+    docker.check_daemon()
 
 
 def _after(ready: Callable[[], object], ask: Callable[[str], str]) -> Callable[[str], str]:

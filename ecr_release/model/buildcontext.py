@@ -518,7 +518,8 @@ def scan_context(
 
     The digest covers relative paths, entry types, the executable bit, file contents and
     symlink targets, in a stable order: it changes exactly when what Docker sends changes.
-    With a ``cache``, a file whose stat says it is unchanged is not read again.
+    With a ``cache``, a file whose stat says it is unchanged is not read again, and a walk
+    whose every path is unchanged is not walked again (``FileDigests.replay``).
     """
     ignore = DockerIgnore.for_build(context, dockerfile)
     allowed = DockerIgnore("\n".join(allow), source="SECRET_SCAN_ALLOW")

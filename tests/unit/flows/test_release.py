@@ -959,11 +959,12 @@ def test_two_runs_logging_in_at_once_log_in_once(make_world: Callable[..., World
 
 def test_daemon_down_fails_before_anything(make_world: Callable[..., World]) -> None:
     world = make_world()
-    world.docker.fail["version"] = Result(
+    down = Result(
         1,
         "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
         "Is the docker daemon running?",
     )
+    world.docker.fail["version"] = world.docker.fail["image"] = down  # every command fails
     with pytest.raises(DockerError, match="Docker daemon is not answering"):
         world.release.release("v1")
     assert world.docker.verbs() == []
@@ -1265,6 +1266,24 @@ def test_the_base_image_is_looked_up_while_the_context_is_walked(
     assert len(asked) == 1 and asked[0].startswith("check"), asked
 
 
+def test_a_base_image_docker_describes_is_its_answer_without_docker_version(
+    make_world: Callable[..., World],
+) -> None:
+    """One start of the docker CLI beside the walk, not two: the base image's look-up shows
+    that docker answers. Without a local base, ``docker version`` says what is wrong."""
+    world = make_world(now=BEFORE_EXPIRY)
+    world.release.release("v1")
+    world.docker.calls.clear()
+    assert _fresh_release(world).already_released
+    assert [args[1] for args, _ in world.docker.calls] == ["image"]
+    world.docker.images.pop(BASE)
+    world.docker.calls.clear()
+    (world.tmp / "ctx" / "app.py").write_text("print('v2')\n")
+    world.rerun().release("v2")
+    verbs = [args[1] for args, _ in world.docker.calls]
+    assert verbs[:2] == ["image", "version"] and "pull" in verbs
+
+
 def test_a_new_version_loads_boto3_while_the_context_is_walked(
     make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1288,7 +1307,8 @@ def test_without_a_stored_login_the_registry_is_asked_after_docker_answers(
 ) -> None:
     """No stored login means a token, so AWS: not before docker has answered, as ever."""
     world = make_world()
-    world.docker.fail["version"] = Result(1, "Cannot connect to the Docker daemon")
+    down = Result(1, "Cannot connect to the Docker daemon")
+    world.docker.fail["version"] = world.docker.fail["image"] = down
     asked: list[object] = []
     with patch_method(FakeRegistry, "manifest", asked), pytest.raises(DockerError):
         world.release.release("v1")
