@@ -198,16 +198,11 @@ def test_entries_of_the_wrong_shape_are_read_again(tmp_path: Path, reads: list[s
     scan_context(context, cache=cache)
     header, records = parse(cache.path.read_bytes())
     del header["scan"]  # no answer for the whole walk: each file's entry is asked
-    changed = {
-        "README.md": lambda key, digest: (key, "short"),  # not a sha256
-        "app/main.py": lambda key, digest: ("1 2 3", digest),  # not a stat
-    }
-    records = [
-        (path, tag, *changed[path](key, digest), secret)
-        if path in changed
-        else (path, tag, key, digest, secret)
-        for path, tag, key, digest, secret in records
-    ]
+    for i, (path, tag, key, digest, secret) in enumerate(records):
+        if path == "README.md":
+            records[i] = (path, tag, key, "short", secret)  # not a sha256
+        elif path == "app/main.py":
+            records[i] = (path, tag, "1 2 3", digest, secret)  # not a stat
     cache.path.write_bytes(render(header, records))
     reads.clear()
     found = scan_context(context, cache=_cache(tmp_path, context))
