@@ -348,12 +348,11 @@ def docker_ready(docker: Docker, base: str | None) -> None:
     """Docker answers, and the image ``BASE_IMAGE`` names is looked up while the context is
     walked (the fingerprint asks for it next, and is answered from what docker said here).
     An image docker describes is its answer: no ``docker version`` then (a second start of
-    the CLI beside the walk). Otherwise ``docker version`` tells what is wrong, and a
-    failure of the look-up itself is left for the fingerprint's own ask to tell."""
-    if base:
-        with contextlib.suppress(ReleaseError):
-            if docker.inspect(base) is not None:
-                return
+    the CLI beside the walk). A daemon that is down or does not answer in time fails the
+    look-up as it would fail ``docker version``, with the same line; an image docker does
+    not have is asked about with ``docker version``."""
+    if base and docker.inspect(base) is not None:
+        return
     docker.check_daemon()
 
 

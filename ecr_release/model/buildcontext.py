@@ -18,6 +18,7 @@ Binary files and files over ``MAX_SCAN_BYTES`` are not read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -489,11 +490,14 @@ class FileDigests(Protocol):
 
 
 def content_rules() -> str:
-    """A digest of what decides a file's content verdict: a cached verdict from other rules
-    is not reused."""
+    """A digest of what decides a file's content verdict and a walk's answer: the content
+    rules, and this module's own code (its rules by name, how the digest is made). A cached
+    verdict or walk from other rules, or from another version of the suite, is not reused."""
     rules = [pattern.pattern for pattern, _ in _CONTENT_RULES] + [_NPM_TOKEN.pattern]
-    text = repr((rules, MAX_SCAN_BYTES, _BINARY_SNIFF))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(repr((rules, MAX_SCAN_BYTES, _BINARY_SNIFF)).encode())
+    with contextlib.suppress(OSError):  # no source beside the code: the rules alone
+        digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _inside(context: Path, paths: Sequence[Path | None]) -> set[str]:
@@ -527,14 +531,15 @@ def scan_context(
     secret_files = _inside(context, list(also))  # e.g. the settings file in use
     note: Callable[[str, os.stat_result, str], None] | None = None
     if cache is not None:
-        walk = (ignore.signature, allowed.signature, sorted(skip), sorted(secret_files))
+        root = context.resolve()  # a link to the context, moved since, is another walk
+        walk = (str(root), ignore.signature, allowed.signature, sorted(skip), sorted(secret_files))
         cache.begin(content_rules(), repr(walk))
         if (replayed := cache.replay()) is not None:
             digest, findings, entries = replayed
             return ContextScan([Finding(path, why) for path, why in findings], digest, entries)
         note = cache.note
         # The context itself (a link to it followed), before its listing: a change after shows.
-        note("", _stat(context.resolve(), "."), "e")
+        note("", _stat(root, "."), "e")
     found: list[Finding] = []
     reported_dirs: list[str] = []
     total = hashlib.sha256()

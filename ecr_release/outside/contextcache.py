@@ -167,8 +167,8 @@ class DigestCache:
     ) -> DigestCache:
         """The cache of ``context``, under ``directory``: one file per context, named by a
         hash of its real path (so two checkouts never share one, and a name says nothing)."""
-        real = str(context.resolve())
-        name = hashlib.sha256(real.encode()).hexdigest()[:32] + ".digests"
+        real = os.fsencode(context.resolve())
+        name = hashlib.sha256(real).hexdigest()[:32] + ".digests"
         return cls(directory / "contexts" / name, context, read_only=read_only, clock=clock)
 
     def begin(self, rules: str, walk: str = "") -> None:
@@ -189,7 +189,7 @@ class DigestCache:
             header, stored = _split(self.path.read_bytes())
         except FileNotFoundError:
             return {}, Stored()
-        except (OSError, ValueError) as exc:  # unreadable, not ours, torn
+        except (OSError, ValueError, RecursionError) as exc:  # unreadable, not ours, torn
             log.debug("ignoring the context cache %s: %s", self.path, exc)
             return {}, Stored()
         if not (
@@ -200,6 +200,8 @@ class DigestCache:
         ):
             log.debug("ignoring the context cache %s: another format or context", self.path)
             return {}, Stored()
+        for size in ("index_bytes", "facts_bytes"):  # the file's layout, not what it says
+            header.pop(size, None)
         return header, stored
 
     def replay(self) -> Replay | None:

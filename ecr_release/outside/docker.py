@@ -549,6 +549,8 @@ def stopped_message(args: Sequence[str], result: Result, daemon: str) -> str:
     """One line for a command the runner stopped: what hung, and what to do."""
     verb = args[1] if len(args) > 1 else ""
     what = f"`{Path(args[0]).name} {verb}`"  # the verb alone: a build's list is long
+    if verb in ("image", "container") and len(args) > 2:  # and what it does to them
+        what = f"`{Path(args[0]).name} {verb} {args[2]}`"
     if verb in ("push", "pull"):
         what = f"`{Path(args[0]).name} {verb} {args[-1]}`"
         return (

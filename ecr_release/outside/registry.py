@@ -314,7 +314,7 @@ def is_loopback(host: str) -> bool:
 def docker_trust(certs_dir: Path, host: str, *, every_ca: bool = True) -> ssl.SSLContext:
     """The system's CAs, plus every ``*.crt`` in ``certs.d/<host>/``: what docker trusts.
     Without ``every_ca``, the system's CAs only as its CA directory serves them."""
-    context = system_trust() if every_ca else directory_trust()
+    context = ssl.create_default_context() if every_ca else directory_trust()
     host_dir = certs_dir / host
     if host_dir.is_dir():
         for ca in sorted(host_dir.glob("*.crt")):
@@ -322,28 +322,14 @@ def docker_trust(certs_dir: Path, host: str, *, every_ca: bool = True) -> ssl.SS
     return context
 
 
-def system_trust() -> ssl.SSLContext:
-    """``ssl.create_default_context()``: the CAs OpenSSL's default paths hold (its
-    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` honoured). Named as files, they load with the
-    interpreter free: the default load holds it for the whole bundle (about 30 ms), which
-    is the time the context's walk beside it runs in."""
-    paths = ssl.get_default_verify_paths()
-    if sys.platform == "win32" or not (paths.cafile or paths.capath):
-        return ssl.create_default_context()  # Windows adds its system store
-    try:
-        return ssl.create_default_context(cafile=paths.cafile, capath=paths.capath)
-    except (ssl.SSLError, OSError):  # an empty or odd file, which OpenSSL's own load skips
-        return ssl.create_default_context()
-
-
 def directory_trust() -> ssl.SSLContext:
     """The system's CAs as its CA directory (``SSL_CERT_DIR``, hashed names) serves them:
-    OpenSSL reads the one a handshake needs, not the whole bundle. A part of what
-    ``system_trust`` holds (it loads the directory too), so nothing more is trusted; without
-    such a directory, ``system_trust`` itself."""
-    capath = ssl.get_default_verify_paths().capath
+    OpenSSL reads the one a handshake needs, not the whole bundle (about 30 ms of CPU
+    beside the walk). A part of what ``ssl.create_default_context()`` holds (it loads the
+    directory too), so nothing more is trusted; without one such directory, that context."""
+    capath = ssl.get_default_verify_paths().capath  # None for a list of several
     if sys.platform == "win32" or not capath or not os.path.isdir(capath):
-        return system_trust()
+        return ssl.create_default_context()
     return ssl.create_default_context(capath=capath)
 
 

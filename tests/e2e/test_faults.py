@@ -58,7 +58,8 @@ def test_a_hung_docker_daemon_stops_the_release_in_seconds(
     project: Project, stack: Stack, silent_socket: str
 ) -> None:
     # The daemon takes the connection and never answers: before the runner had limits,
-    # `inv release` waited forever with nothing on the screen.
+    # `inv release` waited forever with nothing on the screen. The first docker command is
+    # the base image's look-up (which stands in for `docker version`): one wait, not two.
     started = time.monotonic()
     done = project.inv("release", "--version", "v1", env={"DOCKER_HOST": silent_socket}, timeout=60)
     elapsed = time.monotonic() - started
@@ -66,7 +67,7 @@ def test_a_hung_docker_daemon_stops_the_release_in_seconds(
     line = one_line_error(done)
     assert done.returncode == 3, done.stderr
     assert line == (
-        "error: `docker version` gave no answer within 10 s: the Docker daemon at "
+        "error: `docker image inspect` gave no answer within 10 s: the Docker daemon at "
         f"{silent_socket} (DOCKER_HOST) is hung or unreachable; restart Docker (or fix "
         "DOCKER_HOST) and try again"
     )

@@ -340,7 +340,11 @@ def test_the_context_cache_never_changes_the_digest(
             cache = DigestCache.for_context(Path(tmp) / "cache", context, clock=_at(now))
             cached = scan_context(context, cache=cache)
             fresh = scan_context(context)
-            assert (cached.digest, cached.secrets) == (fresh.digest, fresh.secrets)
+            assert (cached.digest, cached.secrets, cached.entries) == (
+                fresh.digest,
+                fresh.secrets,
+                fresh.entries,
+            )
 
 
 # -- what a build reads of the context ---------------------------------------------------------

@@ -1284,6 +1284,20 @@ def test_a_base_image_docker_describes_is_its_answer_without_docker_version(
     assert verbs[:2] == ["image", "version"] and "pull" in verbs
 
 
+def test_a_daemon_that_does_not_answer_costs_one_wait_not_two(
+    make_world: Callable[..., World],
+) -> None:
+    """The base image's look-up stands in for ``docker version``: when it gets no answer in
+    time, that is the one line, and ``docker version`` does not wait again."""
+    world = make_world(now=BEFORE_EXPIRY)
+    world.docker.fail["image"] = Result(
+        124, "", stopped="gave no answer within 10 s", limit="timeout"
+    )
+    with pytest.raises(DockerError, match=r"^`docker image inspect` gave no answer within 10 s"):
+        world.release.release("v1")
+    assert [args[1] for args, _ in world.docker.calls] == ["image"]
+
+
 def test_a_new_version_loads_boto3_while_the_context_is_walked(
     make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:

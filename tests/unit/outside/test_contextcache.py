@@ -172,6 +172,7 @@ def _header(**changes: object) -> bytes:
         b"{}",
         _header(context="/elsewhere", rules="x"),
         _header(written_ns="soon"),
+        b"[" * 100_000,  # nested past what the JSON reader recurses into
         b'{"format": 3}\na.txt\x00f\x001 2 3 4 5\x00abc',  # torn: four fields of five
         b'{"format": 3}\na.txt\x00?\x001 2 3 4 5\x00abc\x00',  # an unknown record
     ],
@@ -481,3 +482,58 @@ def test_sections_of_the_wrong_size_or_shape_are_not_read() -> None:
     ]:
         with pytest.raises(ValueError):
             parse(bad)
+
+
+def test_another_version_of_the_walk_does_not_replay(
+    tmp_path: Path, listings: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan's own code is part of the cache's rules: an upgrade that adds a secret name
+    (or changes how the digest is made) walks again, rather than answer as the old code."""
+    context = _tree(tmp_path)
+    _scan(tmp_path, context)
+    upgraded = tmp_path / "buildcontext.py"
+    upgraded.write_text(Path(buildcontext.__file__).read_text() + '\n_SECRET_FILES.add("x")\n')
+    monkeypatch.setattr(buildcontext, "__file__", str(upgraded))
+    listings.clear()
+    _scan(tmp_path, context)
+    assert listings
+
+
+def test_a_link_to_the_context_moved_since_the_cache_was_made_walks_the_new_one(
+    tmp_path: Path,
+) -> None:
+    one, two = _tree(tmp_path / "one"), _tree(tmp_path / "two")
+    (two / "extra.txt").write_text("only here")
+    link = tmp_path / "ctx"
+    link.symlink_to(one)
+    scan_context(link, cache=_cache(tmp_path, link))
+    cache = _cache(tmp_path, link)  # made while the link points at one
+    link.unlink()
+    link.symlink_to(two)
+    found = scan_context(link, cache=cache)
+    assert "extra.txt" in found.entries
+    assert found.digest == scan_context(two).digest
+
+
+def test_a_walk_that_changed_nothing_does_not_rewrite_the_file(tmp_path: Path) -> None:
+    """Files long settled, one folder made just now: no answer is kept (the folder is
+    racy), every file's digest is reused, and a second such walk leaves the file alone."""
+    context = _tree(tmp_path)
+    settled = max(os.lstat(p).st_ctime_ns for p in [context, *context.rglob("*")])
+    time.sleep(0.05)
+    (context / "late").mkdir()
+    made = os.lstat(context / "late").st_ctime_ns
+    middle = (settled + made) // 2  # files before it, the new folder after it
+    scan_context(context, cache=_cache_at(tmp_path, context, middle + RACY_NS))
+    path = _cache(tmp_path, context).path
+    assert "scan" not in parse(path.read_bytes())[0]
+    before = path.stat()
+    again = _cache_at(tmp_path, context, middle + RACY_NS)
+    scan_context(context, cache=again)
+    after = path.stat()
+    assert (again.reused, again.read) == (7, 0)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def _cache_at(root: Path, context: Path, moment: int) -> DigestCache:
+    return DigestCache.for_context(root / "cache", context, clock=lambda: moment)

@@ -872,7 +872,8 @@ def test_a_command_with_no_answer_is_one_line_naming_it_and_the_daemon(name: str
     with pytest.raises(DockerError) as info:
         call(docker)
     message = info.value.message
-    assert message.startswith(f"`docker {verb}` gave no answer within 10 s: the Docker daemon at ")
+    shown = {"image": "image inspect"}.get(verb, verb)  # a management verb, and what it did
+    assert message.startswith(f"`docker {shown}` gave no answer within 10 s: the Docker daemon at ")
     assert "unix:///run/hung.sock (DOCKER_HOST) is hung or unreachable" in message
     assert "restart Docker (or fix DOCKER_HOST)" in message
     assert "\n" not in message
