@@ -370,7 +370,7 @@ def make_release(
     progress = _quiet if dry_run else announce
     published = (PlanningPublished if dry_run else Published)(settings, access, docker, progress)
     smoke = _smoke_step(docker, settings, clock, dry_run)
-    scan: Callable[[str, str], object]
+    scan: Callable[..., object]
     if dry_run:
         scan = functools.partial(
             _plan_scan, timeout=settings.scan_timeout, fail_on=settings.scan_fail_on
@@ -416,11 +416,11 @@ def _scan_step(
     settings: Settings,
     progress: Callable[[str], None],
     clock: Clock,
-) -> Callable[[str, str], object]:
+) -> Callable[..., object]:
     """The scan gate, its module imported once a candidate reaches it (a rerun never does)."""
-    gate: Callable[[str, str], object] | None = None
+    gate: Callable[..., object] | None = None
 
-    def scan(repository_name: str, digest: str) -> object:
+    def scan(repository_name: str, digest: str, **options: Any) -> object:
         nonlocal gate
         if gate is None:
             from ..flows.scan import ScanGate
@@ -435,12 +435,12 @@ def _scan_step(
                 clock=clock.monotonic,
                 sleep=clock.sleep,
             )
-        return gate(repository_name, digest)
+        return gate(repository_name, digest, **options)
 
     return scan
 
 
-def _plan_scan(name: str, digest: str, *, timeout: float, fail_on: str | None) -> None:
+def _plan_scan(name: str, digest: str, *, timeout: float, fail_on: str | None, **_: object) -> None:
     from ..flows.scan import plan_scan
 
     plan_scan(f"{name}@{digest}", timeout=timeout, fail_on=fail_on)

@@ -5,17 +5,18 @@ every gate has passed.
 tag named from the inputs' fingerprint (``ecr-release-candidate-<24 hex>``: no tag a
 person would choose), and:
 
-1. **gates, at the same time**: the candidate is pushed while the smoke test runs the
-   image here. A smoke failure stops the push (and removes what was pushed); a push
-   failure stops the smoke test. Both must pass.
-2. the candidate is read back from the registry and **verified** (its digest is what
-   docker pushed, its config is the local image).
-3. **the scan gate**: the candidate's image scan is awaited and judged (``flows.scan``).
-4. **the version**: the candidate's exact manifest bytes are put under the version tag,
+1. **gates, at the same time**: the smoke test runs the image here from the moment it is
+   built; beside it, the candidate is pushed, read back from the registry and **verified**
+   (its digest is what docker pushed, its config is the local image), and its image scan
+   is awaited and judged (**the scan gate**, ``flows.scan``). The first gate that fails
+   stops the other: a smoke failure stops the push or the scan's wait (and removes what
+   was pushed); a push, verification or scan failure stops the smoke test. All must pass.
+2. **the version**: the candidate's exact manifest bytes are put under the version tag,
    on the registry side (nothing is pulled or pushed), and the version tag is verified.
-5. the candidate tag is **removed**, by tag only: the image stays under its version. The
-   local image is tagged ``HOST/REPOSITORY:version`` (as the manual flow leaves it) and
-   loses its local candidate tag.
+3. the candidate tag is **removed**, by tag only: the image stays under its version.
+   Meanwhile the local image is tagged ``HOST/REPOSITORY:version`` (as the manual flow
+   leaves it) and loses its local candidate tag, and the smoke test's container is
+   removed; the release ends when all of that is done.
 
 A gate that fails leaves no version tag: the candidate tag is removed, and where that
 fails, a lifecycle rule (with ``ECR_EXPIRE_UNTAGGED_DAYS``) expires it. An interrupted run
@@ -25,10 +26,13 @@ it by its fingerprint and reuses it (no second push); the gates still run.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +48,10 @@ log = logging.getLogger("ecr_release")
 def candidate_tag(fingerprint: Fingerprint) -> str:
     """The candidate tag of a build: its fingerprint's first 24 hex digits."""
     return CANDIDATE_PREFIX + fingerprint.digest.partition(":")[2][:24]
+
+
+# Hands work to a thread that the run joins before it ends (ThreadPoolExecutor.submit).
+Defer = Callable[[Callable[[], None]], Future[None]]
 
 
 class GateStopped(Exception):
@@ -76,23 +84,27 @@ class Gates:
 
 @dataclass
 class Shipping:
-    """The collaborators the candidate flow needs, handed in by ``Release``."""
+    """The collaborators the candidate flow needs, handed in by ``Release``.
+
+    ``parallel`` (a real run) runs the gates beside each other and the end's tidying
+    beside the candidate tag's removal; a dry run (False) shows them as plan lines, one
+    after the other, in the order the real run begins them."""
 
     docker: Docker
     published: Published
     progress: Callable[[str], None]
-    smoke: Callable[..., object] | None  # (image, sleep=...) -> outcome; None: no smoke test
-    scan: Callable[[str, str], Any]  # (repository, digest) -> report (raises at the gate)
+    smoke: Callable[..., object] | None  # (image, sleep=..., defer=...) -> outcome; None: none
+    scan: Callable[..., Any]  # (repository, digest, sleep=...) -> report (raises at the gate)
     relogin: Callable[[], None]
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
+    parallel: bool = True
 
     def ship(
         self, version: str, local: str, remote: Callable[[str], str], mine: Fingerprint
     ) -> tuple[str, Gates]:
         """Push ``local`` as the candidate, pass the gates, put the version; return the
         version's verified digest and what the gates found."""
-        name = self.published.name
         gates = Gates(candidate_tag(mine))
         candidate = remote(gates.candidate)
         reused = self.published.identical_candidate(gates.candidate, mine)
@@ -101,30 +113,37 @@ class Shipping:
             log.info(
                 "reusing candidate %s, pushed from the same inputs by an earlier run", candidate
             )
-        else:
-            self.progress(f"tag {candidate}")
-            self.docker.tag(local, candidate)
-        try:
-            digest = self._gates(gates, local, candidate, reused.digest if reused else None)
-            gates.scan = self.scan(name, digest)
-            verified = self.published.tags.put_version(version, gates.candidate, digest)
-        except KeyboardInterrupt:
-            # Stopped, not refused: a candidate that made it to the registry stays for a
-            # rerun of the same inputs to reuse (the lifecycle rule expires it otherwise).
-            log.warning(
-                "interrupted: the candidate tag %s stays if its push got through; a rerun "
-                "of the same inputs reuses it",
-                gates.candidate,
-            )
-            raise
-        except BaseException:
-            self._remove(gates, failed=True)
-            self.docker.untag(candidate)
-            raise
-        self._remove(gates, failed=False)
-        # Here as in the registry: the image carries its version's name, not the candidate's.
-        self.docker.tag(local, remote(version))
-        self.docker.untag(candidate)
+        # What may finish while the run goes on (the smoke test's container removal, the
+        # local tags): joined before ship returns, or before the process ends if it raises.
+        with ThreadPoolExecutor(2, thread_name_prefix="tidy") as after:
+            try:
+                digest = self._gates(
+                    gates, local, candidate, reused.digest if reused else None, after.submit
+                )
+                verified = self.published.tags.put_version(version, gates.candidate, digest)
+            except KeyboardInterrupt:
+                # Stopped, not refused: a candidate that made it to the registry stays for a
+                # rerun of the same inputs to reuse (the lifecycle rule expires it otherwise).
+                log.warning(
+                    "interrupted: the candidate tag %s stays if its push got through; a "
+                    "rerun of the same inputs reuses it",
+                    gates.candidate,
+                )
+                raise
+            except BaseException:
+                self._remove(gates, failed=True)
+                self.docker.untag(candidate)
+                raise
+            # Here as in the registry: the image carries its version's name, not the
+            # candidate's; docker does that while the registry removes the candidate tag.
+            retag = functools.partial(self._retag, local, remote(version), candidate)
+            if not self.parallel:
+                self._remove(gates, failed=False)
+                retag()
+                return verified, gates
+            retagged = after.submit(retag)
+            self._remove(gates, failed=False)
+            retagged.result()
         return verified, gates
 
     def tidy(self, mine: Fingerprint) -> None:
@@ -135,53 +154,85 @@ class Shipping:
         if self.published.digest_of(tag) is not None and self.published.remove_tag(tag):
             log.info("removed the candidate tag %s an earlier run left behind", tag)
 
-    def _gates(self, gates: Gates, local: str, candidate: str, reused: str | None) -> str:
-        """The push (unless reused) and the smoke test at the same time; the candidate's
-        verified digest."""
-        stop_push, stop_smoke = threading.Event(), threading.Event()
-        outcome: dict[str, Any] = {}
+    def _gates(
+        self, gates: Gates, local: str, candidate: str, reused: str | None, defer: Defer
+    ) -> str:
+        """The gates, at the same time: here the smoke test; beside it the candidate's push
+        (unless reused), its verification, then its scan. The candidate's verified digest
+        once both passed; the first gate that fails stops the other."""
+        stop_candidate, stop_smoke = threading.Event(), threading.Event()
+        found: dict[str, Any] = {}
 
-        def push() -> None:
+        def pushed() -> str:
+            if reused is not None:
+                return reused
+            self.progress(f"tag {candidate}")
+            self.docker.tag(local, candidate)
+            self.progress(f"push {candidate}")
             started = self.monotonic()
             try:
-                if reused is None:
-                    self.progress(f"push {candidate}")
-                    outcome["digest"] = push_with_retries(
-                        self.docker,
-                        candidate,
-                        relogin=self.relogin,
-                        sleep=self.sleep,
-                        cancel=stop_push,
-                    )
-                else:
-                    outcome["digest"] = reused
-            except BaseException as exc:
-                outcome["error"] = exc
-                stop_smoke.set()
+                digest = push_with_retries(
+                    self.docker,
+                    candidate,
+                    relogin=self.relogin,
+                    sleep=self.sleep,
+                    cancel=stop_candidate,
+                )
             finally:
                 gates.push_seconds = self.monotonic() - started
+            return self.published.verify(gates.candidate, digest, candidate)
 
-        worker = threading.Thread(target=push, name="push-candidate", daemon=True)
+        def scanned(digest: str, sleep: Callable[[float], None]) -> None:
+            gates.scan = self.scan(self.published.name, digest, sleep=sleep)
+
+        if not self.parallel:
+            digest = pushed()
+            self._smoke_gate(gates, local, self.sleep, None)
+            scanned(digest, self.sleep)
+            return digest
+
+        def candidate_gates() -> None:
+            try:
+                found["digest"] = pushed()
+                scanned(found["digest"], _stoppable(self.sleep, stop_candidate))
+            except GateStopped:
+                pass  # the smoke test failed: its error is the one to report
+            except BaseException as exc:
+                found["error"] = exc
+                stop_smoke.set()
+
+        worker = threading.Thread(target=candidate_gates, name="candidate", daemon=True)
         worker.start()
         try:
-            if self.smoke is not None:
-                started = self.monotonic()
-                result = self.smoke(local, sleep=_stoppable(self.sleep, stop_smoke))
-                gates.smoke_seconds = self.monotonic() - started
-                gates.smoke = str(result) if result is not None else "passed"
-        except GateStopped:
-            pass  # the push failed: its error is the one to report
-        except BaseException:  # the smoke test failed (or Ctrl-C): stop the push too
-            stop_push.set()
+            # GateStopped: the candidate's gates failed; their error is the one to report.
+            with contextlib.suppress(GateStopped):
+                self._smoke_gate(gates, local, _stoppable(self.sleep, stop_smoke), defer)
+            worker.join()
+        except BaseException:  # the smoke test failed (or Ctrl-C): stop the other gates too
+            stop_candidate.set()
             worker.join()
             raise
-        worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        pushed: str | None = outcome.get("digest")
-        if reused is not None:
-            return reused
-        return self.published.verify(gates.candidate, pushed, candidate)
+        if "error" in found:
+            raise found["error"]
+        verified: str = found["digest"]
+        return verified
+
+    def _smoke_gate(
+        self, gates: Gates, local: str, sleep: Callable[[float], None], defer: Defer | None
+    ) -> None:
+        if self.smoke is None:
+            return
+        started = self.monotonic()
+        options: dict[str, Any] = {"sleep": sleep}
+        if defer is not None:  # its container is removed while the release goes on
+            options["defer"] = defer
+        result = self.smoke(local, **options)
+        gates.smoke_seconds = self.monotonic() - started
+        gates.smoke = str(result) if result is not None else "passed"
+
+    def _retag(self, local: str, version: str, candidate: str) -> None:
+        self.docker.tag(local, version)
+        self.docker.untag(candidate)
 
     def _remove(self, gates: Gates, *, failed: bool) -> None:
         """Take the candidate tag away, by tag only. After a failed gate a removal that

@@ -103,7 +103,7 @@ class Release:
         published: Published,
         smoke: Callable[..., object],
         *,
-        scan: Callable[[str, str], object] = lambda repository, digest: None,
+        scan: Callable[..., object] = lambda repository, digest, **options: None,
         revision: Callable[[Path], gitinfo.Revision] = gitinfo.revision,
         clock: Clock = Clock(),
         progress: Callable[[str], None] = announce,
@@ -226,6 +226,7 @@ class Release:
         return Shipping(
             *(self.docker, self.published, self._progress, smoke, self._scan, self._relogin),
             *(self._clock.sleep, self._clock.monotonic),
+            parallel=not self.published.plan_only,
         )
 
     def remote_ref(self, version: str) -> str:

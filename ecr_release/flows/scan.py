@@ -380,7 +380,15 @@ class ScanGate:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
-    def __call__(self, repository_name: str, digest: str) -> ScanReport:
+    def __call__(
+        self,
+        repository_name: str,
+        digest: str,
+        *,
+        sleep: Callable[[float], None] | None = None,
+    ) -> ScanReport:
+        """``sleep``, when given, is the wait between polls for this call (one that raises
+        when another gate failed ends the wait)."""
         report = wait_for_scan(
             self.ecr(),
             repository_name,
@@ -388,7 +396,7 @@ class ScanGate:
             scan_on_push=self.scan_on_push(),
             timeout=self.timeout,
             clock=self.clock,
-            sleep=self.sleep,
+            sleep=sleep or self.sleep,
             progress=self.progress,
             ignore=self.ignore,
         )

@@ -22,7 +22,9 @@ HEALTHCHECK never passes, must stop the release before the push. The rule:
   being removed waits until it is gone). A health command that never returns is
   stopped by removing its container 2 s after the timeout. Every docker command is
   bounded as well (see :class:`~..outside.docker.Docker`): a daemon that stops
-  answering is a ``DockerError``, not a hang.
+  answering is a ``DockerError``, not a hang. Given ``defer`` (a thread pool's
+  ``submit``, whose pool the caller joins before it ends), the container of an image that
+  passed is removed there, while the release goes on; any other end removes it here.
 * A failure is a :class:`~.errors.SmokeTestError` (exit 8): one line naming the
   image and what happened, saying the version was not released, with the container's last 20
   log lines in ``log_tail`` for the task layer to print.
@@ -74,7 +76,7 @@ _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 @dataclass(frozen=True)
 class SmokeResult:
     """How the image passed (:data:`HEALTHY`, ``"running after 3 s"`` or :data:`ONE_SHOT`)
-    and the seconds the whole step took, the container's removal included."""
+    and the seconds the step took, the container's removal included unless deferred."""
 
     image: str
     outcome: str
@@ -118,8 +120,10 @@ def smoke_test(
     poll: float = POLL_SECONDS,
     name: str | None = None,
     watchdog: Watchdog = thread_watchdog,
+    defer: Callable[[Callable[[], None]], object] | None = None,
 ) -> SmokeResult:
-    """Run ``image`` once and judge it (see the module's rule); the container is always removed.
+    """Run ``image`` once and judge it (see the module's rule); the container is always removed
+    (after a pass, through ``defer`` when given).
 
     Raises :class:`SmokeTestError` when the image fails, :class:`DockerError` when there
     is no such local image or docker itself fails.
@@ -134,6 +138,7 @@ def smoke_test(
         clock=clock,
         sleep=sleep,
         watchdog=watchdog,
+        defer=defer,
     ).run()
 
 
@@ -166,8 +171,10 @@ class _SmokeTest:
         clock: Callable[[], float],
         sleep: Callable[[float], None],
         watchdog: Watchdog,
+        defer: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self.image, self.name, self.docker = image, name, docker
+        self._defer = defer
         self.timeout, self.settle, self.poll = timeout, settle, poll
         # The watchdog ends a hung health command first; docker's own limit is the backstop.
         self._watchdog_at = max(timeout, settle) + WATCHDOG_GRACE_SECONDS
@@ -184,15 +191,18 @@ class _SmokeTest:
         interrupts = _Interrupts()
         with interrupts:
             cancel: Callable[[], None] | None = None
+            passed = False
             try:
                 cancel = self._watchdog(self._watchdog_at, self._on_watchdog)
                 self._start()
                 outcome = self._healthy(probe) if probe is not None else self._settled()
+                passed = True
             finally:
                 if cancel is not None:
                     cancel()
-                with interrupts.deferred():
-                    self._remove()
+                if not (passed and self._removed_later()):
+                    with interrupts.deferred():
+                        self._remove()
         seconds = self._clock() - start
         log.info("smoke-test passed: %s in %.1f s", outcome, seconds)
         return SmokeResult(self.image, outcome, seconds)
@@ -270,6 +280,16 @@ class _SmokeTest:
             oom_killed=data.get("OOMKilled") is True,
             error=str(data.get("Error") or ""),
         )
+
+    def _removed_later(self) -> bool:
+        """Hand the removal of a passed image's container to ``defer``; False: remove it now."""
+        if self._defer is None or self._fired.is_set():
+            return False
+        try:
+            self._defer(self._remove)
+        except RuntimeError:  # the pool is shutting down (the run is ending)
+            return False
+        return True
 
     def _remove(self) -> None:
         try:

@@ -1877,7 +1877,7 @@ def test_an_interrupted_run_leaves_its_pushed_candidate_for_the_rerun(
     so the rerun reuses it instead of pushing again."""
     world = make_world()
 
-    def interrupted(repository: str, digest: str) -> None:
+    def interrupted(repository: str, digest: str, **options: Any) -> None:
         raise KeyboardInterrupt
 
     world.release._scan = interrupted
@@ -2001,6 +2001,101 @@ def test_a_rerun_after_a_failed_scan_gate_scans_the_same_image_again(
     summary = world.rerun().release("v1")
     assert not summary.already_released
     assert ("widget-server", "v1") in world.registry.manifests
+
+
+# -- the gates at the same time: the smoke test beside the candidate's push, check and scan -----
+
+
+def _until(done: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Wait (really, briefly) until ``done()``; whether it came."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return done()
+
+
+def test_the_candidates_verification_and_scan_run_while_the_smoke_test_runs(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    seen: dict[str, bool] = {}
+
+    def health_check() -> None:  # the smoke test's first probe waits for the scan
+        seen["scanned meanwhile"] = _until(lambda: bool(world.registry.scans))
+        seen["version put meanwhile"] = ("widget-server", "v1") in world.registry.manifests
+
+    world.docker.on_verb["exec"] = health_check
+    summary = world.release.release("v1")
+    assert seen == {"scanned meanwhile": True, "version put meanwhile": False}
+    assert ("widget-server", "v1") in world.registry.manifests
+    assert summary.gates is not None and summary.gates.scan is not None
+    assert world.docker.containers == []  # the smoke test's container, removed before the end
+
+
+def test_a_failing_scan_gate_stops_the_smoke_test(make_world: Callable[..., World]) -> None:
+    world = make_world(scan_fail_on="HIGH", smoke_timeout=60.0)
+    world.registry.findings = [HIGH]
+    world.docker.healthy = False  # it would take the whole minute to fail
+    world.docker.on_verb["exec"] = lambda: time.sleep(0.002)
+    with pytest.raises(ScanGateError):  # the scan's error, not the smoke test's
+        world.release.release("v1")
+    assert sum(world.sleeps) < 60  # the smoke test stopped, not after its minute
+    assert world.docker.containers == []
+    assert world.registry.puts == [] and world.registry.manifests == {}
+
+
+def _waiting_scan(started: threading.Event, ended: list[str]) -> Callable[..., None]:
+    """A scan that is still pending (its wait ends only when the gate is stopped)."""
+
+    def scan(repository: str, digest: str, *, sleep: Callable[[float], None]) -> None:
+        started.set()
+        try:
+            for _ in range(5000):
+                sleep(1.0)
+                time.sleep(0.002)
+        except BaseException as exc:
+            ended.append(type(exc).__name__)
+            raise
+        ended.append("waited to the end")
+
+    return scan
+
+
+def test_a_failing_smoke_test_stops_the_scans_wait(make_world: Callable[..., World]) -> None:
+    world = make_world(smoke_timeout=1.0)
+    started, ended = threading.Event(), list[str]()
+    world.release._scan = _waiting_scan(started, ended)
+    world.docker.healthy = False
+    world.docker.on_verb["exec"] = lambda: assert_set(started)
+    with pytest.raises(SmokeTestError):
+        world.release.release("v1")
+    assert ended == ["GateStopped"]  # stopped, not waited out
+    assert world.registry.puts == [] and world.registry.manifests == {}  # candidate removed
+
+
+def test_ctrl_c_during_the_smoke_test_stops_the_scans_wait_and_leaves_the_candidate(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    started, ended = threading.Event(), list[str]()
+    world.release._scan = _waiting_scan(started, ended)
+
+    def interrupted() -> None:
+        assert_set(started)
+        raise KeyboardInterrupt
+
+    world.docker.on_verb["exec"] = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        world.release.release("v1")
+    assert ended == ["GateStopped"]
+    assert not any(thread.name == "candidate" for thread in threading.enumerate())
+    left = [tag for _, tag in world.registry.manifests]
+    assert len(left) == 1 and left[0].startswith("ecr-release-candidate-")  # for the rerun
+    assert world.docker.containers == []
+
+
+def assert_set(event: threading.Event) -> None:
+    assert event.wait(10), "the other gate never started"
 
 
 # -- uncommitted changes --------------------------------------------------------------------

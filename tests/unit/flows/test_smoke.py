@@ -782,3 +782,49 @@ def test_a_daemon_that_hangs_mid_test_is_a_docker_error_and_the_container_is_rem
     assert not isinstance(info.value, SmokeTestError)
     assert info.value.message.startswith(f"`docker inspect` {hung}: the Docker daemon at ")
     assert_removed_last(engine)
+
+
+# -- the removal after a pass, handed to the caller's pool ------------------------------------
+
+
+def test_a_passed_images_container_is_removed_through_defer_while_the_caller_goes_on() -> None:
+    engine = Engine(healthcheck=HTTP_CHECK)
+    handed: list[Callable[[], None]] = []
+    result = smoke(engine, defer=handed.append)
+    assert result.outcome == HEALTHY
+    assert engine.verbs() == ["image", "run", "exec"] and not engine.removed  # not yet
+    assert result.seconds == pytest.approx(3 * engine.cost)  # the removal is not in it
+    assert len(handed) == 1
+    handed[0]()  # the pool's thread runs it
+    assert_removed_last(engine)
+
+
+def test_a_failed_images_container_is_removed_before_the_error_even_with_defer() -> None:
+    engine = Engine(healthcheck=HTTP_CHECK, healthy_after=None)
+    handed: list[Callable[[], None]] = []
+    failure(engine, defer=handed.append, timeout=1)
+    assert handed == []
+
+
+def test_ctrl_c_with_defer_removes_the_container_before_the_interrupt_goes_on() -> None:
+    engine = Engine(healthcheck=HTTP_CHECK, healthy_after=None)
+    engine.during["exec"] = _raise_keyboard_interrupt
+    handed: list[Callable[[], None]] = []
+    with pytest.raises(KeyboardInterrupt):
+        smoke(engine, defer=handed.append)
+    assert handed == [] and engine.removed
+    assert_removed_last(engine)
+
+
+def test_a_pool_that_is_shutting_down_gets_no_removal_it_happens_here() -> None:
+    engine = Engine(healthcheck=HTTP_CHECK)
+
+    def closed(job: Callable[[], None]) -> None:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    assert smoke(engine, defer=closed).outcome == HEALTHY
+    assert_removed_last(engine)
+
+
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
