@@ -585,6 +585,7 @@ def session(
     from . import report
 
     _setup_logging()
+    _no_last_collection()
     plan = _PlanLines()
     logger = logging.getLogger("ecr_release")
     logger.addHandler(plan)
@@ -637,6 +638,19 @@ def session(
     finally:
         cleanup.close()
         logger.removeHandler(plan)
+
+
+@functools.cache
+def _no_last_collection() -> None:
+    """At the process's end, the garbage collector does not walk what the run made once
+    more (boto3's models above all: about 0.1 s of CPU after a new version). Everything
+    left is frozen (``gc.freeze``) by the first exit handler to run; the rest of the exit
+    runs as usual: the other exit handlers, flushing, closing, freeing by reference count.
+    Registered once per process, at its first task."""
+    import atexit
+    import gc
+
+    atexit.register(gc.freeze)
 
 
 @contextlib.contextmanager

@@ -786,3 +786,35 @@ def test_an_empty_service_never_means_every_declared_service(cli: Cli) -> None:
     done = cli("release", "--version", "v1", "--service", "", env_file="AWS_REGION=eu-west-1\n")
     assert_one_line_error(done, 2, "--service '' names no service")
     assert not cli.docker_log.exists()
+
+
+def test_a_task_ends_its_process_with_everything_frozen_once(cli: Cli, tmp_path: Path) -> None:
+    """The collector's last walk over what the run made (boto3's models above all) is
+    skipped: the first exit handler to run freezes everything. An exit handler registered
+    before the task (here, by a sitecustomize) runs after it, and sees it done."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0,"
+        " file=sys.stderr))\n"
+    )
+    done = cli("build", "--version", "v1", "build", "--version", "v2", PYTHONPATH=str(site))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[-1] == "frozen at exit: True"
+    assert "built widget-server:v2" in done.stdout  # the second task ran: nothing frozen early
+
+
+def test_the_exit_handler_is_registered_once_however_many_tasks_run() -> None:
+    code = (
+        "import atexit, gc\n"
+        "from ecr_release.cli import session\n"
+        "before = atexit._ncallbacks()\n"
+        "session._no_last_collection(); session._no_last_collection()\n"
+        "print(atexit._ncallbacks() - before, gc.get_freeze_count() > 0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "False"]  # one handler; nothing frozen until the end
