@@ -70,6 +70,7 @@ class Gates:
     push_seconds: float = 0.0
     scan: Any = None  # a flows.scan report, or None when no scan was read
     removed: bool = False  # the candidate tag is gone
+    pushing: bool = False  # this run's push of the candidate started (or it was reused)
 
     def as_json(self) -> dict[str, Any]:
         scan = self.scan.as_json() if self.scan is not None else None
@@ -131,7 +132,8 @@ class Shipping:
                 )
                 raise
             except BaseException:
-                self._remove(gates, failed=True)
+                if gates.pushing or gates.reused:  # else the registry's tag is not this run's
+                    self._remove(gates, failed=True)
                 self.docker.untag(candidate)
                 raise
             # Here as in the registry: the image carries its version's name, not the
@@ -162,6 +164,7 @@ class Shipping:
         once both passed; the first gate that fails stops the other."""
         stop_candidate, stop_smoke = threading.Event(), threading.Event()
         found: dict[str, Any] = {}
+        waiting = _stoppable(self.sleep, stop_candidate)
 
         def pushed() -> str:
             if reused is not None:
@@ -170,12 +173,13 @@ class Shipping:
             self.docker.tag(local, candidate)
             self.progress(f"push {candidate}")
             started = self.monotonic()
+            gates.pushing = True  # from here on the registry may hold the candidate tag
             try:
                 digest = push_with_retries(
                     self.docker,
                     candidate,
                     relogin=self.relogin,
-                    sleep=self.sleep,
+                    sleep=waiting if self.parallel else self.sleep,
                     cancel=stop_candidate,
                 )
             finally:
@@ -191,15 +195,19 @@ class Shipping:
             scanned(digest, self.sleep)
             return digest
 
+        done = threading.Event()
+
         def candidate_gates() -> None:
             try:
                 found["digest"] = pushed()
-                scanned(found["digest"], _stoppable(self.sleep, stop_candidate))
+                scanned(found["digest"], waiting)
             except GateStopped:
                 pass  # the smoke test failed: its error is the one to report
             except BaseException as exc:
                 found["error"] = exc
                 stop_smoke.set()
+            finally:
+                done.set()
 
         worker = threading.Thread(target=candidate_gates, name="candidate", daemon=True)
         worker.start()
@@ -207,10 +215,12 @@ class Shipping:
             # GateStopped: the candidate's gates failed; their error is the one to report.
             with contextlib.suppress(GateStopped):
                 self._smoke_gate(gates, local, _stoppable(self.sleep, stop_smoke), defer)
-            worker.join()
-        except BaseException:  # the smoke test failed (or Ctrl-C): stop the other gates too
+            _until_set(done)
+        except BaseException as exc:  # the smoke test failed (or Ctrl-C): stop the others too
             stop_candidate.set()
-            worker.join()
+            _until_set(done)
+            if (other := found.get("error")) is not None and not isinstance(exc, KeyboardInterrupt):
+                log.warning("warning: the candidate's gates failed as well: %s", _words(other))
             raise
         if "error" in found:
             raise found["error"]
@@ -256,13 +266,30 @@ class Shipping:
 
 
 def _stoppable(sleep: Callable[[float], None], stop: threading.Event) -> Callable[[float], None]:
-    """``sleep`` that ends the waiting gate when ``stop`` is set (the other gate failed)."""
+    """``sleep`` that ends the waiting gate when ``stop`` is set (the other gate failed, or
+    Ctrl-C): the real ``time.sleep`` is a wait on ``stop``, so a scan's 10 s poll ends at
+    once; a clock of a test's own is called as it is, and checked before and after."""
 
     def wait(seconds: float) -> None:
         if stop.is_set():
             raise GateStopped
-        sleep(seconds)
-        if stop.is_set():
+        if sleep is time.sleep:
+            stopped = stop.wait(seconds)
+        else:
+            sleep(seconds)
+            stopped = stop.is_set()
+        if stopped:
             raise GateStopped
 
     return wait
+
+
+def _until_set(event: threading.Event) -> None:
+    """Wait for ``event`` in short waits: ``Thread.join`` interrupted by Ctrl-C returns at
+    once on the next call (Python 3.11 and 3.12) while the thread still runs."""
+    while not event.wait(0.1):
+        pass
+
+
+def _words(exc: BaseException) -> str:
+    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
