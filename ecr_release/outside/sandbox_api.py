@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import http.client
 import io
@@ -213,15 +214,19 @@ class RegistryLink:
     ) -> None:
         host, _, port = address.rpartition(":")
         self._host, self._port, self._timeout, self._tls = host, int(port), timeout, tls
+        self._local = threading.local()  # a kept connection is one thread's (see kept)
         self._auth = "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
 
     def listing(self, name: str) -> dict[str, Manifest]:
-        """Every tag of a repository with its manifest; an unknown repository has none."""
+        """Every tag of a repository with its manifest; an unknown repository has none.
+        The list and each manifest are asked over one kept connection: a repository of
+        many tags costs one TCP (and TLS) handshake, not one per tag."""
         found: dict[str, Manifest] = {}
-        for tag in self.tags(name):
-            manifest = self.manifest(name, tag)
-            if manifest is not None:  # deleted since the listing: not there
-                found[tag] = manifest
+        with self.kept():
+            for tag in self.tags(name):
+                manifest = self.manifest(name, tag)
+                if manifest is not None:  # deleted since the listing: not there
+                    found[tag] = manifest
         return found
 
     def tags(self, name: str) -> list[str]:
@@ -263,6 +268,27 @@ class RegistryLink:
         if answered and answered != manifest.digest:
             raise RegistryTrouble(f"PUT {path} stored {answered}, not {manifest.digest}")
 
+    @contextlib.contextmanager
+    def kept(self) -> Iterator[None]:
+        """The calls of this thread inside share one connection (the outermost closes it)."""
+        if getattr(self._local, "kept", None) is not None:
+            yield
+            return
+        self._local.kept = []
+        try:
+            yield
+        finally:
+            for connection in self._local.kept:
+                connection.close()
+            self._local.kept = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._tls is not None:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._timeout, context=self._tls
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+
     def _call(
         self, method: str, path: str, *, accept: str = "", body: bytes | None = None, kind: str = ""
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
@@ -271,21 +297,24 @@ class RegistryLink:
             headers["Accept"] = accept
         if kind:
             headers["Content-Type"] = kind
-        connection = (
-            http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout, context=self._tls
-            )
-            if self._tls is not None
-            else http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
-        )
-        try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            return response.status, response.headers, response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise RegistryTrouble(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            connection.close()
+        kept: list[http.client.HTTPConnection] | None = getattr(self._local, "kept", None)
+        while True:
+            reused = bool(kept)
+            connection = kept.pop() if kept else self._connect()
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                answer = response.status, response.headers, response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                if reused and isinstance(exc, ConnectionError):  # it closed a kept connection
+                    continue  # once more, on a new one
+                raise RegistryTrouble(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            if kept is not None and not response.will_close:
+                kept.append(connection)
+            else:
+                connection.close()
+            return answer
 
     def _expect(self, status: int, wanted: tuple[int, ...], method: str, path: str) -> None:
         if status not in wanted:
@@ -389,6 +418,12 @@ class Mirror:
     ) -> None:
         """The registry's side of BatchDeleteImage, as ECR would: a digest deletes the
         image, a tag alone only that tag (the manifest stays under its other tags)."""
+        with self._registry.kept():
+            self._delete_images(name, image_ids, listing)
+
+    def _delete_images(
+        self, name: str, image_ids: Iterable[dict[str, str]], listing: dict[str, Manifest]
+    ) -> None:
         for image_id in image_ids:
             tag, digest = image_id.get("imageTag"), image_id.get("imageDigest")
             if digest:

@@ -44,6 +44,8 @@ from ecr_release.outside.sandbox_api import (
     TOKEN_FILE,
     Journal,
     JournalEntry,
+    Mirror,
+    RegistryLink,
     SandboxApp,
     bind,
     build_app,
@@ -971,3 +973,86 @@ def _client(port: int) -> Any:
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key="anything",
     )
+
+
+# -- the registry link: one kept connection for a listing of many tags -----------------------
+
+
+class KeepAliveHandler(RegistryHandler):
+    """An HTTP/1.1 registry that keeps connections open, counts them, and (``drop_after``)
+    closes one without a word after that many answers, as a registry's idle timeout does."""
+
+    protocol_version = "HTTP/1.1"
+    connections: list[int]
+    drop_after: int | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(0)
+
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        if not getattr(self, "raw_requestline", b""):  # the client closed it: no request
+            return
+        self.connections[-1] += 1
+        if self.drop_after is not None and self.connections[-1] >= self.drop_after:
+            self.close_connection = True
+
+
+@contextlib.contextmanager
+def keep_alive_registry(
+    drop_after: int | None = None,
+) -> Iterator[tuple[Store, list[int], RegistryLink]]:
+    store, connections = Store(TOKEN), list[int]()
+    attributes = {"store": store, "connections": connections, "drop_after": drop_after}
+    handler = type("Handler", (KeepAliveHandler,), attributes)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield store, connections, RegistryLink(f"127.0.0.1:{server.server_address[1]}", TOKEN)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _tagged(store: Store, count: int) -> dict[str, str]:
+    return {
+        f"v{i}": store.push("app", f"v{i}", json.dumps({"schemaVersion": 2, "n": i}).encode())
+        for i in range(count)
+    }
+
+
+def test_a_listing_of_many_tags_asks_them_all_over_one_connection() -> None:
+    with keep_alive_registry() as (store, connections, link):
+        digests = _tagged(store, 7)
+        listing = link.listing("app")
+    assert {tag: manifest.digest for tag, manifest in listing.items()} == digests
+    assert connections == [4 + 7]  # 4 pages of tags (2 a page), then each manifest
+
+
+def test_a_kept_connection_the_registry_closed_is_replaced_and_nothing_is_lost() -> None:
+    with keep_alive_registry(drop_after=3) as (store, connections, link):
+        digests = _tagged(store, 5)
+        listing = link.listing("app")
+    assert {tag: manifest.digest for tag, manifest in listing.items()} == digests
+    assert len(connections) == 3 and sum(connections) == 3 + 5  # pages, then the manifests
+
+
+def test_outside_a_listing_each_call_has_its_own_connection() -> None:
+    with keep_alive_registry() as (store, connections, link):
+        _tagged(store, 2)
+        assert link.manifest("app", "v0") is not None
+        assert link.manifest("app", "v1") is not None
+    assert connections == [1, 1]
+
+
+def test_a_tag_deleted_as_ecr_does_keeps_the_images_other_tags_over_one_connection() -> None:
+    with keep_alive_registry() as (store, connections, link):
+        digest = store.push("app", "candidate", b'{"schemaVersion": 2}')
+        store.push("app", "v1", b'{"schemaVersion": 2}')
+        listing = link.listing("app")
+        before = len(connections)
+        Mirror(link, ACCOUNT).delete_images("app", [{"imageTag": "candidate"}], listing)
+    assert store.tags["app"] == {"v1": digest}  # the tag gone, the image kept under v1
+    assert connections[before:] == [2]  # the DELETE and the PUT back, on one connection
