@@ -988,15 +988,19 @@ class KeepAliveHandler(RegistryHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.connections.append(0)
+        with self.store.lock:  # each connection counts in its own place
+            self.place = len(self.connections)
+            self.connections.append(0)
 
-    def handle_one_request(self) -> None:
-        super().handle_one_request()
-        if not getattr(self, "raw_requestline", b""):  # the client closed it: no request
-            return
-        self.connections[-1] += 1
-        if self.drop_after is not None and self.connections[-1] >= self.drop_after:
-            self.close_connection = True
+    def parse_request(self) -> bool:  # counted before it is answered
+        if not super().parse_request():
+            return False
+        with self.store.lock:
+            self.connections[self.place] += 1
+            served = self.connections[self.place]
+        if self.drop_after is not None and served >= self.drop_after:
+            self.close_connection = True  # after this answer, which does not say so
+        return True
 
 
 @contextlib.contextmanager
