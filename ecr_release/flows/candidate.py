@@ -70,7 +70,7 @@ class Gates:
     push_seconds: float = 0.0
     scan: Any = None  # a flows.scan report, or None when no scan was read
     removed: bool = False  # the candidate tag is gone
-    pushing: bool = False  # this run's push of the candidate started (or it was reused)
+    pushing: bool = False  # this run started to push the candidate (it may be in the registry)
 
     def as_json(self) -> dict[str, Any]:
         scan = self.scan.as_json() if self.scan is not None else None
