@@ -139,13 +139,12 @@ class Shipping:
             # Here as in the registry: the image carries its version's name, not the
             # candidate's; docker does that while the registry removes the candidate tag.
             retag = functools.partial(self._retag, local, remote(version), candidate)
-            if not self.parallel:
-                self._remove(gates, failed=False)
-                retag()
-                return verified, gates
-            retagged = after.submit(retag)
+            retagged = after.submit(retag) if self.parallel else None
             self._remove(gates, failed=False)
-            retagged.result()
+            if retagged is None:  # a dry run: its plan lines in order
+                retag()
+            else:
+                retagged.result()
         return verified, gates
 
     def tidy(self, mine: Fingerprint) -> None:
@@ -220,7 +219,8 @@ class Shipping:
             stop_candidate.set()
             _until_set(done)
             if (other := found.get("error")) is not None and not isinstance(exc, KeyboardInterrupt):
-                log.warning("warning: the candidate's gates failed as well: %s", _words(other))
+                said = str(other) or type(other).__name__  # a ReleaseError's str is its line
+                log.warning("warning: the candidate's gates failed as well: %s", said)
             raise
         if "error" in found:
             raise found["error"]
@@ -289,7 +289,3 @@ def _until_set(event: threading.Event) -> None:
     once on the next call (Python 3.11 and 3.12) while the thread still runs."""
     while not event.wait(0.1):
         pass
-
-
-def _words(exc: BaseException) -> str:
-    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
