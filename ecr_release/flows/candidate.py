@@ -40,6 +40,7 @@ from ..errors import RegistryError, ReleaseError
 from ..model.fingerprint import Fingerprint
 from ..outside.docker import Docker, push_with_retries
 from ..outside.ecr import CANDIDATE_PREFIX
+from .beside import until_set
 from .published import Published
 
 log = logging.getLogger("ecr_release")
@@ -214,10 +215,10 @@ class Shipping:
             # GateStopped: the candidate's gates failed; their error is the one to report.
             with contextlib.suppress(GateStopped):
                 self._smoke_gate(gates, local, _stoppable(self.sleep, stop_smoke), defer)
-            _until_set(done)
+            until_set(done)
         except BaseException as exc:  # the smoke test failed (or Ctrl-C): stop the others too
             stop_candidate.set()
-            _until_set(done)
+            until_set(done)
             if (other := found.get("error")) is not None and not isinstance(exc, KeyboardInterrupt):
                 said = str(other) or type(other).__name__  # a ReleaseError's str is its line
                 log.warning("warning: the candidate's gates failed as well: %s", said)
@@ -282,10 +283,3 @@ def _stoppable(sleep: Callable[[float], None], stop: threading.Event) -> Callabl
             raise GateStopped
 
     return wait
-
-
-def _until_set(event: threading.Event) -> None:
-    """Wait for ``event`` in short waits: ``Thread.join`` interrupted by Ctrl-C returns at
-    once on the next call (Python 3.11 and 3.12) while the thread still runs."""
-    while not event.wait(0.1):
-        pass

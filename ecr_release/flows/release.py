@@ -5,7 +5,12 @@ the machine's lock for the repository, and stops at the first failure:
    for secrets and digested, the base images resolved) into a fingerprint; the
    registry is asked whether V exists. Released from the same inputs: done, nothing
    else runs (a rerun only finishes ``--also-tag``). From other inputs: refused.
-2. **build**: ``docker build`` with the labels that carry the fingerprint.
+2. **build**: ``docker build`` with the labels that carry the fingerprint. Meanwhile
+   the check's AWS half asks the repository's own rules (``DescribeRepositories``, and
+   the credentials it takes): a new version must stay final, its ``--also-tag`` tags
+   free to move. A refusal there stops the build and is the error; nothing has been
+   tagged for the registry or pushed yet. (boto3's import and client, the largest part
+   of a new version's check, cost nothing then: the build is a command to wait for.)
 3. **smoke-test**: the image runs once on this machine (``flows.smoke``).
 4. **ensure-repo**: the repository is described, and created when missing.
 5. **login**: ``docker login`` with a fresh token, unless a valid login exists.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -42,9 +48,10 @@ from ..model.settings import Settings, reference_name_problem
 from ..outside import git as gitinfo
 from ..outside import sendcontext
 from ..outside.docker import Docker, push_with_retries
-from ..outside.ecr import Authorization, EcrAccess, Repository, RepositoryConfig, load_sdk
+from ..outside.ecr import Authorization, EcrAccess, Repository, RepositoryConfig
 from ..outside.localstate import LocalState
 from ..outside.registry import Manifest
+from .beside import Beside
 from .candidate import Gates, Shipping
 from .published import Published, Released
 
@@ -121,15 +128,16 @@ class Release:
         self._progress = progress
         self._gathered: dict[str, BuildInputs] = {}
 
-    def build(self, version: str) -> str:
-        """``docker build`` the image ``IMAGE_NAME:version`` with its labels; return its name."""
+    def build(self, version: str, *, cancel: threading.Event | None = None) -> str:
+        """``docker build`` the image ``IMAGE_NAME:version`` with its labels; return its name.
+        Setting ``cancel`` stops the build (a check beside it refused the release)."""
         settings, inputs = self.settings, self._inputs(version)
         image = settings.image(version)
         sending, note = sent_context(self, inputs)
         self._progress(f"build {image}{note}")
         build, args = self.docker.build_command, (inputs.build_args, inputs.labels)
         with sending as context:
-            self.docker.build(build(image, settings.dockerfile, context, *args))
+            self.docker.build(build(image, settings.dockerfile, context, *args), cancel)
         return image
 
     def ensure_repo(self) -> Repository:
@@ -197,7 +205,7 @@ class Release:
         extra = also_tags(self.settings.extra_tags, version)
         with self.state.lock(self.settings.lock_name):
             with timer.step("check"):
-                existing = self._preflight(version, extra)
+                existing = self._preflight(version)
             mine = self._inputs(version).fingerprint
             if existing is not None:
                 self._shipping().tidy(mine)
@@ -206,7 +214,7 @@ class Release:
                         extra = self.published.tags.finish(version, extra)
                 return _summary(self, version, existing.digest, timer, True, mine, extra)
             with timer.step("build"):
-                self.build(version)
+                _build_within_rules(self, version, extra)
             with timer.step("ensure-repo"):
                 self.ensure_repo()
             with timer.step("login"):
@@ -234,9 +242,10 @@ class Release:
         self.published.require_repository()
         return self.settings.remote_image(self.ecr.host(), version)
 
-    def _preflight(self, version: str, extra: Sequence[str]) -> Manifest | None:
+    def _preflight(self, version: str) -> Manifest | None:
         """Before anything changes: docker answers, the inputs (no secret in the context), the
-        version in the registry; a new version must stay final, its extra tags free to move."""
+        version in the registry, the checkout's state. The repository's own rules are asked
+        beside the build (``_build_within_rules``)."""
         self.docker.config()  # a corrupt one stops the run now, not at the login after the build
         # Docker and the registry are asked during the walk (reads only; failures in turn).
         with ThreadPoolExecutor(2, thread_name_prefix="check") as pool:
@@ -249,11 +258,8 @@ class Release:
                 raise SettingsError(problem)
             with naming_uncommitted(inputs.provenance):  # when released from other inputs
                 existing = self.published.identical_release(version, mine, local, early.result())
-        if existing is None:  # the repository's own rules: DescribeRepositories, once
+        if existing is None:
             judge_tree(inputs.provenance, self.settings.require_clean, self.settings.allow_dirty)
-            self.published.require_final(version)
-            if extra:
-                self.published.tags.to_put(extra, None)  # may they move?
         return existing
 
     def _push_verified(self, version: str) -> str:
@@ -285,6 +291,24 @@ class Release:
                     digests=self.state.context_digests(settings.build_context),
                 )
         return self._gathered[version]
+
+
+def _build_within_rules(run: Release, version: str, extra: Sequence[str]) -> None:
+    """Build a new version while the repository's rules are asked of AWS, once: a refusal
+    stops the build and is the error. A dry run asks them first (its plan lines keep their
+    order)."""
+
+    def rules() -> None:
+        run.published.require_final(version)
+        if extra:
+            run.published.tags.to_put(extra, None)  # may they move?
+
+    if run.published.plan_only:
+        rules()
+        run.build(version)
+        return
+    with Beside(rules, "rules") as beside:
+        run.build(version, cancel=beside.failed)
 
 
 def _log_in(run: Release, host: str, auth: Authorization | None) -> str:
@@ -327,14 +351,11 @@ def read_early(
 ) -> Callable[[], Released | None] | None:
     """What the registry holds under ``version``, asked while the context is walked, when
     docker's stored login can ask it (no AWS call before docker answers); None: ask it in
-    turn. A failure is raised in turn too (by the callable), after the checks before it.
-    For a new version, boto3 is imported meanwhile too: the ECR API is asked next."""
+    turn. A failure is raised in turn too (by the callable), after the checks before it."""
     try:
         if not ecr.stored_login():
             return None
         found = published.released(version)
-        if found is None:  # new: the ECR API is asked next (DescribeRepositories)
-            load_sdk()
     except ReleaseError as exc:
         failure = exc
 

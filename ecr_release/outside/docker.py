@@ -325,10 +325,13 @@ class Docker(DockerCli):
 
     # -- commands --------------------------------------------------------------
 
-    def build(self, command: Sequence[str]) -> None:
-        """Run a ``build_command`` list, streaming docker's progress."""
+    def build(self, command: Sequence[str], cancel: threading.Event | None = None) -> None:
+        """Run a ``build_command`` list, streaming docker's progress. Setting ``cancel`` stops
+        it: a ``DockerError`` saying so (the caller knows why, and says that instead)."""
         self._inspected.pop(command[command.index("-t") + 1], None)
-        result = self._call(command, stream=True, idle=self._idle)
+        result = self._call(command, stream=True, idle=self._idle, cancel=cancel)
+        if result.limit == "cancel":
+            raise DockerError("docker build was stopped")
         if result.returncode != 0:
             self._raise("docker build failed", result)
 

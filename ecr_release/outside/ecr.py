@@ -35,6 +35,7 @@ from ..errors import (
     ScanNotFoundError,
     SettingsError,
 )
+from .process import ENVIRON_LOCK
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr.client import ECRClient
@@ -752,16 +753,17 @@ def _overlay_environ(extra: Mapping[str, str]) -> Iterator[None]:
     the settings take it: .env's value replaces it meanwhile, and the empty value
     is put back after.
     """
-    before = {key: os.environ.get(key) for key in extra if not os.environ.get(key, "").strip()}
-    os.environ.update({key: extra[key] for key in before})
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with ENVIRON_LOCK:  # no command of ours starts meanwhile, on any thread
+        before = {key: os.environ.get(key) for key in extra if not os.environ.get(key, "").strip()}
+        os.environ.update({key: extra[key] for key in before})
+        try:
+            yield
+        finally:
+            for key, value in before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 @dataclass(frozen=True)
@@ -898,37 +900,31 @@ def _isolated_environ() -> Iterator[None]:
     """botocore sees none of the user's AWS set-up while a sandbox session is made: every
     AWS_* variable is hidden, the config and credentials files are empty, and instance
     metadata is off; the environment is restored after."""
-    saved = {key: value for key, value in os.environ.items() if key.startswith("AWS_")}
-    for key in saved:
-        del os.environ[key]
-    proxies = {key: value for key, value in os.environ.items() if _is_proxy_variable(key)}
-    for key in proxies:
-        del os.environ[key]
-    os.environ.update(
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-        NO_PROXY="*",  # botocore settles a client's proxies when it makes it: none here
-    )
-    try:
-        yield
-    finally:
-        for key in [key for key in os.environ if key.startswith("AWS_") or _is_proxy_variable(key)]:
+    with ENVIRON_LOCK:  # no command of ours starts meanwhile, on any thread
+        saved = {key: value for key, value in os.environ.items() if key.startswith("AWS_")}
+        for key in saved:
             del os.environ[key]
-        os.environ.update(saved)
-        os.environ.update(proxies)
+        proxies = {key: value for key, value in os.environ.items() if _is_proxy_variable(key)}
+        for key in proxies:
+            del os.environ[key]
+        os.environ.update(
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            AWS_EC2_METADATA_DISABLED="true",
+            NO_PROXY="*",  # botocore settles a client's proxies when it makes it: none here
+        )
+        try:
+            yield
+        finally:
+            gone = [key for key in os.environ if key.startswith("AWS_") or _is_proxy_variable(key)]
+            for key in gone:
+                del os.environ[key]
+            os.environ.update(saved)
+            os.environ.update(proxies)
 
 
 def _is_proxy_variable(key: str) -> bool:
     return key.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-
-def load_sdk() -> None:
-    """Import boto3 and botocore's config ahead of need (no AWS call, no file read): a new
-    version asks the ECR API, and the import, the largest part of its first call, can run
-    while the context is walked."""
-    import boto3  # noqa: F401
-    from botocore.config import Config  # noqa: F401
 
 
 def connect(

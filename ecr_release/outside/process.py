@@ -42,6 +42,12 @@ _CANCEL_POLL = 0.1
 # A non-blocking write to a pipe of up to PIPE_BUF bytes goes in whole or not at all.
 _PIPE_CHUNK = select.PIPE_BUF
 
+# Held while this process's environment is changed for a moment (``ecr.open_session``
+# shows botocore .env's AWS_* variables while a session is made, on whichever thread
+# makes it) and while a command that inherits the environment is started: a command
+# started on another thread meanwhile would inherit .env's keys.
+ENVIRON_LOCK = threading.RLock()
+
 
 @dataclass(frozen=True)
 class Result:
@@ -113,15 +119,17 @@ class SubprocessRunner:
     ) -> Result:
         args = list(args)
         limit = _tightest(self._timeout, timeout)
+        inherits = ENVIRON_LOCK if self._env is None else contextlib.nullcontext()
         try:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=self._env,
-                start_new_session=True,  # its own process group: killed as a whole
-            )
+            with inherits:
+                proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=self._env,
+                    start_new_session=True,  # its own process group: killed as a whole
+                )
         except FileNotFoundError as exc:
             raise DockerError(
                 f"the {args[0]!r} command was not found: install Docker (the docker CLI) "

@@ -37,7 +37,6 @@ from ecr_release.errors import (
     VersionExistsError,
 )
 from ecr_release.flows import candidate as candidate_module
-from ecr_release.flows import release as release_module
 from ecr_release.flows.release import Clock, Release, Summary
 from ecr_release.model.provenance import UNCOMMITTED_LABEL
 from ecr_release.model.settings import Settings
@@ -160,6 +159,8 @@ class FakeDocker:
     push_outcomes: list[str] = field(default_factory=list)
     push_hangs: bool = False
     push_cancelled: bool = False
+    build_hangs: bool = False  # until a check beside it stops it
+    build_cancelled: bool = False
     fail: dict[str, Result] = field(default_factory=dict)
     on_build: Callable[[], None] | None = None
     on_verb: dict[str, Callable[[], None]] = field(default_factory=dict)  # before it runs
@@ -194,6 +195,10 @@ class FakeDocker:
         if verb in self.fail:
             return self.fail[verb]
         if verb == "build":
+            if self.build_hangs:
+                assert cancel is not None
+                self.build_cancelled = cancel.wait(30)
+                return Result(124, "", "was cancelled", "cancel")
             if self.on_build:
                 self.on_build()
             self.builds += 1
@@ -1300,22 +1305,27 @@ def test_a_daemon_that_does_not_answer_costs_one_wait_not_two(
     assert [args[1] for args, _ in world.docker.calls] == ["image"]
 
 
-def test_a_new_version_loads_boto3_while_the_context_is_walked(
+def test_a_new_version_asks_aws_beside_the_build_and_a_rerun_never(
     make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A new version asks the ECR API next: boto3's import runs beside the walk; a rerun,
-    which asks AWS nothing, never imports it."""
+    """With a stored login, a rerun asks AWS nothing (boto3 is not even made a client); a
+    new version's first AWS call, with boto3's import and client, is made beside the build."""
     world = make_world(now=BEFORE_EXPIRY)
     world.release.release("v1")
-    loaded: list[str] = []
-    monkeypatch.setattr(
-        release_module, "load_sdk", lambda: loaded.append(threading.current_thread().name)
-    )
+    asked: list[str] = []
+    real = Ecr.describe_repository
+
+    def describe(self: Ecr, name: str) -> Any:
+        asked.append(threading.current_thread().name)
+        return real(self, name)
+
+    monkeypatch.setattr(Ecr, "describe_repository", describe)
+    before = len(world.connects)
     assert _fresh_release(world).already_released
-    assert loaded == []
+    assert asked == [] and len(world.connects) == before
     (world.tmp / "ctx" / "app.py").write_text("print('v2')\n")
     assert not world.rerun().release("v2").already_released
-    assert len(loaded) == 1 and loaded[0].startswith("check")
+    assert asked == ["rules"] and len(world.connects) == before + 1
 
 
 def test_without_a_stored_login_the_registry_is_asked_after_docker_answers(
@@ -1475,14 +1485,14 @@ def test_also_tag_points_the_tags_after_the_verified_push(
         assert world.registry.manifests[("widget-server", tag)].digest == summary.digest
 
 
-def test_also_tag_that_may_not_move_is_refused_before_building(
+def test_also_tag_that_may_not_move_is_refused_beside_the_build(
     make_world: Callable[..., World], aws: Any
 ) -> None:
     _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest")
     world = make_world(extra_tags=("prod",))
     with pytest.raises(VersionExistsError, match="tag prod is immutable"):
         world.release.release("v1")
-    assert world.docker.verbs() == []
+    assert world.docker.verbs() == ["build"]  # stopped there: nothing tagged or pushed
     assert world.registry.manifests == {}
 
 
@@ -1547,20 +1557,129 @@ def test_also_tag_never_moves_a_released_version(
     (run.tmp / "ctx" / "app.py").write_text("m3\n")
     with pytest.raises(SettingsError, match="tag m1 of widget-server is the released version m1"):
         run.release.release("m3")
-    assert run.docker.verbs() == []  # refused before anything ran
+    assert run.docker.verbs() == ["build"]  # stopped there: nothing tagged or pushed
     assert run.registry.manifests[("widget-server", "m1")].digest == one.digest
 
 
-def test_a_version_an_exclusion_leaves_mutable_is_refused_before_anything_runs(
+def test_a_version_an_exclusion_leaves_mutable_is_refused_before_anything_is_pushed(
     make_world: Callable[..., World], aws: Any
 ) -> None:
     _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "v*")
     world = make_world(tag_mutability="IMMUTABLE_WITH_EXCLUSION", tag_mutability_exclusions=("v*",))
     with pytest.raises(SettingsError, match=r"version v3 would stay mutable .*filters: v\*"):
         world.release.release("v3")
-    assert world.docker.verbs() == []
+    assert world.docker.verbs() == ["build"]  # stopped there: nothing tagged or pushed
     assert world.registry.manifests == {}
     assert world.release.release("3.0").digest  # a version no filter matches is released
+
+
+def test_the_repository_rules_are_asked_while_the_image_builds(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = make_world()
+    building = threading.Event()
+    world.docker.on_build = building.set
+    seen: list[tuple[str, bool]] = []
+    real = Ecr.describe_repository
+
+    def describe(self: Ecr, name: str) -> Any:
+        seen.append((threading.current_thread().name, building.wait(5)))
+        return real(self, name)
+
+    monkeypatch.setattr(Ecr, "describe_repository", describe)
+    world.release.release("v1")
+    # On its own thread, with the build under way (ensure-repo then creates the repository).
+    assert seen[0] == ("rules", True)
+
+
+def _mutable_v(world_of: Callable[..., World], aws: Any) -> World:
+    """A repository whose exclusion filter ``v*`` would leave any ``v`` version mutable."""
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "v*")
+    return world_of(tag_mutability="IMMUTABLE_WITH_EXCLUSION", tag_mutability_exclusions=("v*",))
+
+
+def test_a_refusal_beside_the_build_stops_it(make_world: Callable[..., World], aws: Any) -> None:
+    world = _mutable_v(make_world, aws)
+    world.docker.build_hangs = True  # until it is stopped
+    with pytest.raises(SettingsError, match="version v3 would stay mutable"):
+        world.release.release("v3")
+    assert world.docker.build_cancelled
+    assert "widget-server:v3" not in world.docker.images
+    assert world.docker.verbs() == ["build"] and world.registry.manifests == {}
+
+
+def test_a_failed_build_and_a_refusal_beside_it_say_the_refusal(
+    make_world: Callable[..., World], aws: Any
+) -> None:
+    """The refusal is why the release cannot happen, whatever the build did."""
+    world = _mutable_v(make_world, aws)
+    world.docker.fail["build"] = Result(1, "The command '/bin/sh -c false' returned 1\n")
+    with pytest.raises(SettingsError, match="version v3 would stay mutable"):
+        world.release.release("v3")
+
+
+def test_a_failed_build_waits_for_the_rules_and_says_its_own_error(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = make_world()
+    world.docker.fail["build"] = Result(1, "The command '/bin/sh -c false' returned 1\n")
+    answered: list[bool] = []
+    real = Ecr.describe_repository
+
+    def describe(self: Ecr, name: str) -> Any:
+        time.sleep(0.2)  # answered after the build failed
+        answered.append(True)
+        return real(self, name)
+
+    monkeypatch.setattr(Ecr, "describe_repository", describe)
+    with pytest.raises(DockerError, match="docker build failed"):
+        world.release.release("v1")
+    assert answered == [True]  # the run ended after the rules' answer, not during it
+
+
+def test_ctrl_c_during_the_build_does_not_wait_for_the_rules(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = make_world()
+    answer = threading.Event()
+    real = Ecr.describe_repository
+
+    def describe(self: Ecr, name: str) -> Any:
+        answer.wait(10)  # AWS that takes its time
+        return real(self, name)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Ecr, "describe_repository", describe)
+    world.docker.on_build = interrupted
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            world.release.release("v1")
+        assert time.monotonic() - started < 5
+    finally:
+        answer.set()
+        for thread in threading.enumerate():
+            if thread.name == "rules":
+                thread.join(10)
+
+
+def test_a_dry_run_asks_the_rules_before_its_build_plan(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = make_world(dry_run=True)
+    order: list[str] = []
+    real = Ecr.describe_repository
+
+    def describe(self: Ecr, name: str) -> Any:
+        order.append(f"describe on {threading.current_thread().name}")
+        return real(self, name)
+
+    monkeypatch.setattr(Ecr, "describe_repository", describe)
+    world.docker.on_verb["build"] = lambda: order.append("build")
+    world.release.release("v1")
+    assert order[:1] == ["describe on MainThread"]  # in turn: the plan lines keep their order
 
 
 def test_a_version_the_configured_exclusions_leave_mutable_is_refused_on_a_new_repository(
@@ -1569,7 +1688,8 @@ def test_a_version_the_configured_exclusions_leave_mutable_is_refused_on_a_new_r
     world = make_world(tag_mutability="IMMUTABLE_WITH_EXCLUSION", tag_mutability_exclusions=("v*",))
     with pytest.raises(SettingsError, match="version v1 would stay mutable"):
         world.release.release("v1")
-    assert repo_names(aws) == [] and world.docker.verbs() == []
+    assert repo_names(aws) == []  # not created
+    assert world.docker.verbs() == ["build"]  # stopped there: nothing tagged or pushed
 
 
 def test_also_tag_equal_to_the_version_is_a_no_op_with_a_note(
@@ -1611,7 +1731,7 @@ def test_also_tag_on_a_new_repository_follows_the_configured_mutability(
     world = make_world(extra_tags=("latest",))  # the default: IMMUTABLE
     with pytest.raises(VersionExistsError, match="is IMMUTABLE"):
         world.release.release("v1")
-    assert world.docker.verbs() == []
+    assert world.docker.verbs() == ["build"]  # stopped there: nothing tagged or pushed
 
 
 def test_lifecycle_drift_is_warned_about_and_left_alone(

@@ -7,6 +7,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -23,12 +26,14 @@ from ecr_release.outside.ecr import (
     Limits,
     RepositoryConfig,
     SandboxApi,
+    _isolated_environ,
     _overlay_environ,
     aws_identity,
     connect,
     lifecycle_policy,
     registry_host,
 )
+from ecr_release.outside.process import SubprocessRunner
 
 REGION = "eu-west-1"
 CONFIG = RepositoryConfig(scan_on_push=True, tag_mutability="IMMUTABLE", encryption="AES256")
@@ -286,6 +291,36 @@ def test_the_overlay_is_undone_when_making_the_client_fails(
         raise RuntimeError("boom")
     assert os.environ["AWS_ENDPOINT_URL"] == ""
     assert "AWS_ENDPOINT_URL_ECR" not in os.environ
+
+
+@pytest.mark.parametrize("overlay", ["dotenv", "sandbox"])
+def test_no_command_started_meanwhile_inherits_the_overlay(
+    monkeypatch: pytest.MonkeyPatch, overlay: str
+) -> None:
+    """While .env's keys are shown to botocore (or the user's hidden from it, in the sandbox),
+    a command that another thread starts waits, and inherits the environment as it was."""
+    if overlay == "dotenv":  # an empty variable is unset: .env's value is shown meanwhile
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "")
+        changed, expected = _overlay_environ({"AWS_SECRET_ACCESS_KEY": "from-dotenv"}), ""
+    else:  # the user's own variables are hidden meanwhile
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-the-shell")
+        changed, expected = _isolated_environ(), "from-the-shell"
+    inside, seen = threading.Event(), []
+
+    def start_a_command() -> None:
+        inside.wait(5)
+        script = "import os; print(os.environ.get('AWS_SECRET_ACCESS_KEY'))"
+        seen.append(SubprocessRunner()([sys.executable, "-c", script]).output.strip())
+
+    other = threading.Thread(target=start_a_command)
+    other.start()
+    with changed:
+        inside.set()
+        time.sleep(0.3)  # the other thread would start its command now, without the lock
+        during = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    other.join(10)
+    assert during == ("from-dotenv" if overlay == "dotenv" else None)
+    assert seen == [expected]  # as before the change, and after it
 
 
 def test_credentials_from_dotenv_are_used(
