@@ -137,15 +137,20 @@ def test_runtime_settings() -> None:
 
 
 def _healthcheck_command() -> list[str]:
+    """The HEALTHCHECK's argv as it runs here: this Python, and the image's ``/app/``
+    (``WORKDIR``, where ``widget_server/`` is copied) as this checkout."""
     (healthcheck,) = _args("HEALTHCHECK")
     _, _, command = healthcheck.partition(" CMD ")
     argv = _exec_form(command)
     assert argv[0] == "python3"
-    return argv
+    assert "COPY widget_server/ /app/widget_server/" in [f"COPY {a}" for a in _args("COPY")]
+    local = [str(REPO_ROOT / arg[len("/app/") :]) if arg.startswith("/app/") else arg
+             for arg in argv[1:]]  # fmt: skip
+    return [sys.executable, *local]
 
 
 def test_healthcheck_passes_against_a_live_server(server: WidgetServer) -> None:
-    argv = [sys.executable, *_healthcheck_command()[1:]]
+    argv = _healthcheck_command()
     result = subprocess.run(argv, env={"PORT": str(server.port)}, capture_output=True, timeout=10)
     assert result.returncode == 0, result.stderr
 
@@ -154,9 +159,31 @@ def test_healthcheck_fails_when_nothing_listens(server: WidgetServer) -> None:
     port = server.port
     server.shutdown()
     server.server_close()
-    argv = [sys.executable, *_healthcheck_command()[1:]]
-    result = subprocess.run(argv, env={"PORT": str(port)}, capture_output=True, timeout=10)
-    assert result.returncode != 0
+    result = subprocess.run(
+        _healthcheck_command(), env={"PORT": str(port)}, capture_output=True, timeout=10
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith(f"unhealthy: 127.0.0.1:{port}: ")
+
+
+def test_healthcheck_imports_nothing_but_the_standard_librarys_socket() -> None:
+    """Run by its path with -I, as Docker runs it: none of the service is imported, nor
+    urllib (its import alone costs more than the whole check)."""
+    argv = _healthcheck_command()
+    assert argv[1] == "-I" and argv[2].endswith("widget_server/healthcheck.py")
+    probe = (
+        "import runpy, sys; sys.argv = [sys.argv[1]]; "
+        "import os; os.environ['PORT'] = '1'; "
+        "code = 0\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as exc:\n    code = exc.code\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('widget_server', 'urllib', "
+        "'http', 'app', 'store'))), code)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", probe, argv[2]], capture_output=True, text=True, timeout=10
+    )
+    assert result.stdout.split() == ["[]", "1"], result.stderr
 
 
 @pytest.mark.parametrize(
