@@ -302,6 +302,8 @@ def _build_within_rules(run: Release, version: str, extra: Sequence[str]) -> Non
         run.published.require_final(version)
         if extra:
             run.published.tags.to_put(extra, None)  # may they move?
+        # The gates' modules, which a rerun never needs, are imported meanwhile too.
+        from . import scan, smoke  # noqa: F401
 
     if run.published.plan_only:
         rules()

@@ -37,6 +37,7 @@ from ecr_release.errors import (
     VersionExistsError,
 )
 from ecr_release.flows import candidate as candidate_module
+from ecr_release.flows.published import Published
 from ecr_release.flows.release import Clock, Release, Summary
 from ecr_release.model.provenance import UNCOMMITTED_LABEL
 from ecr_release.model.settings import Settings
@@ -2152,6 +2153,26 @@ def test_the_candidates_verification_and_scan_run_while_the_smoke_test_runs(
     assert ("widget-server", "v1") in world.registry.manifests
     assert summary.gates is not None and summary.gates.scan is not None
     assert world.docker.containers == []  # the smoke test's container, removed before the end
+
+
+def test_the_smoke_test_starts_without_waiting_for_the_registrys_word_on_the_candidate(
+    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether an earlier run pushed a reusable candidate is asked on the candidate's thread:
+    the smoke test's container starts meanwhile."""
+    world = make_world()
+    started = threading.Event()
+    world.docker.on_verb["run"] = started.set
+    seen: list[tuple[str, bool]] = []
+    real = Published.identical_candidate
+
+    def identical_candidate(self: Published, tag: str, mine: Any) -> Manifest | None:
+        seen.append((threading.current_thread().name, started.wait(5)))
+        return real(self, tag, mine)
+
+    monkeypatch.setattr(Published, "identical_candidate", identical_candidate)
+    world.release.release("v1")
+    assert seen == [("candidate", True)]
 
 
 def test_a_failing_scan_gate_stops_the_smoke_test(make_world: Callable[..., World]) -> None:
