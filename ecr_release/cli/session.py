@@ -591,6 +591,7 @@ def session(
     logger.addHandler(plan)
     cleanup = contextlib.ExitStack()
     cleanup.enter_context(_signals_as_interrupts())
+    cleanup.enter_context(terminal_kept())
     try:
         root = project_root(c)
         settings = load_settings(
@@ -671,6 +672,32 @@ def _signals_as_interrupts() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def terminal_kept(stream: Any = None) -> Iterator[None]:
+    """The terminal's settings as they were, when the task ends. A new version asks AWS
+    beside the build, on a thread of its own: if botocore is prompting there for an MFA
+    code (``getpass`` turns echo off) when Ctrl-C ends the run, that prompt never puts the
+    echo back itself. ``stream`` is standard input unless given; not a terminal: nothing."""
+    stream = sys.stdin if stream is None else stream
+    try:
+        import termios
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    fd: int | None = None
+    try:
+        fd = stream.fileno() if stream.isatty() else None
+        saved = termios.tcgetattr(fd) if fd is not None else None
+    except (AttributeError, OSError, ValueError, termios.error):  # closed, replaced, none
+        saved = None
+    try:
+        yield
+    finally:
+        if fd is not None and saved is not None:
+            with contextlib.suppress(OSError, termios.error):
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 class _PlanLines(logging.Handler):

@@ -109,11 +109,19 @@ class Shipping:
         version's verified digest and what the gates found."""
         gates = Gates(candidate_tag(mine))
         candidate = remote(gates.candidate)
+        reused = self.published.identical_candidate(gates.candidate, mine)
+        gates.reused = reused is not None
+        if reused is not None:
+            log.info(
+                "reusing candidate %s, pushed from the same inputs by an earlier run", candidate
+            )
         # What may finish while the run goes on (the smoke test's container removal, the
         # local tags): joined before ship returns, or before the process ends if it raises.
         with ThreadPoolExecutor(2, thread_name_prefix="tidy") as after:
             try:
-                digest = self._gates(gates, local, candidate, mine, after.submit)
+                digest = self._gates(
+                    gates, local, candidate, reused.digest if reused else None, after.submit
+                )
                 verified = self.published.tags.put_version(version, gates.candidate, digest)
             except KeyboardInterrupt:
                 # Stopped, not refused: a candidate that made it to the registry stays for a
@@ -149,18 +157,17 @@ class Shipping:
             log.info("removed the candidate tag %s an earlier run left behind", tag)
 
     def _gates(
-        self, gates: Gates, local: str, candidate: str, mine: Fingerprint, defer: Defer
+        self, gates: Gates, local: str, candidate: str, reused: str | None, defer: Defer
     ) -> str:
         """The gates, at the same time: here the smoke test; beside it the candidate's push
-        (unless an earlier run of the same inputs pushed it: then it is reused), its
-        verification, then its scan. The candidate's verified digest once both passed; the
-        first gate that fails stops the other."""
+        (unless reused), its verification, then its scan. The candidate's verified digest
+        once both passed; the first gate that fails stops the other."""
         stop_candidate, stop_smoke = threading.Event(), threading.Event()
         found: dict[str, Any] = {}
         waiting = _stoppable(self.sleep, stop_candidate)
 
         def pushed() -> str:
-            if (reused := self._reusable(gates, candidate, mine)) is not None:
+            if reused is not None:
                 return reused
             self.progress(f"tag {candidate}")
             self.docker.tag(local, candidate)
@@ -220,15 +227,6 @@ class Shipping:
             raise found["error"]
         verified: str = found["digest"]
         return verified
-
-    def _reusable(self, gates: Gates, candidate: str, mine: Fingerprint) -> str | None:
-        """The digest of the candidate an earlier run pushed from the same inputs, or None."""
-        reused = self.published.identical_candidate(gates.candidate, mine)
-        gates.reused = reused is not None
-        if reused is None:
-            return None
-        log.info("reusing candidate %s, pushed from the same inputs by an earlier run", candidate)
-        return reused.digest
 
     def _smoke_gate(
         self, gates: Gates, local: str, sleep: Callable[[float], None], defer: Defer | None

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from .process import inherited_environ
+
 
 @dataclass(frozen=True)
 class Change:
@@ -49,6 +51,7 @@ def revision(path: Path) -> Revision:
             capture_output=True,
             text=True,
             timeout=10,
+            env=inherited_environ(),  # never .env's AWS keys (see process.ENVIRON_LOCK)
         )
     except (OSError, subprocess.SubprocessError):
         return Revision(unknown="git is not installed")
@@ -101,7 +104,11 @@ def _kind(xy: str, submodule: str) -> str:
 def _git(path: Path, *args: str, strip: bool = True) -> str | None:
     try:
         done = subprocess.run(
-            ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(path), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=inherited_environ(),
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -49,6 +49,13 @@ _PIPE_CHUNK = select.PIPE_BUF
 ENVIRON_LOCK = threading.RLock()
 
 
+def inherited_environ() -> dict[str, str]:
+    """This process's own environment, never read while a session's overlay is on: for a
+    command started outside the runner (git)."""
+    with ENVIRON_LOCK:
+        return dict(os.environ)
+
+
 @dataclass(frozen=True)
 class Result:
     """What a finished command returned. ``output`` is stdout and stderr together.

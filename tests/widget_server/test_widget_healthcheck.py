@@ -87,3 +87,22 @@ def test_a_port_that_is_not_a_number_is_unhealthy() -> None:
     done = run("http")
     assert done.returncode == 1
     assert done.stderr.startswith("unhealthy: invalid literal for int()")
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_an_unset_or_empty_port_is_8080_as_for_the_server(
+    monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    asked: list[int] = []
+
+    def status(port: int) -> int:
+        asked.append(port)
+        return 200
+
+    monkeypatch.setattr(healthcheck, "status", status)
+    if value is None:
+        monkeypatch.delenv("PORT", raising=False)
+    else:
+        monkeypatch.setenv("PORT", value)
+    assert healthcheck.main() == 0
+    assert asked == [8080]

@@ -7,7 +7,9 @@ listener that counts connections.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -818,3 +820,42 @@ def test_the_exit_handler_is_registered_once_however_many_tasks_run() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "False"]  # one handler; nothing frozen until the end
+
+
+@pytest.mark.parametrize("ending", ["returns", "interrupted"])
+def test_a_task_puts_the_terminals_settings_back(ending: str) -> None:
+    """An MFA prompt left on the thread that asks AWS beside the build (Ctrl-C) turned echo
+    off: the task's end puts the terminal's settings back as they were."""
+    import pty
+    import termios
+
+    from ecr_release.cli.session import terminal_kept
+
+    leader, follower = pty.openpty()
+    try:
+        with open(follower, closefd=False) as tty:
+
+            def echo() -> bool:
+                return bool(termios.tcgetattr(follower)[3] & termios.ECHO)
+
+            assert echo()
+            with contextlib.suppress(KeyboardInterrupt), terminal_kept(tty):
+                attrs = termios.tcgetattr(follower)
+                attrs[3] &= ~termios.ECHO  # as getpass does
+                termios.tcsetattr(follower, termios.TCSADRAIN, attrs)
+                assert not echo()
+                if ending == "interrupted":
+                    raise KeyboardInterrupt
+            assert echo()
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+def test_no_terminal_is_no_trouble() -> None:
+    from ecr_release.cli.session import terminal_kept
+
+    with open(os.devnull) as not_a_tty, terminal_kept(not_a_tty):
+        pass
+    with terminal_kept(object()):  # a replaced stdin without fileno or isatty
+        pass

@@ -37,7 +37,6 @@ from ecr_release.errors import (
     VersionExistsError,
 )
 from ecr_release.flows import candidate as candidate_module
-from ecr_release.flows.published import Published
 from ecr_release.flows.release import Clock, Release, Summary
 from ecr_release.model.provenance import UNCOMMITTED_LABEL
 from ecr_release.model.settings import Settings
@@ -2155,24 +2154,24 @@ def test_the_candidates_verification_and_scan_run_while_the_smoke_test_runs(
     assert world.docker.containers == []  # the smoke test's container, removed before the end
 
 
-def test_the_smoke_test_starts_without_waiting_for_the_registrys_word_on_the_candidate(
-    make_world: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+def test_a_candidate_tag_holding_other_inputs_is_refused_before_the_gates(
+    make_world: Callable[..., World],
 ) -> None:
-    """Whether an earlier run pushed a reusable candidate is asked on the candidate's thread:
-    the smoke test's container starts meanwhile."""
+    """The candidate's name is this build's fingerprint: another image under it means
+    something else wrote it. Refused (exit 5) before the smoke test or a push, and left."""
     world = make_world()
-    started = threading.Event()
-    world.docker.on_verb["run"] = started.set
-    seen: list[tuple[str, bool]] = []
-    real = Published.identical_candidate
-
-    def identical_candidate(self: Published, tag: str, mine: Any) -> Manifest | None:
-        seen.append((threading.current_thread().name, started.wait(5)))
-        return real(self, tag, mine)
-
-    monkeypatch.setattr(Published, "identical_candidate", identical_candidate)
-    world.release.release("v1")
-    assert seen == [("candidate", True)]
+    world.release.release("v0")
+    (world.tmp / "ctx" / "app.py").write_text("v1\n")
+    run = world.rerun()
+    tag = candidate_module.candidate_tag(run._inputs("v1").fingerprint)
+    name = run.settings.repository
+    world.registry.manifests[(name, tag)] = world.registry.manifests[(name, "v0")]
+    world.docker.calls.clear()
+    with pytest.raises(RegistryError, match="holds an image of other inputs") as caught:
+        run.release("v1")
+    assert caught.value.exit_code == 5
+    assert world.docker.smoke_verbs() == [] and "push" not in world.docker.verbs()
+    assert (name, tag) in world.registry.manifests and (name, tag) not in world.registry.deleted
 
 
 def test_a_failing_scan_gate_stops_the_smoke_test(make_world: Callable[..., World]) -> None:

@@ -100,3 +100,37 @@ def test_the_status_of_every_kind_of_change(tmp_path: Path) -> None:
 )
 def test_public_url_never_carries_credentials(url: str | None, shown: str | None) -> None:
     assert public_url(url) == shown
+
+
+def test_git_never_inherits_an_overlay_made_on_another_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git is asked while the context is walked, when a boto3 session may be being made on
+    another thread with .env's keys overlaid on this process's environment."""
+    import threading
+    import time
+
+    from ecr_release.outside.ecr import _overlay_environ
+
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    envs: list[dict[str, str] | None] = []
+    real = subprocess.run
+
+    def recording(*args: object, **kwargs: object) -> object:
+        envs.append(kwargs.get("env"))  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "run", recording)
+    inside = threading.Event()
+
+    def overlaid() -> None:
+        with _overlay_environ({"AWS_SECRET_ACCESS_KEY": "from-dotenv"}):
+            inside.set()
+            time.sleep(0.3)
+
+    other = threading.Thread(target=overlaid)
+    other.start()
+    inside.wait(5)
+    revision(tmp_path)
+    other.join(10)
+    assert envs and all(env is not None and "AWS_SECRET_ACCESS_KEY" not in env for env in envs)
