@@ -51,7 +51,7 @@ from ..outside.docker import Docker, push_with_retries
 from ..outside.ecr import Authorization, EcrAccess, Repository, RepositoryConfig
 from ..outside.localstate import LocalState
 from ..outside.registry import Manifest
-from .beside import Beside
+from .beside import beside
 from .candidate import Gates, Shipping
 from .published import Published, Released
 
@@ -309,8 +309,8 @@ def _build_within_rules(run: Release, version: str, extra: Sequence[str]) -> Non
         rules()
         run.build(version)
         return
-    with Beside(rules, "rules") as beside:
-        run.build(version, cancel=beside.failed)
+    with beside(rules, "rules") as refused:
+        run.build(version, cancel=refused)
 
 
 def _log_in(run: Release, host: str, auth: Authorization | None) -> str:
