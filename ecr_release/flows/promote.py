@@ -42,6 +42,10 @@ class Promoter:
         self._verify(version, tags, digest)
         return digest
 
+    def also_tag(self, version: str, tags: Sequence[str]) -> None:
+        """``release --also-tag``: point the tags at the version this run just released."""
+        self.promote(version, tags)
+
     def finish(self, version: str, tags: Sequence[str]) -> tuple[str, ...]:
         """A rerun of a released version: put the tags that are missing, leave alone those
         that point elsewhere (they moved on since: a rerun never moves a tag back); return
@@ -76,12 +80,18 @@ class Promoter:
         """The tags to put to point at ``digest`` (None: a release not pushed yet); refuses,
         before any change, a released version (exit 2) and a tag the repository's
         mutability does not let move (exit 6)."""
+        current = self.refuse_released(tags, digest)
+        mutability, exclusions = self.published.mutability()
+        return tags_to_put(self.published.name, mutability, exclusions, tags, current, digest)
+
+    def refuse_released(self, tags: Sequence[str], digest: str | None) -> dict[str, str | None]:
+        """What each tag points to now, read from the registry alone (no AWS call); refuses
+        (exit 2) a tag that is a released version and would move from it."""
         current = self._current(tags)
         moving = [tag for tag, now in current.items() if now is not None and now != digest]
         versions = {tag: self.published.version_of(tag) for tag in moving}
         refuse_released_versions(self.published.name, current, versions)
-        mutability, exclusions = self.published.mutability()
-        return tags_to_put(self.published.name, mutability, exclusions, tags, current, digest)
+        return current
 
     def _current(self, tags: Sequence[str]) -> dict[str, str | None]:
         return {tag: self.published.digest_of(tag) for tag in tags}
@@ -128,6 +138,21 @@ class PlanningPromoter(Promoter):
         if self.published.unreachable:
             return list(tags)  # the plan cannot tell which are in place already
         return super().to_put(tags, digest)
+
+    def refuse_released(self, tags: Sequence[str], digest: str | None) -> dict[str, str | None]:
+        if self.published.unreachable:
+            return dict.fromkeys(tags)  # nothing can be told of them
+        return super().refuse_released(tags, digest)
+
+    def also_tag(self, version: str, tags: Sequence[str]) -> None:
+        """The dry run released nothing, so there is no manifest to read: each tag that
+        would be put is a plan line."""
+        name = self.published.name
+        for tag in self.to_put(tags, None):
+            log.info(
+                "[dry-run] promote: PUT /v2/%s/manifests/%s (the manifest of %s, once released)",
+                *(name, tag, version),
+            )
 
     def _verify(self, version: str, tags: Sequence[str], digest: str) -> None:
         """Nothing was put: nothing to read back."""

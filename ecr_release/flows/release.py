@@ -205,7 +205,7 @@ class Release:
         extra = also_tags(self.settings.extra_tags, version)
         with self.state.lock(self.settings.lock_name):
             with timer.step("check"):
-                existing = self._preflight(version)
+                existing = self._preflight(version, extra)
             mine = self._inputs(version).fingerprint
             if existing is not None:
                 self._shipping().tidy(mine)
@@ -226,7 +226,7 @@ class Release:
             timer.record("smoke-test", self.gates.smoke_seconds, during="gates")
             if extra:
                 with timer.step("also-tag"):
-                    self.promote(version, extra)
+                    self.published.tags.also_tag(version, extra)
         return _summary(self, version, digest, timer, False, mine, extra)
 
     def _shipping(self) -> Shipping:
@@ -242,10 +242,11 @@ class Release:
         self.published.require_repository()
         return self.settings.remote_image(self.ecr.host(), version)
 
-    def _preflight(self, version: str) -> Manifest | None:
+    def _preflight(self, version: str, extra: Sequence[str]) -> Manifest | None:
         """Before anything changes: docker answers, the inputs (no secret in the context), the
-        version in the registry, the checkout's state. The repository's own rules are asked
-        beside the build (``_build_within_rules``)."""
+        version in the registry, the checkout's state, the extra tags that are released
+        versions. The repository's own rules, which need AWS, are asked beside the build
+        (``_build_within_rules``)."""
         self.docker.config()  # a corrupt one stops the run now, not at the login after the build
         # Docker and the registry are asked during the walk (reads only; failures in turn).
         with ThreadPoolExecutor(2, thread_name_prefix="check") as pool:
@@ -260,6 +261,8 @@ class Release:
                 existing = self.published.identical_release(version, mine, local, early.result())
         if existing is None:
             judge_tree(inputs.provenance, self.settings.require_clean, self.settings.allow_dirty)
+            if extra:  # a released version among them is never moved (the registry says)
+                self.published.tags.refuse_released(extra, None)
         return existing
 
     def _push_verified(self, version: str) -> str:

@@ -70,11 +70,15 @@ def test_a_new_version_with_a_good_login_asks_aws_only_the_repositorys_settings(
     assert "botocore" in loaded  # one boto3 client, for DescribeRepositories
     assert stack.registry_tags(project.repository) == ["v1", "v2"]
     assert stack.registry_manifest_digest(project.repository, "v2") == digest_from_output(out)
-    stack.stop_moto()  # and without the ECR API, a new version stops before anything runs
+    # Without the ECR API, a new version stops before anything reaches the registry: the
+    # repository's rules are asked beside the build, whose refusal stops it.
+    stack.stop_moto()
     project.change_code("another change")
     code, out, err, loaded = _inv_counting_imports(project, "release", "--version", "v3")
     assert code == 4, err
-    assert "==> build" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "cannot reach the ECR API" in errors[0], err
+    assert "==> push" not in err and "==> tag" not in err and "==> login" not in err
     assert stack.registry_tags(project.repository) == ["v1", "v2"]
 
 

@@ -318,6 +318,29 @@ def test_dry_run_changes_nothing_anywhere(
     assert client.describe_repositories()["repositories"] == []
 
 
+def test_a_dry_run_with_also_tag_plans_when_the_registry_cannot_be_asked(
+    cli: Cli, moto_server: str, listener: Listener
+) -> None:
+    """Whether an --also-tag is a released version is asked of the registry before the
+    build; a dry run that cannot ask it plans every tag instead of failing."""
+    (cli.work / ".dockerignore").write_text(".env\n")
+    done = cli(
+        "release",
+        "--version",
+        "v1",
+        "--dry-run",
+        "--also-tag",
+        "latest",
+        env_file="AWS_REGION=eu-west-1\nECR_TAG_MUTABILITY=MUTABLE\n",
+        AWS_ENDPOINT_URL=moto_server,
+        HTTPS_PROXY=f"http://127.0.0.1:{listener.port}",
+        NO_PROXY="127.0.0.1",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "could not ask the registry" in done.stderr
+    assert "PUT /v2/widget-server/manifests/latest" in done.stderr
+
+
 def test_a_named_env_file_that_does_not_exist_is_refused(cli: Cli, listener: Listener) -> None:
     done = cli("release", "--version", "v1", "--env-file", "prod.env", AWS_REGION="eu-west-1")
     assert_one_line_error(done, 2, "--env-file 'prod.env' does not exist")

@@ -1485,6 +1485,20 @@ def test_also_tag_points_the_tags_after_the_verified_push(
         assert world.registry.manifests[("widget-server", tag)].digest == summary.digest
 
 
+def test_a_dry_run_plans_the_also_tags_of_the_version_it_did_not_release(
+    make_world: Callable[..., World], aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _repo(aws, "IMMUTABLE_WITH_EXCLUSION", "latest")
+    world = make_world(dry_run=True, extra_tags=("latest",))
+    with caplog.at_level(logging.INFO, logger="ecr_release"):
+        summary = world.release.release("v1")
+    assert summary.dry_run and summary.tags == ["v1", "latest"]
+    assert "[dry-run] promote: PUT /v2/widget-server/manifests/latest (the manifest of v1, " in (
+        caplog.text
+    )
+    assert world.registry.puts == [] and world.registry.manifests == {}
+
+
 def test_also_tag_that_may_not_move_is_refused_beside_the_build(
     make_world: Callable[..., World], aws: Any
 ) -> None:
@@ -1557,7 +1571,7 @@ def test_also_tag_never_moves_a_released_version(
     (run.tmp / "ctx" / "app.py").write_text("m3\n")
     with pytest.raises(SettingsError, match="tag m1 of widget-server is the released version m1"):
         run.release.release("m3")
-    assert run.docker.verbs() == ["build"]  # stopped there: nothing tagged or pushed
+    assert run.docker.verbs() == []  # the registry alone tells: refused before anything ran
     assert run.registry.manifests[("widget-server", "m1")].digest == one.digest
 
 
