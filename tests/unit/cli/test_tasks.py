@@ -283,6 +283,25 @@ def moto_server() -> Iterator[str]:
     server.stop()
 
 
+def _unreachable_registry(
+    cli: Cli,
+    moto_server: str,
+    listener: Listener,
+    *argv: str,
+    env_file: str = "AWS_REGION=eu-west-1\n",
+) -> subprocess.CompletedProcess[str]:
+    """``inv ARGV`` with moto as the ECR API. The registry host moto names is a real AWS
+    host: it is routed, through a proxy, to a listener that never answers."""
+    (cli.work / ".dockerignore").write_text(".env\n")
+    return cli(
+        *argv,
+        env_file=env_file,
+        AWS_ENDPOINT_URL=moto_server,
+        HTTPS_PROXY=f"http://127.0.0.1:{listener.port}",
+        NO_PROXY="127.0.0.1",
+    )
+
+
 @pytest.mark.parametrize(
     "argv", [["release", "--version", "v1", "--dry-run"], ["--dry", "release", "--version", "v1"]]
 )
@@ -291,15 +310,7 @@ def test_dry_run_changes_nothing_anywhere(
 ) -> None:
     import boto3
 
-    (cli.work / ".dockerignore").write_text(".env\n")
-    # The registry host moto names is a real AWS host: route it to the dead listener.
-    done = cli(
-        *argv,
-        env_file="AWS_REGION=eu-west-1\n",
-        AWS_ENDPOINT_URL=moto_server,
-        HTTPS_PROXY=f"http://127.0.0.1:{listener.port}",
-        NO_PROXY="127.0.0.1",
-    )
+    done = _unreachable_registry(cli, moto_server, listener, *argv)
     assert done.returncode == 0, done.stderr
     host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
     plan = plan_lines(done.stderr.splitlines())
@@ -323,18 +334,13 @@ def test_a_dry_run_with_also_tag_plans_when_the_registry_cannot_be_asked(
 ) -> None:
     """Whether an --also-tag is a released version is asked of the registry before the
     build; a dry run that cannot ask it plans every tag instead of failing."""
-    (cli.work / ".dockerignore").write_text(".env\n")
-    done = cli(
-        "release",
-        "--version",
-        "v1",
-        "--dry-run",
-        "--also-tag",
-        "latest",
+    argv = ("release", "--version", "v1", "--dry-run", "--also-tag", "latest")
+    done = _unreachable_registry(
+        cli,
+        moto_server,
+        listener,
+        *argv,
         env_file="AWS_REGION=eu-west-1\nECR_TAG_MUTABILITY=MUTABLE\n",
-        AWS_ENDPOINT_URL=moto_server,
-        HTTPS_PROXY=f"http://127.0.0.1:{listener.port}",
-        NO_PROXY="127.0.0.1",
     )
     assert done.returncode == 0, done.stderr
     assert "could not ask the registry" in done.stderr
@@ -369,18 +375,8 @@ def test_run_from_a_subdirectory_reads_the_project_folder(cli: Cli) -> None:
 def test_json_dry_run_prints_one_document_with_the_plan(
     cli: Cli, moto_server: str, listener: Listener
 ) -> None:
-    (cli.work / ".dockerignore").write_text(".env\n")
-    done = cli(
-        "release",
-        "--version",
-        "v1",
-        "--dry-run",
-        "--json",
-        env_file="AWS_REGION=eu-west-1\n",
-        AWS_ENDPOINT_URL=moto_server,
-        HTTPS_PROXY=f"http://127.0.0.1:{listener.port}",
-        NO_PROXY="127.0.0.1",
-    )
+    argv = ("release", "--version", "v1", "--dry-run", "--json")
+    done = _unreachable_registry(cli, moto_server, listener, *argv)
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)  # the whole of stdout is one JSON document
     assert document["ok"] is True and document["dry_run"] is True
