@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ecr_release")
 
+# Each tag's digest now (None: no such tag).
+Current = dict[str, str | None]
+
 
 class Promoter:
     """One repository's moving tags, read and put through the registry."""
@@ -76,15 +79,18 @@ class Promoter:
         self._verify(version, [version], digest)
         return digest
 
-    def to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
+    def to_put(
+        self, tags: Sequence[str], digest: str | None, current: Current | None = None
+    ) -> list[str]:
         """The tags to put to point at ``digest`` (None: a release not pushed yet); refuses,
         before any change, a released version (exit 2) and a tag the repository's
-        mutability does not let move (exit 6)."""
-        current = self.refuse_released(tags, digest)
+        mutability does not let move (exit 6). ``current``: what ``refuse_released`` found
+        (it is asked then)."""
+        current = self.refuse_released(tags, digest) if current is None else current
         mutability, exclusions = self.published.mutability()
         return tags_to_put(self.published.name, mutability, exclusions, tags, current, digest)
 
-    def refuse_released(self, tags: Sequence[str], digest: str | None) -> dict[str, str | None]:
+    def refuse_released(self, tags: Sequence[str], digest: str | None) -> Current:
         """What each tag points to now, read from the registry alone (no AWS call); refuses
         (exit 2) a tag that is a released version and would move from it."""
         current = self._current(tags)
@@ -93,7 +99,7 @@ class Promoter:
         refuse_released_versions(self.published.name, current, versions)
         return current
 
-    def _current(self, tags: Sequence[str]) -> dict[str, str | None]:
+    def _current(self, tags: Sequence[str]) -> Current:
         return {tag: self.published.digest_of(tag) for tag in tags}
 
     def _released(self, version: str) -> RawManifest:
@@ -134,12 +140,14 @@ class PlanningPromoter(Promoter):
     and not read back (nothing was put). Where the registry could not be asked, every tag
     is planned."""
 
-    def to_put(self, tags: Sequence[str], digest: str | None) -> list[str]:
+    def to_put(
+        self, tags: Sequence[str], digest: str | None, current: Current | None = None
+    ) -> list[str]:
         if self.published.unreachable:
             return list(tags)  # the plan cannot tell which are in place already
-        return super().to_put(tags, digest)
+        return super().to_put(tags, digest, current)
 
-    def refuse_released(self, tags: Sequence[str], digest: str | None) -> dict[str, str | None]:
+    def refuse_released(self, tags: Sequence[str], digest: str | None) -> Current:
         if self.published.unreachable:
             return dict.fromkeys(tags)  # nothing can be told of them
         return super().refuse_released(tags, digest)

@@ -53,6 +53,7 @@ from ..outside.localstate import LocalState
 from ..outside.registry import Manifest
 from .beside import beside
 from .candidate import Gates, Shipping
+from .promote import Current
 from .published import Published, Released
 
 log = logging.getLogger("ecr_release")
@@ -205,7 +206,7 @@ class Release:
         extra = also_tags(self.settings.extra_tags, version)
         with self.state.lock(self.settings.lock_name):
             with timer.step("check"):
-                existing = self._preflight(version, extra)
+                existing, extra_now = self._preflight(version, extra)
             mine = self._inputs(version).fingerprint
             if existing is not None:
                 self._shipping().tidy(mine)
@@ -214,7 +215,7 @@ class Release:
                         extra = self.published.tags.finish(version, extra)
                 return _summary(self, version, existing.digest, timer, True, mine, extra)
             with timer.step("build"):
-                _build_within_rules(self, version, extra)
+                _build_within_rules(self, version, extra, extra_now)
             with timer.step("ensure-repo"):
                 self.ensure_repo()
             with timer.step("login"):
@@ -242,11 +243,11 @@ class Release:
         self.published.require_repository()
         return self.settings.remote_image(self.ecr.host(), version)
 
-    def _preflight(self, version: str, extra: Sequence[str]) -> Manifest | None:
+    def _preflight(self, version: str, extra: Sequence[str]) -> tuple[Manifest | None, Current]:
         """Before anything changes: docker answers, the inputs (no secret in the context), the
         version in the registry, the checkout's state, the extra tags that are released
-        versions. The repository's own rules, which need AWS, are asked beside the build
-        (``_build_within_rules``)."""
+        versions (and what each extra tag points to now). The repository's own rules, which
+        need AWS, are asked beside the build (``_build_within_rules``)."""
         self.docker.config()  # a corrupt one stops the run now, not at the login after the build
         # Docker and the registry are asked during the walk (reads only; failures in turn).
         with ThreadPoolExecutor(2, thread_name_prefix="check") as pool:
@@ -259,11 +260,12 @@ class Release:
                 raise SettingsError(problem)
             with naming_uncommitted(inputs.provenance):  # when released from other inputs
                 existing = self.published.identical_release(version, mine, local, early.result())
+        extra_now: Current = {}
         if existing is None:
             judge_tree(inputs.provenance, self.settings.require_clean, self.settings.allow_dirty)
             if extra:  # a released version among them is never moved (the registry says)
-                self.published.tags.refuse_released(extra, None)
-        return existing
+                extra_now = self.published.tags.refuse_released(extra, None)
+        return existing, extra_now
 
     def _push_verified(self, version: str) -> str:
         reference = self.remote_ref(version)
@@ -296,15 +298,17 @@ class Release:
         return self._gathered[version]
 
 
-def _build_within_rules(run: Release, version: str, extra: Sequence[str]) -> None:
+def _build_within_rules(
+    run: Release, version: str, extra: Sequence[str], extra_now: Current
+) -> None:
     """Build a new version while the repository's rules are asked of AWS, once: a refusal
     stops the build and is the error. A dry run asks them first (its plan lines keep their
-    order)."""
+    order). ``extra_now``: what the check found the extra tags point to."""
 
     def rules() -> None:
         run.published.require_final(version)
         if extra:
-            run.published.tags.to_put(extra, None)  # may they move?
+            run.published.tags.to_put(extra, None, extra_now)  # may they move?
         # The gates' modules, which a rerun never needs, are imported meanwhile too.
         from . import scan, smoke  # noqa: F401
 
