@@ -44,14 +44,14 @@ _PIPE_CHUNK = select.PIPE_BUF
 
 # Held while this process's environment is changed for a moment (``ecr.open_session``
 # shows botocore .env's AWS_* variables while a session is made, on whichever thread
-# makes it) and while a command that inherits the environment is started: a command
-# started on another thread meanwhile would inherit .env's keys.
+# makes it) and while a command's environment is read: a command started on another
+# thread meanwhile would otherwise inherit .env's keys.
 ENVIRON_LOCK = threading.RLock()
 
 
 def inherited_environ() -> dict[str, str]:
-    """This process's own environment, never read while a session's overlay is on: for a
-    command started outside the runner (git)."""
+    """This process's own environment, never read while a session's overlay is on: what
+    every command we start is given (the runner's, and git's)."""
     with ENVIRON_LOCK:
         return dict(os.environ)
 
@@ -126,17 +126,15 @@ class SubprocessRunner:
     ) -> Result:
         args = list(args)
         limit = _tightest(self._timeout, timeout)
-        inherits = ENVIRON_LOCK if self._env is None else contextlib.nullcontext()
         try:
-            with inherits:
-                proc = subprocess.Popen(
-                    args,
-                    stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env=self._env,
-                    start_new_session=True,  # its own process group: killed as a whole
-                )
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self._env if self._env is not None else inherited_environ(),
+                start_new_session=True,  # its own process group: killed as a whole
+            )
         except FileNotFoundError as exc:
             raise DockerError(
                 f"the {args[0]!r} command was not found: install Docker (the docker CLI) "
