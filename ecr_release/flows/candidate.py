@@ -40,7 +40,9 @@ from ..errors import RegistryError, ReleaseError
 from ..model.fingerprint import Fingerprint
 from ..outside.docker import Docker, push_with_retries
 from ..outside.ecr import CANDIDATE_PREFIX
+from ..outside.registry import Manifest
 from .beside import until_set
+from .held import signals_held
 from .published import Published
 
 log = logging.getLogger("ecr_release")
@@ -72,6 +74,7 @@ class Gates:
     scan: Any = None  # a flows.scan report, or None when no scan was read
     removed: bool = False  # the candidate tag is gone
     pushing: bool = False  # this run started to push the candidate (it may be in the registry)
+    released: bool = False  # the version tag is put and verified
 
     def as_json(self) -> dict[str, Any]:
         scan = self.scan.as_json() if self.scan is not None else None
@@ -101,6 +104,9 @@ class Shipping:
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
     parallel: bool = True
+    # The version and the candidate's removal get AWS time of their own, whatever the gates
+    # spent (a long scan wait must never leave the candidate tag on a released image).
+    new_step: Callable[[], None] = lambda: None
 
     def ship(
         self, version: str, local: str, remote: Callable[[str], str], mine: Fingerprint
@@ -115,14 +121,43 @@ class Shipping:
             log.info(
                 "reusing candidate %s, pushed from the same inputs by an earlier run", candidate
             )
+        try:
+            verified = self._through_gates(gates, version, local, remote, candidate, reused)
+        except KeyboardInterrupt:
+            if gates.released and gates.removed:  # held until both were done
+                log.warning(
+                    "interrupted once %s was released and verified, its candidate tag removed",
+                    remote(version),
+                )
+            raise
+        return verified, gates
+
+    def _through_gates(
+        self,
+        gates: Gates,
+        version: str,
+        local: str,
+        remote: Callable[[str], str],
+        candidate: str,
+        reused: Manifest | None,
+    ) -> str:
         # What may finish while the run goes on (the smoke test's container removal, the
-        # local tags): joined before ship returns, or before the process ends if it raises.
-        with ThreadPoolExecutor(2, thread_name_prefix="tidy") as after:
+        # local tags): joined before this returns, or before the process ends if it raises.
+        # From the version's put to the candidate's removal, Ctrl-C and SIGTERM wait:
+        # stopped between them, the released image would keep the candidate tag, and the
+        # lifecycle rule that expires candidates would expire the image with it.
+        with (
+            ThreadPoolExecutor(2, thread_name_prefix="tidy") as after,
+            contextlib.ExitStack() as finish,
+        ):
             try:
                 digest = self._gates(
                     gates, local, candidate, reused.digest if reused else None, after.submit
                 )
+                self.new_step()
+                finish.enter_context(signals_held())
                 verified = self.published.tags.put_version(version, gates.candidate, digest)
+                gates.released = True
             except KeyboardInterrupt:
                 # Stopped, not refused: a candidate that made it to the registry stays for a
                 # rerun of the same inputs to reuse (the lifecycle rule expires it otherwise).
@@ -134,19 +169,20 @@ class Shipping:
                 raise
             except BaseException:
                 if gates.pushing or gates.reused:  # else the registry's tag is not this run's
-                    self._remove(gates, failed=True)
+                    self.new_step()
+                    remove_candidate(self.published, gates, failed=True)
                 self.docker.untag(candidate)
                 raise
             # Here as in the registry: the image carries its version's name, not the
             # candidate's; docker does that while the registry removes the candidate tag.
             retag = functools.partial(self._retag, local, remote(version), candidate)
             retagged = after.submit(retag) if self.parallel else None
-            self._remove(gates, failed=False)
+            remove_candidate(self.published, gates, failed=False)
             if retagged is None:  # a dry run: its plan lines in order
                 retag()
             else:
                 retagged.result()
-        return verified, gates
+        return verified
 
     def tidy(self, mine: Fingerprint) -> None:
         """A rerun of a released version: remove the candidate tag an earlier run of the same
@@ -245,25 +281,32 @@ class Shipping:
         self.docker.tag(local, version)
         self.docker.untag(candidate)
 
-    def _remove(self, gates: Gates, *, failed: bool) -> None:
-        """Take the candidate tag away, by tag only. After a failed gate a removal that
-        fails is a warning (a lifecycle rule expires the tag); after the version is out it
-        is an error: the image would carry both tags."""
-        try:
-            gates.removed = self.published.remove_tag(gates.candidate)
-        except ReleaseError as exc:
-            if failed:
-                log.warning(
-                    "warning: the candidate tag %s could not be removed (%s): the "
-                    "repository's lifecycle rule expires it (ECR_EXPIRE_UNTAGGED_DAYS)",
-                    *(gates.candidate, exc.message),
-                )
-                return
-            raise RegistryError(
-                f"the version is released and verified, but its candidate tag {gates.candidate} "
-                f"could not be removed ({exc.message}): run the release again (it removes "
-                "it), or remove the tag by hand"
-            ) from exc
+
+def remove_candidate(published: Published, gates: Gates, *, failed: bool) -> None:
+    """Take the candidate tag away, by tag only. After a failed gate a removal that fails is
+    a warning (the image is not released: a rerun of the same inputs reuses it); after the
+    version is out it is an error: the released image would carry both tags, and the
+    lifecycle rule for candidates would expire it."""
+    try:
+        gates.removed = published.remove_tag(gates.candidate)
+    except ReleaseError as exc:
+        by_hand = (
+            f"aws ecr batch-delete-image --repository-name {published.name} "
+            f"--image-ids imageTag={gates.candidate}"
+        )
+        if failed:
+            log.warning(
+                "warning: the candidate tag %s could not be removed (%s): a rerun of the same "
+                "inputs reuses it; else remove it (%s), or let the lifecycle rule of "
+                "ECR_EXPIRE_UNTAGGED_DAYS expire it",
+                *(gates.candidate, exc.message, by_hand),
+            )
+            return
+        raise RegistryError(
+            f"the version is released and verified, but its candidate tag {gates.candidate} "
+            f"could not be removed ({exc.message}): run the release again (it removes it), "
+            f"or remove it by hand ({by_hand})"
+        ) from exc
 
 
 def _stoppable(sleep: Callable[[float], None], stop: threading.Event) -> Callable[[float], None]:

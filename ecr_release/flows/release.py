@@ -236,6 +236,7 @@ class Release:
             *(self.docker, self.published, self._progress, smoke, self._scan, self._relogin),
             *(self._clock.sleep, self._clock.monotonic),
             parallel=not self.published.plan_only,
+            new_step=self.ecr.new_step,
         )
 
     def remote_ref(self, version: str) -> str:

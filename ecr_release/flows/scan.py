@@ -209,6 +209,9 @@ def wait_for_scan(
     poll = _Poll(started=clock(), delay=first_poll)
     base = ScanReport(repository_name, digest, None, False)
     while True:
+        # The wait is bounded by ``timeout``, each poll by the API's own limits: a long wait
+        # must not use up the AWS time of the calls after it (the candidate's removal).
+        ecr.new_step()
         try:
             answer: ScanFindings | None = ecr.image_scan_findings(repository_name, digest)
         except ImageNotFoundError as exc:

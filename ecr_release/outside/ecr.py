@@ -280,6 +280,11 @@ class Ecr:
         self._client = client
         self.budget = budget  # the time a release step may spend on AWS, when bounded
 
+    def new_step(self) -> None:
+        """What follows is a step of its own: its AWS calls get a budget of their own."""
+        if self.budget is not None:
+            self.budget.new_step()
+
     def describe_repository(self, name: str) -> Repository | None:
         with aws_errors():
             try:
@@ -538,8 +543,8 @@ class EcrAccess:
 
     def new_step(self) -> None:
         """A release step starts: its AWS calls get a budget of their own."""
-        if self.connected and self.api.budget is not None:
-            self.api.budget.new_step()
+        if self.connected:
+            self.api.new_step()
 
     def token(self, *, fresh: bool = False) -> Authorization:
         """The registry login (``GetAuthorizationToken``) for the expected account."""

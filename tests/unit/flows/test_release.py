@@ -2064,9 +2064,39 @@ def test_a_candidate_that_cannot_be_removed_after_the_version_is_out_is_said_lou
 
     world = make_world()
     monkeypatch.setattr(world.release.ecr.api.__class__, "delete_tag", refuse)
-    with pytest.raises(RegistryError, match="released and verified, but its candidate tag"):
+    with pytest.raises(RegistryError, match="released and verified, but its candidate tag") as err:
         world.release.release("v1")
     assert ("widget-server", "v1") in world.registry.manifests  # the version is out
+    candidate = next(tag for _, tag in world.registry.manifests if tag != "v1")
+    assert err.value.message.endswith(
+        "run the release again (it removes it), or remove it by hand (aws ecr "
+        f"batch-delete-image --repository-name widget-server --image-ids imageTag={candidate})"
+    )
+
+
+def test_a_candidate_that_cannot_be_removed_after_a_failed_gate_is_a_warning_naming_the_ways(
+    make_world: Callable[..., World],
+    aws: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def refuse(self: Ecr, name: str, tag: str) -> bool:
+        raise AwsError("AWS denied ecr:BatchDeleteImage: not allowed")
+
+    world = make_world()
+    world.registry.put_fails = {"v1"}  # a gate that fails after the candidate's push
+    monkeypatch.setattr(world.release.ecr.api.__class__, "delete_tag", refuse)
+    logged = caplog.at_level(logging.WARNING, logger="ecr_release")
+    with logged, pytest.raises(RegistryError, match="HTTP 500"):  # the gate's error
+        world.release.release("v1")
+    candidate = next(tag for _, tag in world.registry.manifests)
+    said = [r.getMessage() for r in caplog.records if "could not be removed" in r.getMessage()]
+    assert said == [
+        f"warning: the candidate tag {candidate} could not be removed (AWS denied "
+        "ecr:BatchDeleteImage: not allowed): a rerun of the same inputs reuses it; else remove "
+        "it (aws ecr batch-delete-image --repository-name widget-server --image-ids "
+        f"imageTag={candidate}), or let the lifecycle rule of ECR_EXPIRE_UNTAGGED_DAYS expire it"
+    ]
 
 
 # -- the scan gate --------------------------------------------------------------------------
@@ -2112,6 +2142,44 @@ def test_a_finding_at_the_threshold_leaves_no_version_and_no_candidate(
     assert world.registry.puts == []  # the version was never put
     assert world.registry.manifests == {}  # and the candidate tag is gone
     assert world.registry.deleted[0][1].startswith("ecr-release-candidate-")
+
+
+def _fresh_budgets(world: World) -> list[tuple[int, int, int]]:
+    """Each time the run's AWS calls get a budget of their own, as (scans read, tags put,
+    tags removed) at that moment."""
+    seen: list[tuple[int, int, int]] = []
+    fresh = world.release.ecr.new_step
+
+    def new_step() -> None:
+        found = world.registry
+        seen.append((len(found.scans), len(found.puts), len(found.deleted)))
+        fresh()
+
+    world.release.ecr.new_step = new_step  # type: ignore[method-assign]
+    return seen
+
+
+def test_the_version_and_the_candidates_removal_get_aws_time_of_their_own(
+    make_world: Callable[..., World],
+) -> None:
+    # A long scan wait may have spent the gates' AWS time: the removal after the version is
+    # out must not be refused, or the candidate tag would stay on the released image.
+    world = make_world()
+    seen = _fresh_budgets(world)
+    world.release.release("v1")
+    assert seen[-1] == (1, 0, 0)  # after the scan, before the version's put and the removal
+    assert len(world.registry.puts) == 1 and len(world.registry.deleted) == 1
+
+
+def test_after_a_failed_gate_the_candidates_removal_gets_aws_time_of_its_own(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world(scan_fail_on="HIGH")
+    world.registry.findings = [HIGH]
+    seen = _fresh_budgets(world)
+    with pytest.raises(ScanGateError):
+        world.release.release("v1")
+    assert seen[-1] == (1, 0, 0) and len(world.registry.deleted) == 1
 
 
 def test_an_ignored_finding_does_not_hold_the_version_back(
@@ -2251,8 +2319,43 @@ def test_ctrl_c_during_the_smoke_test_stops_the_scans_wait_and_leaves_the_candid
     assert world.docker.containers == []
 
 
+@pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal: a shell's background job (and so
+    a test run started as one) starts with SIGINT ignored, which Python then leaves alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_between_the_versions_put_and_the_candidates_removal_waits_for_both(
+    make_world: Callable[..., World], caplog: pytest.LogCaptureFixture, ctrl_c: None
+) -> None:
+    """Stopped between the two, the released image would keep its candidate tag, which the
+    lifecycle rule for candidates expires with the image: Ctrl-C waits until both are done."""
+    world = make_world()
+    put = world.registry.put_manifest
+
+    def put_then_ctrl_c(repository: str, tag: str, raw: Any) -> str:
+        digest = put(repository, tag, raw)
+        os.kill(os.getpid(), signal.SIGINT)  # right after the version's PUT
+        return digest
+
+    world.registry.put_manifest = put_then_ctrl_c  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="ecr_release"), pytest.raises(KeyboardInterrupt):
+        world.release.release("v1")
+    assert [tag for _, tag in world.registry.manifests] == ["v1"]  # the candidate tag is gone
+    assert world.registry.deleted[0][1].startswith("ecr-release-candidate-")
+    said = "interrupted once {host}/widget-server:v1 was released and verified"
+    host = world.release.ecr.host()
+    assert any(said.format(host=host) in r.getMessage() for r in caplog.records)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+
+
 def test_ctrl_c_while_the_scan_is_awaited_stops_it_before_the_release_ends(
-    make_world: Callable[..., World],
+    make_world: Callable[..., World], ctrl_c: None
 ) -> None:
     """The smoke test passed; Ctrl-C comes while the run waits for the candidate's gates:
     they are stopped and over before the interrupt goes on (a second ``Thread.join`` after

@@ -3,6 +3,7 @@ model names), with a fake clock; the report's lines and JSON; the gate's verdict
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+from moto import mock_aws
 
 from ecr_release.errors import ScanGateError, SettingsError
 from ecr_release.flows.scan import (
@@ -21,7 +23,7 @@ from ecr_release.flows.scan import (
     wait_for_scan,
 )
 from ecr_release.model.scan import Finding
-from ecr_release.outside.ecr import Ecr
+from ecr_release.outside.ecr import RELEASE_LIMITS, Budget, Ecr
 
 from ..fakes import BASIC_FINDING as OPENSSL
 from ..fakes import ENHANCED_FINDING as CURL
@@ -124,6 +126,39 @@ def test_a_scan_under_way_is_waited_for_with_a_backoff(
     report = wait(stub, time_)
     assert report.scanned and report.status == "COMPLETE" and report.findings == ()
     assert time_.sleeps == [1, 2, 4, 8, 10, 10]
+
+
+def test_a_long_wait_of_slow_calls_never_uses_up_the_aws_time_of_the_calls_after_it() -> None:
+    # Each call takes 0.3 s of the step's 25 s of AWS time (a new call is refused once
+    # 10 s are spent): a scan that never starts is waited for until SCAN_TIMEOUT (600 s,
+    # about 70 polls), not cut short as "too slow"; the candidate's removal after it is
+    # still allowed. (moto, not a Stubber: a Stubber answers before the budget hears of
+    # the call.)
+    tag = "ecr-release-candidate-x"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"digest": "sha256:" + "1" * 64},
+        "layers": [],
+    }
+    with mock_aws():
+        client = boto3.client("ecr", region_name="eu-west-1")
+        client.create_repository(
+            repositoryName=REPO, imageScanningConfiguration={"scanOnPush": True}
+        )
+        client.put_image(repositoryName=REPO, imageManifest=json.dumps(manifest), imageTag=tag)
+        digest = client.describe_images(repositoryName=REPO)["imageDetails"][0]["imageDigest"]
+        reads = iter(float(n) * 0.15 for n in range(100_000))  # 0.3 s per call
+        budget = Budget(RELEASE_LIMITS, clock=lambda: next(reads))
+        budget.attach(client)
+        ecr = Ecr(client, budget)
+        time_ = FakeTime(1000.0)
+        report = wait_for_scan(
+            ecr, REPO, digest, scan_on_push=True, timeout=600, clock=time_.clock, sleep=time_.sleep
+        )
+        assert report.note == "the scan did not start within SCAN_TIMEOUT=600 s"
+        assert len(time_.sleeps) > 40  # enough calls to spend 10 s of one step's time
+        assert ecr.delete_tag(REPO, tag)
 
 
 @pytest.mark.parametrize(
