@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import RegistryError, SettingsError
+from ..errors import RegistryError, SettingsError, VersionExistsError
 from ..model.tags import missing_only, refuse_released_versions, tags_to_put
 from ..outside.registry import RawManifest, Registry
 
@@ -68,14 +68,28 @@ class Promoter:
 
     def put_version(self, version: str, candidate: str, digest: str) -> str:
         """The version tag, put on the registry side with the candidate's exact manifest
-        bytes (its digest: ``digest``), then read back; return the version's digest."""
+        bytes (its digest: ``digest``), then read back; return the version's digest.
+
+        The check asked the registry about the version before the build; another machine
+        may have released it since (the gates take a while). Asked again just before the
+        put: released as another image, it is never overwritten (exit 6; on a MUTABLE
+        repository the put would have overwritten it silently); as this very image, it is
+        not put again."""
         raw = self._released(candidate)
         if raw.manifest.digest != digest:
             raise RegistryError(
                 f"the candidate {candidate} moved to {raw.manifest.digest} while the gates ran "
                 f"(it was {digest}): release again"
             )
-        self._put_all(version, raw, [version], what="version")
+        now = self.published.digest_of(version)
+        if now is None:
+            self._put_all(version, raw, [version], what="version")
+        elif now != digest:
+            raise VersionExistsError(
+                f"{self.published.name}:{version} was released by another run while the gates "
+                f"ran (as {now}); released versions are never overwritten: release this image "
+                "under a new --version"
+            )
         self._verify(version, [version], digest)
         return digest
 

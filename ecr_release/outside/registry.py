@@ -52,6 +52,7 @@ CONFIG_TYPES = ", ".join(
 )
 DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
 # Manifests and configs are small; anything this big is not one.
+ERROR_BODY_BYTES = 4096  # of an error's body: its JSON says why
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
@@ -158,10 +159,10 @@ class Registry:
         try:
             response = self._open(request)
         except urllib.error.HTTPError as exc:
-            exc.close()
+            said = _said(exc)  # and closed
             if exc.code == 404:
                 return None
-            raise _refusal(self.host, exc.code, method, what) from exc
+            raise _refusal(self.host, exc.code, method, what, said) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise RegistryError(
@@ -288,8 +289,23 @@ def _opener(certs_dir: Path, host: str, *, every_ca: bool) -> urllib.request.Ope
     return urllib.request.build_opener(trust, _HttpsOnlyRedirects(), *direct)
 
 
-def _refusal(host: str, code: int, method: str, what: str) -> RegistryError:
-    """The one line for an HTTP error other than 404."""
+def _said(error: urllib.error.HTTPError) -> str:
+    """What the registry's error body says (the distribution API's ``errors``: the first
+    one's code and message, on one line); empty when it says nothing readable. The error's
+    connection is closed."""
+    try:
+        with error:
+            found = json.loads(error.read(ERROR_BODY_BYTES) or b"null")
+        first = found["errors"][0]
+        text = " ".join(f"{first.get('code', '')}: {first.get('message', '')}".split())
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return ""
+    text = text.strip(": ")
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _refusal(host: str, code: int, method: str, what: str, said: str = "") -> RegistryError:
+    """The one line for an HTTP error other than 404, with what the registry said."""
     if code in (401, 403):
         needs = "ecr:PutImage" if method == "PUT" else "ecr:BatchGetImage"
         return RegistryAuthError(
@@ -297,7 +313,9 @@ def _refusal(host: str, code: int, method: str, what: str) -> RegistryError:
             f"{what.split(':', 1)[0].split('@', 1)[0]}: check the repository policy "
             f"and the identity's {needs} permission"
         )
-    return RegistryError(f"registry {host} answered HTTP {code} for {what}")
+    return RegistryError(
+        f"registry {host} answered HTTP {code} for {what}" + (f" ({said})" if said else "")
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -2182,6 +2182,87 @@ def test_after_a_failed_gate_the_candidates_removal_gets_aws_time_of_its_own(
     assert seen[-1] == (1, 0, 0) and len(world.registry.deleted) == 1
 
 
+OTHER_IMAGE = Manifest("sha256:" + "9" * 64, "sha256:" + "8" * 64, "docker-v2")
+
+
+def _during_the_gates(world: World, change: Callable[[FakeRegistry, str], None]) -> None:
+    """``change(registry, candidate_tag)`` happens while the candidate is scanned: another
+    machine's run, say."""
+
+    def scan(repository: str, digest: str, **options: Any) -> None:
+        candidate = next(t for _, t in world.registry.manifests if t.startswith("ecr-release-"))
+        change(world.registry, candidate)
+
+    world.release._scan = scan
+
+
+def test_a_version_released_by_another_run_during_the_gates_is_never_overwritten(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+
+    def released_elsewhere(registry: FakeRegistry, candidate: str) -> None:
+        registry.manifests[("widget-server", "v1")] = OTHER_IMAGE
+
+    _during_the_gates(world, released_elsewhere)
+    with pytest.raises(VersionExistsError) as err:
+        world.release.release("v1")
+    assert err.value.exit_code == 6
+    assert err.value.message == (
+        f"widget-server:v1 was released by another run while the gates ran (as "
+        f"{OTHER_IMAGE.digest}); released versions are never overwritten: release this image "
+        "under a new --version"
+    )
+    assert world.registry.manifests == {("widget-server", "v1"): OTHER_IMAGE}  # untouched
+    assert world.registry.puts == [] and len(world.registry.deleted) == 1  # candidate gone
+
+
+def test_a_version_released_meanwhile_as_this_very_image_is_not_put_again(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+
+    def released_the_same(registry: FakeRegistry, candidate: str) -> None:
+        same = registry.manifests[("widget-server", candidate)]
+        registry.manifests[("widget-server", "v1")] = same
+
+    _during_the_gates(world, released_the_same)
+    summary = world.release.release("v1")
+    assert world.registry.puts == []
+    assert [tag for _, tag in world.registry.manifests] == ["v1"]
+    assert world.registry.manifests[("widget-server", "v1")].digest == summary.digest
+
+
+def test_a_candidate_that_moved_during_the_gates_is_not_released(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+
+    def moved(registry: FakeRegistry, candidate: str) -> None:
+        registry.manifests[("widget-server", candidate)] = OTHER_IMAGE
+
+    _during_the_gates(world, moved)
+    with pytest.raises(RegistryError, match=r"moved to sha256:9999.* while the gates ran"):
+        world.release.release("v1")
+    assert world.registry.puts == [] and ("widget-server", "v1") not in world.registry.manifests
+
+
+def test_a_version_that_does_not_read_back_as_put_fails_its_verification(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    put = world.registry.put_manifest
+
+    def put_elsewhere(repository: str, tag: str, raw: RawManifest) -> str:
+        digest = put(repository, tag, raw)
+        world.registry.manifests[(repository, tag)] = OTHER_IMAGE  # what a read answers after
+        return digest
+
+    world.registry.put_manifest = put_elsewhere  # type: ignore[method-assign]
+    with pytest.raises(RegistryError, match="verification failed: tag v1 resolves to sha256:9"):
+        world.release.release("v1")
+
+
 def test_an_ignored_finding_does_not_hold_the_version_back(
     make_world: Callable[..., World],
 ) -> None:

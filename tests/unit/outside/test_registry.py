@@ -218,7 +218,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif repo == "forbidden":
             status = 403
         elif repo == "broken":
-            status = 500
+            status, body = 500, b"internal error"
+        elif repo == "immutable":
+            status, body = (
+                400,
+                json.dumps({"errors": [{"code": "TAG_INVALID", "message": TAKEN}]}).encode(),
+            )
         elif tag == "v1" and repo in ("app", "team/app", "nohead", "notjson", "notobject"):
             status = 200
             body = {"notjson": b"this is not json", "notobject": b"[1, 2]"}.get(repo, MANIFEST)
@@ -411,6 +416,20 @@ def test_server_error_is_a_registry_error(registry: Registry, fake: FakeRegistry
     with pytest.raises(RegistryError) as info:
         registry.manifest("broken", "v1")
     assert info.value.message == f"registry {fake.host} answered HTTP 500 for broken:v1"
+
+
+TAKEN = (
+    "The image tag 'v1' already exists in the 'immutable' repository and cannot be "
+    "overwritten because the repository is immutable."
+)
+
+
+def test_an_error_says_what_the_registry_said(registry: Registry, fake: FakeRegistry) -> None:
+    with pytest.raises(RegistryError) as info:
+        registry.manifest("immutable", "v1")
+    assert info.value.message == (
+        f"registry {fake.host} answered HTTP 400 for immutable:v1 (TAG_INVALID: {TAKEN})"
+    )
 
 
 @pytest.mark.parametrize("repo", ["notjson", "notobject"])
