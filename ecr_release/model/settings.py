@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -278,7 +278,22 @@ def _version_problems(src: Sources, setting: Setting) -> list[str]:
             f"{label} {shown!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
             "'_', '.' or '-', not starting with '.' or '-' (e.g. v1, 1.4.2)"
         ]
-    return []
+    return _reserved_problems(label, [version])
+
+
+def _reserved_problems(label: str, tags: Sequence[str]) -> list[str]:
+    """A tag named like the release's own candidate tags: the lifecycle rule for candidates
+    would expire its image, and the release removes such tags."""
+    from ..outside.ecr import CANDIDATE_PREFIX  # imported by every release already
+
+    taken = [tag for tag in tags if tag.startswith(CANDIDATE_PREFIX)]
+    if not taken:
+        return []
+    return [
+        f"{label} {taken[0]!r} starts with {CANDIDATE_PREFIX!r}, which the release keeps for "
+        "its candidate tags (it removes them, and the lifecycle rule expires their images): "
+        "choose another name"
+    ]
 
 
 def _region_problems(src: Sources, setting: Setting) -> list[str]:
@@ -435,7 +450,7 @@ def _tags_problems(src: Sources, setting: Setting) -> list[str]:
             f"{name} {bad[0]!r} is not a valid image tag: use 1 to 128 ASCII letters, digits, "
             "'_', '.' or '-', not starting with '.' or '-'"
         ]
-    return []
+    return _reserved_problems(name, tags)
 
 
 def _required_tags_problems(src: Sources, setting: Setting) -> list[str]:

@@ -143,7 +143,37 @@ def test_bad_versions_are_refused(workdir: Path, version: str) -> None:
         assert "required" in message
 
 
-@pytest.mark.parametrize("version", ["v1", "1.4.2", "_x", "A" * 128, "v1.0-rc_1"])
+RESERVED = (
+    "starts with 'ecr-release-candidate-', which the release keeps for its candidate tags (it "
+    "removes them, and the lifecycle rule expires their images): choose another name"
+)
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "said"),
+    [
+        ({"version": "ecr-release-candidate-v1"}, {}, "--version 'ecr-release-candidate-v1'"),
+        (
+            {"version": "v1"},
+            {"ECR_EXTRA_TAGS": "latest,ecr-release-candidate-x"},
+            "ECR_EXTRA_TAGS (--also-tag) 'ecr-release-candidate-x'",
+        ),
+        ({"version": "v1", "tags": "ecr-release-candidate-"}, {}, "'ecr-release-candidate-'"),
+    ],
+)
+def test_the_candidates_names_are_no_person_s_tags(
+    workdir: Path, options: dict[str, str], env: dict[str, str], said: str
+) -> None:
+    write_env(workdir, AWS_REGION="eu-west-1", **env)
+    task = "promote" if "tags" in options else "push"
+    with pytest.raises(SettingsError) as err:
+        load_settings(options, task=task, environ={})
+    assert said in err.value.message and err.value.message.endswith(RESERVED)
+
+
+@pytest.mark.parametrize(
+    "version", ["v1", "1.4.2", "_x", "A" * 128, "v1.0-rc_1", "ecr-release-candidate"]
+)
 def test_good_versions(workdir: Path, version: str) -> None:
     settings = load_settings({"version": version}, environ={"AWS_REGION": "eu-west-1"}, task="push")
     assert settings.version == version
