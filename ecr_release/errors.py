@@ -8,6 +8,7 @@ is not a ``ReleaseError`` is a bug and keeps its traceback.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # scheme://anything@ (to the last @ before a blank or a quote): a URL's user-info, which
 # may hold a password (botocore's errors quote the endpoint URL whole). Text: re compiles
@@ -24,6 +25,9 @@ class ReleaseError(Exception):
     """Base class: a one-line, actionable message and a process exit code."""
 
     exit_code = 1
+    # A release that failed at its gates: what they found (a ``flows.candidate.Gates``), for
+    # the report of the failure (``--json``, GitHub's files). None elsewhere.
+    gates: Any = None
 
     def __init__(self, message: str) -> None:
         # One line, whatever the source of the text (docker output, AWS messages), and no
@@ -92,7 +96,10 @@ class OutputError(ReleaseError):
 
 class ScanGateError(ReleaseError):
     """The image's scan found what ``SCAN_FAIL_ON`` refuses, or the image could not be shown
-    to be scanned while ``SCAN_FAIL_ON`` is set: the version is not given to it."""
+    to be scanned while ``SCAN_FAIL_ON`` is set: the version is not given to it. ``report``
+    holds what the scan found (a ``flows.scan.ScanReport``), when it was read."""
+
+    report: Any = None
 
     exit_code = 10
 

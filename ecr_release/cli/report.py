@@ -72,8 +72,41 @@ def as_json(summary: Summary, plan: Sequence[str] = ()) -> dict[str, Any]:
     return document
 
 
-def error_json(message: str, exit_code: int) -> dict[str, Any]:
-    return {"ok": False, "error": message, "exit_code": exit_code}
+def error_json(message: str, exit_code: int, gates: Gates | None = None) -> dict[str, Any]:
+    """A failure as one JSON document; one that failed at the gates names the candidate
+    and what the gates found (the scan's findings above all)."""
+    document = {"ok": False, "error": message, "exit_code": exit_code}
+    return document | (gates.as_json() if gates is not None else {})
+
+
+def write_failure_files(
+    message: str, name: str, gates: Gates | None, environ: Mapping[str, str]
+) -> str | None:
+    """A release that failed at its gates, for GitHub Actions: the gates' outputs
+    (``candidate``, ``smoke_test``, ``scan``) and a step summary with the error and the
+    worst findings. Nothing for another failure. Returns the warning to print when a file
+    cannot be written (the failure itself stays the run's error)."""
+    if gates is None:
+        return None
+    scan = _scan_of(gates)
+    outputs = {"candidate": gates.candidate, "smoke_test": gates.smoke or "not run", "scan": scan}
+    texts = {
+        "GITHUB_OUTPUT": "".join(f"{key}={value}\n" for key, value in outputs.items()),
+        "GITHUB_STEP_SUMMARY": (
+            f"### Not released: {name}\n\n{message}\n\n"
+            "| candidate | smoke test | scan |\n| --- | --- | --- |\n"
+            f"| `{gates.candidate}` ({_gone(gates)}) | {gates.smoke or 'not run'} | {scan} |\n"
+        )
+        + _worst_rows(gates.scan),
+    }
+    for key, text in texts.items():
+        if environ.get(key):
+            try:
+                with Path(environ[key]).open("a", encoding="utf-8") as handle:
+                    handle.write(text)
+            except OSError as exc:
+                return f"warning: {key} {environ[key]} cannot be written: {exc.strerror or exc}"
+    return None
 
 
 def write_github_files(summary: Summary, environ: Mapping[str, str]) -> None:
@@ -143,8 +176,11 @@ def _gone(gates: Gates) -> str:
 
 
 def _scan(summary: Summary) -> str:
-    report = summary.gates.scan if summary.gates is not None else None
-    return "not read" if report is None else str(report.summary_line())
+    return _scan_of(summary.gates) if summary.gates is not None else "not read"
+
+
+def _scan_of(gates: Gates) -> str:
+    return "not read" if gates.scan is None else str(gates.scan.summary_line())
 
 
 def _worst_rows(report: Any) -> str:

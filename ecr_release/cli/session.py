@@ -625,8 +625,13 @@ def session(
     except ReleaseError as exc:
         for line in getattr(exc, "log_tail", ()):  # a failed smoke test's container log
             logger.error("  | %s", line)
+        if exc.gates is not None:  # failed at the gates: what they found, for CI
+            name = f"{settings.repository}:{settings.version}"
+            unwritten = report.write_failure_files(exc.message, name, exc.gates, os.environ)
+            if unwritten:
+                logger.warning("%s", unwritten)
         if json:
-            _print_json(report.error_json(exc.message, exc.exit_code))
+            _print_json(report.error_json(exc.message, exc.exit_code, exc.gates))
         raise Exit(f"error: {exc.message}", code=exc.exit_code) from exc
     except KeyboardInterrupt:
         if json:

@@ -36,7 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RegistryError, ReleaseError
+from ..errors import RegistryError, ReleaseError, ScanGateError
 from ..model.fingerprint import Fingerprint
 from ..outside.docker import Docker, push_with_retries
 from ..outside.ecr import CANDIDATE_PREFIX
@@ -123,6 +123,9 @@ class Shipping:
             )
         try:
             verified = self._through_gates(gates, version, local, remote, candidate, reused)
+        except ReleaseError as exc:
+            exc.gates = gates  # what the gates found, for the failure's report
+            raise
         except KeyboardInterrupt:
             if gates.released and gates.removed:  # held until both were done
                 log.warning(
@@ -223,7 +226,11 @@ class Shipping:
             return self.published.verify(gates.candidate, digest, candidate)
 
         def scanned(digest: str, sleep: Callable[[float], None]) -> None:
-            gates.scan = self.scan(self.published.name, digest, sleep=sleep)
+            try:
+                gates.scan = self.scan(self.published.name, digest, sleep=sleep)
+            except ScanGateError as exc:
+                gates.scan = exc.report  # refused: what it found is still reported
+                raise
 
         if not self.parallel:
             digest = pushed()

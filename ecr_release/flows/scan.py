@@ -407,7 +407,11 @@ class ScanGate:
         quiet = not report.configured and self.fail_on is None
         for line in lines:
             (log.info if quiet or report.scanned else log.warning)("%s", line)
-        judge(report, self.fail_on, self.ignore)
+        try:
+            judge(report, self.fail_on, self.ignore)
+        except ScanGateError as exc:
+            exc.report = report  # the failure's report names the findings too
+            raise
         return report
 
 

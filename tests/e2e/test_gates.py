@@ -10,6 +10,7 @@ import json
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -57,18 +58,28 @@ def queue_findings(backend: Backend, repository: str, findings: list[dict[str, o
 
 
 def test_a_failing_scan_gate_leaves_an_immutable_version_free(
-    project: Project, backend: Backend
+    project: Project, backend: Backend, tmp_path: Path
 ) -> None:
     project.write_env(ECR_TAG_MUTABILITY="IMMUTABLE", SCAN_FAIL_ON="HIGH")
     assert project.inv("ensure-repo").returncode == 0
     queue_findings(backend, project.repository, [HIGH])
 
-    done = project.inv("release", "--version", "v1")
+    github = {"GITHUB_OUTPUT": str(tmp_path / "out"), "GITHUB_STEP_SUMMARY": str(tmp_path / "sum")}
+    done = project.inv("release", "--version", "v1", "--json", env=github)
     line = one_line_error(done)
     assert done.returncode == 10, done.stderr
     assert "1 finding at HIGH or above (worst: CVE-2026-4242 HIGH" in line
     assert "CVE-2026-4242" in done.stderr and "openssl 3.0.1" in done.stderr  # the table
     assert backend.registry_tags(project.repository) == []  # no version, no candidate
+    # What the gate found is in the failure's JSON and GitHub's files too.
+    document = json.loads(done.stdout)
+    assert document["ok"] is False and document["exit_code"] == 10
+    assert document["candidate"].startswith("ecr-release-candidate-")
+    assert document["candidate_removed"] is True and document["scan"]["counts"] == {"HIGH": 1}
+    assert f"candidate={document['candidate']}\n" in (tmp_path / "out").read_text()
+    step_summary = (tmp_path / "sum").read_text()
+    assert step_summary.startswith(f"### Not released: {project.repository}:v1\n")
+    assert "| CVE-2026-4242 | HIGH | openssl 3.0.1 |" in step_summary
 
     # Fixed upstream (the next scan is clean): the same version is still free to release.
     again = project.inv("release", "--version", "v1", "--json")

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ecr_release.cli.report import as_json, as_text, error_json, write_github_files
+from ecr_release.cli.report import (
+    as_json,
+    as_text,
+    error_json,
+    write_failure_files,
+    write_github_files,
+)
 from ecr_release.errors import OutputError
 from ecr_release.flows.release import Summary
 from ecr_release.model.fingerprint import Fingerprint
@@ -154,3 +160,41 @@ def test_the_gates_are_named_in_the_text_json_and_github_files(tmp_path: Path) -
     table = step_summary.read_text()
     assert "| CVE-2026-0001 | HIGH | openssl 3.0.1 | 3.0.2 |\n" in table
     assert "| CVE-2026-0002 | LOW (ignored) | zlib 1.2 | - |\n" in table
+
+
+def test_a_failure_at_the_gates_names_what_they_found(tmp_path: Path) -> None:
+    gates = gated().gates
+    assert gates is not None
+    message = "1 finding at HIGH or above (worst: CVE-2026-0001 HIGH openssl 3.0.1)"
+    document = json.loads(json.dumps(error_json(message, 10, gates)))
+    assert document["ok"] is False and document["exit_code"] == 10
+    assert document["candidate"] == gates.candidate and document["candidate_removed"] is True
+    assert document["scan"]["counts"] == {"HIGH": 1, "LOW": 1}
+    output, step_summary = tmp_path / "output", tmp_path / "summary.md"
+    environ = {"GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(step_summary)}
+    assert write_failure_files(message, "widget-server:v1", gates, environ) is None
+    assert output.read_text() == (
+        f"candidate={gates.candidate}\nsmoke_test=passed\n"
+        "scan=COMPLETE, 1 HIGH, 1 LOW (1 ignored)\n"
+    )
+    table = step_summary.read_text()
+    assert table.startswith(f"### Not released: widget-server:v1\n\n{message}\n")
+    assert "| CVE-2026-0001 | HIGH | openssl 3.0.1 | 3.0.2 |\n" in table
+
+
+def test_another_failure_writes_no_github_file_and_a_file_that_fails_is_a_warning(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "output"
+    environ = {"GITHUB_OUTPUT": str(output)}
+    assert write_failure_files("docker build failed", "w:v1", None, environ) is None
+    assert not output.exists()
+    gates = gated().gates
+    unwritable = {"GITHUB_OUTPUT": str(tmp_path / "no" / "such" / "file")}
+    warning = write_failure_files("refused", "w:v1", gates, unwritable)
+    assert warning is not None and warning.startswith("warning: GITHUB_OUTPUT ")
+    assert error_json("docker build failed", 3) == {
+        "ok": False,
+        "error": "docker build failed",
+        "exit_code": 3,
+    }

@@ -2139,6 +2139,9 @@ def test_a_finding_at_the_threshold_leaves_no_version_and_no_candidate(
         world.release.release("v1")
     assert err.value.exit_code == 10
     assert "1 finding at HIGH or above (worst: CVE-2026-0001 HIGH" in err.value.message
+    gates = err.value.gates  # what the gates found, for the failure's report
+    assert gates.candidate.startswith("ecr-release-candidate-") and gates.removed
+    assert gates.smoke is not None and gates.scan.counts == {"HIGH": 1, "LOW": 1}
     assert world.registry.puts == []  # the version was never put
     assert world.registry.manifests == {}  # and the candidate tag is gone
     assert world.registry.deleted[0][1].startswith("ecr-release-candidate-")
