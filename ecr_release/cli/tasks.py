@@ -144,8 +144,8 @@ def release(
     fail_fast=False,
     env_file=None,
 ):
-    """Build, smoke-test, ensure-repo, login, tag and push VERSION, then verify it (every
-    declared service, in parallel)."""
+    """Build VERSION, pass its gates (smoke test, candidate pushed and verified, scan), then
+    put and verify its tag (every declared service, in parallel)."""
     flags = Flags.of(locals())
     from . import fleet  # several services: imported when a release runs
 

@@ -11,15 +11,17 @@ the machine's lock for the repository, and stops at the first failure:
    free to move. A refusal there stops the build and is the error; nothing has been
    tagged for the registry or pushed yet. (boto3's import and client, the largest part
    of a new version's check, cost nothing then: the build is a command to wait for.)
-3. **smoke-test**: the image runs once on this machine (``flows.smoke``).
-4. **ensure-repo**: the repository is described, and created when missing.
-5. **login**: ``docker login`` with a fresh token, unless a valid login exists.
-6. **tag**: ``docker tag`` to ``HOST/REPOSITORY:V``.
-7. **push**: ``docker push`` (transient failures retried), then the tag is read back
-   from the registry and verified against the local image.
-8. **also-tag**: the ``--also-tag`` tags are put on the registry side (``promote``).
+3. **ensure-repo**: the repository is described, and created when missing.
+4. **login**: ``docker login`` with a fresh token, unless a valid login exists.
+5. **gates** (``flows.candidate``): at once, the smoke test runs the image on this
+   machine (``flows.smoke``) while the image is pushed under its candidate tag, read
+   back and verified, and its scan judged (``flows.scan``); once all passed, the version
+   tag is put on the registry side with the candidate's manifest and verified, and the
+   candidate tag removed. A failed gate leaves no version tag.
+6. **also-tag**: the ``--also-tag`` tags are put on the registry side (``promote``).
 
-Each stage is also a task of its own (``build``, ``ensure-repo``, ...). ``Release``
+Each stage is also a task of its own (``build``, ``ensure-repo``, ...; ``tag`` and
+``push`` push to the version tag directly, without the candidate). ``Release``
 is a short sequence over collaborators handed in by ``cli.session.make_release``: the
 Docker CLI, the run's ECR access (client, token, registry), what the registry holds of
 the repository (``Published``), the smoke test, this machine's state (login records,
@@ -201,7 +203,7 @@ class Release:
         return self.published.tags.promote(version, tags)
 
     def release(self, version: str) -> Summary:
-        """check, build, smoke-test, ensure-repo, login, tag, push (verified), in that order."""
+        """check, build, ensure-repo, login, the gates (then the version), in that order."""
         timer = StepTimer(self._clock.monotonic, self.ecr.new_step)
         extra = also_tags(self.settings.extra_tags, version)
         with self.state.lock(self.settings.lock_name):

@@ -67,10 +67,14 @@ IAM_ACTIONS: Mapping[str, str] = {
         "does enhanced (or registry-level) scanning cover the repository (account-level)"
     ),
     "ecr:BatchDeleteImage": "remove a release candidate's tag (by tag only: never an image)",
+    "inspector2:ListFindings": (
+        "the scan gate under enhanced scanning: ECR reads the findings from Amazon Inspector "
+        "as the caller (account-level)"
+    ),
 }
 # The actions IAM cannot scope to a repository: granted on every resource.
 ACCOUNT_LEVEL_ACTIONS = frozenset(
-    {"ecr:GetAuthorizationToken", "ecr:GetRegistryScanningConfiguration"}
+    {"ecr:GetAuthorizationToken", "ecr:GetRegistryScanningConfiguration", "inspector2:ListFindings"}
 )
 NO_CREDENTIALS = (
     "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
