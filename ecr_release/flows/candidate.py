@@ -118,13 +118,12 @@ class Shipping:
         reused = self.published.identical_candidate(gates.candidate, mine)
         gates.reused = reused is not None
         if reused is not None:
-            log.info(
-                "reusing candidate %s, pushed from the same inputs by an earlier run", candidate
-            )
+            log.info("reusing candidate %s, pushed from the same inputs before", candidate)
         try:
             verified = self._through_gates(gates, version, local, remote, candidate, reused)
         except ReleaseError as exc:
-            exc.gates = gates  # what the gates found, for the failure's report
+            if not gates.released:  # after the version is out, the failure is no gate's
+                exc.gates = gates  # what the gates found, for the failure's report
             raise
         except KeyboardInterrupt:
             if gates.released and gates.removed:  # held until both were done
@@ -181,6 +180,7 @@ class Shipping:
             retag = functools.partial(self._retag, local, remote(version), candidate)
             retagged = after.submit(retag) if self.parallel else None
             remove_candidate(self.published, gates, failed=False)
+            finish.close()  # both done: a held signal ends the run now, not after docker
             if retagged is None:  # a dry run: its plan lines in order
                 retag()
             else:

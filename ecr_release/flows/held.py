@@ -16,6 +16,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -31,15 +32,30 @@ def signals_held() -> Iterator[None]:
     def note(signum: int, frame: FrameType | None) -> None:
         arrived.append(signum)
 
-    saved = {}
-    for signum in HELD:
-        handler = signal.getsignal(signum)
-        if callable(handler):  # Python's own (Ctrl-C's default, or the task's): ours for now
-            saved[signum] = signal.signal(signum, note)
+    # Python's own handlers (Ctrl-C's default, or the task's) are ours for now. All are read
+    # first, so that a signal arriving while they are swapped leaves none of ours behind.
+    saved = {signum: signal.getsignal(signum) for signum in HELD}
+    saved = {signum: handler for signum, handler in saved.items() if callable(handler)}
     try:
+        for signum in saved:
+            signal.signal(signum, note)
         yield
     finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
+        _restore(saved)
     if arrived:
         raise KeyboardInterrupt(f"signal {arrived[0]}")
+
+
+def _restore(saved: dict[signal.Signals, Any]) -> None:
+    """Every handler put back, even when one put back already raises meanwhile (its signal
+    came just then): that one is raised once all are back."""
+    raised: BaseException | None = None
+    for signum, handler in saved.items():
+        while True:
+            try:
+                signal.signal(signum, handler)
+                break
+            except KeyboardInterrupt as exc:
+                raised = exc
+    if raised is not None:
+        raise raised

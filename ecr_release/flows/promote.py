@@ -75,21 +75,27 @@ class Promoter:
         put: released as another image, it is never overwritten (exit 6; on a MUTABLE
         repository the put would have overwritten it silently); as this very image, it is
         not put again."""
-        raw = self._released(candidate)
-        if raw.manifest.digest != digest:
-            raise RegistryError(
-                f"the candidate {candidate} moved to {raw.manifest.digest} while the gates ran "
-                f"(it was {digest}): release again"
-            )
+        name = self.published.name
         now = self.published.digest_of(version)
-        if now is None:
-            self._put_all(version, raw, [version], what="version")
-        elif now != digest:
+        if now is not None and now != digest:
             raise VersionExistsError(
-                f"{self.published.name}:{version} was released by another run while the gates "
-                f"ran (as {now}); released versions are never overwritten: release this image "
-                "under a new --version"
+                f"{name}:{version} was released by another run while the gates ran (as "
+                f"{now}); released versions are never overwritten: release this image under a "
+                "new --version"
             )
+        if now is None:  # else released meanwhile as this very image (and its candidate gone)
+            raw = self.published.ecr.read(lambda registry: registry.raw_manifest(name, candidate))
+            if raw is None:
+                raise RegistryError(
+                    f"the candidate tag {name}:{candidate} was removed while the gates ran (by "
+                    "hand, or by another run of the same inputs): release again"
+                )
+            if raw.manifest.digest != digest:
+                raise RegistryError(
+                    f"the candidate {candidate} moved to {raw.manifest.digest} while the gates "
+                    f"ran (it was {digest}): release again"
+                )
+            self._put_all(version, raw, [version], what="version")
         self._verify(version, [version], digest)
         return digest
 

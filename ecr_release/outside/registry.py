@@ -291,15 +291,17 @@ def _opener(certs_dir: Path, host: str, *, every_ca: bool) -> urllib.request.Ope
 
 def _said(error: urllib.error.HTTPError) -> str:
     """What the registry's error body says (the distribution API's ``errors``: the first
-    one's code and message, on one line); empty when it says nothing readable. The error's
-    connection is closed."""
+    one's code and message, on one line); empty when it says nothing readable, and for a
+    404 (not read). The error's connection is closed."""
     try:
         with error:
+            if error.code == 404:
+                return ""
             found = json.loads(error.read(ERROR_BODY_BYTES) or b"null")
         first = found["errors"][0]
         text = " ".join(f"{first.get('code', '')}: {first.get('message', '')}".split())
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return ""
+    except (OSError, http.client.HTTPException, ValueError, TypeError, LookupError, AttributeError):
+        return ""  # a body cut short, or not the API's JSON: the status says enough
     text = text.strip(": ")
     return text if len(text) <= 200 else text[:197] + "..."
 

@@ -73,3 +73,26 @@ def test_off_the_main_thread_nothing_is_changed(handlers: None) -> None:
     worker.start()
     worker.join()
     assert seen == [signal.default_int_handler]
+
+
+def test_every_handler_is_put_back_even_when_one_raises_meanwhile(
+    handlers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGINT comes just as its handler is put back (which raises at once): SIGTERM's must
+    # still be put back, not left as the hold's (which would drop every later SIGTERM).
+    real = signal.signal
+    calls: list[int] = []
+
+    def put(signum: int, handler: object) -> object:
+        calls.append(signum)
+        previous = real(signum, handler)  # type: ignore[arg-type]
+        if signum == signal.SIGINT and calls.count(signal.SIGINT) == 2:
+            raise KeyboardInterrupt("signal 2, just then")
+        return previous
+
+    monkeypatch.setattr("ecr_release.flows.held.signal.signal", put)
+    task_handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="just then"), signals_held():
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is task_handler

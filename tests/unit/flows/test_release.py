@@ -2067,6 +2067,7 @@ def test_a_candidate_that_cannot_be_removed_after_the_version_is_out_is_said_lou
     with pytest.raises(RegistryError, match="released and verified, but its candidate tag") as err:
         world.release.release("v1")
     assert ("widget-server", "v1") in world.registry.manifests  # the version is out
+    assert err.value.gates is None  # no gate failed: nothing reports it "not released"
     candidate = next(tag for _, tag in world.registry.manifests if tag != "v1")
     assert err.value.message.endswith(
         "run the release again (it removes it), or remove it by hand (aws ecr "
@@ -2226,14 +2227,36 @@ def test_a_version_released_meanwhile_as_this_very_image_is_not_put_again(
     world = make_world()
 
     def released_the_same(registry: FakeRegistry, candidate: str) -> None:
-        same = registry.manifests[("widget-server", candidate)]
-        registry.manifests[("widget-server", "v1")] = same
+        # Another run of the same inputs (the same candidate tag) finished first: it put the
+        # version and removed the candidate tag.
+        registry.manifests[("widget-server", "v1")] = registry.manifests.pop(
+            ("widget-server", candidate)
+        )
 
     _during_the_gates(world, released_the_same)
     summary = world.release.release("v1")
     assert world.registry.puts == []
     assert [tag for _, tag in world.registry.manifests] == ["v1"]
     assert world.registry.manifests[("widget-server", "v1")].digest == summary.digest
+
+
+def test_a_candidate_removed_during_the_gates_is_not_released(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+
+    def removed(registry: FakeRegistry, candidate: str) -> None:
+        del registry.manifests[("widget-server", candidate)]
+
+    _during_the_gates(world, removed)
+    with pytest.raises(RegistryError) as err:
+        world.release.release("v1")
+    assert err.value.message.startswith("the candidate tag widget-server:ecr-release-candidate-")
+    assert err.value.message.endswith(
+        "was removed while the gates ran (by hand, or by another run of the same inputs): "
+        "release again"
+    )
+    assert world.registry.puts == [] and world.registry.manifests == {}
 
 
 def test_a_candidate_that_moved_during_the_gates_is_not_released(

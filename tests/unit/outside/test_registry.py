@@ -696,3 +696,33 @@ def test_a_ca_only_the_system_bundle_holds_is_trusted_on_a_second_try(
     assert len(fake.seen) == 1  # the refused handshake sent nothing
     assert registry.manifest("app", "v1") is not None  # and the bundle stays loaded
     assert len(fake.seen) == 2
+
+
+def _serve_once(reply: bytes) -> int:
+    """A registry on loopback that answers one request with ``reply``, then hangs up."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def answer() -> None:
+        connection, _ = server.accept()
+        connection.recv(65536)
+        connection.sendall(reply)
+        connection.close()
+        server.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    return int(server.getsockname()[1])
+
+
+@pytest.mark.parametrize("code", [500, 404])
+def test_an_error_whose_body_is_cut_short_is_still_one_line(tmp_path: Path, code: int) -> None:
+    reply = f"HTTP/1.1 {code} X\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".encode()
+    registry = Registry(
+        f"127.0.0.1:{_serve_once(reply)}", "AWS", "pw", timeout=5, certs_dir=tmp_path
+    )
+    if code == 404:  # not there: the body is not even read
+        assert registry.manifest("app", "v1") is None
+        return
+    with pytest.raises(RegistryError, match=r"answered HTTP 500 for app:v1$"):
+        registry.manifest("app", "v1")
