@@ -31,7 +31,7 @@ def as_text(summary: Summary) -> str:
     if gates is not None:
         reused = " (reused)" if gates.reused else ""
         lines.append(f"  candidate: {gates.candidate}{reused}, {_gone(gates)}")
-        lines.append(f"  gates:  smoke test {gates.smoke or 'skipped'}; scan {_scan(summary)}")
+        lines.append(f"  gates:  smoke test {gates.smoke or 'skipped'}; scan {_scan_of(gates)}")
     made = summary.provenance
     if made is not None and made.dirty:
         allowed = ", --allow-dirty" if summary.allow_dirty else ""
@@ -88,16 +88,10 @@ def write_failure_files(
     cannot be written (the failure itself stays the run's error)."""
     if gates is None:
         return None
-    scan = _scan_of(gates)
-    outputs = {"candidate": gates.candidate, "smoke_test": gates.smoke or "not run", "scan": scan}
     texts = {
-        "GITHUB_OUTPUT": "".join(f"{key}={value}\n" for key, value in outputs.items()),
-        "GITHUB_STEP_SUMMARY": (
-            f"### Not released: {name}\n\n{message}\n\n"
-            "| candidate | smoke test | scan |\n| --- | --- | --- |\n"
-            f"| `{gates.candidate}` ({_gone(gates)}) | {gates.smoke or 'not run'} | {scan} |\n"
-        )
-        + _worst_rows(gates.scan),
+        "GITHUB_OUTPUT": _output_lines(_gates_outputs(gates, "not run")),
+        "GITHUB_STEP_SUMMARY": f"### Not released: {name}\n\n{message}\n\n"
+        + _gates_table(gates, "not run"),
     }
     for key, text in texts.items():
         if environ.get(key):
@@ -121,13 +115,9 @@ def write_github_files(summary: Summary, environ: Mapping[str, str]) -> None:
     }
     gates = summary.gates
     if gates is not None:
-        outputs |= {
-            "candidate": gates.candidate,
-            "smoke_test": gates.smoke or "skipped",
-            "scan": _scan(summary),
-        }
+        outputs |= _gates_outputs(gates, "skipped")
     if environ.get("GITHUB_OUTPUT"):
-        lines = "".join(f"{key}={value}\n" for key, value in outputs.items())
+        lines = _output_lines(outputs)
         _append(summary, "GITHUB_OUTPUT", Path(environ["GITHUB_OUTPUT"]), lines)
     if environ.get("GITHUB_STEP_SUMMARY"):
         what = "Already released" if summary.already_released else "Released"
@@ -137,12 +127,30 @@ def write_github_files(summary: Summary, environ: Mapping[str, str]) -> None:
             f"| `{summary.image_uri}` | `{summary.digest}` | {_steps(summary)} |\n"
         )
         if gates is not None:
-            table += (
-                "\n| candidate | smoke test | scan |\n| --- | --- | --- |\n"
-                f"| `{gates.candidate}` ({_gone(gates)}) | {gates.smoke or 'skipped'} | "
-                f"{_scan(summary)} |\n"
-            ) + _worst_rows(gates.scan)
+            table += "\n" + _gates_table(gates, "skipped")
         _append(summary, "GITHUB_STEP_SUMMARY", Path(environ["GITHUB_STEP_SUMMARY"]), table)
+
+
+def _gates_outputs(gates: Gates, no_smoke: str) -> dict[str, str]:
+    """The gates' step outputs; ``no_smoke`` names a smoke test that did not run."""
+    return {
+        "candidate": gates.candidate,
+        "smoke_test": gates.smoke or no_smoke,
+        "scan": _scan_of(gates),
+    }
+
+
+def _gates_table(gates: Gates, no_smoke: str) -> str:
+    """The gates as a Markdown table, then the scan's worst findings."""
+    return (
+        "| candidate | smoke test | scan |\n| --- | --- | --- |\n"
+        f"| `{gates.candidate}` ({_gone(gates)}) | {gates.smoke or no_smoke} | "
+        f"{_scan_of(gates)} |\n"
+    ) + _worst_rows(gates.scan)
+
+
+def _output_lines(outputs: Mapping[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in outputs.items())
 
 
 def _append(summary: Summary, key: str, path: Path, text: str) -> None:
@@ -173,10 +181,6 @@ def _total(summary: Summary) -> float:
 
 def _gone(gates: Gates) -> str:
     return "removed" if gates.removed else "left for the lifecycle rule"
-
-
-def _scan(summary: Summary) -> str:
-    return _scan_of(summary.gates) if summary.gates is not None else "not read"
 
 
 def _scan_of(gates: Gates) -> str:

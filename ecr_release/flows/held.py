@@ -34,8 +34,7 @@ def signals_held() -> Iterator[None]:
 
     # Python's own handlers (Ctrl-C's default, or the task's) are ours for now. All are read
     # first, so that a signal arriving while they are swapped leaves none of ours behind.
-    saved = {signum: signal.getsignal(signum) for signum in HELD}
-    saved = {signum: handler for signum, handler in saved.items() if callable(handler)}
+    saved = {signum: handler for signum in HELD if callable(handler := signal.getsignal(signum))}
     try:
         for signum in saved:
             signal.signal(signum, note)
