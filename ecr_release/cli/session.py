@@ -338,11 +338,15 @@ def make_release(
     from ..flows.release import Clock, Release, announce
     from ..outside import ecr
     from ..outside.docker import Docker, PlanningRunner
+    from ..outside.engine import local_engine
     from ..outside.localstate import LocalState, StoredLogins, cache_dir
     from ..outside.process import SubprocessRunner
     from ..outside.registry import PlanningRegistry, Registry
 
     environ = os.environ if environ is None else environ
+    # The smoke test's container goes through the daemon's API when the CLI's daemon is on a
+    # local socket (see outside/engine.py); a given runner is a test's, and sees every command.
+    engine = local_engine(environ) if runner is None and not dry_run else None
     runner = runner or SubprocessRunner(out)
     clock = clock or Clock()
     kind = ecr.PlanningEcr if dry_run else ecr.Ecr
@@ -359,6 +363,7 @@ def make_release(
         environ=environ,
         idle_limit=settings.docker_idle_timeout,
         pull_lock=state.pull_lock,
+        engine=engine,
     )
     known = StoredLogins(state.logins, identity, docker, clock.now)
     access = ecr.EcrAccess(

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DockerError, SettingsError, VersionExistsError
+from .engine import EngineUnreachable, LocalEngine
 from .process import TIMED_OUT, Result, Runner, SubprocessRunner
 
 __all__ = [  # the runner's names stay importable from here
@@ -268,6 +269,11 @@ class DockerCli:
         )
         if result.limit == "cancel":
             return result  # the caller stopped it: it knows why
+        return self._checked(args, result)
+
+    def _checked(self, args: Sequence[str], result: Result) -> Result:
+        """``result``, unless it was stopped at its limit: then one ``DockerError`` line
+        naming the command (``args``) and the daemon."""
         if result.timed_out:
             raise DockerError(stopped_message(args, result, self._daemon()))
         return result
@@ -303,7 +309,9 @@ class Docker(DockerCli):
     name ``DOCKER_HOST`` when the daemon does not answer. ``idle_limit`` is how long
     build, push and pull may print nothing before they are stopped. ``pull_lock``, when
     given, is this machine's lock for an image reference: a missing base image is pulled
-    under it, by one process at a time (see :func:`pull_missing`).
+    under it, by one process at a time (see :func:`pull_missing`). ``engine``, when given,
+    is the same daemon's API on its local socket, for the smoke test's container (see
+    :class:`Containers`).
     """
 
     def __init__(
@@ -314,9 +322,10 @@ class Docker(DockerCli):
         *,
         idle_limit: float = IDLE_SECONDS,
         pull_lock: PullLock | None = None,
+        engine: LocalEngine | None = None,
     ) -> None:
         super().__init__(runner, binary, environ)
-        self.containers = Containers(runner, binary, environ)
+        self.containers = Containers(runner, binary, environ, engine=engine)
         self._idle = idle_limit
         self._pull_lock = pull_lock
         # One `docker image inspect` per image a run looks at: forgotten when this run
@@ -494,7 +503,20 @@ class Docker(DockerCli):
 class Containers(DockerCli):
     """Containers: the smoke test's, and the sandbox's registry. Each command returns
     docker's result for the caller to judge (a daemon that does not answer is a
-    ``DockerError``)."""
+    ``DockerError``). Given ``engine`` (the CLI's daemon's API on its local socket), the
+    smoke test's container is started and probed through it instead (see :mod:`.engine`);
+    a socket that takes no connection leaves the CLI to it from then on."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        binary: str = "docker",
+        environ: Mapping[str, str] | None = None,
+        *,
+        engine: LocalEngine | None = None,
+    ) -> None:
+        super().__init__(runner, binary, environ)
+        self.engine = engine
 
     def run_detached(self, name: str, image: str, *, labels: Mapping[str, str]) -> Result:
         """``docker run -d --network none --name NAME --label K=V IMAGE``: no network but the
@@ -502,11 +524,31 @@ class Containers(DockerCli):
         args = [self._binary, "run", "-d", "--network", "none", "--name", name]
         for key, value in labels.items():
             args += ["--label", f"{key}={value}"]
-        return self._call([*args, image], timeout=LOGIN_SECONDS)
+        args.append(image)
+        if self.engine is not None:
+            try:
+                started = self.engine.run_detached(
+                    name, image, labels=labels, timeout=LOGIN_SECONDS
+                )
+            except EngineUnreachable as exc:
+                self._without_engine(exc)
+            else:
+                return self._checked(args, started)
+        return self._call(args, timeout=LOGIN_SECONDS)
 
     def exec(self, name: str, argv: Sequence[str], *, timeout: float) -> Result:
         """``docker exec NAME ARGV...``, stopped after ``timeout`` seconds."""
-        return self._call([self._binary, "exec", name, *argv], timeout=timeout)
+        args = [self._binary, "exec", name, *argv]
+        if self.engine is not None:
+            try:
+                return self._checked(args, self.engine.exec(name, argv, timeout=timeout))
+            except EngineUnreachable as exc:
+                self._without_engine(exc)
+        return self._call(args, timeout=timeout)
+
+    def _without_engine(self, exc: EngineUnreachable) -> None:
+        log.debug("the Docker Engine API is not reachable (%s): using the docker CLI", exc)
+        self.engine = None
 
     def container_state(self, name: str) -> Result:
         """``docker inspect --format '{{json .State}}' NAME``: one line of JSON."""

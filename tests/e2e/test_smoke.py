@@ -4,6 +4,7 @@ shipped image, and no container left behind, whatever happens (a signal included
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from ecr_release.errors import SmokeTestError
 from ecr_release.flows.smoke import HEALTHY, ONE_SHOT, SMOKE_LABEL, SmokeResult, smoke_test
 from ecr_release.outside.docker import Docker, SubprocessRunner
+from ecr_release.outside.engine import local_engine
 
 from .backends import Backend
 from .project import ROOT, Project, docker, one_line_error
@@ -65,11 +67,27 @@ def _no_smoke_container_survives() -> Iterator[None]:
         docker("rm", "-f", *left, check=False)
 
 
-def smoke(image: str, timeout: float = 8) -> SmokeResult:
-    return smoke_test(Docker(SubprocessRunner()), image, timeout=timeout)
+Smoke = Callable[..., SmokeResult]
 
 
-def failed(image: str, timeout: float = 8) -> tuple[SmokeTestError, float]:
+def through(way: str) -> Docker:
+    """Docker with the smoke test's container run by the CLI (``docker run --network
+    none``), or through the engine's API on its local socket, as a release here runs it."""
+    if way == "cli":
+        return Docker(SubprocessRunner())
+    engine = local_engine(os.environ)
+    assert engine is not None, "the e2e engine is not on a local socket"
+    return Docker(SubprocessRunner(), engine=engine)
+
+
+@pytest.fixture(params=["cli", "api"])
+def smoke(request: pytest.FixtureRequest) -> Smoke:
+    """``smoke(image, timeout=8)``, once each way the container can be run."""
+    docker = through(request.param)
+    return lambda image, timeout=8: smoke_test(docker, image, timeout=timeout)
+
+
+def failed(smoke: Smoke, image: str, timeout: float = 8) -> tuple[SmokeTestError, float]:
     start = time.monotonic()
     with pytest.raises(SmokeTestError) as info:
         smoke(image, timeout)
@@ -80,7 +98,7 @@ def assert_nothing_left() -> None:
     assert docker(*LEFT) == ""
 
 
-def test_a_healthy_image_passes_long_before_dockers_first_check(build: Build) -> None:
+def test_a_healthy_image_passes_long_before_dockers_first_check(build: Build, smoke: Smoke) -> None:
     image = build(SERVE, PROBE)
     result = smoke(image)
     print(f"\nhealthy image (HEALTHCHECK --interval=10s): passed in {result.seconds:.2f} s")
@@ -89,9 +107,9 @@ def test_a_healthy_image_passes_long_before_dockers_first_check(build: Build) ->
     assert_nothing_left()
 
 
-def test_a_healthcheck_that_always_fails_fails_at_the_timeout(build: Build) -> None:
+def test_a_healthcheck_that_always_fails_fails_at_the_timeout(build: Build, smoke: Smoke) -> None:
     image = build(SLEEP, 'HEALTHCHECK --interval=10s CMD ["python3", "-c", "raise SystemExit(3)"]')
-    error, took = failed(image, timeout=4)
+    error, took = failed(smoke, image, timeout=4)
     assert error.message == (
         f"smoke test of {image} failed: health check still failing after 4 s "
         "(exit 3, no output); the version was not released"
@@ -102,10 +120,10 @@ def test_a_healthcheck_that_always_fails_fails_at_the_timeout(build: Build) -> N
 
 @pytest.mark.parametrize("healthcheck", [(), (PROBE,)], ids=["no-healthcheck", "healthcheck"])
 def test_a_process_that_exits_1_at_start_fails_with_its_log(
-    build: Build, healthcheck: tuple[str, ...]
+    build: Build, smoke: Smoke, healthcheck: tuple[str, ...]
 ) -> None:
     image = build(CRASH, *healthcheck)
-    error, took = failed(image, timeout=30)
+    error, took = failed(smoke, image, timeout=30)
     assert "exited with code 1" in error.message
     assert error.exit_code == 8
     assert error.log_tail == ["boom: no config"]
@@ -113,29 +131,35 @@ def test_a_process_that_exits_1_at_start_fails_with_its_log(
     assert_nothing_left()
 
 
-def test_an_image_without_healthcheck_that_keeps_running_passes_after_3_s(build: Build) -> None:
+def test_an_image_without_healthcheck_that_keeps_running_passes_after_3_s(
+    build: Build, smoke: Smoke
+) -> None:
     result = smoke(build(SLEEP))
     assert result.outcome == "running after 3 s"
     assert 3 <= result.seconds < 5
     assert_nothing_left()
 
 
-def test_a_one_shot_image_that_exits_0_passes(build: Build) -> None:
+def test_a_one_shot_image_that_exits_0_passes(build: Build, smoke: Smoke) -> None:
     result = smoke(build('CMD ["python3", "-c", "print(\'done\')"]'))
     assert result.outcome == ONE_SHOT
     assert result.seconds < 3
     assert_nothing_left()
 
 
-def test_a_health_command_that_never_returns_is_stopped_after_the_timeout(build: Build) -> None:
+def test_a_health_command_that_never_returns_is_stopped_after_the_timeout(
+    build: Build, smoke: Smoke
+) -> None:
     hang = 'HEALTHCHECK --interval=10s CMD ["python3", "-c", "import time; time.sleep(600)"]'
-    error, took = failed(build(SLEEP, hang), timeout=3)
+    error, took = failed(smoke, build(SLEEP, hang), timeout=3)
     assert "its health check command did not return within 3 s" in error.message
     assert took < 9  # the timeout, the watchdog's 2 s and the removal
     assert_nothing_left()
 
 
-def test_the_shipped_image_passes_in_about_a_second(engine: str, tmp_path: Path) -> None:
+def test_the_shipped_image_passes_in_about_a_second(
+    engine: str, tmp_path: Path, smoke: Smoke
+) -> None:
     context = tmp_path / "shipped"
     context.mkdir()
     for name in ("Dockerfile", ".dockerignore"):
@@ -158,21 +182,53 @@ def test_the_shipped_image_passes_in_about_a_second(engine: str, tmp_path: Path)
     assert_nothing_left()
 
 
+def test_through_the_api_the_container_has_a_loopback_and_no_network_sandbox(
+    build: Build,
+) -> None:
+    """What the API is for: the isolation of ``--network none`` (a loopback, nothing else)
+    without libnetwork's sandbox, whose hook runs dockerd again at each start (Engine < 28)."""
+    image = build(SLEEP)
+    names = {way: f"ecr-release-smoke-e2e-{way}-{uuid.uuid4().hex[:8]}" for way in ("cli", "api")}
+    try:
+        for way, name in names.items():
+            started = through(way).containers.run_detached(name, image, labels={SMOKE_LABEL: "1"})
+            assert started.returncode == 0, started.output
+        seen = {}
+        for way, name in names.items():
+            net = docker("exec", name, "cat", "/proc/net/dev").splitlines()[2:]
+            assert [line.split(":")[0].strip() for line in net] == ["lo"], way
+            probe = (
+                "import socket; s = socket.create_server(('127.0.0.1', 0)); "
+                "socket.create_connection(s.getsockname()).close(); print('up')"
+            )
+            assert docker("exec", name, "python3", "-c", probe).strip() == "up", way
+            seen[way] = json.loads(docker("inspect", name))[0]
+        api, cli = seen["api"], seen["cli"]
+        assert api["Config"].get("NetworkDisabled") is True
+        assert api["HostConfig"]["NetworkMode"] == "none"
+        assert api["NetworkSettings"]["SandboxKey"] == ""  # no sandbox: no hook
+        assert cli["NetworkSettings"]["SandboxKey"] != ""
+        assert api["Config"]["Labels"][SMOKE_LABEL] == "1"
+    finally:
+        docker("rm", "-f", *names.values(), check=False)
+
+
 SCRIPT = """
 import sys
-from ecr_release.outside.docker import Docker, SubprocessRunner
+from tests.e2e.test_smoke import through
 from ecr_release.flows.smoke import smoke_test
-smoke_test(Docker(SubprocessRunner()), sys.argv[1], timeout=60)
+smoke_test(through(sys.argv[2]), sys.argv[1], timeout=60)
 """
 
 
+@pytest.mark.parametrize("way", ["cli", "api"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_mid_test_stops_it_and_removes_the_container(
-    build: Build, signum: signal.Signals
+    build: Build, signum: signal.Signals, way: str
 ) -> None:
     image = build(SLEEP, 'HEALTHCHECK --interval=10s CMD ["python3", "-c", "raise SystemExit(1)"]')
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, image],
+        [sys.executable, "-c", SCRIPT, image, way],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

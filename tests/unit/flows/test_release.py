@@ -9,7 +9,10 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
+import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -1976,6 +1979,41 @@ def test_a_sandbox_run_keeps_its_logins_and_locks_apart_and_asks_its_own_api(
     assert run.state.directory == tmp_path / "sandbox" / "local"
     with pytest.raises(AwsError, match=r"cannot reach the ECR API.*127\.0\.0\.1:1"):
         run.ensure_repo()  # the sandbox's endpoint, which nothing answers here
+
+
+@pytest.mark.parametrize(
+    ("runner_given", "dry_run", "through_api"),
+    [(False, False, True), (False, True, False), (True, False, False)],
+    ids=["a-real-run", "a-dry-run", "a-tests-runner"],
+)
+def test_a_real_run_on_a_local_socket_runs_the_smoke_container_through_the_api(
+    make_world: Callable[..., World],
+    aws: Any,
+    make_settings: Callable[..., Any],
+    runner_given: bool,
+    dry_run: bool,
+    through_api: bool,
+) -> None:
+    world = make_world()
+    folder = Path(tempfile.mkdtemp(prefix="sock-", dir="/tmp"))  # AF_UNIX's 108 bytes
+    try:
+        path = str(folder / "docker.sock")
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(path)
+        sock.close()
+        run = make_release(
+            make_settings(),
+            dry_run=dry_run,
+            environ={"DOCKER_HOST": f"unix://{path}", "XDG_CACHE_HOME": str(folder / "cache")},
+            runner=world.docker if runner_given else None,
+            registry_for=lambda auth: cast(
+                Registry, FakeRegistryClient(world.registry, auth, set())
+            ),
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    engine = run.docker.containers.engine
+    assert (engine.path if engine is not None else None) == (path if through_api else None)
 
 
 # -- the candidate: the version appears only when every gate has passed ---------------------
