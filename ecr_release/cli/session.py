@@ -346,7 +346,9 @@ def make_release(
     environ = os.environ if environ is None else environ
     # The smoke test's container goes through the daemon's API when the CLI's daemon is on a
     # local socket (see outside/engine.py); a given runner is a test's, and sees every command.
-    engine = local_engine(environ) if runner is None and not dry_run else None
+    engine = None
+    if runner is None and not dry_run:
+        engine = local_engine(environ, cache_dir(environ) / "engine")
     runner = runner or SubprocessRunner(out)
     clock = clock or Clock()
     kind = ecr.PlanningEcr if dry_run else ecr.Ecr

@@ -7,11 +7,11 @@ HEALTHCHECK never passes, must stop the release before the push. The rule:
   none``: a HEALTHCHECK against 127.0.0.1 still works; no port is published), as a
   container named ``ecr-release-smoke-<random>`` and labelled ``io.ecr-release.smoke=1``.
   Given a daemon on a local socket, :class:`~..outside.docker.Containers` starts and
-  probes it through the Engine API instead, with networking disabled: the same
-  namespace, without the network hook that costs half the container's start on Docker
-  Engine 20.10 to 27 (see :mod:`~..outside.engine`).
+  probes it through the Engine API instead, with networking disabled and ``none``'s
+  /etc/hosts: a loopback-only container without the network hook that costs half the
+  container's start on Docker Engine 20.10 to 27 (see :mod:`~..outside.engine`).
 * With a HEALTHCHECK, the image passes as soon as its health command exits 0. The
-  command is run here with ``docker exec`` (every 0.2 s), not on Docker's schedule,
+  command is run here (``docker exec``, or its API call) every 0.2 s, not on Docker's schedule,
   whose first check waits a whole ``--interval``; a CMD-SHELL check runs in the
   image's SHELL (``/bin/sh -c`` by default), as Docker runs it. The image fails when
   the command still fails at the timeout (``SMOKE_TIMEOUT``), or when the container

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DockerError, SettingsError, VersionExistsError
-from .engine import EngineUnreachable, LocalEngine
+from .engine import EngineDeclined, LocalEngine
 from .process import TIMED_OUT, Result, Runner, SubprocessRunner
 
 __all__ = [  # the runner's names stay importable from here
@@ -505,7 +505,8 @@ class Containers(DockerCli):
     docker's result for the caller to judge (a daemon that does not answer is a
     ``DockerError``). Given ``engine`` (the CLI's daemon's API on its local socket), the
     smoke test's container is started and probed through it instead (see :mod:`.engine`);
-    a socket that takes no connection leaves the CLI to it from then on."""
+    when the engine declines (its socket takes no connection, or the daemon refuses the
+    container as the API asks for it), the CLI does it, and does the rest from then on."""
 
     def __init__(
         self,
@@ -530,7 +531,7 @@ class Containers(DockerCli):
                 started = self.engine.run_detached(
                     name, image, labels=labels, timeout=LOGIN_SECONDS
                 )
-            except EngineUnreachable as exc:
+            except EngineDeclined as exc:
                 self._without_engine(exc)
             else:
                 return self._checked(args, started)
@@ -542,12 +543,12 @@ class Containers(DockerCli):
         if self.engine is not None:
             try:
                 return self._checked(args, self.engine.exec(name, argv, timeout=timeout))
-            except EngineUnreachable as exc:
+            except EngineDeclined as exc:
                 self._without_engine(exc)
         return self._call(args, timeout=timeout)
 
-    def _without_engine(self, exc: EngineUnreachable) -> None:
-        log.debug("the Docker Engine API is not reachable (%s): using the docker CLI", exc)
+    def _without_engine(self, exc: EngineDeclined) -> None:
+        log.debug("the Docker Engine API did not run it (%s): the docker CLI does", exc)
         self.engine = None
 
     def container_state(self, name: str) -> Result:

@@ -20,6 +20,7 @@ from ecr_release.errors import SmokeTestError
 from ecr_release.flows.smoke import HEALTHY, ONE_SHOT, SMOKE_LABEL, SmokeResult, smoke_test
 from ecr_release.outside.docker import Docker, SubprocessRunner
 from ecr_release.outside.engine import local_engine
+from ecr_release.outside.localstate import cache_dir
 
 from .backends import Backend
 from .project import ROOT, Project, docker, one_line_error
@@ -31,6 +32,11 @@ SERVE = 'CMD ["python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--
 PROBE = (
     'HEALTHCHECK --interval=10s --timeout=3s CMD ["python3", "-c", '
     "\"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/', timeout=2)\"]"
+)
+# The same, naming localhost: Docker writes /etc/hosts, which the API's container must get too.
+BY_NAME = (
+    'HEALTHCHECK --interval=10s --timeout=3s CMD ["python3", "-c", '
+    "\"import urllib.request; urllib.request.urlopen('http://localhost:8000/', timeout=2)\"]"
 )
 SLEEP = 'CMD ["python3", "-c", "import time; time.sleep(600)"]'
 CRASH = 'CMD ["python3", "-c", "import sys; print(\'boom: no config\', flush=True); sys.exit(1)"]'
@@ -75,7 +81,7 @@ def through(way: str) -> Docker:
     none``), or through the engine's API on its local socket, as a release here runs it."""
     if way == "cli":
         return Docker(SubprocessRunner())
-    engine = local_engine(os.environ)
+    engine = local_engine(os.environ, cache_dir(os.environ) / "engine")  # as a release's
     assert engine is not None, "the e2e engine is not on a local socket"
     return Docker(SubprocessRunner(), engine=engine)
 
@@ -104,6 +110,23 @@ def test_a_healthy_image_passes_long_before_dockers_first_check(build: Build, sm
     print(f"\nhealthy image (HEALTHCHECK --interval=10s): passed in {result.seconds:.2f} s")
     assert result.outcome == HEALTHY
     assert result.seconds < 5
+    assert_nothing_left()
+
+
+def test_a_health_check_that_names_localhost_passes(build: Build, smoke: Smoke) -> None:
+    result = smoke(build(SERVE, BY_NAME))
+    assert result.outcome == HEALTHY
+    assert_nothing_left()
+
+
+def test_an_image_whose_command_is_missing_cannot_start(build: Build, smoke: Smoke) -> None:
+    # Through the API the daemon refuses to start it: the container is removed and the CLI
+    # runs it, so the error reads as it always did.
+    image = build('CMD ["/no/such/server"]', PROBE)
+    error, took = failed(smoke, image)
+    assert error.message.startswith(f"smoke test of {image} failed: could not start: ")
+    assert "/no/such/server" in error.message
+    assert took < 5
     assert_nothing_left()
 
 
@@ -197,6 +220,8 @@ def test_through_the_api_the_container_has_a_loopback_and_no_network_sandbox(
         for way, name in names.items():
             net = docker("exec", name, "cat", "/proc/net/dev").splitlines()[2:]
             assert [line.split(":")[0].strip() for line in net] == ["lo"], way
+            hosts = docker("exec", name, "getent", "hosts", "localhost", check=False)
+            assert "localhost" in hosts, way
             probe = (
                 "import socket; s = socket.create_server(('127.0.0.1', 0)); "
                 "socket.create_connection(s.getsockname()).close(); print('up')"

@@ -2014,6 +2014,8 @@ def test_a_real_run_on_a_local_socket_runs_the_smoke_container_through_the_api(
         shutil.rmtree(folder, ignore_errors=True)
     engine = run.docker.containers.engine
     assert (engine.path if engine is not None else None) == (path if through_api else None)
+    if engine is not None:  # its hosts files go where this user's cache is
+        assert engine.scratch.is_relative_to(folder / "cache")
 
 
 # -- the candidate: the version appears only when every gate has passed ---------------------

@@ -22,8 +22,9 @@ import ecr_release.outside.engine as engine_module
 from ecr_release.errors import DockerError
 from ecr_release.outside.docker import TIMED_OUT, Docker, Result
 from ecr_release.outside.engine import (
+    HOSTS,
     OUTPUT_BYTES,
-    EngineUnreachable,
+    EngineDeclined,
     LocalEngine,
     local_engine,
 )
@@ -80,6 +81,7 @@ class FakeEngine:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.scratch = Path(path).parent / "scratch"  # where hosts files are written
         self.answers: dict[tuple[str, str], Answer | list[Answer]] = {}
         self.requests: list[tuple[str, str, object]] = []
         self.release = threading.Event()  # lets a hanging answer go at the end
@@ -92,10 +94,13 @@ class FakeEngine:
             def do_GET(self) -> None:
                 fake.answer(self)
 
-            do_POST = do_DELETE = do_GET
+            do_POST = do_PUT = do_DELETE = do_GET
 
         class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             daemon_threads = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # a client that gave up (what the limit tests do) is not news
 
             def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
                 sock, _ = super().get_request()
@@ -106,13 +111,18 @@ class FakeEngine:
 
     def answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
         size = int(handler.headers.get("Content-Length") or 0)
-        body = json.loads(handler.rfile.read(size)) if size else None
+        data = handler.rfile.read(size) if size else b""
+        json_body = handler.headers.get("Content-Type") == "application/json"
+        body = json.loads(data) if data and json_body else (data or None)
         self.requests.append((handler.command, handler.path, body))
         key = (handler.command, handler.path.split("?", 1)[0])
         found = self.answers.get(key)
         if isinstance(found, list):
             found = found.pop(0)
         (found or reply(404, {"message": f"no route {key}"}))(handler)
+
+    def engine(self) -> LocalEngine:
+        return LocalEngine(self.path, self.scratch)
 
     def hang(self, handler: http.server.BaseHTTPRequestHandler) -> None:
         self.release.wait(10)
@@ -152,50 +162,75 @@ def exec_answers(fake: FakeEngine, output: bytes, *states: dict[str, object]) ->
 # -- starting a container ----------------------------------------------------------------
 
 
-def test_a_container_is_created_with_networking_disabled_and_started(fake: FakeEngine) -> None:
+def test_a_container_is_created_with_networking_disabled_given_hosts_and_started(
+    fake: FakeEngine,
+) -> None:
+    mounted: list[str] = []
+
+    def create(handler: http.server.BaseHTTPRequestHandler) -> None:
+        reply(201, {"Id": ID, "Warnings": []})(handler)
+        source = fake.requests[-1][2]["HostConfig"]["Mounts"][0]["Source"]  # type: ignore[index]
+        mounted.append(Path(source).read_text())  # as the daemon reads it, at create
+
     started(fake)
-    result = LocalEngine(fake.path).run_detached(
+    fake.answers[("POST", "/containers/create")] = create
+    result = fake.engine().run_detached(
         "box", "widgets:v1", labels={"io.ecr-release.smoke": "1"}, timeout=5
     )
     assert result == Result(0, f"{ID}\n")
-    assert fake.requests == [
-        (
-            "POST",
-            "/containers/create?name=box",
-            {
-                "Image": "widgets:v1",
-                "Labels": {"io.ecr-release.smoke": "1"},
-                "NetworkDisabled": True,  # no network hook: the point of the API
-                "HostConfig": {"NetworkMode": "none"},
-            },
-        ),
-        ("POST", "/containers/box/start", None),
-    ]
+    (method, path, config), start = fake.requests
+    assert (method, path) == ("POST", "/containers/create?name=box")
+    assert isinstance(config, dict)
+    # Docker writes no /etc/hosts without a network sandbox: `none`'s is mounted instead.
+    (mount,) = config["HostConfig"].pop("Mounts")
+    assert config == {
+        "Image": "widgets:v1",
+        "Labels": {"io.ecr-release.smoke": "1"},
+        "NetworkDisabled": True,  # no network hook: the point of the API
+        "HostConfig": {"NetworkMode": "none"},
+    }
+    assert (mount["Type"], mount["Target"]) == ("bind", "/etc/hosts")
+    assert Path(mount["Source"]).parent == fake.scratch
+    assert mounted == [HOSTS]
+    assert HOSTS.startswith("127.0.0.1\tlocalhost\n::1\tlocalhost ")
+    assert list(fake.scratch.iterdir()) == []  # unlinked once mounted
+    assert start == ("POST", "/containers/box/start", None)
 
 
-def test_an_image_the_engine_does_not_have_is_its_message_as_the_cli_prints_it(
-    fake: FakeEngine,
-) -> None:
+def test_no_hosts_file_no_api(fake: FakeEngine) -> None:
+    fake.scratch.write_text("a file where the folder should be")
+    with pytest.raises(EngineDeclined, match="no hosts file under"):
+        fake.engine().run_detached("box", "widgets:v1", labels={}, timeout=5)
+    assert fake.requests == []
+
+
+def test_an_image_the_engine_will_not_create_is_left_to_the_cli(fake: FakeEngine) -> None:
     fake.answers[("POST", "/containers/create")] = reply(
         404, {"message": "No such image: widgets:v1"}
     )
-    result = LocalEngine(fake.path).run_detached("box", "widgets:v1", labels={}, timeout=5)
-    assert result == Result(1, "Error response from daemon: No such image: widgets:v1\n")
-    assert len(fake.requests) == 1  # nothing was started
+    with pytest.raises(EngineDeclined, match="No such image: widgets:v1"):
+        fake.engine().run_detached("box", "widgets:v1", labels={}, timeout=5)
+    assert len(fake.requests) == 1  # nothing was made: nothing to remove
 
 
-def test_a_container_that_will_not_start_says_why(fake: FakeEngine) -> None:
+def test_a_container_that_will_not_start_is_removed_and_left_to_the_cli(
+    fake: FakeEngine,
+) -> None:
     why = 'OCI runtime create failed: exec: "/app": stat /app: no such file or directory'
-    fake.answers[("POST", "/containers/create")] = reply(201, {"Id": ID})
+    started(fake)
     fake.answers[("POST", "/containers/box/start")] = reply(400, {"message": why})
-    result = LocalEngine(fake.path).run_detached("box", "widgets:v1", labels={}, timeout=5)
-    assert result == Result(1, f"Error response from daemon: {why}\n")
+    fake.answers[("DELETE", "/containers/box")] = reply(204)
+    with pytest.raises(EngineDeclined) as info:
+        fake.engine().run_detached("box", "widgets:v1", labels={}, timeout=5)
+    assert str(info.value) == f"the daemon refused it ({why}); it is removed"
+    assert fake.requests[-1] == ("DELETE", "/containers/box?force=1", None)
+    assert list(fake.scratch.iterdir()) == []
 
 
-def test_a_refusal_without_json_is_its_text(fake: FakeEngine) -> None:
+def test_a_refusal_without_json_says_its_text(fake: FakeEngine) -> None:
     fake.answers[("POST", "/containers/create")] = reply(500, b"engine on fire")
-    result = LocalEngine(fake.path).run_detached("box", "widgets:v1", labels={}, timeout=5)
-    assert result.output == "Error response from daemon: engine on fire\n"
+    with pytest.raises(EngineDeclined, match="create: engine on fire"):
+        fake.engine().run_detached("box", "widgets:v1", labels={}, timeout=5)
 
 
 # -- running a command in it ---------------------------------------------------------------
@@ -204,7 +239,7 @@ def test_a_refusal_without_json_is_its_text(fake: FakeEngine) -> None:
 def test_an_exec_gives_its_exit_code_and_both_streams(fake: FakeEngine) -> None:
     output = frame(1, b"out\n") + frame(2, b"err: not ready\n")
     exec_answers(fake, output, {"Running": False, "ExitCode": 3})
-    result = LocalEngine(fake.path).exec("box", ["python3", "-c", "x"], timeout=5)
+    result = fake.engine().exec("box", ["python3", "-c", "x"], timeout=5)
     assert result == Result(3, "out\nerr: not ready\n")
     assert fake.requests[0] == (
         "POST",
@@ -222,7 +257,7 @@ def test_an_exec_not_yet_reaped_is_asked_again_for_its_exit_code(fake: FakeEngin
         {"Running": False, "ExitCode": None},
         {"Running": False, "ExitCode": 0},
     )
-    assert LocalEngine(fake.path).exec("box", ["true"], timeout=5) == Result(0, "")
+    assert fake.engine().exec("box", ["true"], timeout=5) == Result(0, "")
     assert [request[1] for request in fake.requests].count("/exec/e1/json") == 3
 
 
@@ -230,28 +265,29 @@ def test_an_exec_in_a_stopped_container_is_refused_as_docker_exec_is(fake: FakeE
     fake.answers[("POST", "/containers/box/exec")] = reply(
         409, {"message": "Container box is not running"}
     )
-    result = LocalEngine(fake.path).exec("box", ["true"], timeout=5)
+    result = fake.engine().exec("box", ["true"], timeout=5)
     assert result == Result(1, "Error response from daemon: Container box is not running\n")
 
 
 def test_an_exec_whose_container_went_away_meanwhile_is_refused(fake: FakeEngine) -> None:
     exec_answers(fake, frame(1, b"partial"))
     fake.answers[("GET", "/exec/e1/json")] = reply(404, {"message": "No such exec instance: e1"})
-    result = LocalEngine(fake.path).exec("box", ["true"], timeout=5)
+    result = fake.engine().exec("box", ["true"], timeout=5)
     assert result == Result(1, "partialError response from daemon: No such exec instance: e1\n")
 
 
-def test_a_long_output_keeps_its_end(fake: FakeEngine) -> None:
-    lines = b"".join(frame(1, f"line {i}\n".encode()) for i in range(30000))
+def test_a_long_output_keeps_its_end_without_the_frames(fake: FakeEngine) -> None:
+    lines = b"".join(frame(1 + i % 2, f"line {i}\n".encode()) for i in range(30000))
     exec_answers(fake, lines, {"Running": False, "ExitCode": 1})
-    result = LocalEngine(fake.path).exec("box", ["true"], timeout=5)
+    result = fake.engine().exec("box", ["true"], timeout=5)
     assert len(result.output.encode()) <= OUTPUT_BYTES
-    assert result.output.endswith("line 29999\n")
+    assert result.output.endswith("line 29998\nline 29999\n")
+    assert "\x00" not in result.output and "\x01" not in result.output
 
 
 def test_a_stream_that_is_not_framed_is_taken_as_text(fake: FakeEngine) -> None:
     exec_answers(fake, b"plain text\n", {"Running": False, "ExitCode": 0})
-    assert LocalEngine(fake.path).exec("box", ["true"], timeout=5).output == "plain text\n"
+    assert fake.engine().exec("box", ["true"], timeout=5).output == "plain text\n"
 
 
 # -- limits and a daemon that is not there ----------------------------------------------------
@@ -261,36 +297,72 @@ def test_a_command_that_does_not_return_is_stopped_at_its_limit(fake: FakeEngine
     fake.answers[("POST", "/containers/box/exec")] = reply(201, {"Id": "e1"})
     fake.answers[("POST", "/exec/e1/start")] = fake.hang
     start = time.monotonic()
-    result = LocalEngine(fake.path).exec("box", ["sleep", "600"], timeout=0.5)
+    result = fake.engine().exec("box", ["sleep", "600"], timeout=0.5)
     assert time.monotonic() - start < 3
     assert result.returncode == TIMED_OUT
     assert result.stopped == "gave no answer within 0.5 s"
     assert result.limit == "timeout"
 
 
-def test_the_limit_covers_every_request_of_a_call(fake: FakeEngine) -> None:
+def test_the_limit_covers_the_call_not_each_request(fake: FakeEngine) -> None:
     def slow_create(handler: http.server.BaseHTTPRequestHandler) -> None:
-        time.sleep(0.4)
+        time.sleep(1.0)
         reply(201, {"Id": ID})(handler)
 
     fake.answers[("POST", "/containers/create")] = slow_create
     fake.answers[("POST", "/containers/box/start")] = fake.hang
     start = time.monotonic()
-    result = LocalEngine(fake.path).run_detached("box", "widgets:v1", labels={}, timeout=0.6)
+    result = fake.engine().run_detached("box", "widgets:v1", labels={}, timeout=1.2)
     assert result.timed_out
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 1.9  # each request on its own limit: 2.2 s
 
 
-def test_an_answer_that_breaks_off_is_one_line(fake: FakeEngine) -> None:
+def test_a_command_that_keeps_printing_is_still_stopped_at_its_limit(fake: FakeEngine) -> None:
+    def chatty(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.end_headers()
+        while not fake.release.is_set():
+            try:
+                handler.wfile.write(frame(1, b"still going\n"))
+                handler.wfile.flush()
+            except OSError:  # the client gave up: what the test waits for
+                return
+            time.sleep(0.05)
+
+    fake.answers[("POST", "/containers/box/exec")] = reply(201, {"Id": "e1"})
+    fake.answers[("POST", "/exec/e1/start")] = chatty
+    start = time.monotonic()
+    result = fake.engine().exec("box", ["yes"], timeout=0.5)
+    assert time.monotonic() - start < 2
+    assert result.returncode == TIMED_OUT
+    assert result.output.endswith("the Docker Engine API gave no answer within 0.5 s\n")
+
+
+def test_an_answer_that_breaks_off_is_one_line_naming_the_daemon(fake: FakeEngine) -> None:
     def cut(handler: http.server.BaseHTTPRequestHandler) -> None:
         handler.wfile.write(b'HTTP/1.1 201 Created\r\nContent-Length: 100\r\n\r\n{"Id"')
         handler.close_connection = True
 
     fake.answers[("POST", "/containers/create")] = cut
-    result = LocalEngine(fake.path).run_detached("box", "widgets:v1", labels={}, timeout=5)
-    assert result.returncode == 1
-    assert result.output.startswith("the Docker daemon's answer broke off")
-    assert result.output.count("\n") == 1
+    with pytest.raises(DockerError) as info:
+        fake.engine().run_detached("box", "widgets:v1", labels={}, timeout=5)
+    message = str(info.value)
+    assert message.startswith(
+        f"the Docker daemon at unix://{fake.path} stopped answering (POST /containers/create: "
+    )
+    assert message.endswith("check Docker, then run it again") and "\n" not in message
+
+
+def test_a_daemon_that_goes_away_after_the_first_request_is_not_left_to_the_cli(
+    fake: FakeEngine,
+) -> None:
+    def created_then_gone(handler: http.server.BaseHTTPRequestHandler) -> None:
+        Path(fake.path).unlink()  # no new connection from now on
+        reply(201, {"Id": ID})(handler)
+
+    fake.answers[("POST", "/containers/create")] = created_then_gone
+    with pytest.raises(DockerError, match=r"stopped answering \(POST /containers/box/start: "):
+        fake.engine().run_detached("box", "widgets:v1", labels={}, timeout=5)
 
 
 def test_a_socket_that_takes_no_connection_is_unreachable(short_dir: Path) -> None:
@@ -298,10 +370,10 @@ def test_a_socket_that_takes_no_connection_is_unreachable(short_dir: Path) -> No
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(path))  # a socket file nobody listens on
     sock.close()
-    with pytest.raises(EngineUnreachable):
-        LocalEngine(str(path)).run_detached("box", "widgets:v1", labels={}, timeout=5)
-    with pytest.raises(EngineUnreachable):
-        LocalEngine(str(short_dir / "gone.sock")).exec("box", ["true"], timeout=5)
+    with pytest.raises(EngineDeclined, match=r"dead\.sock"):
+        LocalEngine(str(path), short_dir).run_detached("box", "widgets:v1", labels={}, timeout=5)
+    with pytest.raises(EngineDeclined):
+        LocalEngine(str(short_dir / "gone.sock"), short_dir).exec("box", ["true"], timeout=5)
 
 
 # -- the smoke test's container commands with an engine ---------------------------------------
@@ -311,7 +383,7 @@ def test_the_containers_go_through_the_engine_when_there_is_one(fake: FakeEngine
     started(fake)
     exec_answers(fake, b"", {"Running": False, "ExitCode": 0})
     runner = FakeRunner()
-    docker = Docker(runner, engine=LocalEngine(fake.path))
+    docker = Docker(runner, engine=fake.engine())
     assert docker.containers.run_detached("box", "a:v1", labels={"k": "1"}).returncode == 0
     assert docker.containers.exec("box", ["true"], timeout=5).returncode == 0
     docker.containers.remove_container("box")
@@ -324,7 +396,7 @@ def test_an_engine_that_does_not_answer_is_one_line_naming_the_command(
 ) -> None:
     fake.answers[("POST", "/containers/create")] = fake.hang
     monkeypatch.setattr(docker_module, "LOGIN_SECONDS", 0.3)
-    docker = Docker(FakeRunner(), engine=LocalEngine(fake.path), environ={})
+    docker = Docker(FakeRunner(), engine=fake.engine(), environ={})
     with pytest.raises(DockerError) as info:
         docker.containers.run_detached("box", "a:v1", labels={})
     assert str(info.value) == (
@@ -334,9 +406,20 @@ def test_an_engine_that_does_not_answer_is_one_line_naming_the_command(
     )
 
 
+def test_a_declined_container_is_left_to_the_cli_from_then_on(fake: FakeEngine) -> None:
+    fake.answers[("POST", "/containers/create")] = reply(400, {"message": "No command specified"})
+    runner = FakeRunner()
+    docker = Docker(runner, engine=fake.engine())
+    docker.containers.run_detached("box", "a:v1", labels={"k": "1"})
+    docker.containers.exec("box", ["true"], timeout=5)
+    assert docker.containers.engine is None
+    assert [args[1] for args in runner.calls] == ["run", "exec"]
+    assert len(fake.requests) == 1
+
+
 def test_an_unreachable_engine_leaves_the_work_to_the_cli_from_then_on(short_dir: Path) -> None:
     runner = FakeRunner()
-    docker = Docker(runner, engine=LocalEngine(str(short_dir / "gone.sock")))
+    docker = Docker(runner, engine=LocalEngine(str(short_dir / "gone.sock"), short_dir))
     docker.containers.run_detached("box", "a:v1", labels={"k": "1"})
     docker.containers.exec("box", ["true"], timeout=5)
     assert docker.containers.engine is None
@@ -370,7 +453,7 @@ def default_socket(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def engine_path(environ: dict[str, str]) -> str | None:
-    found = local_engine(environ)
+    found = local_engine(environ, Path("/scratch"))
     return found.path if found is not None else None
 
 
@@ -388,16 +471,16 @@ def test_docker_host_comes_first(default_socket: str, short_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["tcp://10.0.0.5:2376", "ssh://me@build-box", "npipe:////./pipe/docker_engine", "unix://"],
+    ["tcp://10.0.0.5:2376", "ssh://me@build-box", "npipe:////./pipe/docker_engine", "unix://", ""],
 )
 def test_a_daemon_not_on_a_local_socket_is_left_to_the_cli(default_socket: str, host: str) -> None:
-    assert local_engine({"DOCKER_HOST": host}) is None
+    assert local_engine({"DOCKER_HOST": host}, Path("/scratch")) is None
 
 
 def test_a_path_that_is_not_a_socket_is_left_to_the_cli(short_dir: Path) -> None:
     (short_dir / "file").write_text("")
-    assert local_engine({"DOCKER_HOST": f"unix://{short_dir / 'file'}"}) is None
-    assert local_engine({"DOCKER_HOST": f"unix://{short_dir / 'missing'}"}) is None
+    assert engine_path({"DOCKER_HOST": f"unix://{short_dir / 'file'}"}) is None
+    assert engine_path({"DOCKER_HOST": f"unix://{short_dir / 'missing'}"}) is None
 
 
 @pytest.mark.parametrize("how", ["DOCKER_CONTEXT", "currentContext"])
@@ -432,7 +515,7 @@ def test_a_context_that_is_remote_or_unreadable_is_left_to_the_cli(
     a_context(config, "remote", "ssh://me@build-box")
     (config / "contexts" / "meta" / "junk").mkdir()
     environ = {"DOCKER_CONFIG": str(config), "DOCKER_CONTEXT": context}
-    assert local_engine(environ) is None
+    assert engine_path(environ) is None
 
 
 def test_a_broken_config_json_is_the_default_socket_as_for_the_cli(
