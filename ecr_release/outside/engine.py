@@ -25,14 +25,19 @@ Only the daemon the CLI would use is spoken to, and only on a local Unix socket
 context that ``DOCKER_CONTEXT`` or config.json's ``currentContext`` names (its endpoint
 read from the CLI's context store), else the default socket. Anything else (tcp://,
 ssh://, an empty DOCKER_HOST, which CLIs read differently, a context that cannot be
-read, a socket that is not there) gets None, and the CLI does the work as before.
+read, a socket that is not there, a machine where SELinux enforces) gets None, and the
+CLI does the work as before.
 
 :class:`EngineDeclined` means nothing was done and nothing is left: the socket took no
 connection, or the daemon would not create or start the container as asked here (it is
-removed first). The caller then has the CLI do it, which says what is wrong, if anything
-is, as it always did. Every call is bounded as a whole, and answers as the CLI command
-would: a :class:`~.process.Result` with an exit code and the output, or one stopped at
-its limit. A daemon that stops answering in the middle of a call is a ``DockerError``.
+removed first; a daemon that will not remove it either is a ``DockerError``). The caller
+then has the CLI do it, which says what is wrong, if anything is, as it always did. A
+daemon that cannot see the hosts file (a socket mounted in from another machine's
+daemon) refuses the create: such a set-up costs a refused create, then the CLI.
+
+Every call is bounded as a whole, and answers as the CLI command would: a
+:class:`~.process.Result` with an exit code and the output, or one stopped at its
+limit. A daemon that stops answering in the middle of a call is a ``DockerError``.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ from ..errors import DockerError
 from .process import TIMED_OUT, Result
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
+# "1" when SELinux enforces here: a file under the cache folder would then be unreadable
+# to the container (a bind mount made through the API is not relabelled), so the CLI runs it.
+SELINUX_ENFORCE = Path("/sys/fs/selinux/enforce")
 # What an answer or an exec's output keeps: the output's end, which is all that is shown.
 OUTPUT_BYTES = 64 * 1024
 # How often an exec whose stream has ended is asked again for its exit code.
@@ -80,8 +88,12 @@ def local_engine(environ: Mapping[str, str], scratch: Path) -> LocalEngine | Non
     The CLI's own order: ``DOCKER_HOST``, then ``DOCKER_CONTEXT``, then config.json's
     ``currentContext`` (in ``DOCKER_CONFIG`` or ``~/.docker``), then the default socket.
     An empty ``DOCKER_HOST`` is left to the CLI: 20.10 takes it for the default socket,
-    23.0 and later for unset.
+    23.0 and later for unset. So is everything where SELinux enforces (see
+    :data:`SELINUX_ENFORCE`).
     """
+    with contextlib.suppress(OSError):
+        if SELINUX_ENFORCE.read_text().strip() == "1":
+            return None
     if "DOCKER_HOST" in environ:
         host = environ["DOCKER_HOST"]
     else:
@@ -140,12 +152,18 @@ class LocalEngine:
         except _Stopped:
             return call.stopped()
         why = _message(answer)
-        with_cli = f"the daemon refused it ({why}); it is removed"
         try:
-            call.ask("DELETE", f"/containers/{quoted}?force=1")
-        except (_Stopped, DockerError):
-            with_cli = f"the daemon refused it ({why}), and did not remove it"
-        raise EngineDeclined(with_cli)
+            status, answer = call.ask("DELETE", f"/containers/{quoted}?force=1")
+        except _Stopped:
+            status, answer = 0, b"no answer in time"
+        if status in (204, 404):  # removed (or gone already): nothing is left
+            raise EngineDeclined(f"the daemon refused it ({why}); it is removed")
+        # Left there, it would stand in the CLI's way under the same name: the smoke test
+        # ends here, and removes it by name on its way out.
+        raise DockerError(
+            f"the Docker daemon at unix://{self.path} refused to start container {name} "
+            f"({why}) and to remove it ({_message(answer)}); check Docker, then run it again"
+        )
 
     def _hosts_file(self) -> str:
         """A new file holding :data:`HOSTS` under ``scratch``; ``EngineDeclined`` when
@@ -153,11 +171,18 @@ class LocalEngine:
         try:
             self.scratch.mkdir(parents=True, exist_ok=True)
             fd, path = tempfile.mkstemp(prefix="hosts-", dir=self.scratch)
+        except OSError as exc:
+            raise EngineDeclined(f"no hosts file under {self.scratch}: {exc}") from exc
+        try:
             with os.fdopen(fd, "w", encoding="ascii") as out:
                 out.write(HOSTS)
             os.chmod(path, 0o644)  # as Docker's own: readable by the container's users
-        except OSError as exc:
-            raise EngineDeclined(f"no hosts file under {self.scratch}: {exc}") from exc
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            if isinstance(exc, OSError):
+                raise EngineDeclined(f"no hosts file under {self.scratch}: {exc}") from exc
+            raise
         return path
 
     def exec(self, name: str, argv: Sequence[str], *, timeout: float) -> Result:
@@ -186,7 +211,7 @@ class LocalEngine:
                     return Result(code, _text(output))
                 call.pause(_EXIT_POLL)
         except _Stopped:
-            return call.stopped(_text(output))
+            return call.stopped(_text(output or call.partial))
 
 
 class _Stopped(Exception):
@@ -199,6 +224,7 @@ class _Call:
     def __init__(self, path: str, seconds: float) -> None:
         self.path, self.seconds = path, seconds
         self._ends = time.monotonic() + seconds
+        self.partial = b""  # what a stream had given when the limit stopped it
 
     def stopped(self, output: str = "") -> Result:
         """A result stopped at this limit, worded as the runner words one."""
@@ -258,8 +284,13 @@ class _Call:
         last :data:`OUTPUT_BYTES`."""
         kept = demux or _Tail()
         while True:
-            sock.settimeout(self._left())
-            chunk = response.read1(OUTPUT_BYTES)  # what has come: read() waits to fill it
+            try:
+                sock.settimeout(self._left())
+                chunk = response.read1(OUTPUT_BYTES)  # what has come: read() waits to fill it
+            except (_Stopped, TimeoutError):
+                if demux is not None:  # an exec's output so far, kept for the error
+                    self.partial = demux.value()
+                raise
             if not chunk:
                 break
             kept.feed(chunk)
@@ -276,7 +307,7 @@ class _Call:
     def _gone(self, method: str, path: str, exc: BaseException) -> DockerError:
         return DockerError(
             f"the Docker daemon at unix://{self.path} stopped answering ({method} "
-            f"{path.split('?', 1)[0]}: {exc or type(exc).__name__}); check Docker, then run "
+            f"{path.split('?', 1)[0]}: {str(exc) or type(exc).__name__}); check Docker, then run "
             "it again"
         )
 
@@ -294,23 +325,26 @@ class _Tail:
     """Bytes, of which the last :data:`OUTPUT_BYTES` are kept."""
 
     def __init__(self) -> None:
-        self._kept = b""
+        self._kept = bytearray()
 
     def feed(self, chunk: bytes) -> None:
-        self._kept = (self._kept + chunk)[-OUTPUT_BYTES:]
+        self._kept += chunk
+        if len(self._kept) > 2 * OUTPUT_BYTES:  # trimmed now and then, not at each feed
+            del self._kept[:-OUTPUT_BYTES]
 
     def value(self) -> bytes:
-        return self._kept
+        return bytes(self._kept[-OUTPUT_BYTES:])
 
 
 class _Demux(_Tail):
     """Docker's multiplexed stream, read as it comes: frames of an 8-byte header (the
     first byte 1 for stdout, 2 for stderr; the last four the length) then the bytes.
-    What does not read as frames (an error's JSON, a stream cut short) is kept as it is."""
+    What does not start as frames (an error's JSON) is kept as it is, and so is what
+    follows frames but is not one; a frame cut short keeps its bytes, not its header."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._pending = b""
+        self._pending = bytearray()
         self._framed: bool | None = None
 
     def feed(self, chunk: bytes) -> None:
@@ -318,24 +352,28 @@ class _Demux(_Tail):
             super().feed(chunk)
             return
         self._pending += chunk
-        while len(self._pending) >= 8:
-            header = self._pending[:8]
+        at, pending = 0, self._pending
+        while len(pending) - at >= 8:
+            header = pending[at : at + 8]
             if header[0] not in (0, 1, 2) or any(header[1:4]):  # not (or no longer) frames
                 self._framed = False
-                super().feed(self._pending)
-                self._pending = b""
-                return
+                super().feed(bytes(pending[at:]))
+                at = len(pending)
+                break
             size = int.from_bytes(header[4:8], "big")
-            if len(self._pending) < 8 + size:
-                return
+            if len(pending) - at < 8 + size:
+                break
             self._framed = True
-            super().feed(self._pending[8 : 8 + size])
-            self._pending = self._pending[8 + size :]
+            super().feed(bytes(pending[at + 8 : at + 8 + size]))
+            at += 8 + size
+        del pending[:at]
 
     def value(self) -> bytes:
-        if self._pending:  # shorter than a header, or a frame cut short: kept as it is
-            super().feed(self._pending)
-            self._pending = b""
+        if self._pending and self._framed:  # a frame cut short: its bytes, not its header
+            super().feed(bytes(self._pending[8:]))
+        elif self._pending:  # shorter than a header: not frames
+            super().feed(bytes(self._pending))
+        self._pending = bytearray()
         return super().value()
 
 

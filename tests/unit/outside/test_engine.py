@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import shutil
 import socket
 import socketserver
@@ -171,6 +172,7 @@ def test_a_container_is_created_with_networking_disabled_given_hosts_and_started
         reply(201, {"Id": ID, "Warnings": []})(handler)
         source = fake.requests[-1][2]["HostConfig"]["Mounts"][0]["Source"]  # type: ignore[index]
         mounted.append(Path(source).read_text())  # as the daemon reads it, at create
+        mounted.append(oct(Path(source).stat().st_mode & 0o777))  # any user may read it
 
     started(fake)
     fake.answers[("POST", "/containers/create")] = create
@@ -191,7 +193,7 @@ def test_a_container_is_created_with_networking_disabled_given_hosts_and_started
     }
     assert (mount["Type"], mount["Target"]) == ("bind", "/etc/hosts")
     assert Path(mount["Source"]).parent == fake.scratch
-    assert mounted == [HOSTS]
+    assert mounted == [HOSTS, "0o644"]
     assert HOSTS.startswith("127.0.0.1\tlocalhost\n::1\tlocalhost ")
     assert list(fake.scratch.iterdir()) == []  # unlinked once mounted
     assert start == ("POST", "/containers/box/start", None)
@@ -202,6 +204,18 @@ def test_no_hosts_file_no_api(fake: FakeEngine) -> None:
     with pytest.raises(EngineDeclined, match="no hosts file under"):
         fake.engine().run_detached("box", "widgets:v1", labels={}, timeout=5)
     assert fake.requests == []
+
+
+def test_a_hosts_file_that_cannot_be_finished_is_not_left(
+    fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: str, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    with pytest.raises(EngineDeclined, match="Operation not permitted"):
+        fake.engine().run_detached("box", "widgets:v1", labels={}, timeout=5)
+    assert list(fake.scratch.iterdir()) == []
 
 
 def test_an_image_the_engine_will_not_create_is_left_to_the_cli(fake: FakeEngine) -> None:
@@ -225,6 +239,33 @@ def test_a_container_that_will_not_start_is_removed_and_left_to_the_cli(
     assert str(info.value) == f"the daemon refused it ({why}); it is removed"
     assert fake.requests[-1] == ("DELETE", "/containers/box?force=1", None)
     assert list(fake.scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("removal", ["refused", "no-answer"])
+def test_a_container_the_daemon_will_neither_start_nor_remove_is_not_left_to_the_cli(
+    fake: FakeEngine, removal: str
+) -> None:
+    started(fake)
+    fake.answers[("POST", "/containers/box/start")] = reply(400, {"message": "no /app"})
+    fake.answers[("DELETE", "/containers/box")] = (
+        reply(500, {"message": "device or resource busy"}) if removal == "refused" else fake.hang
+    )
+    runner = FakeRunner()
+    docker = Docker(runner, engine=fake.engine())
+    start = time.monotonic()
+    with pytest.raises(DockerError) as info:
+        docker.containers.run_detached(
+            "box", "widgets:v1", labels={}
+        ) if removal == "refused" else fake.engine().run_detached(
+            "box", "widgets:v1", labels={}, timeout=0.5
+        )
+    assert time.monotonic() - start < 3
+    said = "device or resource busy" if removal == "refused" else "no answer in time"
+    assert str(info.value) == (
+        f"the Docker daemon at unix://{fake.path} refused to start container box (no /app) "
+        f"and to remove it ({said}); check Docker, then run it again"
+    )
+    assert runner.calls == []  # no `docker run --name box` beside the one left there
 
 
 def test_a_refusal_without_json_says_its_text(fake: FakeEngine) -> None:
@@ -285,6 +326,19 @@ def test_a_long_output_keeps_its_end_without_the_frames(fake: FakeEngine) -> Non
     assert "\x00" not in result.output and "\x01" not in result.output
 
 
+def test_a_frame_cut_short_keeps_its_bytes_not_its_header(fake: FakeEngine) -> None:
+    exec_answers(fake, frame(1, b"ok\n") + frame(2, b"cut off")[:11], {"ExitCode": 1})
+    assert fake.engine().exec("box", ["true"], timeout=5).output == "ok\ncut"
+
+
+def test_frames_split_anywhere_read_the_same(fake: FakeEngine) -> None:
+    demux = engine_module._Demux()
+    data = frame(1, b"out\n") + frame(2, b"") + frame(2, b"err\n") * 3
+    for i in range(len(data)):
+        demux.feed(data[i : i + 1])
+    assert demux.value() == b"out\nerr\nerr\nerr\n"
+
+
 def test_a_stream_that_is_not_framed_is_taken_as_text(fake: FakeEngine) -> None:
     exec_answers(fake, b"plain text\n", {"Running": False, "ExitCode": 0})
     assert fake.engine().exec("box", ["true"], timeout=5).output == "plain text\n"
@@ -321,7 +375,8 @@ def test_a_command_that_keeps_printing_is_still_stopped_at_its_limit(fake: FakeE
     def chatty(handler: http.server.BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
         handler.end_headers()
-        while not fake.release.is_set():
+        until = time.monotonic() + 5  # a broken limit fails the test, not hangs it
+        while not fake.release.is_set() and time.monotonic() < until:
             try:
                 handler.wfile.write(frame(1, b"still going\n"))
                 handler.wfile.flush()
@@ -335,6 +390,7 @@ def test_a_command_that_keeps_printing_is_still_stopped_at_its_limit(fake: FakeE
     result = fake.engine().exec("box", ["yes"], timeout=0.5)
     assert time.monotonic() - start < 2
     assert result.returncode == TIMED_OUT
+    assert result.output.startswith("still going\n")  # what it printed is kept
     assert result.output.endswith("the Docker Engine API gave no answer within 0.5 s\n")
 
 
@@ -449,7 +505,29 @@ def a_context(config: Path, name: str, host: str) -> None:
 def default_socket(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     path = a_socket(short_dir / "default.sock")
     monkeypatch.setattr(engine_module, "DEFAULT_SOCKET", path)
+    monkeypatch.setattr(engine_module, "SELINUX_ENFORCE", short_dir / "no-selinux")
     return path
+
+
+@pytest.mark.parametrize(("enforce", "through_api"), [("1\n", False), ("0\n", True)])
+def test_where_selinux_enforces_the_cli_runs_it(
+    default_socket: str,
+    short_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    enforce: str,
+    through_api: bool,
+) -> None:
+    (short_dir / "enforce").write_text(enforce)
+    monkeypatch.setattr(engine_module, "SELINUX_ENFORCE", short_dir / "enforce")
+    found = engine_path({"DOCKER_CONFIG": str(short_dir / "none")})
+    assert found == (default_socket if through_api else None)
+
+
+def test_an_error_without_words_is_named_by_its_kind() -> None:
+    said = str(
+        engine_module._Call("/run/d.sock", 1)._gone("POST", "/x?y=1", ConnectionResetError())
+    )
+    assert "(POST /x: ConnectionResetError)" in said
 
 
 def engine_path(environ: dict[str, str]) -> str | None:
